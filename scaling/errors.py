@@ -1,0 +1,17 @@
+"""The one exception type that user-facing commands turn into a clean non-zero exit."""
+
+
+class ConfigError(ValueError):
+    """Bad user input: the message names the file, the field and the offending value."""
+
+    def __init__(self, message: str, *, source: str | None = None, field: str | None = None, value=None):
+        parts = []
+        if source:
+            parts.append(str(source))
+        if field:
+            parts.append(f"field '{field}'")
+        prefix = ": ".join(parts)
+        if value is not None:
+            message = f"{message} (got {value!r})"
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+        self.source, self.field, self.value = source, field, value
