@@ -1,0 +1,194 @@
+"""argparse hooks for ``scaling fit`` and ``scaling figures``.
+
+Only argparse is imported at module level so that ``scaling --help`` stays fast; pandas,
+scipy and matplotlib are imported inside the ``run_*`` functions. Bad input raises
+:class:`scaling.errors.ConfigError`, which the ``scaling`` entry point turns into a clean exit.
+"""
+from __future__ import annotations
+
+import argparse
+
+LAWS = ("parametric", "isoflop", "envelope", "all")
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = (
+        "Fit scaling laws to a results table. RESULTS is a CSV, a directory holding results.csv, "
+        "or a directory holding runs/*/result.json. Only runs with status 'done' are used and "
+        "'textlm' runs are never part of speech fits. A bare CSV without an 'arm' column is one arm "
+        "named 'all'. --law all (default) writes the full fits.json structure (every arm, every law); "
+        "a single law writes that fit's dict when one arm is fitted, else a dict keyed by arm.")
+    parser.add_argument("results", metavar="CSV_OR_RESULTS_DIR", help="results.csv, its directory, or a directory with runs/*/result.json")
+    parser.add_argument("--law", choices=LAWS, default="all", help="which law to fit (default: all)")
+    parser.add_argument("--loss-col", default=None,
+                        help="loss column (default: val_loss_speech if present, else loss)")
+    parser.add_argument("--metric", default=None,
+                        help="column for --law envelope (default: the loss column); accuracies use the max per budget, "
+                             "columns whose name contains 'loss' the min")
+    parser.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta on log-loss residuals (default 1e-3)")
+    parser.add_argument("--reduce", choices=("sum", "mean"), default="sum",
+                        help="sum the Huber loss over points (default) or average it (Hoffmann's negative control)")
+    parser.add_argument("--arm", default=None, help="fit only this arm (e.g. interleaved, textless)")
+    parser.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the fit(s) as JSON here")
+    return parser
+
+
+def _default_loss_col(df, requested):
+    if requested:
+        return requested
+    for c in ("val_loss_speech", "loss"):
+        if c in df.columns:
+            return c
+    from scaling.errors import ConfigError
+
+    raise ConfigError("no loss column: pass --loss-col", source=df.attrs.get("source"), field="loss")
+
+
+def _selected_arms(df, arm):
+    from scaling.errors import ConfigError
+
+    from .study import arms_of
+
+    arms = arms_of(df)
+    if arm is None:
+        return arms
+    if arm not in arms:
+        raise ConfigError(f"arm not in the table (arms: {', '.join(arms)})", source=df.attrs.get("source"),
+                          field="arm", value=arm)
+    return [arm]
+
+
+def _print_study(fits: dict) -> None:
+    from .fits.envelope import EnvelopeFit
+    from .fits.isoflop import IsoflopFit
+    from .fits.parametric import ParametricFit
+
+    print(f"loss column: {fits['loss_col']}   huber delta: {fits['huber_delta']}   reduce: {fits['reduce']}")
+    hdr = f"{'arm':<12} {'runs':>5} {'E':>8} {'A':>10} {'B':>10} {'alpha':>7} {'beta':>7} {'a':>6} {'b':>6} {'a_iso':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    for arm, e in fits["arms"].items():
+        p = e.get("parametric", {})
+        iso = e.get("isoflop", {})
+        if "error" in p or not p:
+            cols = f"{'(parametric: ' + p.get('error', e.get('error', 'n/a'))[:60] + ')'}"
+        else:
+            f = ParametricFit.from_dict(p)
+            cols = f"{f.E:>8.4g} {f.A:>10.4g} {f.B:>10.4g} {f.alpha:>7.4f} {f.beta:>7.4f} {f.a:>6.3f} {f.b:>6.3f}"
+        a_iso = f"{IsoflopFit.from_dict(iso).a:>6.3f}" if iso and "error" not in iso else f"{'–':>6}"
+        print(f"{arm:<12} {e.get('n_runs', 0):>5} {cols} {a_iso}")
+    for arm, e in fits["arms"].items():
+        envs = e.get("metric_envelopes", {})
+        ok = {m: EnvelopeFit.from_dict(v).gamma for m, v in envs.items() if "error" not in v}
+        if ok:
+            print(f"{arm} envelope gammas: " + ", ".join(f"{m} {g:.4f}" for m, g in ok.items()))
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """Fit the requested law(s), print a table, optionally write JSON; returns the exit code."""
+    from scaling.atomic import write_json
+
+    from .fits.envelope import fit_envelope
+    from .fits.isoflop import fit_isoflop
+    from .fits.parametric import fit_parametric
+    from .load import load_results
+    from .study import arm_rows, budget_of, fit_study
+
+    df = load_results(args.results)
+    loss_col = _default_loss_col(df, args.loss_col)
+    arms = _selected_arms(df, args.arm)
+    if args.law == "all":
+        out = fit_study(df, loss_col=loss_col, huber_delta=args.huber_delta, reduce=args.reduce, arms=arms)
+        _print_study(out)
+    else:
+        import numpy as np
+
+        per_arm = {}
+        for arm in arms:
+            rows = arm_rows(df, arm)
+            if args.law == "envelope":
+                col = args.metric or loss_col
+                if col not in rows.columns:
+                    from scaling.errors import ConfigError
+
+                    raise ConfigError("column not in the results table", source=df.attrs.get("source"), field=col)
+                fit = fit_envelope(budget_of(rows), rows[col].to_numpy(dtype=float),
+                                   higher_is_better="loss" not in col)
+            else:
+                rows = rows[np.isfinite(rows[loss_col].to_numpy(dtype=float))]
+                N, D, L = (rows[c].to_numpy(dtype=float) for c in ("params", "tokens", loss_col))
+                if args.law == "parametric":
+                    fit = fit_parametric(N, D, L, huber_delta=args.huber_delta, reduce=args.reduce)
+                else:
+                    fit = fit_isoflop(budget_of(rows), N, D, L)
+            print(f"== {arm} ==")
+            print(fit.summary() if hasattr(fit, "summary") else str(fit))
+            per_arm[arm] = fit.to_dict()
+        out = per_arm[arms[0]] if len(arms) == 1 else per_arm
+    if args.json_out:
+        write_json(args.json_out, out)
+        print(f"wrote {args.json_out}")
+    return 0
+
+
+def add_figures_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = (
+        "Draw the scaling figures (isoflop, loss_vs_compute, metrics_vs_compute; PNG and PDF) into --out "
+        "and write a Markdown report. Fits are read from --fits (a fits.json written by 'scaling fit') "
+        "or, without it, computed here and also saved as OUT/fits.json. The report goes to --report, "
+        "default: report.md in the parent directory of OUT, with figure links relative to it.")
+    parser.add_argument("results", metavar="RESULTS", help="results.csv, its directory, or a directory with runs/*/result.json")
+    parser.add_argument("--fits", default=None, metavar="FITS.json", help="fits from 'scaling fit --law all --json'")
+    parser.add_argument("--out", required=True, metavar="DIR", help="directory for the figure files")
+    parser.add_argument("--report", default=None, metavar="PATH", help="report path (default: DIR/../report.md)")
+    parser.add_argument("--loss-col", default=None, help="loss column when fits are computed here")
+    parser.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta when fits are computed here")
+    return parser
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    """Draw figures and the report; returns the exit code."""
+    import json
+    from pathlib import Path
+
+    from scaling.atomic import write_json
+    from scaling.errors import ConfigError
+
+    from .figures import draw_figures
+    from .load import load_results
+    from .report import write_report
+    from .study import fit_study
+
+    df = load_results(args.results)
+    out_dir = Path(args.out)
+    if args.fits:
+        try:
+            fits = json.loads(Path(args.fits).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read fits: {exc}", source=args.fits) from None
+        if "arms" not in fits:
+            raise ConfigError("not a fits.json from 'scaling fit --law all' (no 'arms' key)", source=args.fits)
+    else:
+        fits = fit_study(df, loss_col=_default_loss_col(df, args.loss_col), huber_delta=args.huber_delta)
+        write_json(out_dir / "fits.json", fits)
+    paths = draw_figures(df, fits, out_dir)
+    report = Path(args.report) if args.report else out_dir.resolve().parent / "report.md"
+    write_report(df, fits, paths, report)
+    for p in paths:
+        print(f"wrote {p}")
+    print(f"wrote {report}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Standalone entry for development: ``python -m analysis.cli fit|figures ...``."""
+    parser = argparse.ArgumentParser(prog="analysis")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    add_fit_arguments(sub.add_parser("fit", help="fit scaling laws"))
+    add_figures_arguments(sub.add_parser("figures", help="draw figures and the report"))
+    args = parser.parse_args(argv)
+    return run_fit(args) if args.cmd == "fit" else run_figures(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

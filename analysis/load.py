@@ -1,0 +1,109 @@
+"""Load the results table (one row per training run) from a CSV or from run directories."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scaling.errors import ConfigError
+
+#: Columns that must hold numbers when present (empty cells become NaN).
+NUMERIC_COLUMNS = (
+    "params", "non_embedding_params", "tokens", "flops", "flops_exact", "budget",
+    "val_loss_speech", "val_loss_text", "val_loss_interleaved", "loss",
+    "swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t",
+)
+#: Any one of these is enough for a table to be fittable.
+LOSS_COLUMNS = ("val_loss_speech", "val_loss_text", "val_loss_interleaved", "loss")
+METRIC_COLUMNS = ("swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t")
+
+
+def _read_runs_dir(runs: Path) -> pd.DataFrame:
+    rows = []
+    for p in sorted(runs.glob("*/result.json")):
+        try:
+            rec = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"not valid JSON ({exc.msg} at line {exc.lineno})", source=str(p)) from None
+        if not isinstance(rec, dict):
+            raise ConfigError("result.json must hold a JSON object", source=str(p), value=type(rec).__name__)
+        rec.setdefault("run_id", p.parent.name)
+        rec["_source"] = str(p)
+        rows.append(rec)
+    if not rows:
+        raise ConfigError("no runs/*/result.json files found", source=str(runs))
+    return pd.DataFrame(rows)
+
+
+def load_results(path, *, only_done: bool = True) -> pd.DataFrame:
+    """Read and validate a results table.
+
+    ``path`` is a CSV file, a directory holding ``results.csv``, or a directory holding
+    ``runs/*/result.json`` (flat dicts with the CSV's column names). Rows whose ``status`` is not
+    ``done`` are dropped when ``only_done``. Numeric columns are coerced (empty -> NaN); a
+    non-numeric value, a missing required column or a non-positive params/tokens raises
+    :class:`ConfigError` naming the file, the column and the value. ``flops`` is filled with
+    6 * params * tokens where absent.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "results.csv").is_file():
+            path = path / "results.csv"
+        elif (path / "runs").is_dir():
+            df = _read_runs_dir(path / "runs")
+            source = str(path / "runs")
+            return _validate(df, source, only_done)
+        elif any(path.glob("*/result.json")):
+            return _validate(_read_runs_dir(path), str(path), only_done)
+        else:
+            raise ConfigError("directory holds neither results.csv nor runs/*/result.json", source=str(path))
+    if not path.is_file():
+        raise ConfigError("results file not found", source=str(path))
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot parse CSV: {exc}", source=str(path)) from None
+    return _validate(df, str(path), only_done)
+
+
+def _validate(df: pd.DataFrame, source: str, only_done: bool) -> pd.DataFrame:
+    df = df.copy()
+    df.columns = [str(c).strip() for c in df.columns]
+    for col in ("params", "tokens"):
+        if col not in df.columns:
+            raise ConfigError(f"required column '{col}' is missing (columns: {', '.join(df.columns)})",
+                              source=source, field=col)
+    if not any(c in df.columns for c in LOSS_COLUMNS):
+        raise ConfigError(f"no loss column: need one of {', '.join(LOSS_COLUMNS)}", source=source,
+                          field="loss")
+    if only_done and "status" in df.columns:
+        df = df[df["status"].astype(str).str.strip().str.lower() == "done"].reset_index(drop=True)
+    for col in NUMERIC_COLUMNS:
+        if col not in df.columns:
+            continue
+        raw = df[col]
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = num.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            where = df["_source"].iloc[i] if "_source" in df.columns else source
+            rid = f" (run {df['run_id'].iloc[i]})" if "run_id" in df.columns else f" (row {i + 1})"
+            raise ConfigError(f"non-numeric value{rid}", source=where, field=col, value=raw.iloc[i])
+        df[col] = num.astype(float)
+    for col in ("params", "tokens"):
+        x = df[col].to_numpy()
+        bad = ~(x > 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            where = df["_source"].iloc[i] if "_source" in df.columns else source
+            rid = f" (run {df['run_id'].iloc[i]})" if "run_id" in df.columns else f" (row {i + 1})"
+            raise ConfigError(f"must be a positive number{rid}", source=where, field=col, value=float(x[i]))
+    six_nd = 6.0 * df["params"] * df["tokens"]
+    df["flops"] = df["flops"].fillna(six_nd) if "flops" in df.columns else six_nd
+    if "arm" in df.columns:
+        df["arm"] = df["arm"].astype(str).str.strip()
+    df = df.drop(columns=["_source"], errors="ignore")
+    df.attrs["source"] = source
+    return df

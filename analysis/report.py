@@ -1,0 +1,187 @@
+"""``report.md``: tables of the fitted laws and sentences derived from the numbers, never hard-coded."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scaling.atomic import write_text
+
+from .fits.envelope import EnvelopeFit
+from .fits.isoflop import IsoflopFit
+from .fits.parametric import ParametricFit
+from .study import arm_rows, budget_of
+
+
+def _g(x, digits: int = 4) -> str:
+    return f"{x:.{digits}g}" if isinstance(x, (int, float, np.floating)) and np.isfinite(x) else "–"
+
+
+def _get(entry, cls):
+    return None if not entry or "error" in entry else cls.from_dict(entry)
+
+
+def _runs_section(df: pd.DataFrame, loss_col: str) -> list[str]:
+    lines = ["## Runs", ""]
+    if "arm" in df.columns:
+        lines += ["| arm | runs | model sizes | budgets | N range | with loss |", "|---|---|---|---|---|---|"]
+        for arm, rows in df.groupby("arm", sort=True):
+            C = budget_of(rows)
+            n_loss = int(np.isfinite(rows[loss_col].to_numpy(dtype=float)).sum()) if loss_col in rows else 0
+            note = " (text pre-training, not fitted)" if arm == "textlm" else ""
+            lines.append(f"| {arm}{note} | {len(rows)} | {rows['params'].nunique()} | "
+                         f"{len(set(C[np.isfinite(C)]))} | {_g(rows['params'].min(), 3)} – {_g(rows['params'].max(), 3)} | {n_loss} |")
+    else:
+        lines.append(f"{len(df)} runs, one arm (no `arm` column).")
+    return lines + [""]
+
+
+def _laws_section(fits: dict) -> list[str]:
+    lines = ["## Parametric law L(N, D) = E + A / N^α + B / D^β (Chinchilla approach 3)", "",
+             f"Huber δ = {fits.get('huber_delta')}, objective reduced by {fits.get('reduce', 'sum')} over points, "
+             "4,500-start grid.", ""]
+    for arm, entry in fits["arms"].items():
+        p = _get(entry.get("parametric"), ParametricFit)
+        if p is None:
+            lines.append(f"- **{arm}**: not fitted: {entry.get('parametric', {}).get('error', entry.get('error'))}")
+            continue
+        lines += [f"- **{arm}** ({p.n_points} runs): L(N, D) = {p.E:.4g} + {p.A:.4g} / N^{p.alpha:.4f} + "
+                  f"{p.B:.4g} / D^{p.beta:.4f}",
+                  f"  - E = {p.E:.4g}, A = {p.A:.4g}, B = {p.B:.4g}, α = {p.alpha:.4f}, β = {p.beta:.4f}",
+                  f"  - compute-optimal: N_opt = {p.G:.4g} (C/6)^{p.a:.4f}, D_opt = {1 / p.G:.4g} (C/6)^{p.b:.4f} "
+                  f"(a = {p.a:.4f}, b = {p.b:.4f}); objective {p.objective:.4g}, converged: {p.converged}"]
+    return lines + [""]
+
+
+def _isoflop_section(fits: dict) -> list[str]:
+    lines = ["## IsoFLOP minima (Chinchilla approach 2)", ""]
+    for arm, entry in fits["arms"].items():
+        iso = _get(entry.get("isoflop"), IsoflopFit)
+        if iso is None:
+            lines += [f"**{arm}**: not fitted: {entry.get('isoflop', {}).get('error', entry.get('error'))}", ""]
+            continue
+        lines += [f"**{arm}**: N_opt = {iso.k_n:.4g} C^{iso.a:.4f} (R² {iso.r2_n:.3f}), "
+                  f"D_opt = {iso.k_d:.4g} C^{iso.b:.4f}", "",
+                  "| budget C | N_opt | D_opt | L_min | sizes | note |", "|---|---|---|---|---|---|"]
+        for m in iso.minima:
+            note = "minimum outside sampled N" if m.extrapolated else ""
+            lines.append(f"| {m.budget:.3g} | {m.n_opt:.3g} | {m.d_opt:.3g} | {m.loss_min:.4f} | {m.n_sizes} | {note} |")
+        for b, why in iso.skipped.items():
+            lines.append(f"| {float(b):.3g} | – | – | – | – | skipped: {why} |")
+        lines.append("")
+    return lines
+
+
+def _exponents_section(fits: dict) -> list[str]:
+    lines = ["## Compute-optimal exponents", "", "| arm | a (parametric) | b (parametric) | a (isoFLOP) | b (isoFLOP) |",
+             "|---|---|---|---|---|"]
+    for arm, entry in fits["arms"].items():
+        p = _get(entry.get("parametric"), ParametricFit)
+        iso = _get(entry.get("isoflop"), IsoflopFit)
+        lines.append(f"| {arm} | {_g(p.a) if p else '–'} | {_g(p.b) if p else '–'} | "
+                     f"{_g(iso.a) if iso else '–'} | {_g(iso.b) if iso else '–'} |")
+    return lines + [""]
+
+
+def _envelope_section(fits: dict) -> list[str]:
+    arms = list(fits["arms"])
+    lines = ["## Envelope exponents (best run per budget, Q = k C^γ)", "",
+             "| quantity | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    row = []
+    for arm in arms:
+        e = _get(fits["arms"][arm].get("loss_envelope"), EnvelopeFit)
+        row.append(f"{e.gamma:.4f}" if e else "–")
+    lines.append(f"| {fits.get('loss_col', 'loss')} | " + " | ".join(row) + " |")
+    for m in fits.get("metrics", []):
+        row = []
+        for arm in arms:
+            e = _get(fits["arms"][arm].get("metric_envelopes", {}).get(m), EnvelopeFit)
+            row.append(f"{e.gamma:.4f}" if e else "–")
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    return lines + [""]
+
+
+def findings(df: pd.DataFrame, fits: dict) -> list[str]:
+    """Sentences computed from the table and the fits."""
+    loss_col = fits.get("loss_col", "val_loss_speech")
+    arms = list(fits["arms"])
+    out = []
+    best = {}
+    for arm in arms:
+        rows = arm_rows(df, arm)
+        if loss_col not in rows.columns:
+            continue
+        rows = rows[np.isfinite(rows[loss_col].to_numpy(dtype=float))]
+        if rows.empty:
+            continue
+        C = budget_of(rows)
+        best[arm] = (rows, C)
+    if len(best) >= 2:
+        common = set.intersection(*(set(C[np.isfinite(C)]) for _, C in best.values()))
+        if common:
+            cmax = max(common)
+            lows = {arm: float(rows[loss_col][C == cmax].min()) for arm, (rows, C) in best.items()}
+            order = sorted(lows, key=lows.get)
+            out.append(f"At the largest budget all arms share (C = {cmax:.3g}), **{order[0]}** reaches the lowest "
+                       f"{loss_col} ({lows[order[0]]:.4f}) vs " +
+                       ", ".join(f"{a} {lows[a]:.4f}" for a in order[1:]) + ".")
+        else:
+            out.append("The arms share no compute budget, so their losses are compared through the fitted laws only.")
+    elif len(best) == 1:
+        arm, (rows, C) = next(iter(best.items()))
+        cmax = np.nanmax(C)
+        out.append(f"At the largest budget (C = {cmax:.3g}) the best {loss_col} of {arm} is "
+                   f"{float(rows[loss_col][C == cmax].min()):.4f}.")
+    pars = {a: _get(fits["arms"][a].get("parametric"), ParametricFit) for a in arms}
+    pars = {a: p for a, p in pars.items() if p is not None}
+    for arm, p in pars.items():
+        where = "model size" if p.a > p.b else "training tokens"
+        out.append(f"For {arm}, the parametric fit gives N_opt ∝ C^{p.a:.3f} and D_opt ∝ C^{p.b:.3f}: extra compute "
+                   f"should go mostly to {where}.")
+    if len(pars) >= 2:
+        cmax = max(float(np.nanmax(C)) for _, C in best.values()) if best else None
+        if cmax:
+            preds = {a: float(p.loss_opt(cmax)) for a, p in pars.items()}
+            order = sorted(preds, key=preds.get)
+            out.append(f"At C = {cmax:.3g} the compute-optimal loss predicted by the parametric laws is lowest for "
+                       f"**{order[0]}** ({preds[order[0]]:.4f}; " + ", ".join(f"{a} {preds[a]:.4f}" for a in order[1:]) + ").")
+    for m in fits.get("metrics", []):
+        envs = {a: _get(fits["arms"][a].get("metric_envelopes", {}).get(m), EnvelopeFit) for a in arms}
+        envs = {a: e for a, e in envs.items() if e is not None}
+        if len(envs) >= 2:
+            order = sorted(envs, key=lambda a: envs[a].gamma, reverse=True)
+            out.append(f"{m}: the envelope grows fastest with compute for **{order[0]}** (γ = {envs[order[0]].gamma:.4f}"
+                       + "".join(f"; {a} γ = {envs[a].gamma:.4f}" for a in order[1:]) + ").")
+    for arm, entry in fits["arms"].items():
+        iso = _get(entry.get("isoflop"), IsoflopFit)
+        if iso is not None:
+            ext = [m.budget for m in iso.minima if m.extrapolated]
+            if ext:
+                out.append(f"Caution ({arm}): the isoFLOP minimum falls outside the sampled model sizes at budget(s) "
+                           + ", ".join(f"{b:.3g}" for b in ext) + "; widen the grid there.")
+    return out
+
+
+def write_report(df: pd.DataFrame, fits: dict, figure_paths, out_path) -> Path:
+    """Write ``report.md`` (atomically) with run counts, fitted laws, exponents, figures and findings."""
+    out_path = Path(out_path)
+    loss_col = fits.get("loss_col", "val_loss_speech")
+    lines = ["# Scaling-law report", "",
+             f"Source: `{df.attrs.get('source', 'in-memory table')}`; loss column `{loss_col}`.", ""]
+    lines += _runs_section(df, loss_col)
+    lines += ["## Findings", ""] + [f"- {s}" for s in findings(df, fits)] + [""]
+    lines += _laws_section(fits)
+    lines += _exponents_section(fits)
+    lines += _isoflop_section(fits)
+    lines += _envelope_section(fits)
+    pngs = [Path(p) for p in figure_paths if Path(p).suffix == ".png"]
+    if pngs:
+        lines += ["## Figures", ""]
+        for p in pngs:
+            rel = os.path.relpath(p.resolve(), out_path.parent.resolve())
+            pdf = Path(rel).with_suffix(".pdf")
+            lines += [f"### {p.stem}", "", f"![{p.stem}]({Path(rel).as_posix()})", "",
+                      f"(vector version: [{pdf.as_posix()}]({pdf.as_posix()}))", ""]
+    return write_text(out_path, "\n".join(lines) + "\n")

@@ -1,0 +1,149 @@
+"""The run spec: one typed, validated record that fully determines a training run.
+
+``run_id`` is derived from the spec's content (not from paths on this machine), so the
+same grid point gets the same id everywhere and a finished run is recognised on rerun.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from scaling.errors import ConfigError
+from scaling.shapes import ModelShape
+
+ARMS = ("interleaved", "textless", "textlm")
+STREAMS = ("text", "interleaved", "speech", "textlm")
+
+
+@dataclass
+class TrainConfig:
+    seq_len: int = 128
+    batch_size: int = 8  # sequences per optimiser step
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_frac: float = 0.01
+    grad_clip: float = 0.5
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eval_every: int = 0  # optimiser steps between validations; 0 = only at the end
+    val_sequences: int = 16  # validation sequences per stream
+
+    def validate(self, source: str | None = None, prefix: str = "train") -> None:
+        for name in ("seq_len", "batch_size", "val_sequences"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError("must be a positive integer", source=source, field=f"{prefix}.{name}", value=v)
+        for name in ("lr", "min_lr", "grad_clip"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+                raise ConfigError("must be a positive number", source=source, field=f"{prefix}.{name}", value=v)
+        if self.min_lr > self.lr:
+            raise ConfigError(f"must not exceed lr ({self.lr})", source=source, field=f"{prefix}.min_lr", value=self.min_lr)
+        if not 0 <= self.warmup_frac < 1:
+            raise ConfigError("must be in [0, 1)", source=source, field=f"{prefix}.warmup_frac", value=self.warmup_frac)
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ConfigError("must be a non-negative integer", source=source, field=f"{prefix}.eval_every", value=self.eval_every)
+        if self.weight_decay < 0:
+            raise ConfigError("must be >= 0", source=source, field=f"{prefix}.weight_decay", value=self.weight_decay)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.seq_len * self.batch_size
+
+
+@dataclass
+class RunSpec:
+    arm: str
+    model: str
+    shape: ModelShape
+    tokens: int  # exact training budget in tokens
+    streams: dict[str, float]  # stream name -> share of training tokens
+    init: str  # "random" or "run:<run_id>" (the model/ folder of that run) or a path to a HF folder
+    data_fingerprint: str  # identity of the prepared data (part of the run id)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    budget: float | None = None  # nominal compute budget C of the grid point
+    benchmarks: list[str] = field(default_factory=list)
+    bench_items: int | None = None  # cap on items per benchmark (None = all)
+    data_dir: str = ""  # where the prepared data lives on this machine (not part of the id)
+    sweep: str = ""  # name of the sweep this run belongs to (not part of the id)
+
+    _NOT_HASHED = ("data_dir", "sweep")
+
+    def validate(self, source: str | None = None) -> None:
+        if self.arm not in ARMS:
+            raise ConfigError(f"must be one of {ARMS}", source=source, field="arm", value=self.arm)
+        if not isinstance(self.tokens, int) or self.tokens <= 0:
+            raise ConfigError("must be a positive integer", source=source, field="tokens", value=self.tokens)
+        if not self.streams:
+            raise ConfigError("at least one stream is needed", source=source, field="streams", value=self.streams)
+        for s, w in self.streams.items():
+            if s not in STREAMS:
+                raise ConfigError(f"unknown stream; known: {STREAMS}", source=source, field="streams", value=s)
+            if not w > 0:
+                raise ConfigError("stream shares must be positive", source=source, field=f"streams.{s}", value=w)
+        self.train.validate(source)
+        if self.tokens < self.train.tokens_per_step:
+            raise ConfigError(
+                f"budget of {self.tokens} tokens is smaller than one optimiser step "
+                f"({self.train.batch_size} x {self.train.seq_len} = {self.train.tokens_per_step} tokens)",
+                source=source, field="tokens", value=self.tokens,
+            )
+
+    @property
+    def steps(self) -> int:
+        return -(-self.tokens // self.train.tokens_per_step)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["shape"] = self.shape.to_dict()
+        d["train"] = asdict(self.train)
+        return d
+
+    @property
+    def run_id(self) -> str:
+        d = {k: v for k, v in self.to_dict().items() if k not in self._NOT_HASHED}
+        digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+        budget = f"-C{self.budget:.2g}".replace("+", "") if self.budget else ""
+        return f"{self.arm}-{self.model}{budget}-{digest}"
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str | None = None) -> "RunSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known - {"run_id"})
+        if unknown:
+            raise ConfigError(f"unknown key(s) {unknown}", source=source, field=unknown[0])
+        d = dict(d)
+        d.pop("run_id", None)
+        d["shape"] = ModelShape.from_dict(d["shape"], source=source)
+        tr = d.get("train", {}) or {}
+        tknown = {f.name for f in fields(TrainConfig)}
+        bad = sorted(set(tr) - tknown)
+        if bad:
+            raise ConfigError(f"unknown key(s) {bad}", source=source, field=f"train.{bad[0]}")
+        d["train"] = TrainConfig(**tr)
+        try:
+            spec = cls(**d)
+        except TypeError as e:
+            raise ConfigError(str(e), source=source) from None
+        spec.validate(source)
+        return spec
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunSpec":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("run spec not found", source=str(path))
+        with open(path, encoding="utf-8") as fh:
+            d = yaml.safe_load(fh)
+        if not isinstance(d, dict):
+            raise ConfigError("a run spec must be a mapping", source=str(path))
+        return cls.from_dict(d, source=str(path))
+
+    def dump(self) -> dict:
+        return {"run_id": self.run_id, **self.to_dict()}

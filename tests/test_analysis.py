@@ -1,0 +1,259 @@
+"""Loading, the study dict, figures, report and CLI on small synthetic tables."""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.cli import add_figures_arguments, add_fit_arguments, run_figures, run_fit
+from analysis.figures import draw_figures
+from analysis.fits.envelope import EnvelopeFit
+from analysis.fits.isoflop import IsoflopFit
+from analysis.fits.parametric import ParametricFit
+from analysis.load import load_results
+from analysis.report import write_report
+from analysis.study import fit_study
+from scaling.errors import ConfigError
+
+LAWS = {  # two arms with different known laws
+    "interleaved": dict(E=1.6, A=300.0, B=900.0, alpha=0.33, beta=0.30),
+    "textless": dict(E=1.8, A=250.0, B=1200.0, alpha=0.30, beta=0.28),
+}
+GAMMA = {"interleaved": 0.03, "textless": 0.015}
+METRICS = ("swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t")
+
+
+def synthetic_table(seed=0, budgets=(1e18, 3e18, 1e19, 3e19, 1e20)) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for arm, p in LAWS.items():
+        G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
+        a = p["beta"] / (p["alpha"] + p["beta"])
+        for C in budgets:
+            for N in G * (C / 6) ** a * np.geomspace(1 / 4, 4, 5):
+                D = C / (6 * N)
+                loss = (p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"]) * np.exp(rng.normal(0, 0.002))
+                row = dict(run_id=f"{arm}-{C:.0e}-{N:.2e}", arm=arm, model=f"m{N:.1e}", params=N,
+                           non_embedding_params=0.8 * N, tokens=D, flops=6 * N * D, flops_exact=6.6 * N * D,
+                           budget=C, val_loss_speech=loss, val_loss_text=loss + 0.5, val_loss_interleaved=loss + 0.2,
+                           status="done")
+                for i, m in enumerate(METRICS):
+                    row[m] = min(0.99, (0.3 + 0.02 * i) * (C / 1e17) ** GAMMA[arm] * (1 - rng.uniform(0, 0.05)))
+                rows.append(row)
+    rows[3]["ssc"] = np.nan
+    rows.append(dict(rows[0], run_id="failed-1", status="failed", val_loss_speech=np.nan))
+    rows.append(dict(run_id="textlm-1", arm="textlm", model="t", params=1e8, tokens=1e10, flops=6e18,
+                     budget=np.nan, val_loss_text=3.0, status="done"))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    d = tmp_path_factory.mktemp("res")
+    df = synthetic_table()
+    df.to_csv(d / "results.csv", index=False)
+    return d / "results.csv"
+
+
+@pytest.fixture(scope="module")
+def study(table):
+    df = load_results(table)
+    return df, fit_study(df)
+
+
+# ---------------------------------------------------------------- loading
+def test_load_csv_dir_filters_failed_and_fills_flops(table, tmp_path):
+    df = load_results(table.parent)
+    assert "failed-1" not in set(df.run_id) and "textlm-1" in set(df.run_id)
+    raw = pd.read_csv(table).drop(columns=["flops"])
+    raw.to_csv(tmp_path / "r.csv", index=False)
+    d2 = load_results(tmp_path / "r.csv")
+    np.testing.assert_allclose(d2["flops"], 6 * d2["params"] * d2["tokens"])
+
+
+def test_load_missing_column_names_file_and_column(table, tmp_path):
+    p = tmp_path / "nocol.csv"
+    pd.read_csv(table).drop(columns=["tokens"]).to_csv(p, index=False)
+    with pytest.raises(ConfigError, match="tokens") as ei:
+        load_results(p)
+    assert str(p) in str(ei.value)
+
+
+def test_load_requires_a_loss_column(tmp_path):
+    p = tmp_path / "noloss.csv"
+    pd.DataFrame({"params": [1e8], "tokens": [1e9]}).to_csv(p, index=False)
+    with pytest.raises(ConfigError, match="loss"):
+        load_results(p)
+
+
+def test_load_non_positive_params(table, tmp_path):
+    p = tmp_path / "neg.csv"
+    raw = pd.read_csv(table)
+    raw.loc[2, "params"] = -5
+    raw.to_csv(p, index=False)
+    with pytest.raises(ConfigError, match="params") as ei:
+        load_results(p)
+    assert str(p) in str(ei.value) and "-5" in str(ei.value)
+
+
+def test_load_non_numeric_value(table, tmp_path):
+    p = tmp_path / "text.csv"
+    raw = pd.read_csv(table)
+    raw["sblimp"] = raw["sblimp"].astype(object)
+    raw.loc[4, "sblimp"] = "oops"
+    raw.to_csv(p, index=False)
+    with pytest.raises(ConfigError, match="sblimp") as ei:
+        load_results(p)
+    assert "oops" in str(ei.value) and str(p) in str(ei.value)
+
+
+def test_load_runs_directory(table, tmp_path):
+    raw = pd.read_csv(table).head(6)
+    for _, r in raw.iterrows():
+        d = tmp_path / "runs" / r.run_id
+        d.mkdir(parents=True)
+        rec = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.to_dict().items()}
+        (d / "result.json").write_text(json.dumps(rec))
+    df = load_results(tmp_path)
+    assert len(df) == 6 and set(df.run_id) == set(raw.run_id)
+    np.testing.assert_allclose(np.sort(df.params), np.sort(raw.params))
+    bad = tmp_path / "runs" / raw.run_id[0] / "result.json"
+    rec = json.loads(bad.read_text())
+    rec["tokens"] = "many"
+    bad.write_text(json.dumps(rec))
+    with pytest.raises(ConfigError, match="tokens") as ei:
+        load_results(tmp_path)
+    assert "result.json" in str(ei.value)
+
+
+def test_load_missing_path(tmp_path):
+    with pytest.raises(ConfigError):
+        load_results(tmp_path / "nothing.csv")
+    with pytest.raises(ConfigError, match="results.csv"):
+        load_results(tmp_path)
+
+
+# ---------------------------------------------------------------- study
+def test_fit_study_two_arms_and_json_roundtrip(study):
+    df, fits = study
+    assert set(fits["arms"]) == {"interleaved", "textless"}  # textlm excluded
+    fits2 = json.loads(json.dumps(fits))
+    for arm, p in LAWS.items():
+        e = fits2["arms"][arm]
+        assert e["n_runs"] == 25
+        par = ParametricFit.from_dict(e["parametric"])
+        assert par == ParametricFit.from_dict(fits["arms"][arm]["parametric"])
+        assert ParametricFit.from_dict(par.to_dict()) == par
+        assert par.alpha == pytest.approx(p["alpha"], abs=0.05) and par.beta == pytest.approx(p["beta"], abs=0.05)
+        iso = IsoflopFit.from_dict(e["isoflop"])
+        assert iso.a == pytest.approx(p["beta"] / (p["alpha"] + p["beta"]), abs=0.05)
+        assert EnvelopeFit.from_dict(e["loss_envelope"]).gamma < 0
+        assert set(e["metric_envelopes"]) == set(METRICS)
+        g = EnvelopeFit.from_dict(e["metric_envelopes"]["swuggy"]).gamma
+        assert g == pytest.approx(GAMMA[arm], abs=0.01)
+
+
+def test_fit_study_reports_missing_data_instead_of_crashing():
+    df = synthetic_table()
+    small = df[(df.arm == "interleaved") & (df.budget == 1e18)].head(3)
+    small = pd.concat([small, df[df.arm == "textless"]])
+    small = small.drop(columns=["tsc"])
+    fits = fit_study(small)
+    e = fits["arms"]["interleaved"]
+    assert "error" in e["parametric"] and "5 points" in e["parametric"]["error"]
+    assert "error" in e["isoflop"] and "two budgets" in e["isoflop"]["error"]
+    assert "error" in e["metric_envelopes"]["tsc"]
+    assert "error" not in fits["arms"]["textless"]["parametric"]
+    json.dumps(fits)
+
+
+# ---------------------------------------------------------------- figures and report
+def test_figures_and_report(study, tmp_path):
+    df, fits = study
+    paths = draw_figures(df, fits, tmp_path / "figures")
+    names = {(p.stem, p.suffix) for p in paths}
+    for n in ("isoflop", "loss_vs_compute", "metrics_vs_compute"):
+        for ext in (".png", ".pdf"):
+            assert (n, ext) in names
+            assert (tmp_path / "figures" / f"{n}{ext}").stat().st_size > 1000
+    assert not list((tmp_path / "figures").glob("*.tmp"))
+    rep = write_report(df, fits, paths, tmp_path / "report.md")
+    text = rep.read_text()
+    for n in ("isoflop", "loss_vs_compute", "metrics_vs_compute"):
+        assert f"](figures/{n}.png)" in text
+    for arm in ("interleaved", "textless"):
+        par = ParametricFit.from_dict(fits["arms"][arm]["parametric"])
+        assert f"{par.alpha:.4f}" in text and f"{par.beta:.4f}" in text and f"{par.a:.4f}" in text
+        gam = fits["arms"][arm]["metric_envelopes"]["sblimp"]["gamma"]
+        assert f"{gam:.4f}" in text
+    # the derived sentence follows the data: the arm with the lower loss at 1e20 is named
+    top = df[df.budget == 1e20].groupby("arm")["val_loss_speech"].min()
+    assert f"**{top.idxmin()}** reaches the lowest" in text
+
+
+def test_report_sentence_follows_the_data(study, tmp_path):
+    df, fits = study
+    flipped = df.copy()
+    # make textless the better arm at the top budget: the sentence must change with it
+    flipped.loc[(flipped.arm == "textless") & (flipped.budget == 1e20), "val_loss_speech"] = 0.5
+    text = write_report(flipped, fits, [], tmp_path / "r.md").read_text()
+    assert "**textless** reaches the lowest" in text
+
+
+# ---------------------------------------------------------------- CLI
+def _fit_args(argv):
+    p = argparse.ArgumentParser()
+    add_fit_arguments(p)
+    return p.parse_args(argv)
+
+
+def test_cli_fit_parametric_on_bare_csv(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    NN, DD = np.meshgrid(np.geomspace(1e7, 1e9, 6), np.geomspace(1e8, 1e10, 6))
+    N, D = NN.ravel(), DD.ravel()
+    L = (1.7 + 400 / N ** 0.34 + 1500 / D ** 0.28) * np.exp(rng.normal(0, 0.002, N.size))
+    csv = tmp_path / "bare.csv"
+    pd.DataFrame({"params": N, "tokens": D, "loss": L}).to_csv(csv, index=False)
+    out = tmp_path / "fit.json"
+    assert run_fit(_fit_args([str(csv), "--law", "parametric", "--json", str(out)])) == 0
+    d = json.loads(out.read_text())
+    for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G", "objective", "n_points"):
+        assert k in d
+    assert d["n_points"] == 36 and d["alpha"] == pytest.approx(0.34, abs=0.03)
+    assert "alpha" in capsys.readouterr().out
+
+
+def test_cli_fit_all_and_figures(table, tmp_path, capsys):
+    fits_json = tmp_path / "fits.json"
+    assert run_fit(_fit_args([str(table), "--json", str(fits_json), "--arm", "interleaved"])) == 0
+    fits = json.loads(fits_json.read_text())
+    assert list(fits["arms"]) == ["interleaved"]
+    assert "interleaved" in capsys.readouterr().out
+    p = argparse.ArgumentParser()
+    add_figures_arguments(p)
+    args = p.parse_args([str(table), "--fits", str(fits_json), "--out", str(tmp_path / "out" / "figs")])
+    assert run_figures(args) == 0
+    assert (tmp_path / "out" / "report.md").is_file()
+    assert (tmp_path / "out" / "figs" / "isoflop.pdf").is_file()
+    with pytest.raises(ConfigError, match="arm"):
+        run_fit(_fit_args([str(table), "--arm", "nope"]))
+
+
+def test_cli_module_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys, analysis.cli; heavy = [m for m in ('pandas', 'matplotlib', 'scipy', 'torch', 'trainer') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_analysis_never_imports_torch_or_trainer():
+    root = Path(__file__).resolve().parents[1] / "analysis"
+    for f in root.rglob("*.py"):
+        src = f.read_text()
+        assert "import torch" not in src and "from trainer" not in src and "import trainer" not in src, f

@@ -1,0 +1,139 @@
+"""Synthetic counterparts of sWUGGY, sBLIMP, (multi-speaker) sStoryCloze / tStoryCloze and
+cross-modal StoryCloze.
+
+Each item is ``{"id", "positive": [segments], "negative": [segments], "speaker", "variant"}``
+where a segment is ``{"modality": "speech", "units": [...]}`` or
+``{"modality": "text", "text": "..."}``. Both members of a pair use the same speaker; items
+draw speakers at random (multi-speaker). Items come from fresh rng streams and skip any story
+whose text is in ``exclude_texts`` (the training / validation corpora).
+
+``variant`` tells how the negative was made (e.g. 'obj' / 'col' / 'place' / 'pos' / 'N' for
+sSC, 'swap' / 'article' / 'agreement' for sBLIMP, 'substitute' for sWUGGY, 'other_story'
+for tSC); scorers may ignore it.
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable, Iterable
+
+from .speech import phonemes, render
+from .stories import Story, lexicon, make_story, norm, sblimp_violation
+
+BENCHMARKS = ("swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t")
+# modality of (context, ending) for the StoryCloze family
+STORYCLOZE_MODALITIES = {"ssc": ("speech", "speech"), "tsc": ("speech", "speech"),
+                         "ssc_s2t": ("speech", "text"), "ssc_t2s": ("text", "speech"),
+                         "ssc_t2t": ("text", "text")}
+
+_VOWELS = "aeiou"
+_CONSONANTS = "bcdfghjklmnprstvwyz"
+
+
+def _speech(words: list[str], speaker: int, rng: random.Random) -> dict:
+    return {"modality": "speech", "units": render(words, speaker, rng).units}
+
+
+def _segment(text: str, modality: str, speaker: int, rng: random.Random) -> dict:
+    if modality == "text":
+        return {"modality": "text", "text": text}
+    return _speech(text.split(), speaker, rng)
+
+
+def make_nonword(word: str, rng: random.Random, lex: frozenset[str] | None = None) -> str:
+    """Substitute one letter (vowel for vowel, consonant for consonant) so that the result
+    is not a lexicon word and is pronounced differently. Raises ValueError if impossible."""
+    lex = lexicon() if lex is None else lex
+    pron = phonemes(word)
+    positions = list(range(len(word)))
+    rng.shuffle(positions)
+    for i in positions:
+        c = word[i]
+        pool = _VOWELS if c in _VOWELS else _CONSONANTS
+        subs = [x for x in pool if x != c]
+        rng.shuffle(subs)
+        for x in subs:
+            cand = word[:i] + x + word[i + 1:]
+            if cand not in lex and phonemes(cand) != pron:
+                return cand
+    raise ValueError(f"no non-word for {word!r}")
+
+
+def _fresh_story(rng: random.Random, exclude: set[str] | frozenset[str]) -> Story:
+    while True:
+        s = make_story(rng)
+        if s.text not in exclude:
+            return s
+
+
+def build_swuggy(n: int, n_speakers: int, rng: random.Random, exclude=frozenset()) -> list[dict]:
+    lex = lexicon()
+    words = sorted(w for w in lex if len(w) >= 3 and w.isalpha())
+    items = []
+    for i in range(n):
+        w = rng.choice(words)
+        nw = make_nonword(w, rng, lex)
+        spk = rng.randrange(n_speakers)
+        items.append({"id": f"swuggy-{i:05d}", "positive": [_speech([w], spk, rng)],
+                      "negative": [_speech([nw], spk, rng)], "speaker": spk,
+                      "variant": "substitute", "words": [w, nw]})
+    return items
+
+
+def build_sblimp(n: int, n_speakers: int, rng: random.Random, exclude=frozenset()) -> list[dict]:
+    items = []
+    for i in range(n):
+        story = _fresh_story(rng, exclude)
+        sent = rng.choice(story.sentences)
+        bad, kind = sblimp_violation(sent, rng)
+        spk = rng.randrange(n_speakers)
+        items.append({"id": f"sblimp-{i:05d}", "positive": [_speech(sent.split(), spk, rng)],
+                      "negative": [_speech(bad.split(), spk, rng)], "speaker": spk,
+                      "variant": kind, "texts": [sent, bad]})
+    return items
+
+
+def _storycloze(name: str) -> Callable[..., list[dict]]:
+    ctx_mod, end_mod = STORYCLOZE_MODALITIES[name]
+    topic = name == "tsc"
+
+    def build(n: int, n_speakers: int, rng: random.Random, exclude=frozenset()) -> list[dict]:
+        items = []
+        for i in range(n):
+            story = _fresh_story(rng, exclude)
+            if topic:
+                other = _fresh_story(rng, exclude)
+                while norm(other.ctx["N"]) == norm(story.ctx["N"]) or other.ending == story.ending:
+                    other = _fresh_story(rng, exclude)
+                wrong, kind = other.ending, "other_story"
+            else:
+                wrong, kind = story.wrong_ending(rng)
+            spk = rng.randrange(n_speakers)
+            ctx_seg = _segment(story.context, ctx_mod, spk, rng)
+            items.append({
+                "id": f"{name}-{i:05d}",
+                "positive": [ctx_seg, _segment(story.ending, end_mod, spk, rng)],
+                "negative": [ctx_seg, _segment(wrong, end_mod, spk, rng)],
+                "speaker": spk, "variant": kind,
+                "texts": [story.context, story.ending, wrong],
+            })
+        return items
+
+    return build
+
+
+BUILDERS: dict[str, Callable[..., list[dict]]] = {
+    "swuggy": build_swuggy, "sblimp": build_sblimp,
+    **{name: _storycloze(name) for name in STORYCLOZE_MODALITIES},
+}
+
+
+def build_benchmarks(n_items: int, n_speakers: int, seed: int,
+                     exclude_texts: Iterable[str] = (),
+                     names: Iterable[str] = BENCHMARKS) -> dict[str, list[dict]]:
+    """All benchmarks, each from its own rng stream ``f"{seed}:bench:{name}"``."""
+    exclude = exclude_texts if isinstance(exclude_texts, (set, frozenset)) else set(exclude_texts)
+    out = {}
+    for name in names:
+        rng = random.Random(f"{seed}:bench:{name}")
+        out[name] = BUILDERS[name](n_items, n_speakers, rng, exclude)
+    return out

@@ -1,0 +1,95 @@
+"""Word-level speech-text interleaving as in SIMS (REFERENCE section 1).
+
+Speech spans have Poisson(lambda) word lengths, never overlap or touch, and cover exactly
+round(ratio x words) words: unlike the public code, the last span is truncated, so short
+utterances get 30% too. A marker opens the sequence and every modality switch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+FRAME_S = 0.04  # 25 Hz units
+
+
+@dataclass(frozen=True)
+class Span:
+    modality: str  # "speech" | "text"
+    start: int  # first word index
+    end: int  # one past the last word index
+
+
+def _poisson_lengths(rng: np.random.Generator, target: int, lam: float) -> list[int]:
+    lengths, total = [], 0
+    while total < target:
+        n = max(1, int(rng.poisson(lam)))
+        n = min(n, target - total)  # truncate the last span: the ratio must hold exactly
+        lengths.append(n)
+        total += n
+    return lengths
+
+
+def plan_spans(n_words: int, rng: np.random.Generator, ratio: float = 0.3, lam: float = 10.0) -> list[Span]:
+    """Split ``n_words`` into alternating text/speech spans with ``round(ratio*n)`` speech words."""
+    if n_words <= 0:
+        return []
+    target = int(math.floor(ratio * n_words + 0.5))
+    if target == 0:
+        return [Span("text", 0, n_words)]
+    lengths = _poisson_lengths(rng, target, lam)
+    n_text = n_words - target
+    # Spans must not touch: m spans need m-1 separating text words. Merge spans until they fit.
+    while len(lengths) > 1 and len(lengths) - 1 > n_text:
+        lengths[-2] += lengths.pop()
+    m = len(lengths)
+    rng.shuffle(lengths)
+    # Distribute the text words over m+1 gaps, inner gaps >= 1 (random composition).
+    free = n_text - (m - 1)
+    cuts = np.sort(rng.integers(0, free + 1, size=m))
+    gaps = np.diff(np.concatenate([[0], cuts, [free]])).tolist()
+    for i in range(1, m):
+        gaps[i] += 1
+    spans, pos = [], 0
+    for i in range(m):
+        if gaps[i]:
+            spans.append(Span("text", pos, pos + gaps[i]))
+            pos += gaps[i]
+        spans.append(Span("speech", pos, pos + lengths[i]))
+        pos += lengths[i]
+    if gaps[m]:
+        spans.append(Span("text", pos, pos + gaps[m]))
+    return spans
+
+
+def unit_range(durations, t0: float, t1: float) -> tuple[int, int]:
+    """Indices [i, j) of the deduplicated units whose time interval overlaps [t0, t1)."""
+    ends = np.cumsum(np.asarray(durations, dtype=np.int64)) * FRAME_S
+    starts = ends - np.asarray(durations, dtype=np.int64) * FRAME_S
+    eps = 1e-9
+    i = int(np.searchsorted(ends, t0 + eps, side="right"))
+    j = int(np.searchsorted(starts, t1 - eps, side="left"))
+    return i, max(i, j)
+
+
+def interleave_ids(utt: dict, vocab, encode_text, rng: np.random.Generator, ratio: float = 0.3, lam: float = 10.0):
+    """Token ids of one interleaved sequence (no eos) and its speech-word count.
+
+    ``utt`` has ``words``, ``starts``, ``ends`` (seconds), ``units``, ``durations`` (frames);
+    ``encode_text`` maps a string to ids; ``vocab`` is a :class:`SpeechVocab`.
+    """
+    words = utt["words"]
+    ids: list[int] = []
+    n_speech = 0
+    for span in plan_spans(len(words), rng, ratio, lam):
+        if span.modality == "speech":
+            i, j = unit_range(utt["durations"], utt["starts"][span.start], utt["ends"][span.end - 1])
+            ids.append(vocab.speech)
+            ids.extend(vocab.units_to_ids(utt["units"][i:j]))
+            n_speech += span.end - span.start
+        else:
+            text = " ".join(words[span.start:span.end])
+            ids.append(vocab.text)
+            ids.extend(encode_text(text if span.start == 0 else " " + text))
+    return ids, n_speech

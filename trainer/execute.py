@@ -1,0 +1,59 @@
+"""Execute one planned run: train, evaluate the final checkpoint, write the result record."""
+from __future__ import annotations
+
+import os
+import time
+
+from scaling.flops import count_params, flops_exact
+from scaling.rundir import RunDir
+from scaling.spec import RunSpec
+
+
+def result_record(spec: RunSpec, summary: dict, metrics: dict, status: str = "done") -> dict:
+    pc = count_params(spec.shape)
+    tokens = summary["tokens"]
+    flops = 6.0 * pc.total * tokens
+    rec = {
+        "run_id": spec.run_id, "arm": spec.arm, "model": spec.model,
+        "params": pc.total, "non_embedding_params": pc.non_embedding,
+        "tokens": tokens, "flops": flops, "flops_exact": flops_exact(spec.shape, tokens, spec.train.seq_len),
+        "budget": spec.budget,
+        "val_loss_speech": summary.get("val_loss_speech"), "val_loss_text": summary.get("val_loss_text"),
+        "val_loss_interleaved": summary.get("val_loss_interleaved"),
+        **metrics,
+        "status": status,
+        "seed": spec.seed, "steps": summary["steps"], "train_seconds": summary["train_seconds"],
+        "tokens_per_s": summary["tokens_per_s"], "final_train_loss": summary["final_train_loss"],
+        "tokens_per_stream": summary["tokens_per_stream"], "data_fingerprint": spec.data_fingerprint,
+        # One entry per evaluated checkpoint (a cosine run has one: its end).
+        "evals": [{"tokens": tokens, "flops": flops, **{k: summary.get(k) for k in summary if k.startswith("val_loss_")}, **metrics}],
+    }
+    return rec
+
+
+def execute(run: RunDir) -> dict:
+    """Train + evaluate ``run``; marks it running, then done (or failed, re-raising the error)."""
+    from pathlib import Path
+
+    from trainer.data.tokenizer import SpeechVocab
+    from trainer.eval.benchmarks import evaluate
+    from trainer.loop import train_run
+
+    spec = run.spec()
+    run.set_state("running", pid=os.getpid(), host=os.uname().nodename)
+    try:
+        t0 = time.time()
+        summary, model, tokenizer = train_run(run)
+        metrics = {}
+        if spec.benchmarks:
+            metrics = evaluate(model, tokenizer, SpeechVocab.of(tokenizer), Path(spec.data_dir) / "benchmarks",
+                               spec.benchmarks, max_items=spec.bench_items)
+            run.log({"tokens": summary["tokens"], "flops": 6.0 * count_params(spec.shape).total * summary["tokens"], **metrics})
+        rec = result_record(spec, summary, metrics)
+        rec["wall_seconds"] = round(time.time() - t0, 2)
+        run.write_result(rec)
+        run.set_state("done")
+        return rec
+    except BaseException as e:
+        run.set_state("failed", error=f"{type(e).__name__}: {e}")
+        raise
