@@ -1,4 +1,4 @@
-"""argparse hooks for ``scaling fit`` and ``scaling figures``.
+"""argparse hooks for ``scaling fit``, ``scaling figures`` and ``scaling report``.
 
 Only argparse is imported at module level so that ``scaling --help`` stays fast; pandas,
 scipy and matplotlib are imported inside the ``run_*`` functions. Bad input raises
@@ -29,6 +29,16 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--reduce", choices=("sum", "mean"), default="sum",
                         help="sum the Huber loss over points (default) or average it (Hoffmann's negative control)")
     parser.add_argument("--arm", default=None, help="fit only this arm (e.g. interleaved, textless)")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                        help="bootstrap resamples over points (e.g. 4000); adds 'ci' (95%% intervals of E, A, B, alpha, "
+                             "beta, a, b, G, n_opt, d_opt, loss_opt for parametric; a, b for isoflop). Default 0: off")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--isoflop-method", choices=("parabola", "powersum"), default="parabola",
+                        help="isoFLOP minimum per budget: Hoffmann's parabola in log N (default) or the less biased "
+                             "joint power-sum fit")
+    parser.add_argument("--bounded", action="store_true",
+                        help="parametric fit inside a box (exponents <= 2.5, E >= 0.05): a guard for ill-conditioned "
+                             "small sweeps, off by default; the published fits are unbounded")
     parser.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the fit(s) as JSON here")
     return parser
 
@@ -75,6 +85,8 @@ def _print_study(fits: dict) -> None:
         else:
             f = ParametricFit.from_dict(p)
             cols = f"{f.E:>8.4g} {f.A:>10.4g} {f.B:>10.4g} {f.alpha:>7.4f} {f.beta:>7.4f} {f.a:>6.3f} {f.b:>6.3f}"
+            if f.ill_conditioned:
+                cols += "  CAUTION: ill-conditioned (" + "; ".join(f.diagnostics()[:2]) + ")"
         a_iso = f"{IsoflopFit.from_dict(iso).a:>6.3f}" if iso and "error" not in iso else f"{'–':>6}"
         print(f"{arm:<12} {e.get('n_runs', 0):>5} {cols} {a_iso}")
     for arm, e in fits["arms"].items():
@@ -88,6 +100,7 @@ def run_fit(args: argparse.Namespace) -> int:
     """Fit the requested law(s), print a table, optionally write JSON; returns the exit code."""
     from scaling.atomic import write_json
 
+    from .fits.bootstrap import bootstrap_parametric
     from .fits.envelope import fit_envelope
     from .fits.isoflop import fit_isoflop
     from .fits.parametric import fit_parametric
@@ -97,8 +110,15 @@ def run_fit(args: argparse.Namespace) -> int:
     df = load_results(args.results)
     loss_col = _default_loss_col(df, args.loss_col)
     arms = _selected_arms(df, args.arm)
+    nboot = getattr(args, "bootstrap", 0) or 0
+    seed = getattr(args, "seed", 0)
+    if nboot < 0:
+        from scaling.errors import ConfigError
+
+        raise ConfigError("--bootstrap must be >= 0", field="bootstrap", value=nboot)
     if args.law == "all":
-        out = fit_study(df, loss_col=loss_col, huber_delta=args.huber_delta, reduce=args.reduce, arms=arms)
+        out = fit_study(df, loss_col=loss_col, huber_delta=args.huber_delta, reduce=args.reduce, arms=arms,
+                        bootstrap=nboot, seed=seed)
         _print_study(out)
     else:
         import numpy as np
@@ -118,9 +138,13 @@ def run_fit(args: argparse.Namespace) -> int:
                 rows = rows[np.isfinite(rows[loss_col].to_numpy(dtype=float))]
                 N, D, L = (rows[c].to_numpy(dtype=float) for c in ("params", "tokens", loss_col))
                 if args.law == "parametric":
-                    fit = fit_parametric(N, D, L, huber_delta=args.huber_delta, reduce=args.reduce)
+                    fit = fit_parametric(N, D, L, huber_delta=args.huber_delta, reduce=args.reduce,
+                                         bounds=True if getattr(args, "bounded", False) else None)
+                    if nboot:
+                        fit = bootstrap_parametric(fit, N, D, L, n_resamples=nboot, seed=seed)
                 else:
-                    fit = fit_isoflop(budget_of(rows), N, D, L)
+                    fit = fit_isoflop(budget_of(rows), N, D, L, method=getattr(args, "isoflop_method", "parabola"),
+                                      bootstrap=nboot, seed=seed)
             print(f"== {arm} ==")
             print(fit.summary() if hasattr(fit, "summary") else str(fit))
             per_arm[arm] = fit.to_dict()
@@ -180,14 +204,75 @@ def run_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = (
+        "Everything for a sweep in one go: fit every law for every arm (parametric with bootstrap "
+        "intervals, isoFLOP parabola and power-sum, envelopes, approach 1 from training curves, the "
+        "extrapolation check, two-step metric prediction), then write OUT/fits.json, OUT/figures/*.png|pdf, "
+        "OUT/coefficients.tex, OUT/coefficients.md and OUT/report.md.")
+    parser.add_argument("results", metavar="RESULTS_DIR", help="sweep directory (runs/*/result.json, or results.csv)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument("--loss-col", default=None, help="loss column (default: val_loss_speech if present, else loss)")
+    parser.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta (default 1e-3; 0.03 as Cuervo & Marxer)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="bootstrap resamples (default 1000; 4000 as Epoch; 0 turns intervals off)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--reference", action="append", default=None, metavar="LAW",
+                        help="published law to overlay dashed (cuervo_speech, cuervo_text, hoffmann, epoch); "
+                             "repeatable; default cuervo_speech")
+    return parser
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``scaling report``: fits.json, every figure, LaTeX and Markdown tables and report.md under --out."""
+    from pathlib import Path
+
+    from scaling.atomic import write_json, write_text
+    from scaling.errors import ConfigError
+
+    from .curves import load_curves
+    from .figures import DEFAULT_REFERENCES, draw_figures
+    from .fits.reference import reference_law
+    from .load import load_results
+    from .report import write_report
+    from .study import fit_study
+    from .tables import latex_table, markdown_table
+
+    if args.bootstrap < 0:
+        raise ConfigError("--bootstrap must be >= 0", field="bootstrap", value=args.bootstrap)
+    refs = tuple(args.reference) if args.reference else DEFAULT_REFERENCES
+    for r in refs:
+        reference_law(r)  # fail before the slow part on a typo
+    df = load_results(args.results)
+    try:
+        curves = load_curves(args.results)
+    except ConfigError as exc:  # a bare CSV has no training curves: report without approach 1
+        print(f"no training curves ({exc}); skipping approach 1 and the training-curves figure")
+        curves = None
+    out = Path(args.out)
+    fits = fit_study(df, loss_col=_default_loss_col(df, args.loss_col), huber_delta=args.huber_delta,
+                     bootstrap=args.bootstrap, seed=args.seed, curves=curves)
+    written = [write_json(out / "fits.json", fits)]
+    paths = draw_figures(df, fits, out / "figures", curves=curves, references=refs)
+    par = {arm: e.get("parametric") for arm, e in fits["arms"].items()}
+    written.append(write_text(out / "coefficients.tex", latex_table(par)))
+    written.append(write_text(out / "coefficients.md", markdown_table(par)))
+    written.append(write_report(df, fits, paths, out / "report.md"))
+    _print_study(fits)
+    for p in [*paths, *written]:
+        print(f"wrote {p}")
+    return 0
+
+
 def main(argv=None) -> int:
-    """Standalone entry for development: ``python -m analysis.cli fit|figures ...``."""
+    """Standalone entry for development: ``python -m analysis.cli fit|figures|report ...``."""
     parser = argparse.ArgumentParser(prog="analysis")
     sub = parser.add_subparsers(dest="cmd", required=True)
     add_fit_arguments(sub.add_parser("fit", help="fit scaling laws"))
     add_figures_arguments(sub.add_parser("figures", help="draw figures and the report"))
+    add_report_arguments(sub.add_parser("report", help="fits, figures, tables and report for a sweep"))
     args = parser.parse_args(argv)
-    return run_fit(args) if args.cmd == "fit" else run_figures(args)
+    return {"fit": run_fit, "figures": run_figures, "report": run_report}[args.cmd](args)
 
 
 if __name__ == "__main__":

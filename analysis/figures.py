@@ -2,6 +2,9 @@
 
 Plotting never refits: curves come from the fit dictionaries produced by
 :func:`analysis.study.fit_study`. Every file is written atomically (temporary name, then rename).
+This module draws the per-run views (isoFLOP curves, loss and metrics vs compute);
+:mod:`analysis.figures_frontier` the compute-optimal frontier and L(N, D) contours, and
+:mod:`analysis.figures_curves` the training curves.
 """
 from __future__ import annotations
 
@@ -10,38 +13,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scaling.atomic import write_with
-
 from .fits.envelope import EnvelopeFit
 from .fits.isoflop import IsoflopFit
 from .fits.parametric import ParametricFit
+from .fits.reference import REFERENCE_LAWS
+from .paperstyle import (OKABE_ITO, REFERENCE_COLOURS, arm_style, merged_legend_items, pyplot,
+                         readable_log_axis, save_figure)
 from .study import arm_rows, budget_of
 
-#: Okabe-Ito palette (colour-blind safe), black dropped so fit lines stay distinguishable.
-OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442"]
-ARM_STYLE = {"interleaved": ("#0072B2", "o"), "textless": ("#D55E00", "s"), "all": ("#0072B2", "o")}
-FIGURES = ("isoflop", "loss_vs_compute", "metrics_vs_compute")
+FIGURES = ("isoflop", "loss_vs_compute", "metrics_vs_compute", "compute_optimal", "parametric_contours",
+           "training_curves")
+#: Reference laws overlaid on loss vs compute by default: the textless speech law SIMS compares with.
+DEFAULT_REFERENCES = ("cuervo_speech",)
 METRIC_LABELS = {"swuggy": "sWUGGY", "sblimp": "sBLIMP", "ssc": "sStoryCloze", "tsc": "tStoryCloze",
                  "ssc_s2t": "StoryCloze S→T", "ssc_t2s": "StoryCloze T→S", "ssc_t2t": "StoryCloze T→T"}
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({
-        "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
-        "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.spines.top": False, "axes.spines.right": False,
-        "axes.grid": True, "grid.alpha": 0.25, "grid.linewidth": 0.5, "lines.linewidth": 1.4,
-        "savefig.dpi": 200, "pdf.fonttype": 42,
-    })
-    return plt
-
-
-def _arm_style(arm: str, i: int):
-    return ARM_STYLE.get(arm, (OKABE_ITO[(i + 2) % len(OKABE_ITO)], "^D v<>"[i % 6]))
+_plt = pyplot
+_arm_style = arm_style
 
 
 def _budget_colours(budgets):
@@ -59,12 +48,7 @@ def _sci(x: float) -> str:
     return f"{m}e{int(e)}"
 
 
-def _save(fig, out_dir: Path, name: str) -> list[Path]:
-    paths = []
-    for fmt in ("png", "pdf"):
-        paths.append(write_with(out_dir / f"{name}.{fmt}",
-                                lambda p, fmt=fmt: fig.savefig(p, format=fmt, bbox_inches="tight")))
-    return paths
+_save = save_figure
 
 
 def _fit_obj(entry: dict | None, cls):
@@ -99,7 +83,7 @@ def _draw_isoflop(plt, df, fits, loss_col):
                 ax.plot(ns, m.curve(ns), color=colours[b], lw=1.0, alpha=0.8)
                 ax.scatter([m.n_opt], [m.loss_min], marker="*", s=90, color=colours[b],
                            edgecolor="black", linewidth=0.5, zorder=4)
-        ax.set_xscale("log")
+        readable_log_axis(ax, "x")
         ax.set_xlabel("parameters N")
         ax.set_ylabel(f"{loss_col}")
         title = arm if iso is None else rf"{arm}: $N_{{opt}} \propto C^{{{iso.a:.2f}}}$"
@@ -122,8 +106,9 @@ def _draw_isoflop(plt, df, fits, loss_col):
     return fig
 
 
-def _draw_loss_vs_compute(plt, df, fits, loss_col):
+def _draw_loss_vs_compute(plt, df, fits, loss_col, references=DEFAULT_REFERENCES):
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    all_flops = []
     for i, arm in enumerate(fits["arms"]):
         colour, marker = _arm_style(arm, i)
         rows = arm_rows(df, arm)
@@ -131,26 +116,44 @@ def _draw_loss_vs_compute(plt, df, fits, loss_col):
         if rows.empty:
             continue
         flops = rows["flops"].to_numpy(dtype=float)
+        all_flops.append(flops)
         ax.scatter(flops, rows[loss_col], s=14, marker=marker, color=colour, alpha=0.55, zorder=3,
                    label=f"{arm} runs")
         cs = np.geomspace(flops.min() / 1.5, flops.max() * 3, 200)
         par = _fit_obj(fits["arms"][arm].get("parametric"), ParametricFit)
         if par is not None:
+            warn = " (ill-conditioned)" if par.ill_conditioned else ""
             ax.plot(cs, par.loss_opt(cs), color=colour, lw=1.6,
-                    label=rf"{arm} $L(N_{{opt}}, D_{{opt}})$, $N_{{opt}} \propto C^{{{par.a:.2f}}}$")
+                    label=rf"{arm} $L(N_{{opt}}, D_{{opt}})$, $N_{{opt}} \propto C^{{{par.a:.2f}}}$" + warn)
+            band = par.bootstrap.get("band")
+            if band and not par.ill_conditioned:  # an ill-conditioned band spans decades: it would hide the data
+                ax.fill_between(band["C"], band["loss_opt"][0], band["loss_opt"][1], color=colour, alpha=0.15, lw=0,
+                                label=f"{arm} {par.bootstrap.get('level', 0.95):.0%} bootstrap band")
         env = _fit_obj(fits["arms"][arm].get("loss_envelope"), EnvelopeFit)
         if env is not None:
-            ax.plot(cs, env.predict(cs), color=colour, ls="--", lw=1.1,
+            ax.plot(cs, env.predict(cs), color=colour, ls=":", lw=1.3,
                     label=rf"{arm} envelope $\propto C^{{{env.gamma:.3f}}}$")
-    ax.set_xscale("log")
+    if all_flops and references:
+        f = np.concatenate(all_flops)
+        cs = np.geomspace(np.nanmin(f) / 1.5, np.nanmax(f) * 3, 200)
+        ylo, yhi = ax.get_ylim()
+        for key in references:
+            ref = REFERENCE_LAWS[key]
+            # published laws are in their own loss units: draw them, but keep our data's y-range
+            ax.plot(cs, ref.loss_opt(cs), color=REFERENCE_COLOURS.get(key, "grey"), ls="--", lw=1.1,
+                    label=f"{ref.label} (published)")
+        ax.set_ylim(ylo, yhi)
+    readable_log_axis(ax, "x")
     ax.set_yscale("log")
     ax.set_xlabel("compute C = 6ND (FLOPs)")
     ax.set_ylabel(loss_col)
-    from matplotlib.ticker import LogLocator, ScalarFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_locator(LogLocator(subs=(1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)))
+    ylo, yhi = ax.get_ylim()
+    if yhi / ylo < 30:  # a few plain numbers read better than 10^0 on a narrow loss axis
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     # legend under the axes: it can never cover data points
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     fig.tight_layout()
@@ -164,6 +167,7 @@ def _draw_metrics(plt, df, fits):
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 2.6 * nrows + 0.5), squeeze=False)
     for k, metric in enumerate(metrics):
         ax = axes[k // ncols][k % ncols]
+        gamma_items = []
         for i, arm in enumerate(fits["arms"]):
             colour, marker = _arm_style(arm, i)
             rows = arm_rows(df, arm)
@@ -178,10 +182,15 @@ def _draw_metrics(plt, df, fits):
             env = _fit_obj(fits["arms"][arm].get("metric_envelopes", {}).get(metric), EnvelopeFit)
             if env is not None:
                 cs = np.geomspace(flops.min() / 1.5, flops.max() * 1.5, 100)
-                ax.plot(cs, env.predict(cs), color=colour, lw=1.3, label=f"{arm} envelope fit")
-                ax.text(0.03, 0.95 - 0.1 * i, rf"$\gamma$ = {env.gamma:.3f}", color=colour, transform=ax.transAxes,
-                        va="top", fontsize=7)
-        ax.set_xscale("log")
+                # gamma goes into this panel's own small legend (never on top of the data); the
+                # shared figure legend keeps only what markers and lines mean
+                line, = ax.plot(cs, env.predict(cs), color=colour, lw=1.3)
+                gamma_items.append((line, rf"$\gamma$ = {env.gamma:.3f}"))
+                ax.plot([], [], color=colour, lw=1.3, label=f"{arm} envelope Q = k C^γ")
+        if gamma_items:
+            ax.legend(*zip(*gamma_items), loc="best", fontsize=7, frameon=True, framealpha=0.85, handlelength=1.2,
+                      borderpad=0.3, labelspacing=0.2)
+        readable_log_axis(ax, "x")
         ax.set_title(METRIC_LABELS.get(metric, metric))
         if k % ncols == 0:
             ax.set_ylabel("accuracy")
@@ -189,12 +198,7 @@ def _draw_metrics(plt, df, fits):
             ax.set_xlabel("compute (FLOPs)")
     for k in range(len(metrics), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
-    handles, labels = [], []
-    for ax in axes.ravel():
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
+    handles, labels = merged_legend_items(axes.ravel())
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(handles)), frameon=False,
@@ -202,16 +206,30 @@ def _draw_metrics(plt, df, fits):
     return fig
 
 
-def draw_figures(df: pd.DataFrame, fits: dict, out_dir) -> list[Path]:
-    """Write isoflop, loss_vs_compute and metrics_vs_compute as PNG and PDF; returns the paths."""
+def draw_figures(df: pd.DataFrame, fits: dict, out_dir, *, curves: pd.DataFrame | None = None,
+                 references=DEFAULT_REFERENCES) -> list[Path]:
+    """Write every figure as PNG and PDF; returns the paths.
+
+    Always: isoflop, loss_vs_compute (with the ``references`` laws dashed), metrics_vs_compute,
+    compute_optimal (N_opt and D_opt vs C, both laws) and parametric_contours; training_curves
+    when ``curves`` (from :func:`analysis.curves.load_curves`) is given.
+    """
+    from .figures_curves import draw_training_curves
+    from .figures_frontier import draw_compute_optimal, draw_parametric_contours
+
     plt = _plt()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loss_col = fits.get("loss_col", "val_loss_speech")
     paths: list[Path] = []
-    for name, draw in (("isoflop", lambda: _draw_isoflop(plt, df, fits, loss_col)),
-                       ("loss_vs_compute", lambda: _draw_loss_vs_compute(plt, df, fits, loss_col)),
-                       ("metrics_vs_compute", lambda: _draw_metrics(plt, df, fits))):
+    jobs = [("isoflop", lambda: _draw_isoflop(plt, df, fits, loss_col)),
+            ("loss_vs_compute", lambda: _draw_loss_vs_compute(plt, df, fits, loss_col, references)),
+            ("metrics_vs_compute", lambda: _draw_metrics(plt, df, fits)),
+            ("compute_optimal", lambda: draw_compute_optimal(plt, df, fits)),
+            ("parametric_contours", lambda: draw_parametric_contours(plt, df, fits))]
+    if curves is not None:
+        jobs.append(("training_curves", lambda: draw_training_curves(plt, curves, fits, df)))
+    for name, draw in jobs:
         fig = draw()
         try:
             paths += _save(fig, out_dir, name)

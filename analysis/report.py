@@ -10,9 +10,12 @@ import pandas as pd
 from scaling.atomic import write_text
 
 from .fits.envelope import EnvelopeFit
+from .fits.extrapolation import ExtrapolationCheck
 from .fits.isoflop import IsoflopFit
 from .fits.parametric import ParametricFit
+from .fits.reference import REFERENCE_LAWS
 from .study import arm_rows, budget_of
+from .tables import markdown_table
 
 
 def _g(x, digits: int = 4) -> str:
@@ -47,11 +50,37 @@ def _laws_section(fits: dict) -> list[str]:
         if p is None:
             lines.append(f"- **{arm}**: not fitted: {entry.get('parametric', {}).get('error', entry.get('error'))}")
             continue
+        for w in p.diagnostics():
+            lines.append(f"- **CAUTION ({arm})**: {w}.")
+        if p.ill_conditioned:
+            lines.append(f"- **CAUTION ({arm})**: this fit is ill-conditioned; do not quote its parameters or "
+                         "exponents. Add model sizes and budgets, or compare with the bounded variant "
+                         "(`fit_parametric(..., bounds=True)`).")
         lines += [f"- **{arm}** ({p.n_points} runs): L(N, D) = {p.E:.4g} + {p.A:.4g} / N^{p.alpha:.4f} + "
                   f"{p.B:.4g} / D^{p.beta:.4f}",
                   f"  - E = {p.E:.4g}, A = {p.A:.4g}, B = {p.B:.4g}, α = {p.alpha:.4f}, β = {p.beta:.4f}",
                   f"  - compute-optimal: N_opt = {p.G:.4g} (C/6)^{p.a:.4f}, D_opt = {1 / p.G:.4g} (C/6)^{p.b:.4f} "
                   f"(a = {p.a:.4f}, b = {p.b:.4f}); objective {p.objective:.4g}, converged: {p.converged}"]
+    fitted = {arm: e.get("parametric") for arm, e in fits["arms"].items()}
+    if any(f and "error" not in f for f in fitted.values()):
+        refs = {f"{r.label} (published)": r.as_fit() for r in REFERENCE_LAWS.values()}
+        lines += ["", "Coefficients (95% bootstrap intervals where computed) beside the published laws "
+                  "(each in its own loss units):", "", markdown_table({**fitted, **refs})]
+    return lines + [""]
+
+
+def _extrapolation_section(fits: dict) -> list[str]:
+    lines = ["## Extrapolation check (fit without the largest budget, predict it)", "",
+             "| arm | held-out C | runs (train / test) | mean abs. error | mean rel. error | best run: observed / predicted |",
+             "|---|---|---|---|---|---|"]
+    for arm, entry in fits["arms"].items():
+        x = _get(entry.get("extrapolation"), ExtrapolationCheck)
+        if x is None:
+            err = (entry.get("extrapolation") or {}).get("error", "not run")
+            lines.append(f"| {arm} | – | – | – | – | {err} |")
+            continue
+        lines.append(f"| {arm} | {x.held_out_budget:.3g} | {x.n_train} / {x.n_test} | {x.mean_abs_error:.4f} | "
+                     f"{100 * x.mean_rel_error:.2f}% | {x.best_observed:.4f} / {x.best_predicted:.4f} |")
     return lines + [""]
 
 
@@ -74,14 +103,26 @@ def _isoflop_section(fits: dict) -> list[str]:
     return lines
 
 
+def _with_ci(v, ci) -> str:
+    return "–" if v is None else (_g(v) + (f" [{_g(ci[0], 3)}, {_g(ci[1], 3)}]" if ci else ""))
+
+
 def _exponents_section(fits: dict) -> list[str]:
-    lines = ["## Compute-optimal exponents", "", "| arm | a (parametric) | b (parametric) | a (isoFLOP) | b (isoFLOP) |",
-             "|---|---|---|---|---|"]
+    lines = ["## Compute-optimal exponents (95% bootstrap intervals in brackets)", "",
+             "| arm | a (parametric) | b (parametric) | a (isoFLOP parabola) | a (isoFLOP power-sum) | a (approach 1) |",
+             "|---|---|---|---|---|---|"]
+    from .fits.curve_envelope import CurveEnvelopeFit
+
     for arm, entry in fits["arms"].items():
         p = _get(entry.get("parametric"), ParametricFit)
         iso = _get(entry.get("isoflop"), IsoflopFit)
-        lines.append(f"| {arm} | {_g(p.a) if p else '–'} | {_g(p.b) if p else '–'} | "
-                     f"{_g(iso.a) if iso else '–'} | {_g(iso.b) if iso else '–'} |")
+        ps = _get(entry.get("isoflop_powersum"), IsoflopFit)
+        ce = _get(entry.get("curve_envelope"), CurveEnvelopeFit)
+        warn = " ⚠" if p is not None and p.ill_conditioned else ""
+        lines.append(f"| {arm} | {_with_ci(p.a if p else None, p.ci.get('a') if p else None)}{warn} | "
+                     f"{_with_ci(p.b if p else None, p.ci.get('b') if p else None)}{warn} | "
+                     f"{_with_ci(iso.a if iso else None, iso.ci.get('a') if iso else None)} | "
+                     f"{_with_ci(ps.a if ps else None, ps.ci.get('a') if ps else None)} | {_g(ce.a) if ce else '–'} |")
     return lines + [""]
 
 
@@ -137,6 +178,10 @@ def findings(df: pd.DataFrame, fits: dict) -> list[str]:
     pars = {a: _get(fits["arms"][a].get("parametric"), ParametricFit) for a in arms}
     pars = {a: p for a, p in pars.items() if p is not None}
     for arm, p in pars.items():
+        if p.ill_conditioned:
+            out.append(f"Caution ({arm}): the parametric fit is ill-conditioned ({'; '.join(p.diagnostics())}); "
+                       "its exponents are not evidence of anything.")
+            continue
         where = "model size" if p.a > p.b else "training tokens"
         out.append(f"For {arm}, the parametric fit gives N_opt ∝ C^{p.a:.3f} and D_opt ∝ C^{p.b:.3f}: extra compute "
                    f"should go mostly to {where}.")
@@ -174,6 +219,7 @@ def write_report(df: pd.DataFrame, fits: dict, figure_paths, out_path) -> Path:
     lines += ["## Findings", ""] + [f"- {s}" for s in findings(df, fits)] + [""]
     lines += _laws_section(fits)
     lines += _exponents_section(fits)
+    lines += _extrapolation_section(fits)
     lines += _isoflop_section(fits)
     lines += _envelope_section(fits)
     pngs = [Path(p) for p in figure_paths if Path(p).suffix == ".png"]

@@ -1,4 +1,5 @@
 """Fits recover known laws and reproduce the published Chinchilla refit."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,122 @@ def test_powerlaw():
     x = np.geomspace(1, 1e4, 9)
     p = fit_powerlaw(x, 3 * x ** -0.7)
     assert p.p == pytest.approx(-0.7) and p.k == pytest.approx(3) and p.r2 == pytest.approx(1)
+
+
+# ---------------------------------------------------------------- bootstrap, diagnostics, bounded
+from analysis.fits.bootstrap import CI_NAMES, bootstrap_parametric  # noqa: E402
+from analysis.fits.extrapolation import ExtrapolationCheck, extrapolation_check  # noqa: E402
+from analysis.fits.reference import REFERENCE_LAWS  # noqa: E402
+
+SMALL_GRID = default_grid()[::15]  # 300 starts: enough on well-posed synthetic data
+
+
+def test_bootstrap_intervals_cover_true_exponents_in_most_seeds():
+    a_true = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
+    covered = {"alpha": 0, "beta": 0, "a": 0}
+    seeds = range(5)
+    for seed in seeds:
+        rng = np.random.default_rng(100 + seed)
+        N, D = 10 ** rng.uniform(7, 9.5, 60), 10 ** rng.uniform(8, 10.5, 60)
+        L = law(N, D) * np.exp(rng.normal(0, 0.005, N.size))
+        # delta above the noise keeps the Huber loss smooth at the optimum (see analysis.fits.bootstrap)
+        fit = fit_parametric(N, D, L, grid=SMALL_GRID, huber_delta=0.01)
+        bootstrap_parametric(fit, N, D, L, n_resamples=200, seed=seed)
+        assert set(fit.ci) == set(CI_NAMES) and fit.bootstrap["n_resamples"] == 200
+        for k, true in (("alpha", TRUE["alpha"]), ("beta", TRUE["beta"]), ("a", a_true)):
+            lo, hi = fit.ci[k]
+            assert lo <= getattr(fit, k) <= hi
+            covered[k] += lo <= true <= hi
+    assert all(c >= 4 for c in covered.values()), covered
+
+
+def test_bootstrap_matches_epoch_standard_errors(epoch, epoch_sum):
+    fit = ParametricFit.from_dict(epoch_sum.to_dict())
+    bootstrap_parametric(fit, epoch.params, epoch.tokens, epoch.loss, n_resamples=400, seed=1)
+    se = {k: (hi - lo) / 3.92 for k, (lo, hi) in fit.ci.items()}
+    # Epoch (4,000 resamples): A 125, B 1290, E 0.03, alpha 0.02, beta 0.02
+    assert 60 < se["A"] < 250 and 600 < se["B"] < 2600
+    assert 0.005 < se["alpha"] < 0.04 and 0.005 < se["beta"] < 0.04 and 0.01 < se["E"] < 0.06
+    d = json.loads(json.dumps(fit.to_dict()))
+    assert d["ci"]["a"] == fit.ci["a"] and ParametricFit.from_dict(d) == fit
+    assert "[" in fit.summary() and not fit.diagnostics()
+
+
+def test_bootstrap_rejects_mismatched_data(epoch_sum):
+    with pytest.raises(ConfigError, match="points"):
+        bootstrap_parametric(epoch_sum, [1e8] * 10, [1e9] * 10, [3.0] * 10, n_resamples=10)
+
+
+def test_diagnostics_flag_ill_conditioned_fit_and_bounded_variant_stays_in_box():
+    # 9 points on a 3 x 3 isoFLOP-like grid with noise: the unconstrained fit runs away
+    rng = np.random.default_rng(7)
+    N = np.repeat([5e4, 1e5, 2e5], 3)
+    D = np.tile([1e5, 2e5, 4e5], 3)
+    L = law(N, D, E=1.5, A=50, B=300, alpha=0.3, beta=0.3) * np.exp(rng.normal(0, 0.05, 9))
+    fit = fit_parametric(N, D, L, grid=SMALL_GRID)
+    assert fit.ill_conditioned and any("only 9 points" in w for w in fit.diagnostics())
+    assert "CAUTION" in fit.summary()
+    b = fit_parametric(N, D, L, grid=SMALL_GRID, bounds=True)
+    assert 0.01 <= b.alpha <= 2.5 and 0.01 <= b.beta <= 2.5 and b.E >= np.exp(-3) - 1e-12
+    assert b.extra["bounds"] is not None and b.objective >= fit.objective - 1e-12
+
+
+def test_extrapolation_check_error_is_computed_correctly():
+    (C, N, D, L), _ = isoflop_points()
+    chk = extrapolation_check(C, N, D, L, grid=SMALL_GRID)
+    assert chk.held_out_budget == 1e22 and chk.n_test == 7 and chk.n_train == 28
+    top = C == 1e22
+    train = fit_parametric(N[~top], D[~top], L[~top], grid=SMALL_GRID)
+    pred = train.predict(N[top], D[top])
+    assert chk.mean_abs_error == pytest.approx(np.mean(np.abs(pred - L[top])))
+    assert chk.mean_rel_error == pytest.approx(np.mean(np.abs(pred - L[top]) / L[top]))
+    assert chk.mean_rel_error < 0.01  # noise-free law: extrapolates well
+    assert ExtrapolationCheck.from_dict(json.loads(json.dumps(chk.to_dict()))) == chk
+    with pytest.raises(ConfigError, match="two budgets"):
+        extrapolation_check(C[top], N[top], D[top], L[top])
+
+
+def test_reference_laws_reproduce_published_numbers():
+    ep = REFERENCE_LAWS["epoch"].as_fit()
+    assert ep.a == pytest.approx(0.51, abs=0.01)  # Besiroglu et al.: a ~ 0.51
+    ho = REFERENCE_LAWS["hoffmann"].as_fit()
+    assert ho.a == pytest.approx(0.46, abs=0.01) and ho.b == pytest.approx(0.54, abs=0.01)  # Chinchilla approach 3
+    sp = REFERENCE_LAWS["cuervo_speech"]
+    assert (sp.E, sp.A, sp.B, sp.alpha, sp.beta) == (1.73, 13.9, 39.8, 0.25, 0.24) and sp.huber_delta == 0.03
+    assert dict(sp.gammas) == {"sblimp": 0.021, "tsc": 0.025, "ssc": 0.017}
+    assert dict(REFERENCE_LAWS["cuervo_text"].gammas) == {"sblimp": 0.066, "tsc": 0.039, "ssc": 0.046}
+    assert REFERENCE_LAWS["cuervo_text"].as_fit().a == pytest.approx(0.5)
+    # the Epoch law predicts the Epoch data it was fitted on
+    df = pd.read_csv(EPOCH_CSV).sort_values("loss").iloc[:-5]
+    rel = np.abs(ep.predict(df.params, df.tokens) / df.loss - 1)
+    assert np.median(rel) < 0.02
+
+
+def test_powersum_isoflop_is_less_biased_than_parabola_on_fixed_wide_grids():
+    # the same wide N grid at every budget: the parabola's symmetric fit is biased differently per budget
+    alpha, beta, E, A, B = 0.34, 0.28, 1.7, 400.0, 1500.0
+    a_true = beta / (alpha + beta)
+    rows = []
+    for C in (1e18, 1e19, 1e20, 1e21):
+        for N in np.geomspace(2e7, 2e10, 9):
+            rows.append((C, N, C / (6 * N), law(N, C / (6 * N), E, A, B, alpha, beta)))
+    C, N, D, L = np.array(rows).T
+    par = fit_isoflop(C, N, D, L)
+    ps = fit_isoflop(C, N, D, L, method="powersum")
+    assert ps.method == "powersum" and ps.minima[0].form == "powersum"
+    assert abs(ps.a - a_true) < 0.01
+    assert abs(ps.a - a_true) < abs(par.a - a_true)
+    m = ps.minima[1]
+    assert m.curve([m.n_opt])[0] == pytest.approx(m.loss_min)
+    assert IsoflopFit.from_dict(json.loads(json.dumps(ps.to_dict()))).a == ps.a
+
+
+def test_isoflop_bootstrap_interval_and_single_budget_error():
+    (C, N, D, L), a_true = isoflop_points()
+    rng = np.random.default_rng(0)
+    fit = fit_isoflop(C, N, D, L * np.exp(rng.normal(0, 0.003, L.size)), bootstrap=100)
+    lo, hi = fit.ci["a"]
+    assert lo < hi and lo - 0.02 < a_true < hi + 0.02
+    one = C == 1e19
+    with pytest.raises(ConfigError, match="single budget"):
+        fit_isoflop(C[one], N[one], D[one], L[one])

@@ -95,3 +95,13 @@ def test_status_of_unstarted_sweep(prepared, tmp_path, capsys):
     sweep = write_sweep(tmp_path / "sweep.yaml", prepared)
     assert main(["status", str(sweep)]) == 0
     assert "pending: 10" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_results(prepared, tmp_path):
+    tables = []
+    for name in ("a", "b"):
+        sweep = write_sweep(tmp_path / name / "sweep.yaml", prepared, models=["toy-xs"], arms=["interleaved", "textless"])
+        assert main(["run", str(sweep)]) == 0
+        tables.append((tmp_path / name / "results.csv").read_text())
+    assert tables[0] == tables[1]

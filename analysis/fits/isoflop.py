@@ -1,8 +1,17 @@
-"""Chinchilla approach 2: per-budget parabola of loss in log N, then N_opt ~ C^a and D_opt ~ C^b.
+"""Chinchilla approach 2: per-budget minimum of loss over N, then N_opt ~ C^a and D_opt ~ C^b.
 
-The parabola is fitted in x = ln N. Its vertex gives N_opt; D_opt = C / (6 N_opt). A vertex
-outside the sampled range of N is kept but flagged (``extrapolated``): the parabola is known to
-be biased on wide or one-sided grids, so such budgets deserve a look before trusting the exponent.
+``method="parabola"`` (Hoffmann et al.): a parabola in x = ln N per budget; its vertex gives
+N_opt and D_opt = C / (6 N_opt). A vertex outside the sampled range of N is kept but flagged
+(``extrapolated``). The parabola is symmetric in ln N while the true isoFLOP curve is not, so it
+is biased on wide or one-sided grids.
+
+``method="powersum"`` (the less biased alternative): along an isoFLOP line, D = C / 6N turns
+L = E + A/N^alpha + B/D^beta into L_C(N) = E_C + P_C N^-alpha + Q_C N^beta, exactly. We fit that
+form to every budget at once with exponents (alpha, beta) shared across budgets and (E_C, P_C,
+Q_C) free per budget: for fixed exponents the per-budget coefficients are linear least squares
+(variable projection), and the two exponents are found by a grid then Nelder-Mead. The minimum is
+closed-form, N_opt = (alpha P_C / (beta Q_C))^(1/(alpha+beta)). It needs the same 3 sizes per budget
+as the parabola and has no symmetry bias when the law holds.
 """
 from __future__ import annotations
 
@@ -29,12 +38,18 @@ class BudgetMinimum:
     n_max: float  # largest sampled N
     n_sizes: int
     extrapolated: bool
+    form: str = "parabola"  # "powersum": coef = [E_C, P_C, Q_C, alpha, beta, N_ref], N in units of N_ref
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def curve(self, N):
-        x = np.log(np.asarray(N, dtype=float))
+        N = np.asarray(N, dtype=float)
+        if self.form == "powersum":
+            e, p, q, al, be, nref = self.coef
+            n = N / nref
+            return e + p * n ** -al + q * n ** be
+        x = np.log(N)
         c2, c1, c0 = self.coef
         return c2 * x * x + c1 * x + c0
 
@@ -51,6 +66,8 @@ class IsoflopFit:
     r2_n: float
     r2_d: float
     skipped: dict = field(default_factory=dict)  # budget -> reason
+    method: str = "parabola"
+    ci: dict = field(default_factory=dict)  # "a", "b" -> [low, high] (bootstrap over runs within budgets)
 
     def n_opt(self, C):
         return self.k_n * np.asarray(C, dtype=float) ** self.a
@@ -61,16 +78,16 @@ class IsoflopFit:
     def to_dict(self) -> dict:
         return {"a": self.a, "b": self.b, "k_n": self.k_n, "k_d": self.k_d, "r2_n": self.r2_n,
                 "r2_d": self.r2_d, "minima": [m.to_dict() for m in self.minima],
-                "skipped": {str(k): v for k, v in self.skipped.items()}}
+                "skipped": {str(k): v for k, v in self.skipped.items()}, "method": self.method, "ci": self.ci}
 
     @classmethod
     def from_dict(cls, d: dict) -> "IsoflopFit":
         return cls(minima=[BudgetMinimum(**m) for m in d["minima"]], a=float(d["a"]), b=float(d["b"]),
                    k_n=float(d["k_n"]), k_d=float(d["k_d"]), r2_n=float(d["r2_n"]), r2_d=float(d["r2_d"]),
-                   skipped=dict(d.get("skipped", {})))
+                   skipped=dict(d.get("skipped", {})), method=d.get("method", "parabola"), ci=dict(d.get("ci", {})))
 
     def summary(self) -> str:
-        lines = [f"isoFLOP fit: N_opt = {self.k_n:.4g} C^{self.a:.4f}   D_opt = {self.k_d:.4g} C^{self.b:.4f}",
+        lines = [f"isoFLOP fit ({self.method}): N_opt = {self.k_n:.4g} C^{self.a:.4f}   D_opt = {self.k_d:.4g} C^{self.b:.4f}",
                  f"{'budget':>10} {'N_opt':>10} {'D_opt':>10} {'L_min':>8} {'sizes':>5}  note"]
         for m in self.minima:
             note = "outside sampled N" if m.extrapolated else ""
@@ -102,8 +119,57 @@ def budget_minimum(budget: float, params, loss) -> BudgetMinimum:
                          extrapolated=bool(n_opt < sizes.min() or n_opt > sizes.max()))
 
 
-def fit_isoflop(budget, params, tokens, loss) -> IsoflopFit:
+def _powersum_design(N, nref, al, be):
+    n = N / nref
+    return np.column_stack([np.ones_like(n), n ** -al, n ** be])
+
+
+def _powersum_sse(groups, al, be) -> float:
+    sse = 0.0
+    for N, L, nref in groups:
+        X = _powersum_design(N, nref, al, be)
+        coef, *_ = np.linalg.lstsq(X, L, rcond=None)
+        sse += float(np.sum((X @ coef - L) ** 2))
+    return sse
+
+
+def powersum_minima(groups) -> tuple[list, dict]:
+    """Joint power-sum fit of isoFLOP curves; ``groups`` is a list of (budget, N, L). Returns
+    (minima, skipped) like the parabola path."""
+    from scipy.optimize import minimize
+
+    data = [(N, L, float(np.exp(np.mean(np.log(N))))) for _, N, L in groups]
+    grid = np.linspace(0.05, 1.5, 12)
+    sse = np.array([[_powersum_sse(data, a, b) for b in grid] for a in grid])
+    i, j = np.unravel_index(np.argmin(sse), sse.shape)
+    res = minimize(lambda t: _powersum_sse(data, *np.clip(t, 1e-3, 5.0)), [grid[i], grid[j]], method="Nelder-Mead",
+                   options={"xatol": 1e-5, "fatol": 1e-14, "maxiter": 2000})
+    al, be = (float(v) for v in np.clip(res.x, 1e-3, 5.0))
+    minima, skipped = [], {}
+    for (c, N, L), (_, _, nref) in zip(groups, data):
+        X = _powersum_design(N, nref, al, be)
+        e, p, q = np.linalg.lstsq(X, L, rcond=None)[0]
+        if not (p > 0 and q > 0):
+            skipped[float(c)] = "power-sum curve has no interior minimum (a coefficient is not positive)"
+            continue
+        n_star = (al * p / (be * q)) ** (1.0 / (al + be))
+        n_opt = float(n_star * nref)
+        sizes = np.unique(N)
+        minima.append(BudgetMinimum(budget=float(c), n_opt=n_opt, d_opt=float(c) / (6 * n_opt),
+                                    loss_min=float(e + p * n_star ** -al + q * n_star ** be),
+                                    coef=[float(e), float(p), float(q), al, be, nref], n_min=float(sizes.min()),
+                                    n_max=float(sizes.max()), n_sizes=int(sizes.size),
+                                    extrapolated=bool(n_opt < sizes.min() or n_opt > sizes.max()), form="powersum"))
+    return minima, skipped
+
+
+def fit_isoflop(budget, params, tokens, loss, *, method: str = "parabola", bootstrap: int = 0,
+                seed: int = 0, level: float = 0.95) -> IsoflopFit:
     """Approach 2 over runs grouped by their nominal ``budget``.
+
+    ``method``: "parabola" (Hoffmann) or "powersum" (less biased; see the module docstring).
+    ``bootstrap`` > 0 resamples runs within each budget that many times and stores percentile
+    intervals of a and b in ``ci`` (resamples that lose a budget's minimum are skipped).
 
     ``tokens`` is accepted for symmetry and validation; D_opt uses C / (6 N_opt) with C the budget.
     """
@@ -113,14 +179,13 @@ def fit_isoflop(budget, params, tokens, loss) -> IsoflopFit:
     L = np.asarray(loss, dtype=float).ravel()
     if not (C.size == N.size == D.size == L.size):
         raise ConfigError("isoFLOP: budget, params, tokens and loss must have the same length")
+    if method not in ("parabola", "powersum"):
+        raise ConfigError("isoFLOP method must be 'parabola' or 'powersum'", field="method", value=method)
     ok = np.isfinite(C) & np.isfinite(N) & np.isfinite(L) & (C > 0) & (N > 0)
-    minima, skipped = [], {}
-    for c in np.unique(C[ok]):
-        sel = ok & (C == c)
-        try:
-            minima.append(budget_minimum(c, N[sel], L[sel]))
-        except ConfigError as exc:
-            skipped[float(c)] = str(exc)
+    if np.unique(C[ok]).size < 2:
+        raise ConfigError(f"isoFLOP needs at least two budgets, got {np.unique(C[ok]).size} "
+                          "(a single budget has no compute trend to fit)")
+    minima, skipped = _minima(C[ok], N[ok], L[ok], method)
     if len(minima) < 2:
         detail = "; ".join(f"{b:.3g}: {w}" for b, w in skipped.items())
         raise ConfigError(f"isoFLOP needs at least two budgets with a parabola minimum, got {len(minima)}"
@@ -128,4 +193,47 @@ def fit_isoflop(budget, params, tokens, loss) -> IsoflopFit:
     cs = [m.budget for m in minima]
     pn = fit_powerlaw(cs, [m.n_opt for m in minima], name="isoFLOP N_opt")
     pd_ = fit_powerlaw(cs, [m.d_opt for m in minima], name="isoFLOP D_opt")
-    return IsoflopFit(minima=minima, a=pn.p, b=pd_.p, k_n=pn.k, k_d=pd_.k, r2_n=pn.r2, r2_d=pd_.r2, skipped=skipped)
+    fit = IsoflopFit(minima=minima, a=pn.p, b=pd_.p, k_n=pn.k, k_d=pd_.k, r2_n=pn.r2, r2_d=pd_.r2, skipped=skipped,
+                     method=method)
+    if bootstrap:
+        fit.ci = _bootstrap_exponents(C[ok], N[ok], L[ok], method, bootstrap, seed, level)
+    return fit
+
+
+def _minima(C, N, L, method):
+    minima, skipped, groups = [], {}, []
+    for c in np.unique(C):
+        sel = C == c
+        if np.unique(N[sel]).size < 3:
+            skipped[float(c)] = f"needs at least 3 model sizes, has {np.unique(N[sel]).size}"
+            continue
+        if method == "powersum":
+            groups.append((c, N[sel], L[sel]))
+            continue
+        try:
+            minima.append(budget_minimum(c, N[sel], L[sel]))
+        except ConfigError as exc:
+            skipped[float(c)] = str(exc)
+    if groups:
+        m2, s2 = powersum_minima(groups)
+        minima, skipped = m2, {**skipped, **s2}
+    return sorted(minima, key=lambda m: m.budget), skipped
+
+
+def _bootstrap_exponents(C, N, L, method, n_resamples, seed, level) -> dict:
+    rng = np.random.default_rng(seed)
+    idx_by_c = [np.flatnonzero(C == c) for c in np.unique(C)]
+    a_s, b_s = [], []
+    for _ in range(int(n_resamples)):
+        pick = np.concatenate([rng.choice(ix, ix.size) for ix in idx_by_c])
+        minima, _ = _minima(C[pick], N[pick], L[pick], method)
+        if len(minima) < 2:
+            continue
+        cs = np.log([m.budget for m in minima])
+        a_s.append(np.polyfit(cs, np.log([m.n_opt for m in minima]), 1)[0])
+        b_s.append(np.polyfit(cs, np.log([m.d_opt for m in minima]), 1)[0])
+    if len(a_s) < 2:
+        return {}
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    return {"a": [float(v) for v in np.percentile(a_s, q)], "b": [float(v) for v in np.percentile(b_s, q)],
+            "n_resamples": len(a_s)}

@@ -48,8 +48,10 @@ class _Objective:
 
     CHUNK = 512
 
-    def __init__(self, log_n, log_d, log_l, delta: float, reduce: str):
+    def __init__(self, log_n, log_d, log_l, delta: float, reduce: str, weights=None):
         n = log_n.size
+        # Optional (R, n) per-problem point weights (bootstrap counts); row r of a batch uses weights[rows[r]].
+        self.weights = None if weights is None else np.asarray(weights, dtype=float)
         self.mn = np.stack([np.ones(n), -log_n])  # (2, n): [a, alpha] @ mn = a - alpha log N
         self.md = np.stack([np.ones(n), -log_d])
         self.log_l = log_l
@@ -57,16 +59,20 @@ class _Objective:
         self.scale = 1.0 / n if reduce == "mean" else 1.0
         self.n_evals = 0  # parameter vectors evaluated, for diagnostics
 
-    def __call__(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, theta: np.ndarray, rows=None) -> tuple[np.ndarray, np.ndarray]:
         theta = np.atleast_2d(theta)
         self.n_evals += theta.shape[0]
+        if self.weights is not None and rows is None:
+            rows = np.arange(theta.shape[0])
+        c = self.CHUNK
         with np.errstate(all="ignore"):
-            if theta.shape[0] <= self.CHUNK:
-                return self._chunk(theta)
-            parts = [self._chunk(theta[i:i + self.CHUNK]) for i in range(0, theta.shape[0], self.CHUNK)]
+            if theta.shape[0] <= c:
+                return self._chunk(theta, None if rows is None else self.weights[rows])
+            parts = [self._chunk(theta[i:i + c], None if rows is None else self.weights[rows[i:i + c]])
+                     for i in range(0, theta.shape[0], c)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def _chunk(self, theta):
+    def _chunk(self, theta, w=None):
         # exp arguments are capped at +-700: no overflow, and a start that far out is hopeless anyway.
         u1 = theta[:, [0, 3]] @ self.mn
         np.clip(u1, -700.0, 700.0, out=u1)
@@ -82,6 +88,9 @@ class _Objective:
         dr = np.clip(r, -self.delta, self.delta)  # Huber derivative
         r -= 0.5 * dr
         r *= dr  # Huber value
+        if w is not None:
+            r *= w
+            dr *= w
         f = r.sum(axis=1) * self.scale
         dr /= s
         if self.scale != 1.0:
@@ -104,17 +113,21 @@ def objective_and_grad(theta, log_n, log_d, log_l, delta: float, reduce: str = "
 
 
 def batched_lbfgs(fun, x0: np.ndarray, *, m: int = 10, maxiter: int = 1000, gtol: float = 1e-5,
-                  ftol: float = 2.220446049250313e-9, c1: float = 1e-4, max_ls: int = 30):
+                  ftol: float = 2.220446049250313e-9, c1: float = 1e-4, max_ls: int = 30,
+                  pass_rows: bool = False):
     """Minimise many independent smooth problems at once with L-BFGS.
 
     ``fun(X)`` maps an (S, P) batch to ((S,) values, (S, P) gradients). Each row keeps its own
     curvature history, Armijo backtracking step and stopping test (scipy's: max |g| <= gtol or a
     relative decrease <= ftol), and leaves the batch once it has converged, so the work shrinks
-    as starts finish. Returns (x, f, converged, n_iter) with per-row arrays.
+    as starts finish. Returns (x, f, converged, n_iter) with per-row arrays. With ``pass_rows``
+    ``fun`` is called as ``fun(X, rows)``, ``rows`` the batch rows being evaluated (for problems
+    that differ per row, such as bootstrap resamples).
     """
     x = np.array(x0, dtype=float)
     S, P = x.shape
-    f, g = fun(x)
+    call = fun if pass_rows else (lambda X, _rows: fun(X))
+    f, g = call(x, np.arange(S))
     f = np.where(np.isfinite(f), f, np.inf)
     hs = np.zeros((S, m, P))
     hy = np.zeros((S, m, P))
@@ -150,7 +163,7 @@ def batched_lbfgs(fun, x0: np.ndarray, *, m: int = 10, maxiter: int = 1000, gtol
         f0 = first[idx]
         step[f0] = 1.0 / np.maximum(np.linalg.norm(gi[f0], axis=1), 1e-12)
         xn = xi + step[:, None] * d
-        fn, gn = fun(xn)
+        fn, gn = call(xn, idx)
         for _ls in range(max_ls):
             ok = np.isfinite(fn) & (fn <= fi + c1 * step * gd)
             if ok.all():
@@ -163,7 +176,7 @@ def batched_lbfgs(fun, x0: np.ndarray, *, m: int = 10, maxiter: int = 1000, gtol
             trial = np.where(np.isfinite(trial), trial, 0.5 * step[b])
             step[b] = np.clip(trial, 0.1 * step[b], 0.5 * step[b])
             xn[b] = xi[b] + step[b, None] * d[b]
-            fn[b], gn[b] = fun(xn[b])
+            fn[b], gn[b] = call(xn[b], idx[b])
         ok = np.isfinite(fn) & (fn <= fi + c1 * step * gd)
         n_iter[idx] += 1
         # Rows whose line search failed stop where they are (scipy reports ABNORMAL_TERMINATION).
@@ -205,6 +218,9 @@ class ParametricFit:
     reduce: str = "sum"
     message: str = ""
     extra: dict = field(default_factory=dict)
+    #: 95% bootstrap intervals, name -> [low, high] (see :mod:`analysis.fits.bootstrap`); empty when not run.
+    ci: dict = field(default_factory=dict)
+    bootstrap: dict = field(default_factory=dict)  # n_resamples, n_failed, level, seed, ...
 
     # Compute-optimal allocation (Hoffmann et al. eq. 4).
     @property
@@ -237,15 +253,45 @@ class ParametricFit:
         """Loss on the compute-optimal frontier, L(N_opt(C), D_opt(C))."""
         return self.predict(self.n_opt(C), self.d_opt(C))
 
+    def diagnostics(self) -> list[str]:
+        """Reasons to distrust this fit (empty when none): parameters far outside the start grid,
+        exponents above 3, an irreducible loss pinned at 0, too few points, wide bootstrap intervals."""
+        out = []
+        la, lb = math.log(self.A) if self.A > 0 else -math.inf, math.log(self.B) if self.B > 0 else -math.inf
+        if not (-5.0 <= la <= 35.0) or not (-5.0 <= lb <= 35.0):
+            out.append(f"log A = {la:.3g} or log B = {lb:.3g} is far outside the start grid [0, 25]")
+        for name in ("alpha", "beta"):
+            v = getattr(self, name)
+            if v > 3.0 or v <= 0.0:
+                out.append(f"{name} = {v:.3g} is outside (0, 3]: the data do not constrain it")
+        lmin = self.extra.get("loss_min")
+        if self.E < 0.05 * (lmin if lmin else 1.0):
+            out.append(f"E = {self.E:.3g} is pinned near 0")
+        if self.n_points < 10:
+            out.append(f"only {self.n_points} points for 5 parameters")
+        for name in ("alpha", "beta", "a"):
+            lo_hi = self.ci.get(name)
+            if lo_hi and np.all(np.isfinite(lo_hi)) and (lo_hi[1] - lo_hi[0]) > max(0.5 * abs(getattr(self, name)), 0.1):
+                out.append(f"bootstrap 95% interval of {name} is wide: [{lo_hi[0]:.3g}, {lo_hi[1]:.3g}]")
+        if not self.converged:
+            out.append("optimiser did not report convergence")
+        return out
+
+    @property
+    def ill_conditioned(self) -> bool:
+        return bool(self.diagnostics())
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(a=self.a, b=self.b, G=self.G)
+        d.update(a=self.a, b=self.b, G=self.G, diagnostics=self.diagnostics())
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ParametricFit":
         keys = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in keys})
+        kw = {k: v for k, v in d.items() if k in keys}
+        kw["ci"] = {k: list(v) for k, v in kw.get("ci", {}).items()}
+        return cls(**kw)
 
     def summary(self) -> str:
         rows = [
@@ -255,10 +301,18 @@ class ParametricFit:
             ("huber_delta", self.huber_delta), ("reduce", self.reduce), ("converged", self.converged),
         ]
         width = max(len(k) for k, _ in rows)
+        level = self.bootstrap.get("level", 0.95)
         lines = ["Parametric fit  L(N,D) = E + A/N^alpha + B/D^beta", "-" * (width + 20)]
         for k, v in rows:
             vs = f"{v:.6g}" if isinstance(v, float) else str(v)
+            ci = self.ci.get(k.split(" ")[0])
+            if ci:
+                vs = f"{vs:<12}  [{ci[0]:.4g}, {ci[1]:.4g}]"
             lines.append(f"{k:<{width}}  {vs}")
+        if self.ci:
+            lines.append(f"(intervals: {level:.0%} bootstrap, {self.bootstrap.get('n_resamples')} resamples)")
+        for w in self.diagnostics():
+            lines.append(f"CAUTION: {w}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -287,16 +341,33 @@ SCIPY_GTOL = 1e-5
 SCIPY_FTOL = 2.220446049250313e-09
 
 
+#: Box for the optional bounded variant, in (a, b, e, alpha, beta): A, B in [1, e^40], E in
+#: [0.05, 20], exponents in [0.01, 2.5]. Off by default: the published fits are unbounded.
+DEFAULT_BOUNDS = ((0.0, 40.0), (0.0, 40.0), (-3.0, 3.0), (0.01, 2.5), (0.01, 2.5))
+
+
 def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: str = "sum",
                    grid=None, method: str = "batched", polish: int = 10, gtol: float = SCIPY_GTOL,
-                   ftol: float = SCIPY_FTOL, maxiter: int = 15000) -> ParametricFit:
+                   ftol: float = SCIPY_FTOL, maxiter: int = 15000, bounds=None) -> ParametricFit:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta by Huber regression on log-loss (Chinchilla approach 3).
 
     ``grid``: (S, 5) starts in the order (a, b, e, alpha, beta); default the published 4,500.
     ``method="batched"`` runs every start at once with :func:`batched_lbfgs` and then polishes
     the ``polish`` best with scipy's L-BFGS-B; ``method="loop"`` is the slow reference, one
     scipy L-BFGS-B call per start. Both keep the lowest objective found.
+
+    ``bounds`` (off by default; ``True`` means :data:`DEFAULT_BOUNDS`, or give five (low, high)
+    pairs) is a guard for small, ill-conditioned sweeps: the objective is unchanged, but the
+    optimum is searched inside the box (the batched end points are clipped into it and the best
+    ``polish`` of those and of the grid starts are polished by bounded L-BFGS-B). Use it only
+    when :meth:`ParametricFit.diagnostics` flags the unbounded fit, and say so.
     """
+    if bounds is True:
+        bounds = DEFAULT_BOUNDS
+    if bounds is not None:
+        bounds = tuple((float(lo), float(hi)) for lo, hi in bounds)
+        if len(bounds) != 5 or any(not lo < hi for lo, hi in bounds):
+            raise ConfigError("bounds must be five (low, high) pairs with low < high", field="bounds", value=bounds)
     if reduce not in ("sum", "mean"):
         raise ConfigError("reduce must be 'sum' or 'mean'", field="reduce", value=reduce)
     if method not in ("batched", "loop"):
@@ -318,14 +389,22 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
         return (f[0], g[0]) if np.isfinite(f[0]) else (np.inf, np.zeros(5))
 
     opts = {"gtol": gtol, "ftol": ftol, "maxiter": maxiter}
+    if bounds is not None:
+        lo, hi = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+        starts = np.clip(starts, lo, hi)
     if method == "loop":
         cands = []
         for x0 in starts:
-            r = minimize(single, x0, jac=True, method="L-BFGS-B", options=opts)
+            r = minimize(single, x0, jac=True, method="L-BFGS-B", options=opts, bounds=bounds)
             cands.append((float(r.fun), r.x, bool(r.success), str(r.message)))
     else:
         xs, fs, conv, _ = batched_lbfgs(obj, starts, gtol=gtol, ftol=ftol, maxiter=min(maxiter, 2000))
-        cands = [(float(fs[i]), xs[i], bool(conv[i]), "batched L-BFGS") for i in range(S)]
+        if bounds is not None:  # clip into the box and re-score; grid starts compete too
+            xs = np.concatenate([np.clip(xs, lo, hi), starts])
+            fs, _ = obj(xs)
+            fs = np.where(np.isfinite(fs), fs, np.inf)
+            conv = np.zeros(xs.shape[0], dtype=bool)
+        cands = [] if bounds is not None else [(float(fs[i]), xs[i], bool(conv[i]), "batched L-BFGS") for i in range(S)]
         # Polish the best distinct end points with scipy's L-BFGS-B (a different line search).
         order = np.argsort(fs)
         seen: list[np.ndarray] = []
@@ -335,7 +414,7 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
             if any(np.max(np.abs(xs[i] - z)) < 1e-6 for z in seen):
                 continue
             seen.append(xs[i])
-            r = minimize(single, xs[i], jac=True, method="L-BFGS-B", options=opts)
+            r = minimize(single, xs[i], jac=True, method="L-BFGS-B", options=opts, bounds=bounds)
             cands.append((float(r.fun), r.x, bool(r.success), "polished: " + str(r.message)))
     best_f, best_x, best_ok, best_msg = min(cands, key=lambda c: c[0] if np.isfinite(c[0]) else np.inf)
     if not np.isfinite(best_f):
@@ -344,4 +423,6 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
     return ParametricFit(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta,
                          objective=best_f, n_points=int(N.size), n_starts=int(S), converged=best_ok,
                          huber_delta=float(huber_delta), reduce=reduce, message=best_msg,
-                         extra={"method": method, "n_evals": int(obj.n_evals)})
+                         extra={"method": method, "n_evals": int(obj.n_evals), "bounds": None if bounds is None else [list(b) for b in bounds],
+                                "loss_min": float(L.min()), "n_range": [float(N.min()), float(N.max())],
+                                "d_range": [float(D.min()), float(D.max())]})

@@ -1,0 +1,90 @@
+"""Training curves and checkpoint evaluations from run directories, as tidy tables.
+
+``runs/<run_id>/metrics.jsonl`` holds one line per training step (``step, tokens, flops, lr,
+loss, ...``) and validation lines (those with ``val_loss_speech``); ``result.json`` holds
+``evals``, one entry per evaluated checkpoint (several per run with cooldowns from checkpoints).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scaling.errors import ConfigError
+
+#: Run-level columns copied onto every curve / checkpoint row.
+RUN_COLUMNS = ("run_id", "arm", "model", "params", "non_embedding_params", "budget", "status")
+
+
+def _runs_dir(path) -> Path:
+    path = Path(path)
+    if (path / "runs").is_dir():
+        return path / "runs"
+    if any(path.glob("*/result.json")):
+        return path
+    raise ConfigError("no runs/ directory with */result.json (training curves need run directories)", source=str(path))
+
+
+def _records(path):
+    for p in sorted(_runs_dir(path).glob("*/result.json")):
+        try:
+            rec = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"not valid JSON ({exc.msg} at line {exc.lineno})", source=str(p)) from None
+        rec.setdefault("run_id", p.parent.name)
+        yield p.parent, rec
+
+
+def load_curves(path, *, only_done: bool = True) -> pd.DataFrame:
+    """One row per logged line of every run: run columns, ``kind`` ("train" or "val"), and the line's values."""
+    rows = []
+    for run_dir, rec in _records(path):
+        if only_done and str(rec.get("status", "done")).lower() != "done":
+            continue
+        base = {k: rec.get(k) for k in RUN_COLUMNS}
+        mfile = run_dir / "metrics.jsonl"
+        if not mfile.is_file():
+            continue
+        for i, line in enumerate(mfile.read_text(encoding="utf-8").splitlines()):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError:
+                raise ConfigError(f"line {i + 1} is not valid JSON", source=str(mfile)) from None
+            rows.append({**base, "kind": "val" if "val_loss_speech" in d else "train", **d})
+    if not rows:
+        raise ConfigError("no metrics.jsonl lines found", source=str(path))
+    df = pd.DataFrame(rows)
+    for c in df.columns:
+        if c not in ("run_id", "arm", "model", "status", "kind"):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+def load_checkpoints(path, *, only_done: bool = True) -> pd.DataFrame:
+    """One row per (run, evaluated checkpoint) from ``result.json`` ``evals``: params (all and
+    non-embedding), tokens, flops (6ND from the checkpoint's tokens, and the logged exact count),
+    losses and metrics. A run without ``evals`` contributes its final row."""
+    rows = []
+    for _, rec in _records(path):
+        if only_done and str(rec.get("status", "done")).lower() != "done":
+            continue
+        base = {k: rec.get(k) for k in RUN_COLUMNS}
+        evals = rec.get("evals") or [{k: v for k, v in rec.items() if k != "evals"}]
+        final_tokens = rec.get("tokens")
+        for j, ev in enumerate(evals):
+            row = {**base, **{k: v for k, v in ev.items() if k not in RUN_COLUMNS}, "checkpoint": j}
+            row["final"] = bool(final_tokens is not None and ev.get("tokens") == final_tokens)
+            rows.append(row)
+    if not rows:
+        raise ConfigError("no runs with status 'done'", source=str(path))
+    df = pd.DataFrame(rows)
+    for c in df.columns:
+        if c not in ("run_id", "arm", "model", "status", "final"):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    df["flops_exact"] = df["flops"] if "flops" in df.columns else np.nan
+    df["flops_6nd"] = 6.0 * df["params"] * df["tokens"]
+    return df

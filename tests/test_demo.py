@@ -1,0 +1,56 @@
+"""The README's main command, end to end, as a user runs it (the console script, a fresh folder)."""
+import csv
+import json
+import subprocess
+
+import pytest
+
+from scaling.rundir import RESULT_COLUMNS
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(["scaling", "demo", "--quick", "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[21/21] done" in proc.stdout  # one progress line per finished run
+
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert set(RESULT_COLUMNS) <= set(rows[0])
+    by_arm = {a: [r for r in rows if r["arm"] == a] for a in ("interleaved", "textless")}
+    for arm, arm_rows in by_arm.items():
+        assert len({r["model"] for r in arm_rows}) >= 3 and len({r["budget"] for r in arm_rows}) >= 3, arm
+        for r in arm_rows:
+            assert r["status"] == "done"
+            assert float(r["flops"]) == 6 * int(r["params"]) * int(r["tokens"])
+            for m in ("swuggy", "sblimp", "ssc", "tsc"):
+                assert 0.0 <= float(r[m]) <= 1.0
+    # more compute buys lower speech loss for the text-initialised arm
+    budgets = sorted({float(r["budget"]) for r in by_arm["interleaved"]})
+    best = {b: min(float(r["val_loss_speech"]) for r in by_arm["interleaved"] if float(r["budget"]) == b) for b in budgets}
+    assert best[budgets[-1]] < best[budgets[0]]
+
+    fits = json.loads((out / "fits.json").read_text())
+    assert {"interleaved", "textless"} <= set(fits["arms"])
+    for name in ("isoflop", "loss_vs_compute", "metrics_vs_compute"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 0
+        assert (out / "figures" / f"{name}.pdf").stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "figures/loss_vs_compute.png" in report
+
+    # every run directory honours the contract; checkpoints load with the Auto classes alone
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = out / "runs" / by_arm["interleaved"][0]["run_id"]
+    for f in ("spec.yaml", "state.json", "metrics.jsonl", "result.json", "model/config.json"):
+        assert (run / f).is_file(), f
+    tok = AutoTokenizer.from_pretrained(run / "model")
+    model = AutoModelForCausalLM.from_pretrained(run / "model")
+    added = [t for t in tok.get_vocab() if t.startswith("<Un")] + ["<speech>", "<text>"]
+    assert len(added) == 502 and all(t in tok.get_vocab() for t in added)
+    assert model.get_input_embeddings().weight.shape[0] >= len(tok)
+
+    # rerunning the finished sweep trains nothing and says so
+    again = subprocess.run(["scaling", "run", str(out / "sweep.yaml")], capture_output=True, text=True)
+    assert again.returncode == 0 and "nothing to train" in again.stdout
