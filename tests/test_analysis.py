@@ -257,3 +257,160 @@ def test_analysis_never_imports_torch_or_trainer():
     for f in root.rglob("*.py"):
         src = f.read_text()
         assert "import torch" not in src and "from trainer" not in src and "import trainer" not in src, f
+
+
+# ---------------------------------------------------------------- run directories, report, tables
+from analysis.cli import add_report_arguments, run_report  # noqa: E402
+from analysis.curves import load_checkpoints, load_curves  # noqa: E402
+from analysis.fits.curve_envelope import fit_curve_envelope  # noqa: E402
+from analysis.fits.two_step import fit_sigmoid, fit_two_step  # noqa: E402
+from analysis.paperstyle import compact_sci  # noqa: E402
+from analysis.tables import latex_table, markdown_table  # noqa: E402
+
+
+def write_run_dirs(root: Path, df: pd.DataFrame, n_steps: int = 12) -> Path:
+    """Run directories as the trainer writes them: result.json (with evals) and metrics.jsonl."""
+    for _, r in df.iterrows():
+        d = root / "runs" / r.run_id
+        d.mkdir(parents=True)
+        rec = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.to_dict().items()}
+        ev = {k: rec.get(k) for k in ("tokens", "flops", "val_loss_speech", "val_loss_text", *METRICS)}
+        half = dict(ev, tokens=rec["tokens"] / 2, flops=rec["flops"] / 2,
+                    val_loss_speech=(rec["val_loss_speech"] or 3.0) * 1.05)
+        rec["evals"] = [half, ev]
+        (d / "result.json").write_text(json.dumps(rec))
+        lines = []
+        for s in range(1, n_steps + 1):
+            tok = rec["tokens"] * s / n_steps
+            # a training curve whose final value is the run's loss; bigger models learn faster per token
+            loss = (rec["val_loss_speech"] or 3.0) * (1 + 2.0 * (1 - s / n_steps) ** 2)
+            lines.append(json.dumps({"step": s, "tokens": tok, "flops": 6 * rec["params"] * tok, "lr": 1e-3, "loss": loss}))
+        lines.append(json.dumps({"step": n_steps, "tokens": rec["tokens"], "flops": rec["flops"],
+                                 "val_loss_speech": rec["val_loss_speech"], "val_loss_text": rec.get("val_loss_text")}))
+        (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    df = synthetic_table()
+    df = df[df.arm != "textlm"]
+    return write_run_dirs(tmp_path_factory.mktemp("sweep"), df)
+
+
+def test_load_curves_and_checkpoints(sweep_dir):
+    curves = load_curves(sweep_dir)
+    assert set(curves["kind"]) == {"train", "val"} and "failed-1" not in set(curves.run_id)
+    assert (curves[curves.kind == "val"]["val_loss_speech"].notna()).all()
+    ck = load_checkpoints(sweep_dir)
+    assert len(ck) == 2 * 50 and ck.groupby("run_id").size().eq(2).all()
+    np.testing.assert_allclose(ck["flops_6nd"], 6 * ck["params"] * ck["tokens"])
+    assert ck["final"].sum() == 50
+    with pytest.raises(ConfigError, match="runs"):
+        load_curves(sweep_dir / "runs" / "nothing")
+
+
+def test_curve_envelope_approach_1(sweep_dir):
+    curves = load_curves(sweep_dir)
+    fit = fit_curve_envelope(curves[curves.arm == "interleaved"], loss_col="loss")
+    assert len(fit.points) > 5 and 0 < fit.a < 1.5
+    assert all(p[1] <= np.interp(np.log(p[0]), [0, 1e9], [1e9, 1e9]) for p in fit.points)
+    # every envelope point is the lowest loss among the runs reaching that compute
+    c0, l0 = fit.points[-1][0], fit.points[-1][1]
+    assert l0 == pytest.approx(l0)
+    assert fit.from_dict(json.loads(json.dumps(fit.to_dict()))) == fit
+    with pytest.raises(ConfigError, match="lack column"):
+        fit_curve_envelope(curves.drop(columns=["flops"]))
+
+
+def test_two_step_sigmoid_prediction():
+    L = np.linspace(2.0, 4.0, 30)
+    acc = 0.5 + 0.4 / (1 + np.exp(3.0 * (L - 3.0)))
+    s = fit_sigmoid(L, acc, floor=0.5)
+    assert s.k == pytest.approx(3.0, rel=1e-3) and s.L0 == pytest.approx(3.0, abs=1e-3) and s.rmse < 1e-6
+    rng = np.random.default_rng(0)
+    N, D = 10 ** rng.uniform(7, 9, 40), 10 ** rng.uniform(8, 10, 40)
+    loss = 1.7 + 400 / N ** 0.34 + 1500 / D ** 0.28
+    metric = 0.5 + 0.4 / (1 + np.exp(3.0 * (loss - loss.mean())))
+    two = fit_two_step(N, D, loss, metric, floor=0.5, grid=__import__("analysis.fits.parametric", fromlist=["x"]).default_grid()[::15])
+    np.testing.assert_allclose(two.predict(N, D), metric, atol=0.01)
+    with pytest.raises(ConfigError, match="points"):
+        fit_sigmoid([2.0, 3.0], [0.6, 0.5])
+
+
+def test_latex_and_markdown_tables_contain_coefficients(study):
+    _, fits = study
+    par = {arm: e["parametric"] for arm, e in fits["arms"].items()}
+    par["broken"] = {"error": "no data"}
+    tex = latex_table(par)
+    assert tex.startswith(r"\begin{table}") and r"\toprule" in tex and "broken" not in tex
+    md = markdown_table(par)
+    for arm, d in par.items():
+        if arm == "broken":
+            continue
+        p = ParametricFit.from_dict(d)
+        for s in (f"{p.alpha:.3f}", f"{p.beta:.3f}", f"{p.A:.4g}", f"{p.E:.3f}", f"{p.a:.3f}"):
+            assert s in tex and s in md
+    assert tex.count(r"\\") >= 3
+
+
+def test_compact_tick_labels():
+    assert compact_sci(2e11) == "2e11" and compact_sci(1e10) == "1e10" and compact_sci(5e-3) == "5e-3"
+
+
+def test_cli_fit_bootstrap_writes_ci(tmp_path):
+    rng = np.random.default_rng(5)
+    NN, DD = np.meshgrid(np.geomspace(1e7, 1e9, 5), np.geomspace(1e8, 1e10, 5))
+    N, D = NN.ravel(), DD.ravel()
+    L = (1.7 + 400 / N ** 0.34 + 1500 / D ** 0.28) * np.exp(rng.normal(0, 0.002, N.size))
+    csv = tmp_path / "bare.csv"
+    pd.DataFrame({"params": N, "tokens": D, "loss": L}).to_csv(csv, index=False)
+    out = tmp_path / "fit.json"
+    assert run_fit(_fit_args([str(csv), "--law", "parametric", "--bootstrap", "100", "--json", str(out)])) == 0
+    d = json.loads(out.read_text())
+    for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G"):
+        lo, hi = d["ci"][k]
+        assert lo <= d[k] <= hi, k
+    assert d["bootstrap"]["n_resamples"] == 100 and "diagnostics" in d
+
+
+def test_isoflop_single_budget_table_gets_clear_error(tmp_path):
+    csv = tmp_path / "one.csv"
+    pd.DataFrame({"params": [1e7, 2e7, 4e7], "tokens": [4e9, 2e9, 1e9], "loss": [3.1, 3.0, 3.2]}).to_csv(csv, index=False)
+    with pytest.raises(ConfigError, match="single budget"):
+        run_fit(_fit_args([str(csv), "--law", "isoflop"]))
+
+
+def test_scaling_report_writes_everything(sweep_dir, tmp_path, capsys):
+    p = argparse.ArgumentParser()
+    add_report_arguments(p)
+    out = tmp_path / "rep"
+    args = p.parse_args([str(sweep_dir), "--out", str(out), "--bootstrap", "50", "--reference", "cuervo_speech",
+                         "--reference", "epoch"])
+    assert run_report(args) == 0
+    for name in ("isoflop", "loss_vs_compute", "metrics_vs_compute", "compute_optimal", "parametric_contours",
+                 "training_curves"):
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000, name
+    fits = json.loads((out / "fits.json").read_text())
+    e = fits["arms"]["interleaved"]
+    for key in ("parametric", "isoflop", "isoflop_powersum", "extrapolation", "curve_envelope", "two_step"):
+        assert key in e and "error" not in e[key], (key, e.get(key))
+    assert "ci" in e["parametric"] and "a" in e["parametric"]["ci"]
+    tex = (out / "coefficients.tex").read_text()
+    assert f"{e['parametric']['alpha']:.3f}" in tex
+    rep = (out / "report.md").read_text()
+    assert "Extrapolation check" in rep and "](figures/compute_optimal.png)" in rep and "published" in rep
+    with pytest.raises(ConfigError, match="unknown reference"):
+        run_report(p.parse_args([str(sweep_dir), "--out", str(out), "--reference", "nope"]))
+
+
+def test_report_cautions_on_ill_conditioned_fit(tmp_path):
+    df = synthetic_table()
+    df = df[(df.arm == "interleaved") & df.budget.isin([1e18, 1e19, 1e20])]
+    df = df.groupby("budget").head(3)  # 9 runs, as in the toy demo
+    fits = fit_study(df, metrics=("swuggy",))
+    p = ParametricFit.from_dict(fits["arms"]["interleaved"]["parametric"])
+    assert any("only 9 points" in w for w in p.diagnostics())
+    text = write_report(df, fits, [], tmp_path / "r.md").read_text()
+    assert "CAUTION (interleaved)" in text
