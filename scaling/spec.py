@@ -31,6 +31,8 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     eval_every: int = 0  # optimiser steps between validations; 0 = only at the end
+    schedule: str = "cosine"  # "cosine" (with min lr) or "wsd" (warmup-stable-decay with cooldown branches)
+    cooldown_frac: float = 0.2  # wsd: each cooldown branch decays over this fraction of its budget (1-sqrt shape)
     val_sequences: int = 16  # validation sequences per stream
 
     def validate(self, source: str | None = None, prefix: str = "train") -> None:
@@ -48,6 +50,10 @@ class TrainConfig:
             raise ConfigError("must be in [0, 1)", source=source, field=f"{prefix}.warmup_frac", value=self.warmup_frac)
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ConfigError("must be a non-negative integer", source=source, field=f"{prefix}.eval_every", value=self.eval_every)
+        if self.schedule not in ("cosine", "wsd"):
+            raise ConfigError("must be 'cosine' or 'wsd'", source=source, field=f"{prefix}.schedule", value=self.schedule)
+        if not 0 < self.cooldown_frac <= 1:
+            raise ConfigError("must be in (0, 1]", source=source, field=f"{prefix}.cooldown_frac", value=self.cooldown_frac)
         if self.weight_decay < 0:
             raise ConfigError("must be >= 0", source=source, field=f"{prefix}.weight_decay", value=self.weight_decay)
 
@@ -70,6 +76,7 @@ class RunSpec:
     budget: float | None = None  # nominal compute budget C of the grid point
     benchmarks: list[str] = field(default_factory=list)
     bench_items: int | None = None  # cap on items per benchmark (None = all)
+    cooldowns: list[int] = field(default_factory=list)  # wsd: token budgets of cooldown branches (< tokens)
     data_dir: str = ""  # where the prepared data lives on this machine (not part of the id)
     sweep: str = ""  # name of the sweep this run belongs to (not part of the id)
 
@@ -88,6 +95,12 @@ class RunSpec:
             if not w > 0:
                 raise ConfigError("stream shares must be positive", source=source, field=f"streams.{s}", value=w)
         self.train.validate(source)
+        if self.cooldowns:
+            if self.train.schedule != "wsd":
+                raise ConfigError("cooldown branches need train.schedule: wsd", source=source, field="cooldowns", value=self.cooldowns)
+            if sorted(set(self.cooldowns)) != self.cooldowns or not all(0 < c < self.tokens for c in self.cooldowns):
+                raise ConfigError(f"must be increasing token budgets below tokens={self.tokens}", source=source,
+                                  field="cooldowns", value=self.cooldowns)
         if self.tokens < self.train.tokens_per_step:
             raise ConfigError(
                 f"budget of {self.tokens} tokens is smaller than one optimiser step "

@@ -6,14 +6,11 @@ JSON-lines metrics, and a final ``save_pretrained`` checkpoint with its tokenize
 """
 from __future__ import annotations
 
-import math
-import os
 import resource
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
