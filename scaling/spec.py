@@ -22,7 +22,8 @@ STREAMS = ("text", "interleaved", "speech", "textlm")
 @dataclass
 class TrainConfig:
     seq_len: int = 128
-    batch_size: int = 8  # sequences per optimiser step
+    batch_size: int = 8  # sequences per optimiser step (the global batch)
+    micro_batch_size: int = 0  # sequences per forward pass; 0 = batch_size (no accumulation)
     lr: float = 3e-3
     min_lr: float = 3e-4
     warmup_frac: float = 0.01
@@ -33,6 +34,10 @@ class TrainConfig:
     eval_every: int = 0  # optimiser steps between validations; 0 = only at the end
     schedule: str = "cosine"  # "cosine" (with min lr) or "wsd" (warmup-stable-decay with cooldown branches)
     cooldown_frac: float = 0.2  # wsd: each cooldown branch decays over this fraction of its budget (1-sqrt shape)
+    doc_mask: bool = True  # attention never crosses document boundaries in packed sequences
+    checkpoint_every: int = 0  # optimiser steps between resumable checkpoints; 0 = every 10% of the run
+    keep_checkpoints: bool = False  # keep checkpoints/ after the run is done (model/ always stays)
+    embedding_init: str = "mean"  # new embedding rows of a text-LM init: "mean" or "normal"
     val_sequences: int = 16  # validation sequences per stream
 
     def validate(self, source: str | None = None, prefix: str = "train") -> None:
@@ -48,6 +53,13 @@ class TrainConfig:
             raise ConfigError(f"must not exceed lr ({self.lr})", source=source, field=f"{prefix}.min_lr", value=self.min_lr)
         if not 0 <= self.warmup_frac < 1:
             raise ConfigError("must be in [0, 1)", source=source, field=f"{prefix}.warmup_frac", value=self.warmup_frac)
+        if self.micro_batch_size < 0 or (self.micro_batch_size and self.batch_size % self.micro_batch_size):
+            raise ConfigError(f"must divide batch_size ({self.batch_size})", source=source,
+                              field=f"{prefix}.micro_batch_size", value=self.micro_batch_size)
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise ConfigError("must be a non-negative integer", source=source, field=f"{prefix}.checkpoint_every", value=self.checkpoint_every)
+        if self.embedding_init not in ("mean", "normal"):
+            raise ConfigError("must be 'mean' or 'normal'", source=source, field=f"{prefix}.embedding_init", value=self.embedding_init)
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ConfigError("must be a non-negative integer", source=source, field=f"{prefix}.eval_every", value=self.eval_every)
         if self.schedule not in ("cosine", "wsd"):

@@ -1,5 +1,7 @@
-"""The sweep subcommands of `scaling`: plan, status, run. Registered by scaling.cli."""
+"""The sweep subcommands of `scaling`: plan, status, run, worker, tune. Registered by scaling.cli."""
 from __future__ import annotations
+
+from scaling.errors import ConfigError
 
 
 def _load_plan(path):
@@ -10,50 +12,128 @@ def _load_plan(path):
     return sweep, resolve(sweep)
 
 
+def _registry(sweep, args):
+    from sweeps.registry import Registry
+
+    if args.heartbeat >= args.lease_timeout:
+        raise ConfigError("must be shorter than --lease-timeout", field="--heartbeat", value=args.heartbeat)
+    if args.max_attempts < 1:
+        raise ConfigError("must be at least 1", field="--max-attempts", value=args.max_attempts)
+    return Registry(sweep.runs_dir, lease_timeout=args.lease_timeout, heartbeat=args.heartbeat,
+                    max_attempts=args.max_attempts)
+
+
 def _cmd_plan(args) -> int:
     from scaling import atomic
-    from sweeps.plan import format_plan, plan_rows
+    from sweeps.plan import format_plan, plan_rows, plan_totals
 
     sweep, specs = _load_plan(args.sweep)
-    rows = plan_rows(specs)
-    print(format_plan(rows))
+    rows = plan_rows(specs, mfu=args.mfu, gpu_flops=args.gpu_flops)
+    print(format_plan(rows, totals=plan_totals(sweep, specs, rows, mfu=args.mfu, gpu_flops=args.gpu_flops)))
     if args.json:
         atomic.write_json(args.json, rows)
     return 0
 
 
 def _cmd_status(args) -> int:
-    from scaling.rundir import RunDir
     from sweeps.plan import format_plan, plan_rows
 
     sweep, specs = _load_plan(args.sweep)
-    states = {s.run_id: RunDir(sweep.runs_dir / s.run_id).status for s in specs}
+    reg = _registry(sweep, args)
+    states = {s.run_id: reg.effective_state(s) for s in specs}
     print(format_plan(plan_rows(specs), states))
     counts = {st: list(states.values()).count(st) for st in ("pending", "running", "done", "failed")}
     print("  ".join(f"{k}: {v}" for k, v in counts.items()))
     return 0
 
 
+def _require_data(sweep) -> None:
+    if sweep.data is None:
+        raise ConfigError("is required to run a sweep (plan works without it)", source=str(sweep.path), field="data")
+
+
 def _cmd_run(args) -> int:
-    from sweeps.local import run_sweep
+    from sweeps.local import run_sweep, run_workers
 
     sweep, specs = _load_plan(args.sweep)
-    counts = run_sweep(sweep, specs)
+    _require_data(sweep)
+    if args.workers < 1:
+        raise ConfigError("must be at least 1", field="--workers", value=args.workers)
+    reg = _registry(sweep, args)
+    if args.launcher == "slurm":
+        from sweeps.slurm import run_slurm
+
+        counts = run_slurm(sweep, specs, reg, executor=args.executor, workers=args.workers)
+    elif args.launcher == "accelerate":
+        from sweeps.accel import run_accelerate
+
+        counts = run_accelerate(sweep, specs, reg, extra=args.accelerate_args)
+    elif args.workers > 1:
+        counts = run_workers(sweep, specs, args.workers, reg)
+    else:
+        counts = run_sweep(sweep, specs, registry=reg, sink=_sink(sweep, args))
     print(f"trained {counts['trained']}, skipped {counts['skipped']} finished, failed {counts['failed']}; "
           f"results in {sweep.results_csv}")
+    return 1 if counts["failed"] or counts.get("unfinished") else 0
+
+
+def _sink(sweep, args):
+    if not getattr(args, "wandb", None):
+        return None
+    from sweeps.tracking import WandbSink
+
+    return WandbSink(sweep, mode=args.wandb)
+
+
+def _cmd_worker(args) -> int:
+    from sweeps.local import work
+
+    sweep, specs = _load_plan(args.sweep)
+    _require_data(sweep)
+    counts = work(sweep, specs, _registry(sweep, args), sink=_sink(sweep, args))
     return 1 if counts["failed"] else 0
+
+
+def _registry_args(p) -> None:
+    p.add_argument("--lease-timeout", type=float, default=120.0,
+                   help="seconds without a heartbeat after which a run's worker is taken for dead (default 120)")
+    p.add_argument("--heartbeat", type=float, default=10.0, help="seconds between heartbeats (default 10)")
+    p.add_argument("--max-attempts", type=int, default=2, help="attempts per run before it stays failed (default 2)")
 
 
 def register(sub) -> None:
     pl = sub.add_parser("plan", help="show the resolved grid of a sweep file (nothing runs)")
     pl.add_argument("sweep")
     pl.add_argument("--json", help="also write the plan as a JSON list of runs")
+    pl.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation for the GPU-hour estimate (default 0.4)")
+    pl.add_argument("--gpu-flops", type=float, default=989e12, help="peak FLOP/s of one GPU (default 989e12, H100 bf16 dense)")
     pl.set_defaults(func=_cmd_plan)
 
     st = sub.add_parser("status", help="states of a sweep's runs")
     st.add_argument("sweep")
+    _registry_args(st)
     st.set_defaults(func=_cmd_status)
 
     r = sub.add_parser("run", help="run a sweep's pending runs (finished runs are skipped) and write results.csv")
     r.add_argument("sweep")
+    r.add_argument("--workers", type=int, default=1, help="worker processes (local) or array tasks (slurm)")
+    r.add_argument("--launcher", choices=("local", "accelerate", "slurm"), default="local")
+    r.add_argument("--executor", choices=("slurm", "local"), default="slurm",
+                   help="slurm launcher: submitit executor ('local' runs the array on this machine)")
+    r.add_argument("--accelerate-args", default="", help="accelerate launcher: extra arguments for `accelerate launch`")
+    r.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None,
+                   help="also log each finished run to Weights & Biases (optional; offline unless 'online')")
+    _registry_args(r)
     r.set_defaults(func=_cmd_run)
+
+    w = sub.add_parser("worker", help="one worker loop on a sweep: claim, train, repeat until no run is left")
+    w.add_argument("sweep")
+    w.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None)
+    _registry_args(w)
+    w.set_defaults(func=_cmd_worker)
+
+    try:
+        from sweeps.tune import register as register_tune
+    except ImportError:  # pragma: no cover - tune.py always ships; optuna is imported inside it
+        return
+    register_tune(sub)

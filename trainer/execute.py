@@ -25,8 +25,8 @@ def result_record(spec: RunSpec, summary: dict, metrics: dict, status: str = "do
         "seed": spec.seed, "steps": summary["steps"], "train_seconds": summary["train_seconds"],
         "tokens_per_s": summary["tokens_per_s"], "final_train_loss": summary["final_train_loss"],
         "tokens_per_stream": summary["tokens_per_stream"], "data_fingerprint": spec.data_fingerprint,
-        # One entry per evaluated checkpoint (a cosine run has one: its end).
-        "evals": [{"tokens": tokens, "flops": flops, **{k: summary.get(k) for k in summary if k.startswith("val_loss_")}, **metrics}],
+        # One entry per evaluated checkpoint: periodic ones, each cooldown branch, and the end.
+        "evals": summary["evals"],
     }
     return rec
 
@@ -41,15 +41,14 @@ def execute(run: RunDir) -> dict:
 
     spec = run.spec()
     run.set_state("running", pid=os.getpid(), host=os.uname().nodename)
+
+    def evaluator(model, tokenizer):
+        return evaluate(model, tokenizer, SpeechVocab.of(tokenizer), Path(spec.data_dir) / "benchmarks",
+                        spec.benchmarks, max_items=spec.bench_items)
     try:
         t0 = time.time()
-        summary, model, tokenizer = train_run(run)
-        metrics = {}
-        if spec.benchmarks:
-            metrics = evaluate(model, tokenizer, SpeechVocab.of(tokenizer), Path(spec.data_dir) / "benchmarks",
-                               spec.benchmarks, max_items=spec.bench_items)
-            run.log({"tokens": summary["tokens"], "flops": 6.0 * count_params(spec.shape).total * summary["tokens"], **metrics})
-        rec = result_record(spec, summary, metrics)
+        summary, _, _ = train_run(run, evaluator if spec.benchmarks else None)
+        rec = result_record(spec, summary, summary["metrics"])
         rec["wall_seconds"] = round(time.time() - t0, 2)
         run.write_result(rec)
         run.set_state("done")

@@ -1,15 +1,23 @@
 """The training loop: one run spec in, one run directory out.
 
-Exact token budget (the last step is trimmed so the run consumes exactly ``spec.tokens``),
-cosine-with-min-lr schedule with warmup, gradient clipping, periodic validation per stream,
-JSON-lines metrics, and a final ``save_pretrained`` checkpoint with its tokenizer.
+- exact token budget: the last step is trimmed so the run consumes exactly ``spec.tokens``;
+- schedules: cosine-with-min-lr, or warmup-stable-decay whose cooldown branches (one per budget
+  in ``spec.cooldowns``) start from the stable trajectory, decay to their own budget, are
+  validated/evaluated and saved under ``cooldowns/<tokens>/``, then the main run goes on;
+- gradient accumulation to the global batch, bf16 autocast on GPU with fp32 master weights;
+- document-aware attention on packed sequences;
+- resumable checkpoints (model, optimizer, data position, RNG): rerunning a killed run resumes
+  from the newest complete checkpoint and reproduces the uninterrupted run's losses exactly;
+- a non-finite loss stops the run with a clear error; the last good checkpoint stays.
 """
 from __future__ import annotations
 
 import resource
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,15 +27,19 @@ from scaling.errors import ConfigError
 from scaling.flops import count_params, flops_per_token_exact
 from scaling.rundir import RunDir
 from scaling.spec import RunSpec
+from trainer import checkpoint
+from trainer.attention import doc_inputs
+from trainer.data.mixture import Mixture
 from trainer.data.prepare import load_manifest
 from trainer.data.shards import load_shard
-from trainer.data.mixture import Mixture
 from trainer.data.tokenizer import load_tokenizer
-from trainer.model import build_model, count_model_params, extend_vocab, load_model
-from trainer.schedule import cosine_with_min_lr, warmup_steps
+from trainer.model import build_model, count_model_params, extend_vocab, load_model, quiet_transformers
+from trainer.schedule import cooldown_steps, cosine_with_min_lr, warmup_steps, wsd
 from trainer.validate import val_loss, val_windows
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}  # dense bf16
+
+Evaluator = Callable[[object, object], dict]  # (model, tokenizer) -> {metric: accuracy}
 
 
 def _peak_flops() -> float | None:
@@ -56,6 +68,7 @@ def resolve_init(spec: RunSpec, run: RunDir) -> Path | None:
 
 
 def init_model(spec: RunSpec, run: RunDir, manifest: dict):
+    """Random init, or TWIST init from a text LM folder (embedding rows grown once, here)."""
     src = resolve_init(spec, run)
     if src is None:
         model = build_model(spec.shape, spec.seed)
@@ -66,7 +79,7 @@ def init_model(spec: RunSpec, run: RunDir, manifest: dict):
         rows = model.get_input_embeddings().weight.shape[0]
         if rows != spec.shape.vocab_size:
             torch.manual_seed(spec.seed)
-            extend_vocab(model, spec.shape.vocab_size, real_rows=manifest["text_vocab_size"])
+            extend_vocab(model, spec.shape.vocab_size, real_rows=manifest["text_vocab_size"], init=spec.train.embedding_init)
     n = count_model_params(model)
     expected = count_params(spec.shape).total
     if n != expected:
@@ -78,123 +91,247 @@ def _optimizer(model, spec: RunSpec):
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": spec.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = torch.cuda.is_available()
-    return torch.optim.AdamW(groups, lr=spec.train.lr, betas=(spec.train.beta1, spec.train.beta2), fused=fused)
+    return torch.optim.AdamW(groups, lr=spec.train.lr, betas=(spec.train.beta1, spec.train.beta2), fused=torch.cuda.is_available())
 
 
-def _loss_sum(model, rows: list[torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Summed next-token NLL over rows (rows of equal length are batched together)."""
-    total, count = 0.0, 0
-    by_len: dict[int, list[torch.Tensor]] = {}
-    for r in rows:
-        by_len.setdefault(len(r), []).append(r)
-    for _, group in sorted(by_len.items()):
-        ids = torch.stack(group)
-        logits = model(input_ids=ids).logits
-        total = total + F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="sum")
-        count += ids[:, 1:].numel()
-    return total, count
+@dataclass
+class Progress:
+    """Where the main trajectory is; saved in every checkpoint."""
+
+    step: int = 0
+    tokens: int = 0
+    seq_pos: int = 0
+    evals: list = field(default_factory=list)  # periodic evaluations on the main trajectory
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "tokens": self.tokens, "seq_pos": self.seq_pos, "evals": self.evals}
 
 
-def train_run(run: RunDir):
-    """Train ``run`` to its exact token budget; returns (summary, trained model, tokenizer)."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+class Trainer:
+    def __init__(self, run: RunDir, evaluator: Evaluator | None = None):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
 
-    spec = run.spec()
-    data_dir = Path(spec.data_dir)
-    manifest = load_manifest(data_dir)
-    if manifest["fingerprint"] != spec.data_fingerprint:
-        raise ConfigError("prepared data differs from the data this run was planned on",
-                          source=str(run.spec_path), field="data_fingerprint", value=manifest["fingerprint"])
-    use_cuda = torch.cuda.is_available()
-    accelerator = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no")
-    set_seed(spec.seed)
-    model = init_model(spec, run, manifest)
-    tok_dir = data_dir / ("tokenizer_text" if spec.arm == "textlm" else "tokenizer")
-    tokenizer = load_tokenizer(tok_dir)
+        quiet_transformers()
+        self.run, self.spec = run, run.spec()
+        spec, tc = self.spec, self.spec.train
+        self.data_dir = Path(spec.data_dir)
+        self.manifest = load_manifest(self.data_dir)
+        if self.manifest["fingerprint"] != spec.data_fingerprint:
+            raise ConfigError("prepared data differs from the data this run was planned on",
+                              source=str(run.spec_path), field="data_fingerprint", value=self.manifest["fingerprint"])
+        use_cuda = torch.cuda.is_available()
+        self.accelerator = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no")
+        set_seed(spec.seed)
+        model = init_model(spec, run, self.manifest)
+        self.tokenizer = load_tokenizer(self.data_dir / ("tokenizer_text" if spec.arm == "textlm" else "tokenizer"))
+        self.eos = self.tokenizer.eos_token_id
+        self.T, self.B = tc.seq_len, tc.batch_size
+        self.micro = tc.micro_batch_size or tc.batch_size
+        shard_dir = self.data_dir / "shards"
+        self.mixture = Mixture({s: load_shard(shard_dir, f"{s}_train") for s in spec.streams}, spec.streams, self.T, spec.seed)
+        self.val = {s: val_windows(load_shard(shard_dir, f"{s}_val"), self.T, tc.val_sequences) for s in val_streams(spec)}
+        optimizer = _optimizer(model, spec)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.device = self.accelerator.device
+        self.flash = getattr(self.accelerator.unwrap_model(self.model).config, "_attn_implementation", "") == "flash_attention_2"
+        self.evaluator = evaluator
+        self.steps = spec.steps
+        self.warm = warmup_steps(self.steps, tc.warmup_frac)
+        self.params = count_params(spec.shape)
+        self.fpt_exact = flops_per_token_exact(spec.shape, self.T)
+        self.peak = _peak_flops()
+        self.ckpt_root = run.path / "checkpoints"
+        self.ckpt_every = tc.checkpoint_every or max(1, self.steps // 10)
+        self.log_every = max(1, self.steps // 50)
+        tps = self.T * self.B
+        # cooldown branches: (budget, branch length in steps, main step at which the branch starts)
+        self.branches = []
+        for c in spec.cooldowns:
+            n = -(-c // tps)
+            self.branches.append((c, n, n - cooldown_steps(n, tc.cooldown_frac)))
 
-    tc = spec.train
-    T, B = tc.seq_len, tc.batch_size
-    shard_dir = data_dir / "shards"
-    mixture = Mixture({s: load_shard(shard_dir, f"{s}_train") for s in spec.streams}, spec.streams, T, spec.seed)
-    val = {s: val_windows(load_shard(shard_dir, f"{s}_val"), T, tc.val_sequences) for s in val_streams(spec)}
+    # -- schedule -------------------------------------------------------------------------
+    def lr_at(self, step: int, total: int) -> float:
+        tc = self.spec.train
+        if tc.schedule == "cosine":
+            return cosine_with_min_lr(step, total, tc.lr, tc.min_lr, self.warm)
+        return wsd(step, total, tc.lr, tc.min_lr, self.warm, cooldown_steps(total, tc.cooldown_frac))
 
-    optimizer = _optimizer(model, spec)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    device = accelerator.device
-    steps = spec.steps
-    warm = warmup_steps(steps, tc.warmup_frac)
-    params = count_params(spec.shape)
-    fpt_exact = flops_per_token_exact(spec.shape, T)
-    peak = _peak_flops()
-    log_every = max(1, steps // 50)
+    # -- one optimiser step ---------------------------------------------------------------
+    def _loss_sum(self, rows: list[torch.Tensor]) -> tuple[torch.Tensor, int]:
+        total, count = 0.0, 0
+        by_len: dict[int, list[torch.Tensor]] = {}
+        for r in rows:
+            by_len.setdefault(len(r), []).append(r)
+        for _, group in sorted(by_len.items()):
+            ids = torch.stack(group)
+            extra = doc_inputs(ids, self.eos, flash=self.flash) if self.spec.train.doc_mask else {}
+            logits = self.model(input_ids=ids, **extra).logits
+            total = total + F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="sum")
+            count += ids[:, 1:].numel()
+        return total, count
 
-    def validate() -> dict:
-        return {f"val_loss_{'text' if s == 'textlm' else s}": val_loss(model, w) for s, w in val.items()}
-
-    run.metrics_path.unlink(missing_ok=True)  # a restarted run starts its log afresh
-    consumed, seq_pos = 0, 0
-    t_start = time.time()
-    t_last, tok_last = t_start, 0
-    model.train()
-    last_loss = float("nan")
-    for step in range(steps):
-        lr = cosine_with_min_lr(step, steps, tc.lr, tc.min_lr, warm)
-        for g in optimizer.param_groups:
+    def step(self, p: Progress, total_steps: int, limit: int) -> tuple[float, float, float]:
+        lr = self.lr_at(p.step, total_steps)
+        for g in self.optimizer.param_groups:
             g["lr"] = lr
-        left = spec.tokens - consumed
-        n_full = min(B, left // T)
-        rem = 0 if n_full == B else left - n_full * T
-        arr, _ = mixture.sequences(seq_pos, n_full + (1 if rem else 0))
-        seq_pos += len(arr)
-        rows = [torch.from_numpy(a).to(device) for a in arr]
+        left = limit - p.tokens
+        n_full = min(self.B, left // self.T)
+        rem = 0 if n_full == self.B else left - n_full * self.T
+        arr, _ = self.mixture.sequences(p.seq_pos, n_full + (1 if rem else 0))
+        rows = [torch.from_numpy(a).to(self.device) for a in arr]
         if rem:
             rows[-1] = rows[-1][:rem]
-        with accelerator.autocast():
-            total, count = _loss_sum(model, [r for r in rows if len(r) > 1])
-        loss = total / count
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step} ({consumed} tokens)")
-        accelerator.backward(loss)
-        gnorm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        consumed += n_full * T + rem
-        last_loss = loss.item()
-        is_last = step == steps - 1
-        if (step + 1) % log_every == 0 or is_last:
-            now = time.time()
-            tps = (consumed - tok_last) / max(now - t_last, 1e-9)
-            t_last, tok_last = now, consumed
-            row = {"step": step + 1, "tokens": consumed, "flops": 6.0 * params.total * consumed, "lr": lr,
-                   "loss": last_loss, "grad_norm": float(gnorm), "tokens_per_s": round(tps, 1),
-                   "mfu": (tps * fpt_exact / peak) if peak else None, "peak_memory_gib": round(_peak_memory_gib(), 3)}
-            if tc.eval_every and (step + 1) % tc.eval_every == 0 and not is_last:
-                row.update(validate())
-            run.log(row)
-    assert consumed == spec.tokens, (consumed, spec.tokens)
-    train_seconds = time.time() - t_start
-    losses = validate()
-    run.log({"step": steps, "tokens": consumed, "flops": 6.0 * params.total * consumed, **losses})
+        rows = [r for r in rows if len(r) > 1]
+        n_pred = sum(len(r) - 1 for r in rows)
+        loss_total = 0.0
+        for i in range(0, len(rows), self.micro):
+            with self.accelerator.autocast():
+                s, _ = self._loss_sum(rows[i:i + self.micro])
+            loss = s / n_pred
+            if not torch.isfinite(loss):
+                last = checkpoint.latest(self.ckpt_root)
+                raise FloatingPointError(
+                    f"non-finite loss ({loss.item()}) at step {p.step} after {p.tokens} tokens; the run stops here. "
+                    f"Last good checkpoint: {last if last else 'none yet'} (rerun to resume from it, e.g. with a lower lr)")
+            self.accelerator.backward(loss)
+            loss_total += loss.item()
+        gnorm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.spec.train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        p.seq_pos += len(arr)
+        p.tokens += n_full * self.T + rem
+        p.step += 1
+        return lr, loss_total, float(gnorm)
 
-    model = accelerator.unwrap_model(model)
-    save_checkpoint(model, tokenizer, run.model_path)
-    summary = {
-        "steps": steps, "tokens": consumed, "train_seconds": round(train_seconds, 2),
-        "tokens_per_s": round(consumed / max(train_seconds, 1e-9), 1), "final_train_loss": last_loss,
-        "tokens_per_stream": mixture.tokens_per_stream(), **losses,
-    }
-    return summary, model, tokenizer
+    # -- evaluation -----------------------------------------------------------------------
+    def validate(self) -> dict:
+        return {f"val_loss_{'text' if s == 'textlm' else s}": val_loss(self.model, w) for s, w in self.val.items()}
+
+    def evaluate(self, tokens: int, kind: str) -> dict:
+        entry = {"kind": kind, "tokens": tokens, "flops": 6.0 * self.params.total * tokens, **self.validate()}
+        if self.evaluator is not None:
+            entry.update(self.evaluator(self.accelerator.unwrap_model(self.model), self.tokenizer))
+        self.model.train()
+        return entry
+
+    # -- the run --------------------------------------------------------------------------
+    def _resume(self) -> Progress:
+        ckpt = checkpoint.latest(self.ckpt_root)
+        if ckpt is None:
+            self.run.metrics_path.unlink(missing_ok=True)
+            return Progress()
+        st = checkpoint.load(ckpt, self.accelerator.unwrap_model(self.model), self.optimizer)
+        p = Progress(step=st["step"], tokens=st["tokens"], seq_pos=st["seq_pos"], evals=st["evals"])
+        done = set(self.cooldown_records())
+        keep = [r for r in self.run.metrics() if r.get("at", 0) < p.step or (r.get("at") == p.step and "branch" not in r)
+                or (r.get("branch") in done)]
+        atomic.write_jsonl(self.run.metrics_path, keep)
+        self.run.log({"event": "resumed", "at": p.step, "tokens": p.tokens, "checkpoint": ckpt.name})
+        return p
+
+    def cooldown_records(self) -> dict[int, dict]:
+        out = {}
+        root = self.run.path / "cooldowns"
+        for c, _, _ in self.branches:
+            f = root / str(c) / "record.json"
+            if f.is_file():
+                import json
+
+                out[c] = json.loads(f.read_text())
+        return out
+
+    def _save(self, p: Progress) -> Path:
+        return checkpoint.save(self.ckpt_root, self.accelerator.unwrap_model(self.model), self.optimizer, p.to_dict())
+
+    def _log_step(self, p: Progress, lr, loss, gnorm, t_last, tok_last, branch=None, at=None) -> tuple[float, int]:
+        now = time.time()
+        tps = (p.tokens - tok_last) / max(now - t_last, 1e-9)
+        row = {"step": p.step, "tokens": p.tokens, "flops": 6.0 * self.params.total * p.tokens, "lr": lr, "loss": loss,
+               "grad_norm": gnorm, "tokens_per_s": round(tps, 1), "mfu": (tps * self.fpt_exact / self.peak) if self.peak else None,
+               "peak_memory_gib": round(_peak_memory_gib(), 3), "at": p.step if at is None else at}
+        if branch is not None:
+            row["branch"] = branch
+        self.run.log(row)
+        return now, p.tokens
+
+    def _cooldown(self, p: Progress, budget: int, n_steps: int) -> None:
+        """Run one cooldown branch from the current state, record it, then restore the state."""
+        start = p.step
+        ckpt = checkpoint.latest(self.ckpt_root)
+        if ckpt is None or ckpt.name != f"step_{start:08d}":
+            ckpt = self._save(p)
+        b = Progress(step=p.step, tokens=p.tokens, seq_pos=p.seq_pos)
+        t_last, tok_last = time.time(), b.tokens
+        while b.step < n_steps:
+            lr, loss, gnorm = self.step(b, n_steps, budget)
+            t_last, tok_last = self._log_step(b, lr, loss, gnorm, t_last, tok_last, branch=budget, at=start)
+        assert b.tokens == budget, (b.tokens, budget)
+        entry = self.evaluate(budget, "cooldown")
+        out = self.run.path / "cooldowns" / str(budget)
+        save_pretrained(self.accelerator.unwrap_model(self.model), self.tokenizer, out / "model")
+        atomic.write_json(out / "record.json", entry)
+        self.run.log({**entry, "branch": budget, "at": start})
+        checkpoint.load(ckpt, self.accelerator.unwrap_model(self.model), self.optimizer)
+        self.model.train()
+
+    def train(self) -> dict:
+        p = self._resume()
+        tc = self.spec.train
+        t_start = time.time()
+        t_last, tok_last = t_start, p.tokens
+        self.model.train()
+        last_loss = float("nan")
+        while p.step < self.steps:
+            done = self.cooldown_records()
+            for c, n, s0 in self.branches:
+                if s0 == p.step and c not in done:
+                    self._cooldown(p, c, n)
+                    t_last, tok_last = time.time(), p.tokens
+            lr, last_loss, gnorm = self.step(p, self.steps, self.spec.tokens)
+            if p.step % self.log_every == 0 or p.step == self.steps:
+                t_last, tok_last = self._log_step(p, lr, last_loss, gnorm, t_last, tok_last)
+            if tc.eval_every and p.step % tc.eval_every == 0 and p.step < self.steps:
+                entry = self.evaluate(p.tokens, "periodic")
+                p.evals.append(entry)
+                self.run.log({**entry, "at": p.step})
+            if p.step % self.ckpt_every == 0 and p.step < self.steps:
+                self._save(p)
+        assert p.tokens == self.spec.tokens, (p.tokens, self.spec.tokens)
+        train_seconds = time.time() - t_start
+        final = self.evaluate(p.tokens, "final")
+        self.run.log({**final, "at": p.step})
+        save_pretrained(self.accelerator.unwrap_model(self.model), self.tokenizer, self.run.model_path)
+        if not tc.keep_checkpoints:
+            shutil.rmtree(self.ckpt_root, ignore_errors=True)
+        cooldowns = sorted(self.cooldown_records().values(), key=lambda e: e["tokens"])
+        return {
+            "steps": self.steps, "tokens": p.tokens, "train_seconds": round(train_seconds, 2),
+            "tokens_per_s": round(p.tokens / max(train_seconds, 1e-9), 1), "final_train_loss": last_loss,
+            "tokens_per_stream": self.mixture.tokens_per_stream(),
+            "metrics": {k: v for k, v in final.items() if k not in ("kind", "tokens", "flops") and not k.startswith("val_loss_")},
+            **{k: v for k, v in final.items() if k.startswith("val_loss_")},
+            "evals": p.evals + cooldowns + [final],
+        }
 
 
-def save_checkpoint(model, tokenizer, out: Path) -> None:
+def train_run(run: RunDir, evaluator: Evaluator | None = None) -> tuple[dict, object, object]:
+    """Train ``run`` to its exact token budget; returns (summary, trained model, tokenizer)."""
+    t = Trainer(run, evaluator)
+    summary = t.train()
+    return summary, t.accelerator.unwrap_model(t.model), t.tokenizer
+
+
+def save_pretrained(model, tokenizer, out: Path) -> None:
     """save_pretrained + tokenizer into a temporary folder, then rename into place."""
+    quiet_transformers()
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    from trainer.model import quiet_transformers
-
-    quiet_transformers()
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     atomic.replace_dir(tmp, out)
+
+
+save_checkpoint = save_pretrained  # the final HF-format export

@@ -1,19 +1,18 @@
 """Benchmark files and the evaluation of a model on them.
 
-A benchmark is a JSONL file, one pair per line:
+The synthetic benchmarks are JSONL files, one pair per line:
 ``{"id": str, "positive": [segment, ...], "negative": [segment, ...]}`` with segments
 ``{"modality": "speech", "units": [...]}`` or ``{"modality": "text", "text": "..."}``.
-Pairs are matched by their explicit id, never by file order.
+The published layouts (ZeroSpeech gold.csv, spoken StoryCloze) load into the same pair list
+(see ``trainer.eval.formats``). Pairs are matched by their explicit id, never by file order.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
-
 from scaling.errors import ConfigError
-from trainer.eval.scoring import encode_segments, score_pairs
+from trainer.eval.formats import find_units, load_storycloze, load_zerospeech, split_cross_modal
 
 SYNTHETIC = ("swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t")
 # The published default is mean NLL over the whole sequence for every benchmark.
@@ -21,6 +20,7 @@ DEFAULT_SCORING = {"norm": "mean", "span": "whole"}
 
 
 def load_benchmark(path: Path, max_items: int | None = None) -> list[dict]:
+    path = Path(path)
     if not path.is_file():
         raise ConfigError("benchmark file not found", source=str(path))
     items, seen = [], set()
@@ -28,7 +28,10 @@ def load_benchmark(path: Path, max_items: int | None = None) -> list[dict]:
         for i, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"line {i} is not JSON ({e.msg})", source=str(path)) from None
             for k in ("id", "positive", "negative"):
                 if k not in row:
                     raise ConfigError(f"line {i} has no '{k}'", source=str(path), field=k)
@@ -41,18 +44,35 @@ def load_benchmark(path: Path, max_items: int | None = None) -> list[dict]:
     return items[:max_items] if max_items else items
 
 
+def load_pairs(data_dir: str | Path, name: str, max_items: int | None = None) -> list[dict]:
+    """The pairs of benchmark ``name`` under ``data_dir``, whichever layout holds it, first found:
+
+    1. ``<data>/benchmarks/<name>.jsonl`` or ``<data>/<name>.jsonl`` (synthetic pair files);
+    2. ``<data>/<name>/gold.csv`` + a units file beside it (ZeroSpeech sWUGGY / sBLIMP);
+    3. ``<data>/<base>/`` a StoryCloze folder (``manifest.jsonl`` or item folders) + units file, where
+       ``name`` = ``<base>[_s2s|_s2t|_t2s|_t2t]`` picks the prompt -> ending modalities (default S->S).
+    """
+    data = Path(data_dir)
+    for f in (data / "benchmarks" / f"{name}.jsonl", data / f"{name}.jsonl"):
+        if f.is_file():
+            return load_benchmark(f, max_items)
+    if (data / name / "gold.csv").is_file():
+        pairs = load_zerospeech(data / name / "gold.csv", find_units(data / name))
+    else:
+        base, prompt, ending = split_cross_modal(name)
+        root = data / base
+        if not root.is_dir():
+            raise ConfigError(f"benchmark {name!r} not found: looked for benchmarks/{name}.jsonl, {name}.jsonl, "
+                              f"{name}/gold.csv and the StoryCloze folder {base}/", source=str(data))
+        pairs = load_storycloze(root, prompt=prompt, ending=ending)
+    return pairs[:max_items] if max_items else pairs
+
+
 def evaluate(model, tokenizer, vocab, bench_dir: str | Path, names, *, max_items: int | None = None,
              norm: str = "mean", span: str = "whole", batch_size: int = 32) -> dict[str, float]:
     """Accuracy per benchmark (the model is loaded once by the caller and reused for all)."""
-    model.eval()
-    out = {}
-    for name in names:
-        path = Path(bench_dir) / f"{name}.jsonl"
-        items = load_benchmark(path, max_items)
-        pairs = [
-            (encode_segments(it["positive"], tokenizer, vocab, item=f"{path.name}:{it['id']}"),
-             encode_segments(it["negative"], tokenizer, vocab, item=f"{path.name}:{it['id']}"))
-            for it in items
-        ]
-        out[name] = float(np.mean(score_pairs(model, pairs, norm=norm, span=span, batch_size=batch_size)))
-    return out
+    from trainer.eval.suite import EvalSuite
+
+    suite = EvalSuite.from_data(bench_dir, list(names), tokenizer, vocab, max_items=max_items,
+                                norm=norm, span=span, batch_size=batch_size)
+    return suite.run(model)

@@ -6,6 +6,7 @@ Normalisation ``mean`` (per-token NLL, the published default) or ``sum``; span `
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,15 +15,45 @@ import torch.nn.functional as F
 
 from scaling.errors import ConfigError
 
+NORMS = ("mean", "sum")
+SPANS = ("whole", "continuation")
+
 
 @dataclass(frozen=True)
 class Encoded:
     ids: list[int]
-    cont_start: int  # index of the first token of the last segment (its marker)
+    cont_start: int  # index of the first token of the last segment (its marker when it switches modality)
+
+
+@dataclass(frozen=True)
+class SequenceNLL:
+    """Per sequence: summed NLL (float64) and number of predicted tokens, whole and continuation."""
+
+    whole_sum: np.ndarray
+    whole_n: np.ndarray
+    cont_sum: np.ndarray
+    cont_n: np.ndarray
+
+    def value(self, norm: str = "mean", span: str = "whole") -> np.ndarray:
+        check_scoring(norm, span)
+        tot, cnt = (self.whole_sum, self.whole_n) if span == "whole" else (self.cont_sum, self.cont_n)
+        return tot / np.maximum(cnt, 1) if norm == "mean" else tot.copy()
+
+    def count(self, span: str = "whole") -> np.ndarray:
+        return self.whole_n if span == "whole" else self.cont_n
+
+
+def check_scoring(norm: str, span: str) -> None:
+    if norm not in NORMS:
+        raise ConfigError("must be 'mean' or 'sum'", field="norm", value=norm)
+    if span not in SPANS:
+        raise ConfigError("must be 'whole' or 'continuation'", field="span", value=span)
 
 
 def encode_segments(segments: list[dict], tokenizer, vocab, *, item: str = "?") -> Encoded:
     """Token ids of a segment list: a marker opens the sequence and every modality switch."""
+    if not segments:
+        raise ConfigError(f"item {item}: no segments", field="segments")
     ids: list[int] = []
     cont_start = 0
     prev = None
@@ -35,60 +66,89 @@ def encode_segments(segments: list[dict], tokenizer, vocab, *, item: str = "?") 
         if mod != prev:
             ids.append(vocab.speech if mod == "speech" else vocab.text)
         if mod == "speech":
+            if "units" not in seg:
+                raise ConfigError(f"item {item}: speech segment without units", field="units")
             try:
                 ids.extend(vocab.units_to_ids(seg["units"]))
             except ConfigError as e:
                 raise ConfigError(f"item {item}: {e}") from None
         else:
-            text = seg["text"] if k == 0 else " " + seg["text"]  # words after the first carry their space
+            if "text" not in seg:
+                raise ConfigError(f"item {item}: text segment without text", field="text")
+            # words after the first carry their space, after a marker too (as the interleaved stream does)
+            text = seg["text"] if k == 0 else " " + seg["text"]
             ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
         prev = mod
     return Encoded(ids, cont_start)
 
 
+def _autocast(device: torch.device):
+    # bf16 on GPU (as in training), exact fp32 on CPU
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @torch.no_grad()
-def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per sequence: summed NLL and predicted-token count, over the whole sequence and the continuation."""
-    device = device or next(model.parameters()).device
+def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=None) -> SequenceNLL:
+    """NLL of every sequence, batched by length (right padding + attention mask).
+
+    Identical sequences are scored once, so they always get identical NLLs (an exact tie).
+    Sums are accumulated in float64 so equal per-token losses give equal means at any length.
+    """
+    if batch_size < 1:
+        raise ConfigError("must be >= 1", field="batch_size", value=batch_size)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     n = len(seqs)
-    whole_sum, whole_n = np.zeros(n), np.zeros(n, dtype=np.int64)
-    cont_sum, cont_n = np.zeros(n), np.zeros(n, dtype=np.int64)
-    order = sorted(range(n), key=lambda i: len(seqs[i].ids))  # length bucketing
-    for b in range(0, n, batch_size):
+    key_of: dict[tuple, int] = {}
+    uniq: list[Encoded] = []
+    where = np.empty(n, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        k = (tuple(s.ids), s.cont_start)
+        if k not in key_of:
+            key_of[k] = len(uniq)
+            uniq.append(s)
+        where[i] = key_of[k]
+    u = len(uniq)
+    ws, wn = np.zeros(u), np.zeros(u, dtype=np.int64)
+    cs, cn = np.zeros(u), np.zeros(u, dtype=np.int64)
+    order = sorted(range(u), key=lambda i: len(uniq[i].ids))  # length bucketing: little padding
+    for b in range(0, u, batch_size):
         idx = order[b:b + batch_size]
-        width = max(len(seqs[i].ids) for i in idx)
+        width = max(len(uniq[i].ids) for i in idx)
+        if width < 2:  # nothing to predict in this batch
+            continue
         ids = torch.zeros(len(idx), width, dtype=torch.long)
         mask = torch.zeros(len(idx), width, dtype=torch.long)
+        start = torch.zeros(len(idx), 1, dtype=torch.long)
         for r, i in enumerate(idx):
-            ids[r, :len(seqs[i].ids)] = torch.tensor(seqs[i].ids)
-            mask[r, :len(seqs[i].ids)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-        valid = mask[:, 1:].bool()
+            ids[r, :len(uniq[i].ids)] = torch.tensor(uniq[i].ids, dtype=torch.long)
+            mask[r, :len(uniq[i].ids)] = 1
+            start[r, 0] = max(uniq[i].cont_start, 1)
+        ids, mask, start = ids.to(device), mask.to(device), start.to(device)
+        with _autocast(device):
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none").double()
+        valid = mask[:, 1:].bool()  # causal attention: a valid position never sees the right padding
         pos = torch.arange(1, width, device=device).unsqueeze(0)
-        for r, i in enumerate(idx):
-            v = valid[r]
-            whole_sum[i] = nll[r][v].sum().item()
-            whole_n[i] = int(v.sum())
-            c = v & (pos[0] >= max(seqs[i].cont_start, 1))
-            cont_sum[i] = nll[r][c].sum().item()
-            cont_n[i] = int(c.sum())
-    return whole_sum, whole_n, cont_sum, cont_n
+        cont = valid & (pos >= start)
+        rows = torch.tensor(idx)
+        ws[rows] = (nll * valid).sum(1).cpu().numpy()
+        wn[rows] = valid.sum(1).cpu().numpy()
+        cs[rows] = (nll * cont).sum(1).cpu().numpy()
+        cn[rows] = cont.sum(1).cpu().numpy()
+    return SequenceNLL(ws[where], wn[where], cs[where], cn[where])
 
 
 def pair_scores(nll_pos: np.ndarray, nll_neg: np.ndarray) -> np.ndarray:
+    """1 where the positive has the lower NLL, 0.5 on an exact tie, else 0."""
+    nll_pos, nll_neg = np.asarray(nll_pos), np.asarray(nll_neg)
     return np.where(nll_pos < nll_neg, 1.0, np.where(nll_pos == nll_neg, 0.5, 0.0))
 
 
 def score_pairs(model, pairs: list[tuple[Encoded, Encoded]], *, norm: str = "mean", span: str = "whole",
                 batch_size: int = 32) -> np.ndarray:
-    if norm not in ("mean", "sum"):
-        raise ConfigError("must be 'mean' or 'sum'", field="norm", value=norm)
-    if span not in ("whole", "continuation"):
-        raise ConfigError("must be 'whole' or 'continuation'", field="span", value=span)
+    check_scoring(norm, span)
     seqs = [p for pair in pairs for p in pair]
-    ws, wn, cs, cn = sequence_nll(model, seqs, batch_size=batch_size)
-    tot, cnt = (ws, wn) if span == "whole" else (cs, cn)
-    val = tot / np.maximum(cnt, 1) if norm == "mean" else tot
+    val = sequence_nll(model, seqs, batch_size=batch_size).value(norm, span)
     return pair_scores(val[0::2], val[1::2])

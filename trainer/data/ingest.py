@@ -1,0 +1,238 @@
+"""Reading real corpora into the utterance / document form that preparation packs.
+
+Speech units (``--features``), one JSON object per line, any of:
+  * SlamKit ``features.jsonl``: ``{"file_name", "units": [int], "duration": [frames]}``; ``duration`` is the
+    run length of each deduplicated unit in 40 ms frames (what ``scaling data extract`` writes).
+  * SlamKit ``tokens.jsonl``: ``{"file_name", "audio_repr": "<Un3><Un49>..."}``: units without durations, so
+    usable for the speech-only stream but not for interleaving (word times cannot be mapped to units).
+  * our own schema (the synthetic corpus's ``speech_*.jsonl``): ``{"id", "units", "durations",
+    "words", "starts", "ends"}`` with times in seconds; alignments travel inside the line.
+Word alignments (``--alignments``), matched to utterances by file stem (``../audio/audio2.flac`` -> ``audio2``):
+  * a folder of SlamKit alignment files, one ``<stem>.json`` per audio file:
+    ``{"aligned_text": [[" word", start_s, end_s], ...]}`` (words carry their leading space; it is stripped);
+  * or one JSONL file, each line ``{"file_name", "aligned_text": [...]}``.
+Text (``--text``): a ``.jsonl`` file (``{"text": ...}`` per line), a plain-text file (one document per
+non-empty line), or a folder of such files (sorted).
+Every reading error names the file, the line, the field and the value.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from scaling.errors import ConfigError
+from trainer.data.interleave import FRAME_S
+from trainer.data.tokenizer import N_UNITS
+
+_UNIT_RE = re.compile(r"<Un(\d+)>")
+ALIGN_TOLERANCE_S = FRAME_S  # the conv stack drops the last partial frame: words may end up to one frame later
+
+
+def stem(file_name: str) -> str:
+    return Path(str(file_name).replace("\\", "/")).stem
+
+
+def _iter_jsonl(path: Path):
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"line {i} is not valid JSON ({e.msg})", source=str(path)) from None
+            if not isinstance(row, dict):
+                raise ConfigError(f"line {i} is not a JSON object", source=str(path))
+            yield i, row
+
+
+def _int_array(values, src: str, line: int, field: str) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"line {line}: not a list of numbers", source=src, field=field) from None
+    if arr.ndim != 1 or (arr.size and not np.all(arr == np.round(arr))):
+        raise ConfigError(f"line {line}: not a flat list of integers", source=src, field=field)
+    return arr.astype(np.int64)
+
+
+def _check_units(units: np.ndarray, src: str, line: int, field: str = "units") -> None:
+    bad = (units < 0) | (units >= N_UNITS)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ConfigError(f"line {line}: unit #{k} is outside 0..{N_UNITS - 1}", source=src, field=field, value=int(units[k]))
+
+
+def read_features(path: str | Path) -> list[dict]:
+    """Utterances ``{"id", "units", "durations" (or None), "words"?, "starts"?, "ends"?, "source", "line"}``."""
+    path = Path(path)
+    src = str(path)
+    if not path.is_file():
+        raise ConfigError("features file not found", source=src)
+    utts = []
+    for i, row in _iter_jsonl(path):
+        if "audio_repr" in row:
+            rep = row["audio_repr"]
+            if not isinstance(rep, str):
+                raise ConfigError(f"line {i}: audio_repr must be a string", source=src, field="audio_repr")
+            units = np.array([int(m) for m in _UNIT_RE.findall(rep)], dtype=np.int64)
+            if _UNIT_RE.sub("", rep).strip():
+                bad = _UNIT_RE.sub(" ", rep).split()[0]
+                raise ConfigError(f"line {i}: audio_repr holds something other than <UnN> tokens", source=src,
+                                  field="audio_repr", value=bad[:40])
+            durations = None
+        elif "units" in row:
+            units = _int_array(row["units"], src, i, "units")
+            key = "durations" if "durations" in row else "duration" if "duration" in row else None
+            if key is None:
+                raise ConfigError(f"line {i} has units but no 'duration' (SlamKit) or 'durations'", source=src, field="duration")
+            durations = _int_array(row[key], src, i, key)
+            if len(durations) != len(units):
+                raise ConfigError(f"line {i}: {len(units)} units but {len(durations)} durations", source=src, field=key,
+                                  value=len(durations))
+            if durations.size and durations.min() < 1:
+                raise ConfigError(f"line {i}: durations must be >= 1 frame", source=src, field=key, value=int(durations.min()))
+        else:
+            raise ConfigError(f"line {i} has neither 'units' nor 'audio_repr'", source=src, field="units")
+        _check_units(units, src, i, "audio_repr" if durations is None else "units")
+        if units.size == 0:
+            raise ConfigError(f"line {i} has no units", source=src, field="units")
+        name = row.get("file_name", row.get("id"))
+        if name is None:
+            raise ConfigError(f"line {i} has neither 'file_name' nor 'id'", source=src, field="file_name")
+        utt = {"id": stem(name) if "file_name" in row else str(name), "file_name": str(name),
+               "units": units, "durations": durations, "source": src, "line": i}
+        if "words" in row:
+            for k in ("starts", "ends"):
+                if k not in row:
+                    raise ConfigError(f"line {i} has 'words' but no '{k}'", source=src, field=k)
+            utt.update(words=[str(w).strip() for w in row["words"]],
+                       starts=[float(x) for x in row["starts"]], ends=[float(x) for x in row["ends"]])
+        utts.append(utt)
+    if not utts:
+        raise ConfigError("the features file is empty", source=src)
+    return utts
+
+
+def _parse_aligned(aligned, src: str, where: str) -> tuple[list[str], list[float], list[float]]:
+    if not isinstance(aligned, list):
+        raise ConfigError(f"{where}: aligned_text must be a list of [word, start, end]", source=src, field="aligned_text")
+    words, starts, ends = [], [], []
+    for k, item in enumerate(aligned):
+        if not (isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], str)):
+            raise ConfigError(f"{where}: aligned_text[{k}] is not [word, start, end]", source=src, field="aligned_text",
+                              value=item)
+        try:
+            s, e = float(item[1]), float(item[2])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: aligned_text[{k}] has non-numeric times", source=src, field="aligned_text",
+                              value=item) from None
+        w = item[0].strip()
+        if not w:
+            continue
+        words.append(w)
+        starts.append(s)
+        ends.append(e)
+    return words, starts, ends
+
+
+def read_alignments(path: str | Path) -> dict[str, dict]:
+    """``{stem: {"words", "starts", "ends", "source"}}`` from a folder of JSON files or one JSONL file."""
+    path = Path(path)
+    out: dict[str, dict] = {}
+    if path.is_dir():
+        files = sorted(path.rglob("*.json"))
+        if not files:
+            raise ConfigError("no alignment files (*.json) in the folder", source=str(path))
+        for f in files:
+            try:
+                obj = json.loads(f.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"not valid JSON ({e.msg})", source=str(f)) from None
+            if not isinstance(obj, dict) or "aligned_text" not in obj:
+                raise ConfigError("no 'aligned_text'", source=str(f), field="aligned_text")
+            words, starts, ends = _parse_aligned(obj["aligned_text"], str(f), "file")
+            key = stem(obj.get("file_name", f.name))
+            out[key] = {"words": words, "starts": starts, "ends": ends, "source": str(f)}
+    elif path.is_file():
+        for i, row in _iter_jsonl(path):
+            for k in ("file_name", "aligned_text"):
+                if k not in row:
+                    raise ConfigError(f"line {i} has no '{k}'", source=str(path), field=k)
+            words, starts, ends = _parse_aligned(row["aligned_text"], str(path), f"line {i}")
+            out[stem(row["file_name"])] = {"words": words, "starts": starts, "ends": ends, "source": f"{path}:{i}"}
+        if not out:
+            raise ConfigError("the alignments file is empty", source=str(path))
+    else:
+        raise ConfigError("alignments folder or file not found", source=str(path))
+    return out
+
+
+def attach_alignments(utts: list[dict], aligns: dict[str, dict]) -> int:
+    """Copy each alignment onto its utterance (by stem); returns how many utterances got one."""
+    n = 0
+    for u in utts:
+        a = aligns.get(stem(u["file_name"]))
+        if a is None:
+            continue
+        if u["durations"] is None:
+            raise ConfigError("alignments need unit durations, but these features come from a tokens.jsonl "
+                              "(audio_repr has no durations); pass the features.jsonl (units + duration) instead, "
+                              "or drop --alignments to prepare the speech-only stream", source=u["source"],
+                              field="audio_repr")
+        u.update(words=a["words"], starts=a["starts"], ends=a["ends"], align_source=a["source"])
+        n += 1
+    if aligns and n == 0:
+        some = next(iter(aligns))
+        raise ConfigError(f"no alignment matches any utterance by file stem (alignments e.g. {some!r}, "
+                          f"utterances e.g. {utts[0]['id']!r})", source=next(iter(aligns.values()))["source"],
+                          field="file_name")
+    return n
+
+
+def check_alignment(u: dict) -> None:
+    """Word times inside the audio (with one frame of tolerance), ordered, as many times as words."""
+    src = u.get("align_source", u["source"])
+    words, starts, ends = u["words"], np.asarray(u["starts"], float), np.asarray(u["ends"], float)
+    if not (len(words) == len(starts) == len(ends)):
+        raise ConfigError(f"utterance {u['id']}: words, starts and ends differ in length", source=src, field="words")
+    length = float(np.sum(u["durations"])) * FRAME_S
+    bad = (starts < 0) | (ends > length + ALIGN_TOLERANCE_S) | (ends < starts) | ~np.isfinite(starts) | ~np.isfinite(ends)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ConfigError(f"utterance {u['id']}: word {words[k]!r} spans [{starts[k]}, {ends[k]}] s, outside the "
+                          f"audio's {length:.2f} s", source=src, field="aligned_text", value=[float(starts[k]), float(ends[k])])
+
+
+def read_text(path: str | Path) -> list[str]:
+    """Documents from a .jsonl file (field ``text``), a plain-text file (one per non-empty line) or a folder."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".jsonl", ".txt"))
+        if not files:
+            raise ConfigError("no .jsonl or .txt files in the text folder", source=str(path))
+        docs = [d for f in files for d in _read_text_file(f)]
+    elif path.is_file():
+        docs = _read_text_file(path)
+    else:
+        raise ConfigError("text corpus not found", source=str(path))
+    if not docs:
+        raise ConfigError("the text corpus is empty", source=str(path))
+    return docs
+
+
+def _read_text_file(path: Path) -> list[str]:
+    if path.suffix.lower() in (".jsonl", ".json"):
+        docs = []
+        for i, row in _iter_jsonl(path):
+            if "text" not in row:
+                raise ConfigError(f"line {i} has no 'text'", source=str(path), field="text")
+            if not isinstance(row["text"], str):
+                raise ConfigError(f"line {i}: text is not a string", source=str(path), field="text")
+            if row["text"].strip():
+                docs.append(row["text"])
+        return docs
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,124 @@
+"""Audio files -> deduplicated units, one JSONL line per file, resumable.
+
+Output lines use SlamKit's ``features.jsonl`` schema (what ``scaling data prepare`` reads):
+    {"file_name": "<path as listed>", "units": [int, ...], "duration": [frames, ...]}
+``duration`` is the run length of each deduplicated unit in frames of 1/frame_rate s (40 ms at 25 Hz).
+
+Each finished file is appended and fsynced; a rerun skips the files already in the output (a torn
+last line left by a kill is dropped first).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scaling.errors import ConfigError
+from trainer.units.dedup import dedup
+from trainer.units.hubert import SAMPLE_RATE, HubertExtractor, load_audio
+from trainer.units.kmeans import KMeansQuantizer
+
+AUDIO_EXTS = (".flac", ".wav", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
+EXPECTED_FRAME_RATE = 25.0  # trainer.data.interleave.FRAME_S = 0.04
+
+
+def list_audio(src: str | Path) -> list[str]:
+    """A folder (searched recursively for audio files, sorted) or a text file with one path per line
+    (relative paths are taken relative to the list file)."""
+    src = Path(src)
+    if src.is_dir():
+        files = sorted(str(p) for p in src.rglob("*") if p.suffix.lower() in AUDIO_EXTS and p.is_file())
+        if not files:
+            raise ConfigError(f"no audio files ({', '.join(AUDIO_EXTS)}) in the folder", source=str(src))
+        return files
+    if src.is_file():
+        if src.suffix.lower() in AUDIO_EXTS:
+            return [str(src)]
+        files = []
+        for i, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            p = Path(line)
+            files.append(str(p if p.is_absolute() else src.parent / p))
+        if not files:
+            raise ConfigError("the file list is empty", source=str(src))
+        missing = [f for f in files if not Path(f).is_file()]
+        if missing:
+            raise ConfigError(f"{len(missing)} listed audio file(s) not found, first {missing[0]!r}", source=str(src))
+        return files
+    raise ConfigError("audio folder or file list not found", source=str(src))
+
+
+def _done_files(out: Path) -> set[str]:
+    """File names already in the output; truncates a torn last line so appends stay valid."""
+    if not out.is_file():
+        return set()
+    data = out.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):
+        with open(out, "r+b") as fh:
+            fh.truncate(keep)
+    done = set()
+    for i, line in enumerate(data[:keep].decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            done.add(json.loads(line)["file_name"])
+        except (json.JSONDecodeError, KeyError):
+            raise ConfigError(f"line {i} of the existing output is not a features line; move the file away",
+                              source=str(out)) from None
+    return done
+
+
+def _batches(items: list[tuple[str, np.ndarray]], max_samples: int):
+    batch, longest = [], 0
+    for item in items:
+        n = len(item[1])
+        if batch and max(longest, n) * (len(batch) + 1) > max_samples:
+            yield batch
+            batch, longest = [], 0
+        batch.append(item)
+        longest = max(longest, n)
+    if batch:
+        yield batch
+
+
+def extract_units(files: list[str], out: str | Path, extractor: HubertExtractor, quantizer: KMeansQuantizer, *,
+                  batch_seconds: float = 120.0, chunk_files: int = 64, log=print) -> dict:
+    """Units for every file not yet in ``out``; returns counts {"files", "skipped", "seconds"}."""
+    out = Path(out)
+    if quantizer.dim != extractor.hidden_size:
+        raise ConfigError(f"centroids have dimension {quantizer.dim} but the HuBERT layer has {extractor.hidden_size}",
+                          source=quantizer.source, field="centroids", value=quantizer.dim)
+    if abs(extractor.frame_rate - EXPECTED_FRAME_RATE) > 1e-6:
+        raise ConfigError(f"the model makes {extractor.frame_rate:g} frames/s; durations and word alignment assume "
+                          f"{EXPECTED_FRAME_RATE:g} (40 ms frames, as mHuBERT-25Hz)", source=extractor.source,
+                          field="conv_stride", value=extractor.frame_rate)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = _done_files(out)
+    todo = [f for f in dict.fromkeys(files) if f not in done]
+    t0, n = time.time(), 0
+    max_samples = int(batch_seconds * SAMPLE_RATE)
+    with open(out, "a", encoding="utf-8") as fh:
+        for c in range(0, len(todo), chunk_files):
+            chunk = [(f, load_audio(f)) for f in todo[c:c + chunk_files]]
+            chunk.sort(key=lambda it: len(it[1]))  # similar lengths together: little padding
+            for batch in _batches(chunk, max_samples):
+                try:
+                    feats = extractor.features([w for _, w in batch])
+                except ConfigError as e:
+                    raise ConfigError(str(e), source=batch[0][0]) from None
+                for (f, _), x in zip(batch, feats):
+                    units, durations = dedup(quantizer(x))
+                    fh.write(json.dumps({"file_name": f, "units": units.tolist(), "duration": durations.tolist()}) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    n += 1
+            if log:
+                log(f"{len(done) + n}/{len(done) + len(todo)} files, {time.time() - t0:.1f} s")
+    return {"files": n, "skipped": len(files) - len(todo), "seconds": round(time.time() - t0, 2)}
