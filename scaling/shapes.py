@@ -86,6 +86,23 @@ DEMO: dict[str, ModelShape] = {
 KNOWN: dict[str, ModelShape] = {**PUBLISHED, **DEMO}
 
 
+def shape_from_hf_config(config: dict, *, source: str | None = None) -> ModelShape:
+    """The shape of a Hugging Face Qwen2 / Llama ``config.json`` (a text LM to initialise from)."""
+    family = {"qwen2": "qwen2", "llama": "llama"}.get(config.get("model_type", ""))
+    if family is None:
+        raise ConfigError("only qwen2 and llama checkpoints are supported", source=source, field="model_type",
+                          value=config.get("model_type"))
+    try:
+        return ModelShape(
+            hidden_size=config["hidden_size"], num_layers=config["num_hidden_layers"], num_heads=config["num_attention_heads"],
+            num_kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
+            intermediate_size=config["intermediate_size"], vocab_size=config["vocab_size"],
+            tie_embeddings=bool(config.get("tie_word_embeddings", family == "qwen2")),
+            qkv_bias=True if family == "qwen2" else bool(config.get("attention_bias", False)), family=family)
+    except KeyError as e:
+        raise ConfigError("missing key in the model config", source=source, field=str(e.args[0])) from None
+
+
 def get_shape(name: str, *, source: str | None = None, field: str = "model") -> ModelShape:
     try:
         return KNOWN[name]

@@ -31,6 +31,22 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_memory(args) -> int:
+    from scaling import atomic
+    from scaling.memory import estimate, format_plan, speech_shape
+
+    if args.gpus <= 0 or args.micro_batch <= 0 or args.seq <= 0:
+        raise ConfigError("--gpus, --micro-batch and --seq must be positive", field="--gpus/--micro-batch/--seq",
+                          value=[args.gpus, args.micro_batch, args.seq])
+    plan = estimate(speech_shape(args.model), model=args.model, gpus=args.gpus, micro_batch=args.micro_batch, seq=args.seq,
+                    activation_checkpointing=not args.no_activation_checkpointing, chunked_ce=args.chunked_ce,
+                    offload=args.offload, gpu_memory_gib=args.gpu_memory)
+    print(format_plan(plan))
+    if args.json:
+        atomic.write_json(args.json, plan.to_dict())
+    return 0 if plan.fits else 1
+
+
 def register(sub) -> None:
     from trainer.data import cli as data_cli
     from trainer.eval import cli as eval_cli
@@ -43,3 +59,15 @@ def register(sub) -> None:
     t.set_defaults(func=_cmd_train)
 
     eval_cli.register(sub)
+
+    m = sub.add_parser("memory", help="estimate per-GPU memory of a training plan before launching it")
+    m.add_argument("--model", required=True, help="a published shape, e.g. qwen2.5-7b")
+    m.add_argument("--gpus", type=int, default=1)
+    m.add_argument("--micro-batch", type=int, default=1)
+    m.add_argument("--seq", type=int, default=2048)
+    m.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (default 80, an H100)")
+    m.add_argument("--no-activation-checkpointing", action="store_true")
+    m.add_argument("--chunked-ce", action="store_true", help="LM head + cross-entropy in chunks (never the full logits)")
+    m.add_argument("--offload", action="store_true", help="optimizer state and master weights in host memory")
+    m.add_argument("--json", help="also write the estimate as JSON")
+    m.set_defaults(func=_cmd_memory)
