@@ -34,6 +34,7 @@ class TrainConfig:
     eval_every: int = 0  # optimiser steps between validations; 0 = only at the end
     schedule: str = "cosine"  # "cosine" (with min lr) or "wsd" (warmup-stable-decay with cooldown branches)
     cooldown_frac: float = 0.2  # wsd: each cooldown branch decays over this fraction of its budget (1-sqrt shape)
+    activation_checkpointing: bool = False  # recompute each decoder layer in backward (memory for compute)
     doc_mask: bool = True  # attention never crosses document boundaries in packed sequences
     checkpoint_every: int = 0  # optimiser steps between resumable checkpoints; 0 = every 10% of the run
     keep_checkpoints: bool = False  # keep checkpoints/ after the run is done (model/ always stays)

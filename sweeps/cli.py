@@ -69,7 +69,7 @@ def _cmd_run(args) -> int:
 
         counts = run_accelerate(sweep, specs, reg, extra=args.accelerate_args)
     elif args.workers > 1:
-        counts = run_workers(sweep, specs, args.workers, reg)
+        counts = run_workers(sweep, specs, args.workers, reg, wandb=args.wandb)
     else:
         counts = run_sweep(sweep, specs, registry=reg, sink=_sink(sweep, args))
     print(f"trained {counts['trained']}, skipped {counts['skipped']} finished, failed {counts['failed']}; "

@@ -1,81 +1,191 @@
 """Resolving a sweep into run specs.
 
-isoFLOP grid: every (arm, model, budget C) gets D = C / (6 N) tokens, rounded to whole
-training sequences; N counts all parameters including the embedding rows of the speech
-vocabulary. Interleaved runs start from a text LM of the same shape, pre-trained once per
-size (its compute is not counted in C, as in SIMS).
+Grid kinds, per (arm, model):
+- ``isoflop``: every budget C gets D = C / (6 N) tokens, rounded to whole training sequences;
+- ``tokens_per_param``: every ratio r gets D = r N tokens (C = 6 N D);
+- ``explicit``: the listed (model, tokens) or (model, budget) points.
+N counts all parameters, including the embedding rows of the speech vocabulary (the text
+tokenizer + 502 speech tokens, padded to a multiple of 64, never fewer than a published
+checkpoint's rows). Interleaved runs start from a text LM of the same shape, pre-trained once
+per size (its compute is not counted in C, as in SIMS), or from a given checkpoint.
+
+Constraints drop grid points (max_params, min/max tokens per parameter, min_steps); a sweep
+left with no run is an error. With ``train.schedule: wsd`` the points of one (arm, model) become
+one run to the largest token count with a cooldown branch at each smaller one.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
+
+import yaml
 
 from scaling.errors import ConfigError
 from scaling.flops import count_params
-from scaling.shapes import get_shape
+from scaling.shapes import PUBLISHED, SPEECH_TOKENS, ModelShape, padded_vocab
 from scaling.spec import RunSpec
-from sweeps.schema import Sweep
+from sweeps.schema import TOKENIZERS, Sweep
 
 
 def _manifest(sweep: Sweep) -> dict:
+    if sweep.data is None:
+        return {}
     return json.loads((sweep.data / "data.json").read_text(encoding="utf-8"))
+
+
+def vocab_sizes(sweep: Sweep, model: str, manifest: dict) -> tuple[int | None, int]:
+    """(text LM rows, speech LM rows) of ``model`` under the sweep's tokenizer."""
+    if sweep.tokenizer == "data":
+        return manifest["text_model_vocab"], manifest["speech_model_vocab"]
+    if sweep.tokenizer == "units":
+        return None, padded_vocab(SPEECH_TOKENS)
+    n = TOKENIZERS[sweep.tokenizer] if sweep.tokenizer in TOKENIZERS else int(sweep.tokenizer.split(":", 1)[1])
+    rows = PUBLISHED[model].vocab_size if model in PUBLISHED else padded_vocab(n)
+    return max(rows, padded_vocab(n)), max(rows, padded_vocab(n + SPEECH_TOKENS))
+
+
+def shape_of(sweep: Sweep, model: str, manifest: dict, *, text: bool = False) -> ModelShape:
+    tv, sv = vocab_sizes(sweep, model, manifest)
+    return sweep.shapes[model].with_vocab(tv if text else sv)
+
+
+def _fingerprint(sweep: Sweep, manifest: dict) -> str:
+    return manifest["fingerprint"] if manifest else f"tokenizer:{sweep.tokenizer}"
+
+
+def tuned_values(sweep: Sweep) -> dict[str, dict]:
+    """Per-size values: the sweep's inline table over a tuning study's tuned.yaml."""
+    hp = sweep.hyperparameters
+    out: dict[str, dict] = {}
+    if hp.from_study:
+        p = Path(hp.from_study)
+        if not p.is_file():
+            raise ConfigError(f"no tuned values at {p} (run `scaling tune {sweep.path}` first)", source=str(sweep.path),
+                              field="hyperparameters.from_study", value=str(p))
+        table = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        for m in sweep.models:
+            if m not in table:
+                raise ConfigError(f"{p} has no tuned values for model '{m}'", source=str(sweep.path),
+                                  field="hyperparameters.from_study")
+            out[m] = {k: table[m][k] for k in ("lr", "batch_size") if k in table[m]}
+    for m, v in hp.lr.items():
+        out.setdefault(m, {})["lr"] = v
+    for m, v in hp.batch_size.items():
+        out.setdefault(m, {})["batch_size"] = v
+    return out
+
+
+def train_for(sweep: Sweep, model: str, tuned: dict[str, dict]):
+    """The sweep's train config with this size's tuned lr (min_lr scaled alike) and batch size."""
+    t = sweep.train
+    v = tuned.get(model, {})
+    lr = float(v.get("lr", t.lr))
+    return replace(t, lr=lr, min_lr=t.min_lr * lr / t.lr, batch_size=int(v.get("batch_size", t.batch_size)))
 
 
 def text_lm_spec(sweep: Sweep, model: str, manifest: dict) -> RunSpec:
     tp = sweep.text_pretrain
-    train = replace(sweep.train, lr=tp.lr or sweep.train.lr, min_lr=tp.min_lr or sweep.train.min_lr, eval_every=0)
-    shape = get_shape(model).with_vocab(manifest["text_model_vocab"])
-    return RunSpec(arm="textlm", model=model, shape=shape, tokens=tp.tokens, streams={"textlm": 1.0}, init="random",
-                   data_fingerprint=manifest["fingerprint"], train=train, seed=sweep.seed, data_dir=str(sweep.data),
-                   sweep=sweep.name)
+    train = replace(sweep.train, lr=tp.lr or sweep.train.lr, min_lr=tp.min_lr or sweep.train.min_lr, eval_every=0,
+                    schedule="cosine")
+    return RunSpec(arm="textlm", model=model, shape=shape_of(sweep, model, manifest, text=True), tokens=tp.tokens,
+                   streams={"textlm": 1.0}, init="random", data_fingerprint=_fingerprint(sweep, manifest), train=train,
+                   seed=sweep.seed, data_dir=str(sweep.data or ""), sweep=sweep.name)
 
 
-def resolve(sweep: Sweep) -> list[RunSpec]:
-    """All runs of the sweep, dependencies (text LMs) first. Raises ConfigError on an infeasible grid."""
+def _points(sweep: Sweep, model: str, n: int, T: int) -> list[tuple[int, float, str]]:
+    """(tokens, budget, where) of one model's grid points."""
+    if sweep.grid == "isoflop":
+        return [(int(round(C / (6 * n) / T)) * T, C, f"budgets[{i}]") for i, C in enumerate(sweep.budgets)]
+    if sweep.grid == "tokens_per_param":
+        pts = []
+        for i, r in enumerate(sweep.tokens_per_param):
+            d = int(round(r * n / T)) * T
+            pts.append((d, 6.0 * n * d, f"tokens_per_param[{i}]"))
+        return pts
+    pts = []
+    for i, r in enumerate(sweep.explicit):
+        if r["model"] != model:
+            continue
+        if "tokens" in r:
+            d = int(round(r["tokens"] / T)) * T
+            pts.append((d, 6.0 * n * d, f"runs[{i}]"))
+        else:
+            pts.append((int(round(r["budget"] / (6 * n) / T)) * T, r["budget"], f"runs[{i}]"))
+    return pts
+
+
+def _dropped_by(sweep: Sweep, n: int, tokens: int, steps: int) -> str | None:
+    c = sweep.constraints
+    if c.max_params is not None and n > c.max_params:
+        return f"{n:,} params > constraints.max_params"
+    if steps < c.min_steps:
+        return f"{steps} steps < constraints.min_steps={c.min_steps}"
+    if c.min_tokens_per_param is not None and tokens / n < c.min_tokens_per_param:
+        return f"{tokens / n:.2f} tokens/param < constraints.min_tokens_per_param"
+    if c.max_tokens_per_param is not None and tokens / n > c.max_tokens_per_param:
+        return f"{tokens / n:.2f} tokens/param > constraints.max_tokens_per_param"
+    return None
+
+
+def resolve(sweep: Sweep, *, dropped: list | None = None) -> list[RunSpec]:
+    """All runs of the sweep, dependencies (text LMs) first. Raises ConfigError on an infeasible grid.
+    Points removed by the constraints are appended to ``dropped`` as (arm, model, tokens, reason)."""
     manifest = _manifest(sweep)
     src = str(sweep.path)
-    T = sweep.train.seq_len
-    specs: list[RunSpec] = []
-    text_lms: dict[str, RunSpec] = {}
-    if any(sweep.init[a] == "text_lm" for a in sweep.arms):
-        for m in sweep.models:
-            text_lms[m] = text_lm_spec(sweep, m, manifest)
-            specs.append(text_lms[m])
+    tuned = tuned_values(sweep)
+    dropped = [] if dropped is None else dropped
+    speech: list[RunSpec] = []
     for arm in sweep.arms:
-        for mi, model in enumerate(sweep.models):
-            shape = get_shape(model).with_vocab(manifest["speech_model_vocab"])
+        for model in sweep.models:
+            shape = shape_of(sweep, model, manifest)
             n = count_params(shape).total
-            for bi, C in enumerate(sweep.budgets):
-                tokens = int(round(C / (6 * n) / T)) * T
-                where = f"budgets[{bi}]"
-                if tokens < sweep.train.tokens_per_step:
+            train = train_for(sweep, model, tuned)
+            T = train.seq_len
+            kept = []
+            for tokens, C, where in _points(sweep, model, n, T):
+                if tokens < train.tokens_per_step:
                     raise ConfigError(
                         f"budget {C:.3g} gives {model} ({n:,} params) only {C / (6 * n):,.0f} tokens, less than one "
-                        f"optimiser step of {sweep.train.tokens_per_step} tokens", source=src, field=where, value=C)
-                spec = RunSpec(
-                    arm=arm, model=model, shape=shape, tokens=tokens, streams=dict(sweep.streams[arm]),
-                    init=f"run:{text_lms[model].run_id}" if sweep.init[arm] == "text_lm" else "random",
-                    data_fingerprint=manifest["fingerprint"], train=replace(sweep.train), seed=sweep.seed, budget=C,
-                    benchmarks=list(sweep.eval.benchmarks), bench_items=sweep.eval.max_items, data_dir=str(sweep.data),
-                    sweep=sweep.name)
-                _check_constraints(sweep, spec, n, where)
-                specs.append(spec)
+                        f"optimiser step of {train.tokens_per_step} tokens", source=src, field=where, value=C)
+                why = _dropped_by(sweep, n, tokens, -(-tokens // train.tokens_per_step))
+                if why:
+                    dropped.append((arm, model, tokens, why))
+                else:
+                    kept.append((tokens, C))
+            if not kept:
+                continue
+            base = dict(arm=arm, model=model, shape=shape, streams=dict(sweep.streams[arm]),
+                        init=sweep.init[arm], data_fingerprint=_fingerprint(sweep, manifest), seed=sweep.seed,
+                        benchmarks=list(sweep.eval.benchmarks), bench_items=sweep.eval.max_items,
+                        data_dir=str(sweep.data or ""), sweep=sweep.name)
+            if train.schedule == "wsd":
+                kept.sort()
+                tokens, C = kept[-1]
+                cds = sorted({t for t, _ in kept if t < tokens})
+                speech.append(RunSpec(tokens=tokens, budget=C, train=replace(train), cooldowns=cds, **base))
+            else:
+                speech.extend(RunSpec(tokens=t, budget=C, train=replace(train), **base) for t, C in kept)
+    if not speech:
+        reasons = sorted({d[3].split(" ", 1)[1] if " " in d[3] else d[3] for d in dropped})
+        raise ConfigError(f"the constraints leave no runs ({len(dropped)} grid points dropped: {'; '.join(reasons)})",
+                          source=src, field="constraints")
+    specs: list[RunSpec] = []
+    text_lms: dict[str, RunSpec] = {}
+    for m in sweep.models:
+        if any(s.model == m and s.init == "text_lm" for s in speech):
+            text_lms[m] = text_lm_spec(sweep, m, manifest)
+            specs.append(text_lms[m])
+    for s in speech:
+        if s.init == "text_lm":
+            s.init = f"run:{text_lms[s.model].run_id}"
+        elif s.init == "checkpoint":
+            s.init = sweep.init_paths[s.arm][s.model]
+        s.validate(src)
+        specs.append(s)
     ids = [s.run_id for s in specs]
-    dup = {i for i in ids if ids.count(i) > 1}
+    dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
-        raise ConfigError(f"two grid points resolve to the same run id {sorted(dup)}", source=src, field="models/budgets")
+        raise ConfigError(f"two grid points resolve to the same run id {dup} (repeated points, or budgets that round "
+                          f"to the same token count)", source=src, field=sweep.grid if sweep.grid != "isoflop" else "budgets")
     return specs
-
-
-def _check_constraints(sweep: Sweep, spec: RunSpec, n: int, where: str) -> None:
-    c, src = sweep.constraints, str(sweep.path)
-    if spec.steps < c.min_steps:
-        raise ConfigError(f"{spec.model} at this budget trains {spec.steps} steps, fewer than constraints.min_steps={c.min_steps}",
-                          source=src, field=where, value=spec.budget)
-    ratio = spec.tokens / n
-    if c.min_tokens_per_param is not None and ratio < c.min_tokens_per_param:
-        raise ConfigError(f"{spec.model} gets {ratio:.2f} tokens/param, below constraints.min_tokens_per_param",
-                          source=src, field=where, value=spec.budget)
-    if c.max_tokens_per_param is not None and ratio > c.max_tokens_per_param:
-        raise ConfigError(f"{spec.model} gets {ratio:.2f} tokens/param, above constraints.max_tokens_per_param",
-                          source=src, field=where, value=spec.budget)

@@ -28,10 +28,12 @@ def is_done(run: RunDir) -> bool:
 
 
 def work(sweep: Sweep, specs: list[RunSpec], registry: Registry, *, echo=print, poll: float = 0.5,
-         sink=None) -> dict:
+         sink=None, execute=None) -> dict:
     """Claim and train runs until every run is done or failed; returns this worker's counts
-    {'trained', 'skipped', 'failed'} ('skipped' = done before this worker started)."""
-    from trainer.execute import execute
+    {'trained', 'skipped', 'failed'} ('skipped' = done before this worker started).
+    ``execute(run) -> record`` trains one run (default: trainer.execute.execute, in this process)."""
+    if execute is None:
+        from trainer.execute import execute
 
     me = worker_name()
     n = len(specs)
@@ -95,12 +97,13 @@ def run_sweep(sweep: Sweep, specs: list[RunSpec], *, echo=print, registry: Regis
     return counts
 
 
-def run_workers(sweep: Sweep, specs: list[RunSpec], workers: int, registry: Registry, *, echo=print) -> dict:
+def run_workers(sweep: Sweep, specs: list[RunSpec], workers: int, registry: Registry, *, echo=print,
+                wandb: str | None = None) -> dict:
     """Start ``workers`` worker processes on the sweep, wait for them, write results.csv."""
     before = sum(registry.is_done(s.run_id) for s in specs)
     cmd = [sys.executable, "-m", "scaling.cli", "worker", str(sweep.path),
            "--lease-timeout", str(registry.lease_timeout), "--heartbeat", str(registry.heartbeat),
-           "--max-attempts", str(registry.max_attempts)]
+           "--max-attempts", str(registry.max_attempts)] + (["--wandb", wandb] if wandb else [])
     procs = [subprocess.Popen(cmd) for _ in range(workers)]
     codes = [p.wait() for p in procs]
     write_results(sweep, specs)

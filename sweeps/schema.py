@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from scaling.errors import ConfigError
-from scaling.shapes import KNOWN
+from scaling.shapes import KNOWN, ModelShape
 from scaling.spec import STREAMS, TrainConfig
 
 SPEECH_ARMS = ("interleaved", "textless")
@@ -34,18 +34,51 @@ class Constraints:
     min_steps: int = 1
     min_tokens_per_param: float | None = None
     max_tokens_per_param: float | None = None
+    max_params: float | None = None  # runs of larger models are dropped from the grid
+
+
+@dataclass
+class Hyperparameters:
+    """Per-size overrides of train.lr / train.batch_size: given inline, or read from a tuning study."""
+    lr: dict[str, float] = field(default_factory=dict)
+    batch_size: dict[str, int] = field(default_factory=dict)
+    from_study: str | None = None  # tuned.yaml written by `scaling tune` (relative to the sweep file)
+
+
+@dataclass
+class Tuning:
+    """`scaling tune`: an optuna study per model size at a small token budget."""
+    tokens: int = 65_536
+    arm: str = "textless"
+    lr_min: float = 1e-4
+    lr_max: float = 3e-2
+    batch_sizes: list[int] = field(default_factory=list)  # empty: batch size is not tuned
+    trials: int = 8
+    storage: str | None = None  # any optuna RDB URL; default sqlite:///<sweep dir>/tuning.db
+    output: str = "tuned.yaml"
+
+
+# Text tokenizers whose size is known without local data: (entries, name).
+TOKENIZERS = {"qwen2.5": 151665, "llama-3.2": 128256}
 
 
 @dataclass
 class Sweep:
     path: Path
     name: str
-    data: Path
+    data: Path | None
     output: Path
     models: list[str]
     budgets: list[float]
     arms: list[str]
     grid: str = "isoflop"
+    shapes: dict[str, ModelShape] = field(default_factory=dict)  # name -> shape (vocab_size = checkpoint rows)
+    tokenizer: str = "data"  # data | qwen2.5 | llama-3.2 | units | vocab:<N>
+    tokens_per_param: list[float] = field(default_factory=list)  # grid: tokens_per_param
+    explicit: list[dict] = field(default_factory=list)  # grid: explicit, [{model, tokens | budget}]
+    init_paths: dict[str, dict[str, str]] = field(default_factory=dict)  # arm -> model -> checkpoint
+    hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
+    tuning: Tuning = field(default_factory=Tuning)
     seed: int = 0
     streams: dict[str, dict[str, float]] = field(default_factory=dict)
     init: dict[str, str] = field(default_factory=dict)
@@ -64,7 +97,11 @@ class Sweep:
 
 
 TOP_KEYS = {"name", "data", "output", "models", "budgets", "arms", "grid", "seed", "streams", "init", "train",
-            "text_pretrain", "eval", "constraints"}
+            "text_pretrain", "eval", "constraints", "tokenizer", "vocab", "tokens_per_param", "runs",
+            "hyperparameters", "tuning"}
+GRIDS = ("isoflop", "tokens_per_param", "explicit")
+SHAPE_KEYS = {"name", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
+              "tie_embeddings", "qkv_bias", "family", "head_dim"}
 
 
 def _sub(cls, raw, src: str, prefix: str):
@@ -106,30 +143,30 @@ def load_sweep(path: str | Path) -> Sweep:
     for k in raw:
         if k not in TOP_KEYS:
             raise ConfigError(f"unknown key; known: {sorted(TOP_KEYS)}", source=src, field=k)
-    for k in ("data", "models", "budgets", "arms"):
+    for k in ("models", "arms"):
         if k not in raw:
             raise ConfigError("is required", source=src, field=k)
+    grid = raw.get("grid", "isoflop")
+    if grid not in GRIDS:
+        raise ConfigError(f"unknown grid kind; supported: {', '.join(GRIDS)}", source=src, field="grid", value=grid)
 
-    models = raw["models"]
-    if not isinstance(models, list) or not models:
-        raise ConfigError("must be a non-empty list of model names", source=src, field="models", value=models)
-    for i, m in enumerate(models):
-        if m not in KNOWN:
-            raise ConfigError(f"unknown model; known: {', '.join(KNOWN)}", source=src, field=f"models[{i}]", value=m)
-    if len(set(models)) != len(models):
-        raise ConfigError("lists a model twice", source=src, field="models", value=models)
+    names, shapes = _models(raw["models"], src)
 
-    budgets_raw = raw["budgets"]
-    if not isinstance(budgets_raw, list) or not budgets_raw:
-        raise ConfigError("must be a non-empty list of FLOP budgets", source=src, field="budgets", value=budgets_raw)
-    budgets = []
-    for i, b in enumerate(budgets_raw):
-        x = _number(b, src, f"budgets[{i}]")
-        if x <= 0:
-            raise ConfigError("budget must be positive", source=src, field=f"budgets[{i}]", value=b)
-        budgets.append(x)
-    if budgets != sorted(budgets) or len(set(budgets)) != len(budgets):
-        raise ConfigError("budgets must be strictly increasing", source=src, field="budgets", value=budgets_raw)
+    budgets: list[float] = []
+    if grid == "isoflop" or raw.get("budgets") is not None:
+        if raw.get("budgets") is None:
+            raise ConfigError("is required for an isoflop grid", source=src, field="budgets")
+        budgets = _budgets(raw["budgets"], src)
+    tpp: list[float] = []
+    if grid == "tokens_per_param":
+        tpp = _increasing(raw.get("tokens_per_param"), src, "tokens_per_param")
+    elif "tokens_per_param" in raw:
+        raise ConfigError("only applies to grid: tokens_per_param", source=src, field="tokens_per_param")
+    explicit: list[dict] = []
+    if grid == "explicit":
+        explicit = _explicit(raw.get("runs"), names, src)
+    elif "runs" in raw:
+        raise ConfigError("only applies to grid: explicit", source=src, field="runs")
 
     arms = raw["arms"]
     if not isinstance(arms, list) or not arms:
@@ -137,10 +174,8 @@ def load_sweep(path: str | Path) -> Sweep:
     for i, a in enumerate(arms):
         if a not in SPEECH_ARMS:
             raise ConfigError(f"unknown arm; known: {SPEECH_ARMS}", source=src, field=f"arms[{i}]", value=a)
-
-    grid = raw.get("grid", "isoflop")
-    if grid != "isoflop":
-        raise ConfigError("unknown grid kind; supported: isoflop", source=src, field="grid", value=grid)
+    if len(set(arms)) != len(arms):
+        raise ConfigError("lists an arm twice", source=src, field="arms", value=arms)
 
     streams = {a: dict(DEFAULT_STREAMS[a]) for a in arms}
     for a, mix in (raw.get("streams") or {}).items():
@@ -148,39 +183,231 @@ def load_sweep(path: str | Path) -> Sweep:
             raise ConfigError("names an arm that is not in 'arms'", source=src, field=f"streams.{a}")
         if not isinstance(mix, dict) or not mix:
             raise ConfigError("must map stream names to shares", source=src, field=f"streams.{a}", value=mix)
-        for s, w in mix.items():
-            if s not in STREAMS:
-                raise ConfigError(f"unknown stream; known: {STREAMS}", source=src, field=f"streams.{a}.{s}")
-            if _number(w, src, f"streams.{a}.{s}") <= 0:
-                raise ConfigError("share must be positive", source=src, field=f"streams.{a}.{s}", value=w)
-        streams[a] = {s: float(w) for s, w in mix.items()}
+        for s_, w in mix.items():
+            if s_ not in STREAMS:
+                raise ConfigError(f"unknown stream; known: {STREAMS}", source=src, field=f"streams.{a}.{s_}")
+            if _number(w, src, f"streams.{a}.{s_}") <= 0:
+                raise ConfigError("share must be positive", source=src, field=f"streams.{a}.{s_}", value=w)
+        streams[a] = {s_: float(w) for s_, w in mix.items()}
 
     init = {a: DEFAULT_INIT[a] for a in arms}
+    init_paths: dict[str, dict[str, str]] = {}
     for a, v in (raw.get("init") or {}).items():
         if a not in arms:
             raise ConfigError("names an arm that is not in 'arms'", source=src, field=f"init.{a}")
+        if isinstance(v, dict):  # a pretrained checkpoint per model (a HF folder), as SIMS starts from Qwen2.5
+            for m in names:
+                if m not in v:
+                    raise ConfigError(f"gives no checkpoint for model '{m}'", source=src, field=f"init.{a}")
+            for m in v:
+                if m not in names:
+                    raise ConfigError("names a model that is not in 'models'", source=src, field=f"init.{a}.{m}")
+            init[a], init_paths[a] = "checkpoint", {m: str(p) for m, p in v.items()}
+            continue
         if v not in ("text_lm", "random"):
-            raise ConfigError("must be 'text_lm' or 'random'", source=src, field=f"init.{a}", value=v)
+            raise ConfigError("must be 'text_lm', 'random' or a mapping model -> checkpoint", source=src,
+                              field=f"init.{a}", value=v)
         init[a] = v
+
+    tokenizer = _tokenizer(raw, src)
+    if tokenizer == "units":
+        for a in arms:
+            if init[a] != "random" or set(streams[a]) - {"speech"}:
+                raise ConfigError("tokenizer 'units' has no text vocabulary: only speech-only, randomly initialised "
+                                  "arms can use it", source=src, field=f"arms", value=a)
 
     train = _sub(TrainConfig, raw.get("train"), src, "train")
     train.validate(src)
     tp = _sub(TextPretrain, raw.get("text_pretrain"), src, "text_pretrain")
-    if not isinstance(tp.tokens, int) or tp.tokens < train.tokens_per_step:
+    if any(v == "text_lm" for v in init.values()) and (not isinstance(tp.tokens, int) or tp.tokens < train.tokens_per_step):
         raise ConfigError(f"must be an integer of at least one step ({train.tokens_per_step} tokens)",
                           source=src, field="text_pretrain.tokens", value=tp.tokens)
     ev = _sub(EvalConfig, raw.get("eval"), src, "eval")
     cons = _sub(Constraints, raw.get("constraints"), src, "constraints")
+    for k in ("min_tokens_per_param", "max_tokens_per_param", "max_params"):
+        v = getattr(cons, k)
+        if v is not None and _number(v, src, f"constraints.{k}") <= 0:
+            raise ConfigError("must be positive", source=src, field=f"constraints.{k}", value=v)
+        if v is not None:
+            setattr(cons, k, float(v))
+    if not isinstance(cons.min_steps, int) or cons.min_steps < 1:
+        raise ConfigError("must be a positive integer", source=src, field="constraints.min_steps", value=cons.min_steps)
+    hp = _hyperparameters(raw.get("hyperparameters"), names, path.parent, src)
+    tuning = _sub(Tuning, raw.get("tuning"), src, "tuning")
+    if raw.get("tuning") is not None:
+        _check_tuning(tuning, train, src)
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError("must be an integer", source=src, field="seed", value=seed)
 
     base = path.parent
-    data = (base / str(raw["data"])).resolve()
-    if not (data / "data.json").is_file():
-        raise ConfigError(f"no prepared data at {data} (run `scaling data synth --out {data}`)", source=src, field="data", value=raw["data"])
+    data = None
+    if raw.get("data") is not None:
+        data = (base / str(raw["data"])).resolve()
+        if not (data / "data.json").is_file():
+            raise ConfigError(f"no prepared data at {data} (run `scaling data synth --out {data}`)", source=src,
+                              field="data", value=raw["data"])
+        if tokenizer != "data":
+            raise ConfigError("the vocabulary of a sweep with data is the prepared tokenizer's; 'tokenizer'/'vocab' are "
+                              "for planning without data", source=src, field="tokenizer" if "tokenizer" in raw else "vocab")
+    elif tokenizer == "data":
+        raise ConfigError("is required unless the vocabulary is given by 'tokenizer' (qwen2.5, llama-3.2, units) "
+                          "or 'vocab'", source=src, field="data")
     return Sweep(
         path=path, name=str(raw.get("name", path.stem)), data=data, output=(base / str(raw.get("output", "."))).resolve(),
-        models=list(models), budgets=budgets, arms=list(arms), grid=grid, seed=seed, streams=streams, init=init,
-        train=train, text_pretrain=tp, eval=ev, constraints=cons,
+        models=names, budgets=budgets, arms=list(arms), grid=grid, seed=seed, streams=streams, init=init,
+        train=train, text_pretrain=tp, eval=ev, constraints=cons, shapes=shapes, tokenizer=tokenizer,
+        tokens_per_param=tpp, explicit=explicit, init_paths=init_paths, hyperparameters=hp, tuning=tuning,
     )
+
+
+def _models(models, src) -> tuple[list[str], dict[str, ModelShape]]:
+    """Names from scaling/shapes.py, or inline shapes {name, hidden_size, num_layers, ...}; fields left
+    out follow the width/depth rule: 64-wide heads, no GQA, SwiGLU width 8/3 d rounded up to 64."""
+    if not isinstance(models, list) or not models:
+        raise ConfigError("must be a non-empty list of model names or shapes", source=src, field="models", value=models)
+    names, shapes = [], {}
+    for i, m in enumerate(models):
+        where = f"models[{i}]"
+        if isinstance(m, str):
+            if m not in KNOWN:
+                raise ConfigError(f"unknown model; known: {', '.join(KNOWN)} (or give a shape inline)", source=src,
+                                  field=where, value=m)
+            names.append(m)
+            shapes[m] = KNOWN[m]
+            continue
+        if not isinstance(m, dict):
+            raise ConfigError("must be a model name or a mapping", source=src, field=where, value=m)
+        for k in m:
+            if k not in SHAPE_KEYS:
+                raise ConfigError(f"unknown shape key; known: {sorted(SHAPE_KEYS)}", source=src, field=f"{where}.{k}")
+        for k in ("name", "hidden_size", "num_layers"):
+            if k not in m:
+                raise ConfigError("is required for an inline shape", source=src, field=f"{where}.{k}")
+        name = str(m["name"])
+        if name in KNOWN:
+            raise ConfigError("an inline shape may not reuse a known model's name", source=src, field=f"{where}.name",
+                              value=name)
+        d = m["hidden_size"]
+        if not isinstance(d, int) or d <= 0:
+            raise ConfigError("must be a positive integer", source=src, field=f"{where}.hidden_size", value=d)
+        head_dim = m.get("head_dim", 64)
+        heads = m.get("num_heads", max(1, d // head_dim))
+        kw = dict(hidden_size=d, num_layers=m["num_layers"], num_heads=heads, num_kv_heads=m.get("num_kv_heads", heads),
+                  intermediate_size=m.get("intermediate_size", -(-(8 * d // 3) // 64) * 64),
+                  vocab_size=m.get("vocab_size", 1024), tie_embeddings=m.get("tie_embeddings", True),
+                  qkv_bias=m.get("qkv_bias", True), family=m.get("family", "qwen2"))
+        try:
+            shapes[name] = ModelShape(**kw)
+        except ConfigError as e:
+            raise ConfigError(str(e), source=src, field=f"{where}.{e.field}", value=e.value) from None
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise ConfigError("lists a model twice", source=src, field="models", value=names)
+    return names, shapes
+
+
+def _budgets(b, src) -> list[float]:
+    """A list of FLOP budgets, or {start, stop, num}: num log-spaced budgets from start to stop."""
+    if isinstance(b, dict):
+        for k in b:
+            if k not in ("start", "stop", "num"):
+                raise ConfigError("unknown key; known: start, stop, num", source=src, field=f"budgets.{k}")
+        for k in ("start", "stop", "num"):
+            if k not in b:
+                raise ConfigError("is required for log-spaced budgets", source=src, field=f"budgets.{k}")
+        lo, hi, num = _number(b["start"], src, "budgets.start"), _number(b["stop"], src, "budgets.stop"), b["num"]
+        if not isinstance(num, int) or num < 1:
+            raise ConfigError("must be a positive integer", source=src, field="budgets.num", value=num)
+        if lo <= 0:
+            raise ConfigError("budget must be positive", source=src, field="budgets.start", value=b["start"])
+        if hi <= lo and num > 1:
+            raise ConfigError("must be larger than budgets.start", source=src, field="budgets.stop", value=b["stop"])
+        if num == 1:
+            return [lo]
+        r = (hi / lo) ** (1 / (num - 1))
+        return [float(f"{lo * r ** i:.6g}") for i in range(num)]
+    return _increasing(b, src, "budgets", what="FLOP budgets")
+
+
+def _increasing(v, src, name, what="values") -> list[float]:
+    if not isinstance(v, list) or not v:
+        raise ConfigError(f"must be a non-empty list of {what}", source=src, field=name, value=v)
+    out = []
+    for i, b in enumerate(v):
+        x = _number(b, src, f"{name}[{i}]")
+        if x <= 0:
+            raise ConfigError("must be positive", source=src, field=f"{name}[{i}]", value=b)
+        out.append(x)
+    if out != sorted(out) or len(set(out)) != len(out):
+        raise ConfigError(f"{name} must be strictly increasing", source=src, field=name, value=v)
+    return out
+
+
+def _explicit(runs, names, src) -> list[dict]:
+    if not isinstance(runs, list) or not runs:
+        raise ConfigError("must be a non-empty list of {model, tokens} or {model, budget}", source=src, field="runs",
+                          value=runs)
+    out = []
+    for i, r in enumerate(runs):
+        where = f"runs[{i}]"
+        if not isinstance(r, dict) or "model" not in r or (("tokens" in r) == ("budget" in r)):
+            raise ConfigError("must be {model, tokens} or {model, budget}", source=src, field=where, value=r)
+        for k in r:
+            if k not in ("model", "tokens", "budget"):
+                raise ConfigError("unknown key; known: model, tokens, budget", source=src, field=f"{where}.{k}")
+        if r["model"] not in names:
+            raise ConfigError("names a model that is not in 'models'", source=src, field=f"{where}.model", value=r["model"])
+        k = "tokens" if "tokens" in r else "budget"
+        x = _number(r[k], src, f"{where}.{k}")
+        if x <= 0:
+            raise ConfigError("must be positive", source=src, field=f"{where}.{k}", value=r[k])
+        out.append({"model": r["model"], k: int(x) if k == "tokens" else x})
+    return out
+
+
+def _tokenizer(raw, src) -> str:
+    tok, vocab = raw.get("tokenizer"), raw.get("vocab")
+    if tok is not None and vocab is not None:
+        raise ConfigError("give either 'tokenizer' or 'vocab', not both", source=src, field="vocab")
+    if vocab is not None:
+        if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab <= 0:
+            raise ConfigError("must be the text tokenizer's size, a positive integer", source=src, field="vocab", value=vocab)
+        return f"vocab:{vocab}"
+    if tok is None:
+        return "data"
+    if tok not in ("data", "units", *TOKENIZERS):
+        raise ConfigError(f"unknown tokenizer; known: data, units, {', '.join(TOKENIZERS)}", source=src,
+                          field="tokenizer", value=tok)
+    return tok
+
+
+def _hyperparameters(raw, names, base: Path, src) -> Hyperparameters:
+    hp = _sub(Hyperparameters, raw, src, "hyperparameters")
+    for key, kind in (("lr", float), ("batch_size", int)):
+        table = getattr(hp, key)
+        if not isinstance(table, dict):
+            raise ConfigError("must map model names to values", source=src, field=f"hyperparameters.{key}", value=table)
+        for m, v in table.items():
+            if m not in names:
+                raise ConfigError("names a model that is not in 'models'", source=src, field=f"hyperparameters.{key}.{m}")
+            if kind is int and (not isinstance(v, int) or v <= 0) or kind is float and _number(v, src, f"hyperparameters.{key}.{m}") <= 0:
+                raise ConfigError("must be positive", source=src, field=f"hyperparameters.{key}.{m}", value=v)
+        setattr(hp, key, {m: kind(v) for m, v in table.items()})
+    if hp.from_study is not None:
+        hp.from_study = str((base / str(hp.from_study)).resolve())
+    return hp
+
+
+def _check_tuning(t: Tuning, train: TrainConfig, src) -> None:
+    if t.arm not in SPEECH_ARMS:
+        raise ConfigError(f"unknown arm; known: {SPEECH_ARMS}", source=src, field="tuning.arm", value=t.arm)
+    if not (isinstance(t.tokens, int) and t.tokens >= train.tokens_per_step):
+        raise ConfigError(f"must be an integer of at least one step ({train.tokens_per_step} tokens)", source=src,
+                          field="tuning.tokens", value=t.tokens)
+    if not 0 < t.lr_min < t.lr_max:
+        raise ConfigError("need 0 < lr_min < lr_max", source=src, field="tuning.lr_min", value=t.lr_min)
+    if not isinstance(t.trials, int) or t.trials < 1:
+        raise ConfigError("must be a positive integer", source=src, field="tuning.trials", value=t.trials)
+    if not isinstance(t.batch_sizes, list) or not all(isinstance(b, int) and b > 0 for b in t.batch_sizes):
+        raise ConfigError("must be a list of positive integers", source=src, field="tuning.batch_sizes", value=t.batch_sizes)

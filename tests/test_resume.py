@@ -123,8 +123,8 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(prepared, tmp_path, monkeypa
 
     real = loop.Trainer._loss_sum
     def poisoned(self, rows):
-        s, n = real(self, rows)
-        return (s * float("nan") if self._poison_now else s), n
+        s = real(self, rows)
+        return s * float("nan") if self._poison_now else s
     monkeypatch.setattr(loop.Trainer, "_loss_sum", poisoned)
     real_step = loop.Trainer.step
     def step(self, p, total, limit):

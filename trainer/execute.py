@@ -31,23 +31,39 @@ def result_record(spec: RunSpec, summary: dict, metrics: dict, status: str = "do
     return rec
 
 
-def execute(run: RunDir) -> dict:
-    """Train + evaluate ``run``; marks it running, then done (or failed, re-raising the error)."""
+def _evaluator(spec: RunSpec):
+    """Benchmarks of the spec, as a callable the loop runs at every evaluation point (the pairs
+    are encoded once, at the first call)."""
+    if not spec.benchmarks:
+        return None
     from pathlib import Path
 
     from trainer.data.tokenizer import SpeechVocab
-    from trainer.eval.benchmarks import evaluate
+    from trainer.eval.suite import EvalSuite
+
+    suite = []
+
+    def run(model, tokenizer):
+        if not suite:
+            suite.append(EvalSuite.from_data(Path(spec.data_dir) / "benchmarks", spec.benchmarks, tokenizer,
+                                             SpeechVocab.of(tokenizer), max_items=spec.bench_items))
+        return suite[0].run(model)
+
+    return run
+
+
+def execute(run: RunDir) -> dict:
+    """Train + evaluate ``run``; marks it running, then done (or failed, re-raising the error)."""
     from trainer.loop import train_run
+    from trainer.parallel import is_main
 
     spec = run.spec()
+    if not is_main():  # other ranks of a distributed run train; rank 0 records
+        return train_run(run, _evaluator(spec))[0]
     run.set_state("running", pid=os.getpid(), host=os.uname().nodename)
-
-    def evaluator(model, tokenizer):
-        return evaluate(model, tokenizer, SpeechVocab.of(tokenizer), Path(spec.data_dir) / "benchmarks",
-                        spec.benchmarks, max_items=spec.bench_items)
     try:
         t0 = time.time()
-        summary, _, _ = train_run(run, evaluator if spec.benchmarks else None)
+        summary, _, _ = train_run(run, _evaluator(spec))
         rec = result_record(spec, summary, summary["metrics"])
         rec["wall_seconds"] = round(time.time() - t0, 2)
         run.write_result(rec)

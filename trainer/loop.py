@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import math
 import resource
 import shutil
 import time
@@ -34,6 +35,7 @@ from trainer.data.prepare import load_manifest
 from trainer.data.shards import load_shard
 from trainer.data.tokenizer import load_tokenizer
 from trainer.model import build_model, count_model_params, extend_vocab, load_model, quiet_transformers
+from trainer.parallel import barrier, is_main, shard, world
 from trainer.schedule import cooldown_steps, cosine_with_min_lr, warmup_steps, wsd
 from trainer.validate import val_loss, val_windows
 
@@ -87,11 +89,11 @@ def init_model(spec: RunSpec, run: RunDir, manifest: dict):
     return model
 
 
-def _optimizer(model, spec: RunSpec):
+def _optimizer(model, spec: RunSpec, fused: bool):
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": spec.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=spec.train.lr, betas=(spec.train.beta1, spec.train.beta2), fused=torch.cuda.is_available())
+    return torch.optim.AdamW(groups, lr=spec.train.lr, betas=(spec.train.beta1, spec.train.beta2), fused=fused)
 
 
 @dataclass
@@ -131,8 +133,17 @@ class Trainer:
         shard_dir = self.data_dir / "shards"
         self.mixture = Mixture({s: load_shard(shard_dir, f"{s}_train") for s in spec.streams}, spec.streams, self.T, spec.seed)
         self.val = {s: val_windows(load_shard(shard_dir, f"{s}_val"), self.T, tc.val_sequences) for s in val_streams(spec)}
-        optimizer = _optimizer(model, spec)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.rank, self.world = world()
+        if self.world > 1:  # FSDP2, applied by us (accelerate would wrap the model in DDP on CPU)
+            model.to(self.accelerator.device)
+            model = shard(model, activation_checkpointing=tc.activation_checkpointing)
+            self.model, self.optimizer = model, _optimizer(model, spec, fused=False)
+        else:
+            if tc.activation_checkpointing:
+                model.gradient_checkpointing_enable()
+            optimizer = _optimizer(model, spec, fused=use_cuda)
+            self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.raw_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
         self.device = self.accelerator.device
         self.flash = getattr(self.accelerator.unwrap_model(self.model).config, "_attn_implementation", "") == "flash_attention_2"
         self.evaluator = evaluator
@@ -159,18 +170,19 @@ class Trainer:
         return wsd(step, total, tc.lr, tc.min_lr, self.warm, cooldown_steps(total, tc.cooldown_frac))
 
     # -- one optimiser step ---------------------------------------------------------------
-    def _loss_sum(self, rows: list[torch.Tensor]) -> tuple[torch.Tensor, int]:
-        total, count = 0.0, 0
-        by_len: dict[int, list[torch.Tensor]] = {}
-        for r in rows:
-            by_len.setdefault(len(r), []).append(r)
-        for _, group in sorted(by_len.items()):
-            ids = torch.stack(group)
-            extra = doc_inputs(ids, self.eos, flash=self.flash) if self.spec.train.doc_mask else {}
-            logits = self.model(input_ids=ids, **extra).logits
-            total = total + F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="sum")
-            count += ids[:, 1:].numel()
-        return total, count
+    def _loss_sum(self, rows: list[torch.Tensor]) -> torch.Tensor:
+        """Summed next-token NLL of the rows: one forward, shorter rows padded at the end (causal
+        attention keeps padding out of the valid positions, and it is left out of the loss)."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.eos, dtype=torch.long, device=self.device)
+        valid = torch.zeros(len(rows), width - 1, dtype=torch.bool, device=self.device)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = r
+            valid[i, :len(r) - 1] = True
+        extra = doc_inputs(ids, self.eos, flash=self.flash) if self.spec.train.doc_mask else {}
+        logits = self.model(input_ids=ids, **extra).logits
+        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), ids[:, 1:], reduction="none")
+        return (nll * valid).sum()
 
     def step(self, p: Progress, total_steps: int, limit: int) -> tuple[float, float, float]:
         lr = self.lr_at(p.step, total_steps)
@@ -185,25 +197,38 @@ class Trainer:
             rows[-1] = rows[-1][:rem]
         rows = [r for r in rows if len(r) > 1]
         n_pred = sum(len(r) - 1 for r in rows)
-        loss_total = 0.0
-        for i in range(0, len(rows), self.micro):
+        # Each rank takes every world-th row; all ranks run the same number of forwards (FSDP's
+        # collectives must line up), a rank without rows runs a zero-weight one.
+        local = rows[self.rank::self.world]
+        n_chunks = -(-(-(-len(rows) // self.world)) // self.micro)
+        total = torch.zeros((), device=self.device)
+        for k in range(n_chunks):
+            chunk, weight = local[k * self.micro:(k + 1) * self.micro], 1.0
+            if not chunk:
+                chunk, weight = rows[:1], 0.0
             with self.accelerator.autocast():
-                s, _ = self._loss_sum(rows[i:i + self.micro])
-            loss = s / n_pred
-            if not torch.isfinite(loss):
-                last = checkpoint.latest(self.ckpt_root)
-                raise FloatingPointError(
-                    f"non-finite loss ({loss.item()}) at step {p.step} after {p.tokens} tokens; the run stops here. "
-                    f"Last good checkpoint: {last if last else 'none yet'} (rerun to resume from it, e.g. with a lower lr)")
-            self.accelerator.backward(loss)
-            loss_total += loss.item()
-        gnorm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.spec.train.grad_clip)
+                s = self._loss_sum(chunk) * weight
+            # FSDP averages gradients over ranks, hence x world: the step's loss is sum / n_pred
+            self.accelerator.backward(s * (self.world / n_pred))
+            total += s.detach()
+        if self.world > 1:
+            torch.distributed.all_reduce(total)
+        loss_value = (total / n_pred).item()
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            last = checkpoint.latest(self.ckpt_root)
+            raise FloatingPointError(
+                f"non-finite loss ({loss_value}) at step {p.step} after {p.tokens} tokens; the run stops here. "
+                f"Last good checkpoint: {last if last else 'none yet'} (rerun to resume from it, e.g. with a lower lr)")
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.train.grad_clip)
+        if hasattr(gnorm, "full_tensor"):
+            gnorm = gnorm.full_tensor()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         p.seq_pos += len(arr)
         p.tokens += n_full * self.T + rem
         p.step += 1
-        return lr, loss_total, float(gnorm)
+        return lr, loss_value, float(gnorm)
 
     # -- evaluation -----------------------------------------------------------------------
     def validate(self) -> dict:
@@ -220,15 +245,17 @@ class Trainer:
     def _resume(self) -> Progress:
         ckpt = checkpoint.latest(self.ckpt_root)
         if ckpt is None:
-            self.run.metrics_path.unlink(missing_ok=True)
+            if is_main():
+                self.run.metrics_path.unlink(missing_ok=True)
             return Progress()
-        st = checkpoint.load(ckpt, self.accelerator.unwrap_model(self.model), self.optimizer)
+        st = checkpoint.load(ckpt, self.accelerator.unwrap_model(self.model), self.raw_optimizer)
         p = Progress(step=st["step"], tokens=st["tokens"], seq_pos=st["seq_pos"], evals=st["evals"])
         done = set(self.cooldown_records())
         keep = [r for r in self.run.metrics() if r.get("at", 0) < p.step or (r.get("at") == p.step and "branch" not in r)
                 or (r.get("branch") in done)]
-        atomic.write_jsonl(self.run.metrics_path, keep)
-        self.run.log({"event": "resumed", "at": p.step, "tokens": p.tokens, "checkpoint": ckpt.name})
+        if is_main():
+            atomic.write_jsonl(self.run.metrics_path, keep)
+        self._log({"event": "resumed", "at": p.step, "tokens": p.tokens, "checkpoint": ckpt.name})
         return p
 
     def cooldown_records(self) -> dict[int, dict]:
@@ -243,7 +270,27 @@ class Trainer:
         return out
 
     def _save(self, p: Progress) -> Path:
-        return checkpoint.save(self.ckpt_root, self.accelerator.unwrap_model(self.model), self.optimizer, p.to_dict())
+        return checkpoint.save(self.ckpt_root, self.accelerator.unwrap_model(self.model), self.raw_optimizer, p.to_dict())
+
+    def _log(self, row: dict) -> None:
+        if is_main():
+            self.run.log(row)
+
+    def export(self, out: Path) -> None:
+        """The HF-format folder (config, safetensors, tokenizer); gathered to rank 0 when sharded."""
+        model = self.accelerator.unwrap_model(self.model)
+        if self.world > 1:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+            from transformers import AutoModelForCausalLM
+
+            msd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            if is_main():
+                plain = AutoModelForCausalLM.from_config(model.config)
+                plain.load_state_dict(msd)
+                save_pretrained(plain, self.tokenizer, out)
+            barrier()
+        else:
+            save_pretrained(model, self.tokenizer, out)
 
     def _log_step(self, p: Progress, lr, loss, gnorm, t_last, tok_last, branch=None, at=None) -> tuple[float, int]:
         now = time.time()
@@ -253,7 +300,7 @@ class Trainer:
                "peak_memory_gib": round(_peak_memory_gib(), 3), "at": p.step if at is None else at}
         if branch is not None:
             row["branch"] = branch
-        self.run.log(row)
+        self._log(row)
         return now, p.tokens
 
     def _cooldown(self, p: Progress, budget: int, n_steps: int) -> None:
@@ -270,10 +317,12 @@ class Trainer:
         assert b.tokens == budget, (b.tokens, budget)
         entry = self.evaluate(budget, "cooldown")
         out = self.run.path / "cooldowns" / str(budget)
-        save_pretrained(self.accelerator.unwrap_model(self.model), self.tokenizer, out / "model")
-        atomic.write_json(out / "record.json", entry)
-        self.run.log({**entry, "branch": budget, "at": start})
-        checkpoint.load(ckpt, self.accelerator.unwrap_model(self.model), self.optimizer)
+        self.export(out / "model")
+        if is_main():
+            atomic.write_json(out / "record.json", entry)
+        self._log({**entry, "branch": budget, "at": start})
+        barrier()
+        checkpoint.load(ckpt, self.accelerator.unwrap_model(self.model), self.raw_optimizer)
         self.model.train()
 
     def train(self) -> dict:
@@ -283,11 +332,12 @@ class Trainer:
         t_last, tok_last = t_start, p.tokens
         self.model.train()
         last_loss = float("nan")
+        done = set(self.cooldown_records())
         while p.step < self.steps:
-            done = self.cooldown_records()
             for c, n, s0 in self.branches:
                 if s0 == p.step and c not in done:
                     self._cooldown(p, c, n)
+                    done.add(c)
                     t_last, tok_last = time.time(), p.tokens
             lr, last_loss, gnorm = self.step(p, self.steps, self.spec.tokens)
             if p.step % self.log_every == 0 or p.step == self.steps:
@@ -295,15 +345,15 @@ class Trainer:
             if tc.eval_every and p.step % tc.eval_every == 0 and p.step < self.steps:
                 entry = self.evaluate(p.tokens, "periodic")
                 p.evals.append(entry)
-                self.run.log({**entry, "at": p.step})
+                self._log({**entry, "at": p.step})
             if p.step % self.ckpt_every == 0 and p.step < self.steps:
                 self._save(p)
         assert p.tokens == self.spec.tokens, (p.tokens, self.spec.tokens)
         train_seconds = time.time() - t_start
         final = self.evaluate(p.tokens, "final")
-        self.run.log({**final, "at": p.step})
-        save_pretrained(self.accelerator.unwrap_model(self.model), self.tokenizer, self.run.model_path)
-        if not tc.keep_checkpoints:
+        self._log({**final, "at": p.step})
+        self.export(self.run.model_path)
+        if not tc.keep_checkpoints and is_main():
             shutil.rmtree(self.ckpt_root, ignore_errors=True)
         cooldowns = sorted(self.cooldown_records().values(), key=lambda e: e["tokens"])
         return {

@@ -8,9 +8,11 @@ Huber loss (delta = 1e-3) of log-loss residuals
 summed over points (``reduce="mean"`` averages instead, which reproduces Hoffmann's published
 exponents and serves as a negative control), from a grid of 4,500 L-BFGS starts.
 
-All starts are optimised together: the objective is a sum of independent per-start objectives,
-so one L-BFGS-B run over the concatenated (n_starts * 5) vector with a vectorised analytic
-gradient solves them at once; the best few are then polished one by one.
+The objective is evaluated at all starts in one vectorised pass, and only a screened subset (by
+default 256: the 128 lowest objectives plus the best few of every (alpha, beta) cell of the grid,
+round-robin) is optimised. Those starts are optimised together: the objective is a sum of
+independent per-start objectives, so one batched L-BFGS run with a vectorised analytic gradient
+solves them at once; the best few are then polished one by one with scipy's L-BFGS-B.
 """
 from __future__ import annotations
 
@@ -346,15 +348,61 @@ SCIPY_FTOL = 2.220446049250313e-09
 DEFAULT_BOUNDS = ((0.0, 40.0), (0.0, 40.0), (-3.0, 3.0), (0.01, 2.5), (0.01, 2.5))
 
 
+#: Starts optimised by the batched fit after screening all of them (see :func:`screen_starts`).
+DEFAULT_SCREEN = 256
+
+
+def screen_starts(starts: np.ndarray, f0: np.ndarray, k: int | None) -> np.ndarray:
+    """Indices of at most ``k`` distinct starts worth optimising, given their objectives ``f0``.
+
+    Half of them are the lowest objectives; the rest go round-robin over the (alpha, beta) cells
+    of the grid (the best remaining start of every cell, then the second best, ...), so a basin
+    reached only from unusual exponents is not screened out by a poor starting value. Duplicate
+    starts and non-finite objectives are dropped. ``k=None`` keeps every distinct finite start.
+    """
+    starts = np.asarray(starts, dtype=float)
+    f0 = np.where(np.isfinite(f0), f0, np.inf)
+    _, first = np.unique(np.round(starts, 12), axis=0, return_index=True)
+    uniq = np.zeros(starts.shape[0], dtype=bool)
+    uniq[first] = True
+    order = np.flatnonzero(uniq & np.isfinite(f0))
+    order = order[np.argsort(f0[order], kind="stable")]
+    if k is None or k >= order.size:
+        return np.sort(order)
+    n_top = k // 2
+    chosen = list(order[:n_top])
+    rest = order[n_top:]
+    _, cell = np.unique(np.round(starts[rest, 3:5], 9), axis=0, return_inverse=True)
+    cell = np.ravel(cell)
+    # rank of each remaining start within its cell (rest is already sorted by objective)
+    rank = np.empty(rest.size, dtype=int)
+    seen: dict[int, int] = {}
+    for j, c in enumerate(cell):
+        rank[j] = seen.get(c, 0)
+        seen[c] = rank[j] + 1
+    pick = np.lexsort((f0[rest], rank))[: k - n_top]
+    chosen.extend(rest[pick])
+    return np.sort(np.asarray(chosen, dtype=int))
+
+
 def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: str = "sum",
                    grid=None, method: str = "batched", polish: int = 10, gtol: float = SCIPY_GTOL,
-                   ftol: float = SCIPY_FTOL, maxiter: int = 15000, bounds=None) -> ParametricFit:
+                   ftol: float = SCIPY_FTOL, maxiter: int = 15000, bounds=None,
+                   screen: int | None = DEFAULT_SCREEN) -> ParametricFit:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta by Huber regression on log-loss (Chinchilla approach 3).
 
     ``grid``: (S, 5) starts in the order (a, b, e, alpha, beta); default the published 4,500.
     ``method="batched"`` runs every start at once with :func:`batched_lbfgs` and then polishes
     the ``polish`` best with scipy's L-BFGS-B; ``method="loop"`` is the slow reference, one
     scipy L-BFGS-B call per start. Both keep the lowest objective found.
+
+    ``screen`` (batched only, default :data:`DEFAULT_SCREEN` = 256): the objective is evaluated at
+    every start in one vectorised pass, and only ``screen`` distinct starts are optimised: half
+    the lowest objectives, the rest the best of each (alpha, beta) cell of the grid in turn, so
+    that every exponent combination keeps a few starts (see :func:`screen_starts`). On Epoch's
+    data this finds the same optimum as the full 4,500-start loop about 100x faster.
+    ``screen=None`` (or at least the number of starts) optimises every start. ``n_starts`` in the
+    result counts all starts evaluated; ``extra["n_refined"]`` those optimised.
 
     ``bounds`` (off by default; ``True`` means :data:`DEFAULT_BOUNDS`, or give five (low, high)
     pairs) is a guard for small, ill-conditioned sweeps: the objective is unchanged, but the
@@ -370,6 +418,8 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
             raise ConfigError("bounds must be five (low, high) pairs with low < high", field="bounds", value=bounds)
     if reduce not in ("sum", "mean"):
         raise ConfigError("reduce must be 'sum' or 'mean'", field="reduce", value=reduce)
+    if screen is not None and (int(screen) != screen or screen < 1):
+        raise ConfigError("screen must be a positive integer or None", field="screen", value=screen)
     if method not in ("batched", "loop"):
         raise ConfigError("method must be 'batched' or 'loop'", field="method", value=method)
     if not huber_delta > 0:
@@ -392,19 +442,25 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
     if bounds is not None:
         lo, hi = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
         starts = np.clip(starts, lo, hi)
+    n_refined = S
     if method == "loop":
         cands = []
         for x0 in starts:
             r = minimize(single, x0, jac=True, method="L-BFGS-B", options=opts, bounds=bounds)
             cands.append((float(r.fun), r.x, bool(r.success), str(r.message)))
     else:
-        xs, fs, conv, _ = batched_lbfgs(obj, starts, gtol=gtol, ftol=ftol, maxiter=min(maxiter, 2000))
+        sel = screen_starts(starts, obj(starts)[0], screen)
+        n_refined = int(sel.size)
+        if n_refined == 0:
+            raise ConfigError("parametric fit failed: no start has a finite objective")
+        xs, fs, conv, _ = batched_lbfgs(obj, starts[sel], gtol=gtol, ftol=ftol, maxiter=min(maxiter, 2000))
         if bounds is not None:  # clip into the box and re-score; grid starts compete too
-            xs = np.concatenate([np.clip(xs, lo, hi), starts])
+            xs = np.concatenate([np.clip(xs, lo, hi), starts[sel]])
             fs, _ = obj(xs)
             fs = np.where(np.isfinite(fs), fs, np.inf)
             conv = np.zeros(xs.shape[0], dtype=bool)
-        cands = [] if bounds is not None else [(float(fs[i]), xs[i], bool(conv[i]), "batched L-BFGS") for i in range(S)]
+        cands = [] if bounds is not None else [(float(fs[i]), xs[i], bool(conv[i]), "batched L-BFGS")
+                                               for i in range(xs.shape[0])]
         # Polish the best distinct end points with scipy's L-BFGS-B (a different line search).
         order = np.argsort(fs)
         seen: list[np.ndarray] = []
@@ -423,6 +479,8 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
     return ParametricFit(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta,
                          objective=best_f, n_points=int(N.size), n_starts=int(S), converged=best_ok,
                          huber_delta=float(huber_delta), reduce=reduce, message=best_msg,
-                         extra={"method": method, "n_evals": int(obj.n_evals), "bounds": None if bounds is None else [list(b) for b in bounds],
+                         extra={"method": method, "n_evals": int(obj.n_evals), "n_refined": n_refined,
+                                "screen": None if method == "loop" or screen is None else int(screen),
+                                "bounds": None if bounds is None else [list(b) for b in bounds],
                                 "loss_min": float(L.min()), "n_range": [float(N.min()), float(N.max())],
                                 "d_range": [float(D.min()), float(D.max())]})

@@ -182,3 +182,219 @@ def load_manifest(data_dir: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError("prepared data not found (no data.json); run `scaling data synth --out DIR` first", source=str(path))
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Real corpora: `scaling data prepare --features F --alignments A --text T --tokenizer DIR --out OUT`
+# ---------------------------------------------------------------------------------------------
+
+MIX_STREAMS = ("text", "interleaved", "speech")
+
+
+def split_indices(n: int, val_fraction: float, rng: np.random.Generator, what: str, source: str) -> dict[str, np.ndarray]:
+    """Seeded split: ``max(1, round(val_fraction * n))`` documents to val, at least one to train."""
+    if n < 2:
+        raise ConfigError(f"the {what} corpus has {n} document(s); train and val need at least one each",
+                          source=source, value=n)
+    n_val = min(n - 1, max(1, int(round(val_fraction * n))))
+    perm = rng.permutation(n)
+    return {"train": np.sort(perm[n_val:]), "val": np.sort(perm[:n_val])}
+
+
+def mixture_report(counts: dict, split: str = "train") -> dict:
+    """Equal-token mixing of text / interleaved / speech from the measured token counts: each stream's share
+    of the training tokens (1/3 each, as SIMS), the per-document sampling probabilities that give equal
+    expected tokens (SlamKit-style ratios), and the budget each stream covers before repeating."""
+    present = [s for s in MIX_STREAMS if f"{s}_{split}" in counts]
+    if not present:
+        return {}
+    tok = {s: counts[f"{s}_{split}"]["tokens"] for s in present}
+    docs = {s: counts[f"{s}_{split}"]["documents"] for s in present}
+    inv = {s: docs[s] / tok[s] for s in present}  # documents per token
+    z = sum(inv.values())
+    return {
+        "shares": {s: 1.0 / len(present) for s in present},
+        "tokens": tok,
+        "document_sampling_ratios": {s: round(inv[s] / z, 6) for s in present},
+        "tokens_before_repeat": int(len(present) * min(tok.values())),
+        "epochs_per_billion_tokens": {s: round(1e9 / len(present) / tok[s], 4) for s in present},
+    }
+
+
+def _fast_streams(text_docs: list[str], utts: list[dict], tokenizer, vocab: SpeechVocab, rng: np.random.Generator,
+                  ratio: float, lam: float) -> tuple[dict[str, list], dict]:
+    """Like :func:`build_streams` for real corpora, with numpy documents: utterances without words go to the
+    speech stream only; the interleaving plan (plan_spans, unit_range semantics) is the same."""
+    eos = vocab.eos
+    off = vocab.unit_offset
+    docs: dict[str, list] = {}
+    if text_docs:
+        ids = _encode_texts(tokenizer, text_docs)
+        docs["textlm"] = [np.asarray(i + [eos], dtype=np.int32) for i in ids]
+        docs["text"] = [np.asarray([vocab.text] + i + [eos], dtype=np.int32) for i in ids]
+    docs["speech"] = [np.concatenate([[vocab.speech], u["units"] + off, [eos]]).astype(np.int32) for u in utts]
+    aligned = [u for u in utts if u.get("words")]
+    plans = [plan_spans(len(u["words"]), rng, ratio, lam) for u in aligned]
+    pieces = []
+    for u, spans in zip(aligned, plans):
+        w = u["words"]
+        for sp in spans:
+            if sp.modality == "text":
+                t = " ".join(w[sp.start:sp.end])
+                pieces.append(t if sp.start == 0 else " " + t)
+    piece_ids = iter(_encode_texts(tokenizer, pieces))
+    inter, speech_words, words, speech_tok, all_tok = [], 0, 0, 0, 0
+    for u, spans in zip(aligned, plans):
+        dur = np.asarray(u["durations"], dtype=np.int64)
+        ends_t = np.cumsum(dur) * 0.04
+        starts_t = ends_t - dur * 0.04
+        units = u["units"]
+        parts = []
+        for sp in spans:
+            if sp.modality == "speech":
+                # = unit_range(durations, starts[first], ends[last]) with the cumsums computed once
+                i = int(np.searchsorted(ends_t, u["starts"][sp.start] + 1e-9, side="right"))
+                j = max(i, int(np.searchsorted(starts_t, u["ends"][sp.end - 1] - 1e-9, side="left")))
+                parts.append(np.asarray([vocab.speech], dtype=np.int64))
+                parts.append(units[i:j] + off)
+                speech_words += sp.end - sp.start
+                speech_tok += j - i
+            else:
+                parts.append(np.asarray([vocab.text] + next(piece_ids), dtype=np.int64))
+        parts.append(np.asarray([eos], dtype=np.int64))
+        doc = np.concatenate(parts).astype(np.int32)
+        words += len(u["words"])
+        all_tok += len(doc) - 1
+        inter.append(doc)
+    if inter:
+        docs["interleaved"] = inter
+    stats = {
+        "speech_word_fraction": speech_words / max(words, 1),
+        "speech_token_fraction": speech_tok / max(all_tok, 1),
+        "words": words,
+        "aligned_utterances": len(aligned),
+        "utterances": len(utts),
+    }
+    return docs, stats
+
+
+def _write_docs(shard_dir: Path, name: str, docs: list[np.ndarray]) -> dict:
+    """Same files as :func:`trainer.data.shards.write_shard`, from numpy documents (concatenated, not iterated)."""
+    lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+    flat = np.concatenate(docs).astype(np.int32) if docs else np.zeros(0, np.int32)
+    if flat.size == 0:
+        raise ConfigError("no tokens to write: the corpus is empty", field=name)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+    def _save(p, arr):
+        with open(p, "wb") as fh:
+            np.save(fh, arr)
+
+    atomic.write_with(shard_dir / f"{name}.npy", lambda p: _save(p, flat))
+    atomic.write_with(shard_dir / f"{name}.docs.npy", lambda p: _save(p, offsets))
+    return {"tokens": int(flat.size), "documents": int(len(docs)), "sha256": hashlib.sha256(flat.tobytes()).hexdigest()}
+
+
+def prepare_real(out: str | Path, *, features: str | Path, tokenizer: str | Path, text: str | Path | None = None,
+                 alignments: str | Path | None = None, seed: int = 0, val_fraction: float = 0.02,
+                 ratio: float = 0.3, lam: float = 10.0, log=None) -> dict:
+    """Pack a real corpus into a data folder the trainer reads like the synthetic one.
+
+    Inputs (formats in :mod:`trainer.data.ingest`): speech units (SlamKit features.jsonl / tokens.jsonl or our
+    schema), optional word alignments, an optional plain-text corpus, and a text tokenizer folder. Output
+    ``out/``: ``tokenizer_text/`` (a copy of the given tokenizer), ``tokenizer/`` (the same + the 502 speech
+    tokens), ``shards/<stream>_<split>.npy`` (+ ``.docs.npy``) for the streams that have data (textlm and text
+    need ``text``; interleaved needs alignments), ``data.json``. Everything is read and checked first and
+    written into a temporary folder renamed into place at the end: an error leaves no output behind.
+    """
+    import shutil
+
+    from trainer.data import ingest
+
+    t0 = time.time()
+    out = Path(out)
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError("must be between 0 and 1", field="val_fraction", value=val_fraction)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "data.json").is_file())):
+        raise ConfigError("output exists and is not a prepared data folder; choose a new folder", source=str(out))
+    utts = ingest.read_features(features)
+    if alignments is not None:
+        ingest.attach_alignments(utts, ingest.read_alignments(alignments))
+    for u in utts:
+        if u.get("words"):
+            ingest.check_alignment(u)
+    text_docs = ingest.read_text(text) if text is not None else []
+
+    tok_dir = Path(tokenizer)
+    tok = load_tokenizer_checked(tok_dir)
+    text_vocab = len(tok)
+    try:
+        add_speech_tokens(tok)
+    except Exception as e:
+        raise ConfigError(f"the tokenizer cannot take the 502 speech tokens ({type(e).__name__}: {e})",
+                          source=str(tok_dir), field="added_tokens") from None
+    vocab = SpeechVocab.of(tok, source=str(tok_dir))
+
+    rng_split = np.random.default_rng([seed, 11])
+    speech_split = split_indices(len(utts), val_fraction, rng_split, "speech", str(features))
+    text_split = split_indices(len(text_docs), val_fraction, rng_split, "text", str(text)) if text is not None else None
+
+    tmp = out.with_name(f".{out.name}.tmp-prepare")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        shutil.copytree(tok_dir, tmp / "tokenizer_text")
+        tok.save_pretrained(str(tmp / "tokenizer"))
+        shard_dir = tmp / "shards"
+        shard_dir.mkdir()
+        counts, fractions, digest = {}, {}, hashlib.sha256()
+        for split in SPLITS:
+            rng = np.random.default_rng([seed, SPLITS.index(split)])
+            split_utts = [utts[i] for i in speech_split[split]]
+            split_text = [text_docs[i] for i in text_split[split]] if text_split is not None else []
+            docs, stats = _fast_streams(split_text, split_utts, tok, vocab, rng, ratio, lam)
+            fractions[split] = stats
+            for stream in ("textlm", "text", "speech", "interleaved"):
+                if stream not in docs:
+                    continue
+                stream_docs = docs[stream]
+                order = np.random.default_rng([seed, 7, SPLITS.index(split)]).permutation(len(stream_docs))
+                info = _write_docs(shard_dir, f"{stream}_{split}", [stream_docs[i] for i in order])
+                counts[f"{stream}_{split}"] = {k: info[k] for k in ("tokens", "documents")}
+                digest.update(info["sha256"].encode())
+        streams = sorted({k.rsplit("_", 1)[0] for k in counts})
+        manifest = {
+            "format": 1,
+            "seed": seed,
+            "source": {"features": str(features), "alignments": None if alignments is None else str(alignments),
+                       "text": None if text is None else str(text), "tokenizer": str(tok_dir), "val_fraction": val_fraction},
+            "interleave": {"ratio": ratio, "poisson_lambda": lam},
+            "streams": streams,
+            "text_vocab_size": text_vocab,
+            "speech_vocab_size": vocab.size,
+            "text_model_vocab": padded_vocab(text_vocab),
+            "speech_model_vocab": padded_vocab(vocab.size),
+            "unit_offset": vocab.unit_offset,
+            "tokens": counts,
+            "speech_fractions": fractions,
+            "mixture": mixture_report(counts),
+            "fingerprint": digest.hexdigest()[:16],
+            "prepare_seconds": round(time.time() - t0, 2),
+        }
+        atomic.write_json(tmp / "data.json", manifest)
+        atomic.replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def load_tokenizer_checked(path: Path):
+    from trainer.data.tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer(path)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"cannot load a tokenizer ({type(e).__name__}: {str(e)[:200]})", source=str(path)) from None

@@ -128,11 +128,15 @@ def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=Non
         ids, mask, start = ids.to(device), mask.to(device), start.to(device)
         with _autocast(device):
             logits = model(input_ids=ids, attention_mask=mask).logits
-        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none").double()
         valid = mask[:, 1:].bool()  # causal attention: a valid position never sees the right padding
+        # the loss of the valid positions only, one contiguous row each: a row's value cannot depend on
+        # the batch's width or on its neighbours (a strided [B, V, T] reduction can, by an ulp)
+        flat = logits[:, :-1][valid].float().contiguous()
+        nll = torch.zeros(valid.shape, dtype=torch.float64, device=device)
+        nll[valid] = F.cross_entropy(flat, ids[:, 1:][valid], reduction="none").double()
         pos = torch.arange(1, width, device=device).unsqueeze(0)
         cont = valid & (pos >= start)
-        rows = torch.tensor(idx)
+        rows = np.asarray(idx)
         ws[rows] = (nll * valid).sum(1).cpu().numpy()
         wn[rows] = valid.sum(1).cpu().numpy()
         cs[rows] = (nll * cont).sum(1).cpu().numpy()

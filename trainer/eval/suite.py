@@ -74,3 +74,12 @@ class EvalSuite:
     def run(self, model) -> dict[str, float]:
         """Accuracy per benchmark."""
         return {k: r.accuracy for k, r in self.run_detailed(model, n_resamples=0).items()}
+
+
+def checkpoint_entry(suite: EvalSuite | None, model, *, tokens: int, flops: float, **extra) -> dict:
+    """One ``evals`` entry of a run record (and a metrics.jsonl row): the compute so far and each metric.
+
+    ``extra`` carries what else was measured at that point (e.g. ``val_loss_speech``, ``step``, ``cooldown``).
+    """
+    metrics = suite.run(model) if suite is not None and suite.names else {}
+    return {"tokens": int(tokens), "flops": float(flops), **extra, **metrics}

@@ -104,21 +104,27 @@ def extract_units(files: list[str], out: str | Path, extractor: HubertExtractor,
     todo = [f for f in dict.fromkeys(files) if f not in done]
     t0, n = time.time(), 0
     max_samples = int(batch_seconds * SAMPLE_RATE)
-    with open(out, "a", encoding="utf-8") as fh:
+    fh = None  # opened on the first finished file: an error before that leaves no output behind
+    try:
         for c in range(0, len(todo), chunk_files):
             chunk = [(f, load_audio(f)) for f in todo[c:c + chunk_files]]
+            for f, w in chunk:
+                if len(w) < 400:
+                    raise ConfigError("audio shorter than one HuBERT frame (25 ms)", source=f, value=f"{len(w)} samples")
             chunk.sort(key=lambda it: len(it[1]))  # similar lengths together: little padding
             for batch in _batches(chunk, max_samples):
-                try:
-                    feats = extractor.features([w for _, w in batch])
-                except ConfigError as e:
-                    raise ConfigError(str(e), source=batch[0][0]) from None
+                feats = extractor.features([w for _, w in batch])
                 for (f, _), x in zip(batch, feats):
                     units, durations = dedup(quantizer(x))
+                    if fh is None:
+                        fh = open(out, "a", encoding="utf-8")
                     fh.write(json.dumps({"file_name": f, "units": units.tolist(), "duration": durations.tolist()}) + "\n")
                     fh.flush()
                     os.fsync(fh.fileno())
                     n += 1
             if log:
                 log(f"{len(done) + n}/{len(done) + len(todo)} files, {time.time() - t0:.1f} s")
+    finally:
+        if fh is not None:
+            fh.close()
     return {"files": n, "skipped": len(files) - len(todo), "seconds": round(time.time() - t0, 2)}

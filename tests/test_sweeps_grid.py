@@ -1,0 +1,150 @@
+"""Grid kinds, data-less planning of the shipped sweeps, constraints, wsd cooldown grids and the
+errors a malformed sweep gets before anything runs."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, write_sweep
+from scaling.cli import main
+from scaling.flops import count_params
+from scaling.shapes import PUBLISHED
+from sweeps.grid import resolve
+from sweeps.plan import plan_rows, plan_totals
+from sweeps.schema import load_sweep
+
+CONFIGS = REPO / "sweeps" / "configs"
+PUBLISHED_SIZES = {"qwen2.5-1.5b": 1.54e9, "qwen2.5-3b": 3.09e9, "qwen2.5-7b": 7.61e9}
+
+
+def test_sims_plan_meets_acceptance_without_data(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    assert main(["plan", str(CONFIGS / "sims_qwen2.5.yaml"), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "GPU-hours at 40% MFU" in text
+    rows = json.loads(out.read_text())
+    at_2e20 = {r["model"]: r for r in rows if r["budget"] == 2e20}
+    assert set(at_2e20) == set(PUBLISHED_SIZES)
+    assert [r["budget"] for r in rows if r["model"] == "qwen2.5-7b"] == [2e20, 6.86e20]
+    for m, r in at_2e20.items():
+        shape = PUBLISHED[m]
+        rows_added = 152192 - shape.vocab_size  # 151,665 + 502 padded to 64
+        expected = PUBLISHED_SIZES[m] + rows_added * shape.hidden_size * (1 if shape.tie_embeddings else 2)
+        assert abs(r["params"] - expected) / expected < 0.01, (m, r["params"], expected)
+        assert abs(r["tokens"] - 2e20 / (6 * r["params"])) / (2e20 / (6 * r["params"])) < 0.02
+        assert r["flops"] == 6 * r["params"] * r["tokens"]
+        assert r["gpu_hours"] == pytest.approx(r["flops_exact"] / (0.4 * 989e12) / 3600)
+        assert r["init"].startswith("Qwen/")
+    # the 7B at 6.86e20 is SIMS's final 15B-token run
+    final = next(r for r in rows if r["budget"] == 6.86e20)
+    assert abs(final["tokens"] - 15e9) / 15e9 < 0.02
+
+
+def test_sims_run_refuses_without_data(capsys):
+    assert main(["run", str(CONFIGS / "sims_qwen2.5.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "'data'" in err and "required to run" in err
+    assert not (CONFIGS / "sims").exists()
+
+
+def test_cuervo_ladder_plan(tmp_path):
+    sw = load_sweep(CONFIGS / "textless_cuervo.yaml")
+    rows = plan_rows(resolve(sw))
+    assert len(rows) == 5 * 6 and {r["arm"] for r in rows} == {"textless"}
+    published = {"cm-20m": 20e6, "cm-85m": 85e6, "cm-155m": 155e6, "cm-309m": 309e6, "cm-823m": 823e6}
+    for r in rows:
+        assert abs(r["non_embedding_params"] - published[r["model"]]) / published[r["model"]] < 0.1
+        assert r["params"] - r["non_embedding_params"] == 512 * sw.shapes[r["model"]].hidden_size  # units vocab
+    ratios = sorted({round(r["tokens_per_param"]) for r in rows})
+    assert ratios == [2, 5, 10, 20, 50, 100]
+
+
+def test_demo_configs_still_load_and_plan(prepared, tmp_path):
+    for name in ("demo_quick.yaml", "demo.yaml"):
+        cfg = yaml.safe_load((CONFIGS / name).read_text())
+        cfg["data"] = str(prepared)
+        p = tmp_path / name
+        p.write_text(yaml.safe_dump(cfg))
+        specs = resolve(load_sweep(p))
+        assert len(specs) == len(cfg["models"]) * (1 + 2 * len(cfg["budgets"]))
+
+
+def test_tokens_per_param_and_explicit_grids(prepared, tmp_path):
+    sw = load_sweep(write_sweep(tmp_path / "a.yaml", prepared, grid="tokens_per_param", budgets=None,
+                                tokens_per_param=[20, 40], arms=["textless"]))
+    specs = resolve(sw)
+    assert len(specs) == 4
+    for s in specs:
+        n = count_params(s.shape).total
+        assert s.tokens % 64 == 0 and abs(s.tokens / n - round(s.tokens / n / 20) * 20) <= 64 / n
+        assert s.budget == 6.0 * n * s.tokens
+    sw = load_sweep(write_sweep(tmp_path / "b.yaml", prepared, grid="explicit", budgets=None, arms=["textless"],
+                                runs=[{"model": "toy-xs", "tokens": 6400}, {"model": "toy-s", "budget": 4e9}]))
+    specs = resolve(sw)
+    assert [(s.model, s.tokens) for s in specs][0] == ("toy-xs", 6400)
+    n = count_params(specs[1].shape).total
+    assert specs[1].budget == 4e9 and abs(specs[1].tokens - 4e9 / (6 * n)) <= 32
+
+
+def test_log_spaced_budgets_and_inline_shapes(prepared, tmp_path):
+    sw = load_sweep(write_sweep(tmp_path / "s.yaml", prepared, budgets={"start": 1e9, "stop": 1.6e10, "num": 5},
+                                models=["toy-xs", {"name": "w64d2", "hidden_size": 64, "num_layers": 2}]))
+    assert sw.budgets == pytest.approx([1e9, 2e9, 4e9, 8e9, 1.6e10])
+    shape = sw.shapes["w64d2"]
+    assert (shape.num_heads, shape.num_kv_heads, shape.intermediate_size) == (1, 1, 192)
+    assert {s.model for s in resolve(sw)} == {"toy-xs", "w64d2"}
+
+
+def test_max_params_drops_larger_models(prepared, tmp_path):
+    sw = load_sweep(write_sweep(tmp_path / "s.yaml", prepared, constraints={"max_params": 70_000}))
+    dropped = []
+    specs = resolve(sw, dropped=dropped)
+    assert {s.model for s in specs} == {"toy-xs"} and all(count_params(s.shape).total <= 7e4 for s in specs)
+    assert dropped and all(d[1] == "toy-s" for d in dropped)
+
+
+def test_wsd_grid_one_run_per_size_with_cooldowns(prepared, tmp_path, capsys):
+    train = {"seq_len": 64, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_frac": 0.1, "val_sequences": 4,
+             "schedule": "wsd", "cooldown_frac": 0.2}
+    sweep = write_sweep(tmp_path / "s.yaml", prepared, budgets=[2e9, 4e9, 8e9], train=train)
+    cos = resolve(load_sweep(write_sweep(tmp_path / "c.yaml", prepared, budgets=[2e9, 4e9, 8e9])))
+    sw = load_sweep(sweep)
+    specs = resolve(sw)
+    speech = [s for s in specs if s.arm != "textlm"]
+    assert len(speech) == 2 * 2  # one per (arm, size) instead of 3
+    for s in speech:
+        same = sorted(c.tokens for c in cos if c.arm == s.arm and c.model == s.model)
+        assert s.tokens == same[-1] and s.cooldowns == same[:-1] and s.budget == 8e9
+    tot = plan_totals(sw, specs, plan_rows(specs))
+    assert 0 < tot["saved_flops"] < tot["cosine_flops"]
+    cos_speech = sum(6 * count_params(c.shape).total * c.tokens for c in cos if c.arm != "textlm")
+    text = sum(6 * count_params(c.shape).total * c.tokens for c in cos if c.arm == "textlm")
+    assert tot["cosine_flops"] == pytest.approx(cos_speech + text)
+    assert main(["plan", str(sweep)]) == 0
+    assert "wsd schedule" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override,field,words", [
+    ({"models": ["qwen9-1t"]}, "models[0]", "unknown model"),
+    ({"models": []}, "models", "non-empty"),
+    ({"budgets": [4e9, 2e9]}, "budgets", "strictly increasing"),
+    ({"budgets": {"start": 4e9, "stop": 2e9, "num": 3}}, "budgets.stop", "larger"),
+    ({"constraints": {"max_params": 10}}, "constraints", "leave no runs"),
+    ({"constraints": {"min_tokens_per_param": 1e6}}, "constraints", "leave no runs"),
+    ({"grid": "explicit", "runs": [{"model": "toy-xs", "tokens": 6400}, {"model": "toy-xs", "tokens": 6400}]},
+     "explicit", "same run id"),
+    ({"grid": "explicit", "runs": [{"model": "toy-xl", "tokens": 6400}]}, "runs[0].model", "not in 'models'"),
+    ({"grid": "tokens_per_param"}, "tokens_per_param", "non-empty"),
+    ({"grid": "chinchilla"}, "grid", "unknown grid"),
+    ({"tokenizer": "qwen2.5"}, "tokenizer", "planning without data"),
+    ({"models": [{"name": "x", "hidden_size": 60, "num_layers": 2, "num_heads": 7}]}, "models[0].num_heads", "divisible"),
+    ({"hyperparameters": {"lr": {"toy-xl": 1e-3}}}, "hyperparameters.lr.toy-xl", "not in 'models'"),
+])
+def test_malformed_sweeps_rejected_before_anything_runs(prepared, tmp_path, capsys, override, field, words):
+    sweep = write_sweep(tmp_path / "sweep.yaml", prepared, **override)
+    for cmd in (["plan", str(sweep)], ["run", str(sweep), "--workers", "2"]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert str(sweep) in err and f"'{field}'" in err and words in err, err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results.csv").exists()
