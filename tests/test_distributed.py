@@ -33,3 +33,27 @@ def test_two_process_fsdp_matches_single_process(prepared, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(run.model_path)
     assert sum(p.numel() for p in model.parameters()) == rec["params"]
     assert (run.path / "checkpoints").is_dir()
+
+
+@pytest.mark.slow
+def test_sharded_checkpoint_resumes_in_one_process(prepared, tmp_path):
+    """A two-process run's sharded (DCP) checkpoint resumes single-process and lands on the same losses."""
+    import shutil
+
+    spec = _spec(prepared, tokens=256 * 8)
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, checkpoint_every=3, keep_checkpoints=True))
+    single_run, single = _train(tmp_path / "single", spec)
+    run = RunDir(tmp_path / "fsdp" / "runs" / spec.run_id).create(spec)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+                           "-m", "scaling", "train", str(run.path)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ckpts = sorted((run.path / "checkpoints").glob("step_*"))
+    assert [c.name for c in ckpts] == ["step_00000003", "step_00000006"]
+    assert (ckpts[-1] / ".metadata").is_file() and not (ckpts[-1] / "model.pt").exists()  # sharded, not gathered
+    shutil.rmtree(run.model_path)
+    from trainer.execute import execute
+
+    rec = execute(run)  # this process: resumes from step 6 of the sharded checkpoint
+    assert any(r.get("event") == "resumed" and r["at"] == 6 for r in run.metrics())
+    assert rec["val_loss_speech"] == pytest.approx(single["val_loss_speech"], rel=1e-4)

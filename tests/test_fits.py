@@ -8,7 +8,7 @@ import pytest
 
 from analysis.fits.envelope import EnvelopeFit, fit_envelope
 from analysis.fits.isoflop import IsoflopFit, fit_isoflop
-from analysis.fits.parametric import ParametricFit, default_grid, fit_parametric, objective_and_grad
+from analysis.fits.parametric import ParametricFit, default_grid, fit_parametric, objective_and_grad, screen_starts
 from analysis.fits.powerlaw import fit_powerlaw
 from scaling.errors import ConfigError
 
@@ -95,9 +95,44 @@ def test_mean_reduction_is_hoffmann_negative_control(epoch, epoch_sum):
 
 def test_batched_matches_scipy_loop_on_subgrid(epoch):
     grid = default_grid()[::90]  # 50 starts keep the loop quick
-    b = fit_parametric(epoch.params, epoch.tokens, epoch.loss, grid=grid)
     lo = fit_parametric(epoch.params, epoch.tokens, epoch.loss, grid=grid, method="loop")
+    b = fit_parametric(epoch.params, epoch.tokens, epoch.loss, grid=grid, screen=None)  # every start
+    assert b.extra["n_refined"] == 50
     assert b.objective <= lo.objective * (1 + 1e-6)
+    # screening: all 50 evaluated, only 16 optimised, same optimum as the 50-start loop
+    s = fit_parametric(epoch.params, epoch.tokens, epoch.loss, grid=grid, screen=16)
+    assert s.n_starts == 50 and s.extra["n_refined"] == 16
+    assert s.objective <= lo.objective + 1e-9
+    for k in ("alpha", "beta", "E"):
+        assert getattr(s, k) == pytest.approx(getattr(lo, k), abs=1e-3)
+
+
+def test_screened_default_fit_matches_full_batched_fit(epoch, epoch_sum):
+    # The default (4,500 starts evaluated, 256 optimised) finds the optimum of all 4,500 optimised.
+    assert epoch_sum.n_starts == 4500 and epoch_sum.extra["n_refined"] == 256
+    full = fit_parametric(epoch.params, epoch.tokens, epoch.loss, screen=None)
+    assert full.extra["n_refined"] == 4500
+    assert epoch_sum.objective == pytest.approx(full.objective, abs=1e-9)
+    for k in ("alpha", "beta", "E", "a"):
+        assert getattr(epoch_sum, k) == pytest.approx(getattr(full, k), abs=1e-4)
+    for k in ("A", "B"):
+        assert getattr(epoch_sum, k) == pytest.approx(getattr(full, k), rel=1e-3)
+
+
+def test_screen_starts_keeps_best_and_every_exponent_cell():
+    g = default_grid()
+    rng = np.random.default_rng(0)
+    f = rng.uniform(size=len(g))
+    f[7] = np.nan  # non-finite objectives are never kept
+    sel = screen_starts(np.vstack([g, g[:3]]), np.concatenate([f, f[:3]]), 100)  # duplicates dropped
+    assert sel.size == 100 and len(set(sel.tolist())) == 100 and sel.max() < len(g) and 7 not in sel
+    order = np.argsort(np.where(np.isfinite(f), f, np.inf))
+    assert set(order[:50].tolist()) <= set(sel.tolist())  # the 50 lowest objectives
+    cells = {tuple(r) for r in g[:, 3:5]}
+    assert {tuple(r) for r in g[sel, 3:5]} == cells  # every (alpha, beta) cell keeps a start
+    assert screen_starts(g, f, None).size == len(g) - 1
+    with pytest.raises(ConfigError, match="screen"):
+        fit_parametric([1e8, 2e8, 3e8, 4e8, 5e8], [1e9] * 5, [3.0] * 5, screen=0)
 
 
 def test_parametric_roundtrip_and_summary(epoch_sum):

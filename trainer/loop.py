@@ -33,7 +33,7 @@ from trainer.attention import doc_inputs
 from trainer.data.mixture import Mixture
 from trainer.data.prepare import load_manifest
 from trainer.data.shards import load_shard
-from trainer.data.tokenizer import load_tokenizer
+from trainer.data.tokenizer import SpeechVocab, load_tokenizer
 from trainer.model import build_model, count_model_params, extend_vocab, load_model, quiet_transformers
 from trainer.parallel import barrier, is_main, shard, world
 from trainer.schedule import cooldown_steps, cosine_with_min_lr, warmup_steps, wsd
@@ -75,13 +75,16 @@ def init_model(spec: RunSpec, run: RunDir, manifest: dict):
     if src is None:
         model = build_model(spec.shape, spec.seed)
     else:
-        if src.parent.joinpath("state.json").exists() and RunDir(src.parent).status != "done":
+        if spec.init.startswith("run:") and RunDir(src.parent).status != "done":
             raise ConfigError(f"initialisation run {src.parent.name} has not finished", source=str(run.spec_path), field="init", value=spec.init)
         model = load_model(src)
         rows = model.get_input_embeddings().weight.shape[0]
         if rows != spec.shape.vocab_size:
             torch.manual_seed(spec.seed)
             extend_vocab(model, spec.shape.vocab_size, real_rows=manifest["text_vocab_size"], init=spec.train.embedding_init)
+            if not spec.init.startswith("run:") and is_main() and not (run.path / "init").exists():
+                # an external text LM: keep the run's exact starting point (grown vocabulary) beside it
+                save_pretrained(model, load_tokenizer(Path(spec.data_dir) / "tokenizer"), run.path / "init")
     n = count_model_params(model)
     expected = count_params(spec.shape).total
     if n != expected:
@@ -126,7 +129,13 @@ class Trainer:
         self.accelerator = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no")
         set_seed(spec.seed)
         model = init_model(spec, run, self.manifest)
-        self.tokenizer = load_tokenizer(self.data_dir / ("tokenizer_text" if spec.arm == "textlm" else "tokenizer"))
+        tok_dir = self.data_dir / ("tokenizer_text" if spec.arm == "textlm" else "tokenizer")
+        self.tokenizer = load_tokenizer(tok_dir)
+        if spec.arm != "textlm":
+            SpeechVocab.of(self.tokenizer, source=str(tok_dir))  # a clear error if the 502 tokens are missing
+        if len(self.tokenizer) > spec.shape.vocab_size:
+            raise ConfigError(f"the tokenizer has {len(self.tokenizer)} tokens but the model only {spec.shape.vocab_size} rows",
+                              source=str(run.spec_path), field="shape.vocab_size", value=spec.shape.vocab_size)
         self.eos = self.tokenizer.eos_token_id
         self.T, self.B = tc.seq_len, tc.batch_size
         self.micro = tc.micro_batch_size or tc.batch_size

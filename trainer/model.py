@@ -31,13 +31,23 @@ def hf_config(shape: ModelShape, max_positions: int = 4096):
     raise ConfigError("unknown model family", field="shape.family", value=shape.family)
 
 
+def attention_implementation() -> str:
+    """FlashAttention-2 (varlen for packed documents) on a GPU that has it, else SDPA."""
+    if torch.cuda.is_available():
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
 def build_model(shape: ModelShape, seed: int, max_positions: int = 4096):
     """A randomly initialised decoder of the given shape (deterministic in ``seed``)."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     cfg = hf_config(shape, max_positions)
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attention_implementation())
     if shape.family == "qwen2" and shape.qkv_bias is False:
         raise ConfigError("Qwen2 always has q/k/v biases", field="shape.qkv_bias", value=False)
     return model

@@ -76,18 +76,19 @@ class _Objective:
 
     def _chunk(self, theta, w=None):
         # exp arguments are capped at +-700: no overflow, and a start that far out is hopeless anyway.
+        # (np.maximum / np.minimum are np.clip without its Python-level wrapper.)
         u1 = theta[:, [0, 3]] @ self.mn
-        np.clip(u1, -700.0, 700.0, out=u1)
+        np.minimum(np.maximum(u1, -700.0, out=u1), 700.0, out=u1)
         np.exp(u1, out=u1)  # A / N^alpha
         u2 = theta[:, [1, 4]] @ self.md
-        np.clip(u2, -700.0, 700.0, out=u2)
+        np.minimum(np.maximum(u2, -700.0, out=u2), 700.0, out=u2)
         np.exp(u2, out=u2)  # B / D^beta
-        u3 = np.exp(np.clip(theta[:, 2:3], -700.0, 700.0))  # E
+        u3 = np.exp(np.minimum(np.maximum(theta[:, 2:3], -700.0), 700.0))  # E
         s = u1 + u2
         s += u3
         r = np.log(s)
         r -= self.log_l
-        dr = np.clip(r, -self.delta, self.delta)  # Huber derivative
+        dr = np.minimum(np.maximum(r, -self.delta), self.delta)  # Huber derivative
         r -= 0.5 * dr
         r *= dr  # Huber value
         if w is not None:
@@ -125,81 +126,102 @@ def batched_lbfgs(fun, x0: np.ndarray, *, m: int = 10, maxiter: int = 1000, gtol
     as starts finish. Returns (x, f, converged, n_iter) with per-row arrays. With ``pass_rows``
     ``fun`` is called as ``fun(X, rows)``, ``rows`` the batch rows being evaluated (for problems
     that differ per row, such as bootstrap resamples).
+
+    Implementation: the state of the rows still running is kept compacted (contiguous arrays,
+    shrunk only on iterations where some row leaves), and the curvature pairs live in a ring
+    buffer shared by all rows: every running row stores exactly one pair per iteration (an
+    empty one, rho = 0, when the curvature test fails), so slot ``t % m`` is the newest for all.
     """
     x = np.array(x0, dtype=float)
     S, P = x.shape
     call = fun if pass_rows else (lambda X, _rows: fun(X))
     f, g = call(x, np.arange(S))
     f = np.where(np.isfinite(f), f, np.inf)
-    hs = np.zeros((S, m, P))
-    hy = np.zeros((S, m, P))
-    rho = np.zeros((S, m))  # 0 marks an empty / rejected pair: a no-op in the two-loop recursion
-    gamma = np.ones(S)
-    first = np.ones(S, dtype=bool)
+    g = np.array(g, dtype=float)
     done = ~np.isfinite(f) | (np.abs(g).max(axis=1) <= gtol)
-    converged = done.copy() & np.isfinite(f)
+    converged = done & np.isfinite(f)
     n_iter = np.zeros(S, dtype=int)
-    for _ in range(maxiter):
-        idx = np.flatnonzero(~done)
-        if idx.size == 0:
+    act = np.flatnonzero(~done)  # original rows still running
+    xa, fa, ga = x[act], f[act], g[act]
+    hs = np.zeros((m, act.size, P))  # ring buffers of the (s, y) pairs
+    hy = np.zeros((m, act.size, P))
+    rho = np.zeros((m, act.size))  # 0 marks an empty / rejected pair: a no-op in the two-loop recursion
+    gamma = np.ones(act.size)
+    alph = np.empty((m, act.size))
+    for t in range(maxiter):
+        n = act.size
+        if n == 0:
             break
-        gi, xi, fi = g[idx], x[idx], f[idx]
-        # Two-loop recursion, newest pair at slot 0.
-        q = gi.copy()
-        alph = np.zeros((idx.size, m))
-        for j in range(m):
-            alph[:, j] = rho[idx, j] * np.einsum("ij,ij->i", hs[idx, j], q)
-            q -= alph[:, j:j + 1] * hy[idx, j]
-        r = gamma[idx, None] * q
-        for j in range(m - 1, -1, -1):
-            bet = rho[idx, j] * np.einsum("ij,ij->i", hy[idx, j], r)
-            r += hs[idx, j] * (alph[:, j] - bet)[:, None]
-        d = -r
-        gd = np.einsum("ij,ij->i", gi, d)
+        # Two-loop recursion over the stored pairs, newest first.
+        slots = [(t - 1 - k) % m for k in range(min(t, m))]
+        q = ga.copy()
+        for k, j in enumerate(slots):
+            alph[k] = rho[j] * np.einsum("ij,ij->i", hs[j], q)
+            q -= alph[k][:, None] * hy[j]
+        r = q
+        r *= gamma[:, None]
+        for k in range(len(slots) - 1, -1, -1):
+            j = slots[k]
+            bet = rho[j] * np.einsum("ij,ij->i", hy[j], r)
+            r += hs[j] * (alph[k] - bet)[:, None]
+        d = np.negative(r, out=r)
+        gd = np.einsum("ij,ij->i", ga, d)
         bad_dir = ~(gd < 0)
         if bad_dir.any():  # fall back to steepest descent and forget the history
-            d[bad_dir] = -gi[bad_dir]
-            gd[bad_dir] = -np.einsum("ij,ij->i", gi[bad_dir], gi[bad_dir])
-            rho[idx[bad_dir]] = 0.0
-        step = np.ones(idx.size)
-        f0 = first[idx]
-        step[f0] = 1.0 / np.maximum(np.linalg.norm(gi[f0], axis=1), 1e-12)
-        xn = xi + step[:, None] * d
-        fn, gn = call(xn, idx)
+            d[bad_dir] = -ga[bad_dir]
+            gd[bad_dir] = -np.einsum("ij,ij->i", ga[bad_dir], ga[bad_dir])
+            rho[:, bad_dir] = 0.0
+        if t == 0:
+            step = 1.0 / np.maximum(np.linalg.norm(ga, axis=1), 1e-12)
+        else:
+            step = np.ones(n)
+        xn = xa + step[:, None] * d
+        fn, gn = call(xn, act)
+        fn = np.array(fn, dtype=float)
+        gn = np.array(gn, dtype=float)
         for _ls in range(max_ls):
-            ok = np.isfinite(fn) & (fn <= fi + c1 * step * gd)
+            ok = np.isfinite(fn) & (fn <= fa + c1 * step * gd)
             if ok.all():
                 break
             b = np.flatnonzero(~ok)
             # Quadratic interpolation of the step, safeguarded to [0.1, 0.5] of the current one.
-            denom = 2.0 * (fn[b] - fi[b] - gd[b] * step[b])
+            denom = 2.0 * (fn[b] - fa[b] - gd[b] * step[b])
             with np.errstate(all="ignore"):
                 trial = -gd[b] * step[b] ** 2 / denom
             trial = np.where(np.isfinite(trial), trial, 0.5 * step[b])
             step[b] = np.clip(trial, 0.1 * step[b], 0.5 * step[b])
-            xn[b] = xi[b] + step[b, None] * d[b]
-            fn[b], gn[b] = call(xn[b], idx[b])
-        ok = np.isfinite(fn) & (fn <= fi + c1 * step * gd)
-        n_iter[idx] += 1
+            xn[b] = xa[b] + step[b, None] * d[b]
+            fn[b], gn[b] = call(xn[b], act[b])
+        ok = np.isfinite(fn) & (fn <= fa + c1 * step * gd)
+        n_iter[act] += 1
         # Rows whose line search failed stop where they are (scipy reports ABNORMAL_TERMINATION).
-        failed = idx[~ok]
-        done[failed] = True
-        idx, xn, fn, gn, xi, fi, gi = idx[ok], xn[ok], fn[ok], gn[ok], xi[ok], fi[ok], gi[ok]
-        sv, yv = xn - xi, gn - gi
-        sy = np.einsum("ij,ij->i", sv, yv)
-        yy = np.einsum("ij,ij->i", yv, yv)
-        keep = np.isfinite(sy) & (yy > 1e-200) & (sy > 1e-10 * yy)  # curvature condition
-        hs[idx] = np.roll(hs[idx], 1, axis=1)
-        hy[idx] = np.roll(hy[idx], 1, axis=1)
-        rho[idx] = np.roll(rho[idx], 1, axis=1)
-        hs[idx, 0], hy[idx, 0] = sv, yv
-        rho[idx, 0] = np.where(keep, 1.0 / np.where(keep, sy, 1.0), 0.0)
-        gamma[idx] = np.where(keep, sy / np.where(keep, yy, 1.0), gamma[idx])
-        first[idx] = False
-        x[idx], f[idx], g[idx] = xn, fn, gn
-        stop = (np.abs(gn).max(axis=1) <= gtol) | ((fi - fn) <= ftol * np.maximum(np.maximum(np.abs(fi), np.abs(fn)), 1.0))
-        done[idx[stop]] = True
-        converged[idx[stop]] = True
+        with np.errstate(all="ignore"):
+            sv, yv = xn - xa, gn - ga
+            sy = np.einsum("ij,ij->i", sv, yv)
+            yy = np.einsum("ij,ij->i", yv, yv)
+            keep = ok & np.isfinite(sy) & (yy > 1e-200) & (sy > 1e-10 * yy)  # curvature condition
+            j = t % m
+            hs[j], hy[j] = sv, yv
+            rho[j] = np.where(keep, 1.0 / np.where(keep, sy, 1.0), 0.0)
+            gamma = np.where(keep, sy / np.where(keep, yy, 1.0), gamma)
+            stop = ok & ((np.abs(gn).max(axis=1) <= gtol)
+                         | ((fa - fn) <= ftol * np.maximum(np.maximum(np.abs(fa), np.abs(fn)), 1.0)))
+        if ok.all():
+            xa, fa, ga = xn, fn, gn
+        else:
+            xa = np.where(ok[:, None], xn, xa)
+            fa = np.where(ok, fn, fa)
+            ga = np.where(ok[:, None], gn, ga)
+        converged[act[stop]] = True
+        leave = stop | ~ok
+        if leave.any():
+            out = act[leave]
+            x[out], f[out], g[out] = xa[leave], fa[leave], ga[leave]
+            stay = ~leave
+            act, xa, fa, ga = act[stay], xa[stay], fa[stay], ga[stay]
+            hs, hy, rho, gamma = hs[:, stay], hy[:, stay], rho[:, stay], gamma[stay]
+            alph = alph[:, :act.size]
+    x[act], f[act], g[act] = xa, fa, ga
     return x, f, converged, n_iter
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from trainer.eval.results import MetricResult
 from trainer.eval.scoring import Encoded, check_scoring, encode_segments, pair_scores, sequence_nll
