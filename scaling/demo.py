@@ -4,8 +4,7 @@ subcommands a user would run one by one:
     scaling data synth --out DIR/data [--quick]
     scaling plan DIR/sweep.yaml
     scaling run DIR/sweep.yaml
-    scaling fit DIR/results.csv --json DIR/fits.json
-    scaling figures DIR/results.csv --fits DIR/fits.json --out DIR/figures   (+ DIR/report.md)
+    scaling report DIR --out DIR      (fits.json with bootstrap intervals, figures/, coefficient tables, report.md)
 """
 from __future__ import annotations
 
@@ -73,13 +72,8 @@ def run_demo(out: Path, *, quick: bool, seed: int) -> int:
         return rc
     stage("train and evaluate every run (finished runs are skipped)")
     rc_run = main(["run", str(sweep)])
-    stage("fit scaling laws")
-    rc = main(["fit", str(out / "results.csv"), "--json", str(out / "fits.json")])
-    if rc:
-        return rc
-    stage("figures and report")
-    rc = main(["figures", str(out / "results.csv"), "--fits", str(out / "fits.json"), "--out", str(out / "figures"),
-               "--report", str(out / "report.md")])
+    stage("fit scaling laws, draw the figures, write the report")
+    rc = main(["report", str(out), "--out", str(out)])
     if rc:
         return rc
     print(f"\ndemo finished in {time.time() - t0:.0f} s: {out}/results.csv, fits.json, figures/, report.md")

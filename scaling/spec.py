@@ -36,6 +36,8 @@ class TrainConfig:
     cooldown_frac: float = 0.2  # wsd: each cooldown branch decays over this fraction of its budget (1-sqrt shape)
     activation_checkpointing: bool = False  # recompute each decoder layer in backward (memory for compute)
     doc_mask: bool = True  # attention never crosses document boundaries in packed sequences
+    chunked_ce: bool = False  # LM head + cross-entropy in token chunks, never the full logits (single process)
+    compile: bool = False  # torch.compile each decoder layer (regional compile; falls back to eager with a warning)
     checkpoint_every: int = 0  # optimiser steps between resumable checkpoints; 0 = every 10% of the run
     keep_checkpoints: bool = False  # keep checkpoints/ after the run is done (model/ always stays)
     embedding_init: str = "mean"  # new embedding rows of a text-LM init: "mean" or "normal"

@@ -1,7 +1,5 @@
 """The training loop: exact budgets, TWIST init, checkpoints that load with Auto* alone."""
-import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -112,3 +110,14 @@ def test_same_seed_same_losses(prepared, tmp_path):
     _, a = _train(tmp_path / "a", spec)
     _, b = _train(tmp_path / "b", spec)
     assert a["val_loss_speech"] == b["val_loss_speech"] and a["final_train_loss"] == b["final_train_loss"]
+
+
+def test_chunked_ce_run_matches_plain_run(prepared, tmp_path):
+    import dataclasses
+
+    spec = _spec(prepared, tokens=1024)
+    _, plain = _train(tmp_path / "plain", spec)
+    chunked = dataclasses.replace(spec, train=dataclasses.replace(spec.train, chunked_ce=True))
+    _, rec = _train(tmp_path / "chunked", chunked)
+    assert rec["final_train_loss"] == pytest.approx(plain["final_train_loss"], rel=1e-4)
+    assert rec["val_loss_speech"] == pytest.approx(plain["val_loss_speech"], rel=1e-4)

@@ -48,6 +48,7 @@ def _cmd_memory(args) -> int:
 
 
 def register(sub) -> None:
+    from trainer import bench
     from trainer.data import cli as data_cli
     from trainer.eval import cli as eval_cli
 
@@ -59,6 +60,7 @@ def register(sub) -> None:
     t.set_defaults(func=_cmd_train)
 
     eval_cli.register(sub)
+    bench.register(sub)
 
     m = sub.add_parser("memory", help="estimate per-GPU memory of a training plan before launching it")
     m.add_argument("--model", required=True, help="a published shape, e.g. qwen2.5-7b")

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from scaling import atomic
 from scaling.errors import ConfigError
@@ -34,6 +33,7 @@ from trainer.data.mixture import Mixture
 from trainer.data.prepare import load_manifest
 from trainer.data.shards import load_shard
 from trainer.data.tokenizer import SpeechVocab, load_tokenizer
+from trainer.kernels.chunked_ce import lm_loss, regional_compile
 from trainer.model import build_model, count_model_params, extend_vocab, load_model, quiet_transformers
 from trainer.parallel import barrier, is_main, shard, world
 from trainer.schedule import cooldown_steps, cosine_with_min_lr, warmup_steps, wsd
@@ -152,9 +152,13 @@ class Trainer:
                 model.gradient_checkpointing_enable()
             optimizer = _optimizer(model, spec, fused=use_cuda)
             self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+            if tc.compile:
+                regional_compile(self.accelerator.unwrap_model(self.model))
         self.raw_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
         self.device = self.accelerator.device
         self.flash = getattr(self.accelerator.unwrap_model(self.model).config, "_attn_implementation", "") == "flash_attention_2"
+        # calling model.model directly would skip FSDP's root pre-forward hook: chunked CE is single-process
+        self.chunked_ce = tc.chunked_ce and self.world == 1
         self.evaluator = evaluator
         self.steps = spec.steps
         self.warm = warmup_steps(self.steps, tc.warmup_frac)
@@ -189,9 +193,7 @@ class Trainer:
             ids[i, :len(r)] = r
             valid[i, :len(r) - 1] = True
         extra = doc_inputs(ids, self.eos, flash=self.flash) if self.spec.train.doc_mask else {}
-        logits = self.model(input_ids=ids, **extra).logits
-        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), ids[:, 1:], reduction="none")
-        return (nll * valid).sum()
+        return lm_loss(self.model, ids, valid, extra, chunked=self.chunked_ce)
 
     def step(self, p: Progress, total_steps: int, limit: int) -> tuple[float, float, float]:
         lr = self.lr_at(p.step, total_steps)
