@@ -77,6 +77,7 @@ def _print_study(fits: dict) -> None:
     hdr = f"{'arm':<12} {'runs':>5} {'E':>8} {'A':>10} {'B':>10} {'alpha':>7} {'beta':>7} {'a':>6} {'b':>6} {'a_iso':>6}"
     print(hdr)
     print("-" * len(hdr))
+    cautions = []
     for arm, e in fits["arms"].items():
         p = e.get("parametric", {})
         iso = e.get("isoflop", {})
@@ -86,9 +87,11 @@ def _print_study(fits: dict) -> None:
             f = ParametricFit.from_dict(p)
             cols = f"{f.E:>8.4g} {f.A:>10.4g} {f.B:>10.4g} {f.alpha:>7.4f} {f.beta:>7.4f} {f.a:>6.3f} {f.b:>6.3f}"
             if f.ill_conditioned:
-                cols += "  CAUTION: ill-conditioned (" + "; ".join(f.diagnostics()[:2]) + ")"
+                cautions.append(f"CAUTION ({arm}): parametric fit ill-conditioned: " + "; ".join(f.diagnostics()[:2]))
         a_iso = f"{IsoflopFit.from_dict(iso).a:>6.3f}" if iso and "error" not in iso else f"{'–':>6}"
         print(f"{arm:<12} {e.get('n_runs', 0):>5} {cols} {a_iso}")
+    for line in cautions:  # below the table, so its columns stay aligned
+        print(line)
     for arm, e in fits["arms"].items():
         envs = e.get("metric_envelopes", {})
         ok = {m: EnvelopeFit.from_dict(v).gamma for m, v in envs.items() if "error" not in v}

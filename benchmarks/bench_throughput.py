@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sys
 
-from trainer.bench import main
+from scaling.cli import main
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
     if "--model" not in argv:
         argv += ["--model", "toy-s", "--seq", "512", "--micro-batch", "4", "--steps", "5", "--warmup", "2"]
-    raise SystemExit(main(["throughput", *argv]))
+    raise SystemExit(main(["bench", "throughput", *argv]))

@@ -344,3 +344,20 @@ def test_isoflop_bootstrap_interval_and_single_budget_error():
     one = C == 1e19
     with pytest.raises(ConfigError, match="single budget"):
         fit_isoflop(C[one], N[one], D[one], L[one])
+
+
+def test_compute_optimal_coefficient_is_nan_without_an_optimum():
+    """A negative exponent (seen on a toy sweep) has no compute-optimal allocation: G is NaN, not complex."""
+    import json as _json
+
+    from analysis.fits.parametric import ParametricFit
+
+    fit = ParametricFit.from_dict({**_good_fit_dict(), "alpha": -0.2})
+    assert isinstance(fit.G, float) and np.isnan(fit.G)
+    _json.dumps(fit.to_dict())  # serialisable
+    assert np.isfinite(ParametricFit.from_dict(_good_fit_dict()).G)
+
+
+def _good_fit_dict():
+    return {"E": 1.8, "A": 400.0, "B": 1500.0, "alpha": 0.34, "beta": 0.28, "objective": 0.0, "n_points": 10,
+            "n_starts": 1, "converged": True, "huber_delta": 1e-3, "reduce": "sum"}

@@ -264,23 +264,3 @@ def register(sub) -> None:
     bsub = b.add_subparsers(dest="bench_command", required=True)
     t = bsub.add_parser("throughput", help="tokens/s, MFU and memory of the training step vs plain transformers")
     add_throughput_arguments(t)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="python -m trainer.bench")
-    sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("throughput")
-    add_throughput_arguments(t)
-    args = p.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -257,7 +257,13 @@ class ParametricFit:
 
     @property
     def G(self) -> float:
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+        """Compute-optimal coefficient; NaN where the fitted exponents admit no optimum (a non-positive
+        base or exponent sum, e.g. a negative alpha from an ill-conditioned fit)."""
+        base = self.alpha * self.A / (self.beta * self.B) if self.beta * self.B != 0 else float("nan")
+        total = self.alpha + self.beta
+        if not (base > 0 and total > 0):
+            return float("nan")
+        return float(base ** (1.0 / total))
 
     def predict(self, N, D):
         """Predicted loss for parameter count(s) N and token count(s) D."""

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling.errors import ConfigError
+from scaling.jsonl import iter_jsonl
 from trainer.data.interleave import FRAME_S
 from trainer.data.tokenizer import N_UNITS
 
@@ -36,17 +37,7 @@ def stem(file_name: str) -> str:
 
 
 def _iter_jsonl(path: Path):
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"line {i} is not valid JSON ({e.msg})", source=str(path)) from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"line {i} is not a JSON object", source=str(path))
-            yield i, row
+    return iter_jsonl(path)
 
 
 def _int_array(values, src: str, line: int, field: str) -> np.ndarray:

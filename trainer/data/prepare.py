@@ -24,6 +24,7 @@ import numpy as np
 
 from scaling import atomic
 from scaling.errors import ConfigError
+from scaling.jsonl import iter_jsonl
 from scaling.shapes import padded_vocab
 from trainer.data.interleave import plan_spans, unit_range
 from trainer.data.shards import write_shard
@@ -33,21 +34,7 @@ SPLITS = ("train", "val")
 
 
 def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
-    if not path.is_file():
-        raise ConfigError("file not found", source=str(path))
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"line {i} is not valid JSON ({e.msg})", source=str(path)) from None
-            for k in required:
-                if k not in row:
-                    raise ConfigError(f"line {i} has no '{k}'", source=str(path), field=k)
-            rows.append(row)
+    rows = [row for _, row in iter_jsonl(path, required=required)]
     if not rows:
         raise ConfigError("the corpus file is empty", source=str(path))
     return rows

@@ -8,10 +8,10 @@ The published layouts (ZeroSpeech gold.csv, spoken StoryCloze) load into the sam
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from scaling.errors import ConfigError
+from scaling.jsonl import iter_jsonl
 from trainer.eval.formats import find_units, load_storycloze, load_zerospeech, split_cross_modal
 
 SYNTHETIC = ("swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t")
@@ -21,24 +21,12 @@ DEFAULT_SCORING = {"norm": "mean", "span": "whole"}
 
 def load_benchmark(path: Path, max_items: int | None = None) -> list[dict]:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("benchmark file not found", source=str(path))
     items, seen = [], set()
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"line {i} is not JSON ({e.msg})", source=str(path)) from None
-            for k in ("id", "positive", "negative"):
-                if k not in row:
-                    raise ConfigError(f"line {i} has no '{k}'", source=str(path), field=k)
-            if row["id"] in seen:
-                raise ConfigError("duplicate pair id", source=str(path), field="id", value=row["id"])
-            seen.add(row["id"])
-            items.append(row)
+    for _, row in iter_jsonl(path, what="benchmark file", required=("id", "positive", "negative")):
+        if row["id"] in seen:
+            raise ConfigError("duplicate pair id", source=str(path), field="id", value=row["id"])
+        seen.add(row["id"])
+        items.append(row)
     if not items:
         raise ConfigError("benchmark file is empty", source=str(path))
     return items[:max_items] if max_items else items

@@ -22,6 +22,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from scaling.errors import ConfigError
+from scaling.jsonl import iter_jsonl
 from trainer.data.tokenizer import N_UNITS
 
 UNIT_FILES = ("units.jsonl", "features.jsonl", "tokens.jsonl")
@@ -54,34 +55,25 @@ class UnitIndex:
     @classmethod
     def load(cls, path: str | Path) -> "UnitIndex":
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError("units file not found", source=str(path))
         units: dict[str, list[int]] = {}
-        with open(path, encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"line {i} is not JSON ({e.msg})", source=str(path)) from None
-                name = row.get("file_name", row.get("file", row.get("id")))
-                if name is None:
-                    raise ConfigError(f"line {i} has no 'file_name'", source=str(path), field="file_name")
-                if "units" in row:
-                    u = row["units"]
-                elif "audio_repr" in row:
-                    u = _parse_repr(row["audio_repr"], f"{path}: {name}")
-                else:
-                    raise ConfigError(f"line {i} ({name}) has neither 'units' nor 'audio_repr'", source=str(path), field="units")
-                if not isinstance(u, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in u):
-                    raise ConfigError(f"{name}: units must be a list of integers", source=str(path), field="units")
-                bad = [x for x in u if not 0 <= x < N_UNITS]
-                if bad:
-                    raise ConfigError(f"{name}: unit {bad[0]} is outside 0..{N_UNITS - 1}", source=str(path), field="units", value=bad[0])
-                if str(name) in units:
-                    raise ConfigError("audio file listed twice", source=str(path), field="file_name", value=name)
-                units[str(name)] = u
+        for i, row in iter_jsonl(path, what="units file"):
+            name = row.get("file_name", row.get("file", row.get("id")))
+            if name is None:
+                raise ConfigError(f"line {i} has no 'file_name'", source=str(path), field="file_name")
+            if "units" in row:
+                u = row["units"]
+            elif "audio_repr" in row:
+                u = _parse_repr(row["audio_repr"], f"{path}: {name}")
+            else:
+                raise ConfigError(f"line {i} ({name}) has neither 'units' nor 'audio_repr'", source=str(path), field="units")
+            if not isinstance(u, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in u):
+                raise ConfigError(f"{name}: units must be a list of integers", source=str(path), field="units")
+            bad = [x for x in u if not 0 <= x < N_UNITS]
+            if bad:
+                raise ConfigError(f"{name}: unit {bad[0]} is outside 0..{N_UNITS - 1}", source=str(path), field="units", value=bad[0])
+            if str(name) in units:
+                raise ConfigError("audio file listed twice", source=str(path), field="file_name", value=name)
+            units[str(name)] = u
         return cls(units, source=str(path))
 
     def get(self, ref: str, *, item: str) -> list[int]:
@@ -182,17 +174,11 @@ def storycloze_records(root: str | Path) -> list[dict]:
     man = root / "manifest.jsonl"
     if man.is_file():
         recs, seen = [], set()
-        with open(man, encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                r = json.loads(line)
-                if "id" not in r:
-                    raise ConfigError(f"line {i} has no 'id'", source=str(man), field="id")
-                if r["id"] in seen:
-                    raise ConfigError("duplicate item id", source=str(man), field="id", value=r["id"])
-                seen.add(r["id"])
-                recs.append(r)
+        for _, r in iter_jsonl(man, required=("id",)):
+            if r["id"] in seen:
+                raise ConfigError("duplicate item id", source=str(man), field="id", value=r["id"])
+            seen.add(r["id"])
+            recs.append(r)
         return recs
     if not root.is_dir():
         raise ConfigError("StoryCloze folder not found", source=str(root))
