@@ -189,7 +189,13 @@ def findings(df: pd.DataFrame, fits: dict) -> list[str]:
         cmax = max(float(np.nanmax(C)) for _, C in best.values()) if best else None
         if cmax:
             preds = {a: float(p.loss_opt(cmax)) for a, p in pars.items()}
+            none = sorted(a for a, v in preds.items() if not np.isfinite(v))
+            preds = {a: v for a, v in preds.items() if np.isfinite(v)}
             order = sorted(preds, key=preds.get)
+            if none:
+                out.append(f"The parametric law of {', '.join(none)} has no compute-optimal point (non-positive exponents); "
+                           "it is left out of the comparison below.")
+        if cmax and len(preds) >= 2:
             out.append(f"At C = {cmax:.3g} the compute-optimal loss predicted by the parametric laws is lowest for "
                        f"**{order[0]}** ({preds[order[0]]:.4f}; " + ", ".join(f"{a} {preds[a]:.4f}" for a in order[1:]) + ").")
     for m in fits.get("metrics", []):
@@ -197,8 +203,11 @@ def findings(df: pd.DataFrame, fits: dict) -> list[str]:
         envs = {a: e for a, e in envs.items() if e is not None}
         if len(envs) >= 2:
             order = sorted(envs, key=lambda a: envs[a].gamma, reverse=True)
-            out.append(f"{m}: the envelope grows fastest with compute for **{order[0]}** (γ = {envs[order[0]].gamma:.4f}"
-                       + "".join(f"; {a} γ = {envs[a].gamma:.4f}" for a in order[1:]) + ").")
+            gammas = "; ".join(f"{a} γ = {envs[a].gamma:.4f}" for a in order)
+            if abs(envs[order[0]].gamma - envs[order[1]].gamma) < 5e-5:  # equal at the printed precision
+                out.append(f"{m}: the envelopes of {order[0]} and {order[1]} grow equally fast with compute ({gammas}).")
+            else:
+                out.append(f"{m}: the envelope grows fastest with compute for **{order[0]}** ({gammas}).")
     for arm, entry in fits["arms"].items():
         iso = _get(entry.get("isoflop"), IsoflopFit)
         if iso is not None:

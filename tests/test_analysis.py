@@ -420,3 +420,21 @@ def test_report_cautions_on_ill_conditioned_fit(tmp_path):
     assert any("only 9 points" in w for w in p.diagnostics())
     text = write_report(df, fits, [], tmp_path / "r.md").read_text()
     assert "CAUTION (interleaved)" in text
+
+
+def test_findings_leave_out_laws_without_optimum_and_call_ties_ties(study):
+    import copy
+
+    from analysis.report import findings
+
+    df, fits = study[0], copy.deepcopy(study[1])
+    arms = [a for a in fits["arms"] if "error" not in fits["arms"][a].get("parametric", {"error": 1})]
+    assert len(arms) >= 2
+    fits["arms"][arms[1]]["parametric"]["alpha"] = -0.5  # no compute-optimal point: G is NaN
+    metric = next(m for m in fits["metrics"] if all("error" not in fits["arms"][a]["metric_envelopes"][m] for a in arms))
+    for a in arms:
+        fits["arms"][a]["metric_envelopes"][metric]["gamma"] = 0.0123
+    text = "\n".join(findings(df, fits))
+    assert f"The parametric law of {arms[1]} has no compute-optimal point" in text
+    assert " nan" not in text
+    assert f"{metric}: the envelopes of" in text and "grow equally fast" in text
