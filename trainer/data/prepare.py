@@ -105,6 +105,17 @@ def build_streams(text_rows, speech_rows, tokenizer, vocab: SpeechVocab, rng: np
     return docs, stats
 
 
+def vocab_manifest(text_vocab: int, vocab: SpeechVocab) -> dict:
+    """The vocabulary part of data.json: tokenizer sizes and the model rows they need (padded to 64)."""
+    return {
+        "text_vocab_size": text_vocab,
+        "speech_vocab_size": vocab.size,
+        "text_model_vocab": padded_vocab(text_vocab),
+        "speech_model_vocab": padded_vocab(vocab.size),
+        "unit_offset": vocab.unit_offset,
+    }
+
+
 def prepare_corpus(data_dir: str | Path, *, vocab_size: int = 512, seed: int = 0, ratio: float = 0.3,
                    lam: float = 10.0) -> dict:
     """Tokenise and pack ``data_dir/corpus`` into ``data_dir/shards``; returns the data manifest."""
@@ -141,11 +152,7 @@ def prepare_corpus(data_dir: str | Path, *, vocab_size: int = 512, seed: int = 0
         "format": 1,
         "seed": seed,
         "interleave": {"ratio": ratio, "poisson_lambda": lam},
-        "text_vocab_size": text_vocab,
-        "speech_vocab_size": vocab.size,
-        "text_model_vocab": padded_vocab(text_vocab),
-        "speech_model_vocab": padded_vocab(vocab.size),
-        "unit_offset": vocab.unit_offset,
+        **vocab_manifest(text_vocab, vocab),
         "tokens": counts,
         "speech_fractions": fractions,
         "fingerprint": digest.hexdigest()[:16],
@@ -357,11 +364,7 @@ def prepare_real(out: str | Path, *, features: str | Path, tokenizer: str | Path
                        "text": None if text is None else str(text), "tokenizer": str(tok_dir), "val_fraction": val_fraction},
             "interleave": {"ratio": ratio, "poisson_lambda": lam},
             "streams": streams,
-            "text_vocab_size": text_vocab,
-            "speech_vocab_size": vocab.size,
-            "text_model_vocab": padded_vocab(text_vocab),
-            "speech_model_vocab": padded_vocab(vocab.size),
-            "unit_offset": vocab.unit_offset,
+            **vocab_manifest(text_vocab, vocab),
             "tokens": counts,
             "speech_fractions": fractions,
             "mixture": mixture_report(counts),
