@@ -211,7 +211,7 @@ class Trainer:
         # Each rank takes every world-th row; all ranks run the same number of forwards (FSDP's
         # collectives must line up), a rank without rows runs a zero-weight one.
         local = rows[self.rank::self.world]
-        n_chunks = -(-(-(-len(rows) // self.world)) // self.micro)
+        n_chunks = math.ceil(math.ceil(len(rows) / self.world) / self.micro)
         total = torch.zeros((), device=self.device)
         for k in range(n_chunks):
             chunk, weight = local[k * self.micro:(k + 1) * self.micro], 1.0
