@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scaling.atomic import read_jsonl
 from scaling.errors import ConfigError
 
 #: Run-level columns copied onto every curve / checkpoint row.
@@ -47,13 +48,11 @@ def load_curves(path, *, only_done: bool = True) -> pd.DataFrame:
         mfile = run_dir / "metrics.jsonl"
         if not mfile.is_file():
             continue
-        for i, line in enumerate(mfile.read_text(encoding="utf-8").splitlines()):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError:
-                raise ConfigError(f"line {i + 1} is not valid JSON", source=str(mfile)) from None
+        try:  # the run-directory reader: a torn last line (a killed run) is skipped, not an error
+            lines = read_jsonl(mfile)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"line {exc.lineno} is not valid JSON", source=str(mfile)) from None
+        for d in lines:
             rows.append({**base, "kind": "val" if "val_loss_speech" in d else "train", **d})
     if not rows:
         raise ConfigError("no metrics.jsonl lines found", source=str(path))
@@ -75,9 +74,12 @@ def load_checkpoints(path, *, only_done: bool = True) -> pd.DataFrame:
         base = {k: rec.get(k) for k in RUN_COLUMNS}
         evals = rec.get("evals") or [{k: v for k, v in rec.items() if k != "evals"}]
         final_tokens = rec.get("tokens")
+        # exact FLOPs are linear in tokens at a fixed shape and context: scale the run's count
+        per_token = rec["flops_exact"] / final_tokens if rec.get("flops_exact") and final_tokens else np.nan
         for j, ev in enumerate(evals):
             row = {**base, **{k: v for k, v in ev.items() if k not in RUN_COLUMNS}, "checkpoint": j}
             row["final"] = bool(final_tokens is not None and ev.get("tokens") == final_tokens)
+            row["flops_exact"] = per_token * ev["tokens"] if ev.get("tokens") is not None else np.nan
             rows.append(row)
     if not rows:
         raise ConfigError("no runs with status 'done'", source=str(path))
@@ -85,6 +87,5 @@ def load_checkpoints(path, *, only_done: bool = True) -> pd.DataFrame:
     for c in df.columns:
         if c not in ("run_id", "arm", "model", "status", "final"):
             df[c] = pd.to_numeric(df[c], errors="coerce")
-    df["flops_exact"] = df["flops"] if "flops" in df.columns else np.nan
     df["flops_6nd"] = 6.0 * df["params"] * df["tokens"]
     return df

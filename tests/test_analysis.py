@@ -305,7 +305,23 @@ def test_load_curves_and_checkpoints(sweep_dir):
     ck = load_checkpoints(sweep_dir)
     assert len(ck) == 2 * 50 and ck.groupby("run_id").size().eq(2).all()
     np.testing.assert_allclose(ck["flops_6nd"], 6 * ck["params"] * ck["tokens"])
+    np.testing.assert_allclose(ck["flops_exact"], 6.6 * ck["params"] * ck["tokens"])  # the run's exact count, per token
     assert ck["final"].sum() == 50
+
+
+def test_load_curves_skips_a_torn_last_line(sweep_dir, tmp_path):
+    import shutil
+
+    root = tmp_path / "s"
+    shutil.copytree(sweep_dir, root)
+    m = next(p for p in sorted((root / "runs").glob("*/metrics.jsonl"))
+             if json.loads((p.parent / "result.json").read_text()).get("status") == "done")
+    before = len(load_curves(root))
+    m.write_text(m.read_text() + '{"step": 99, "loss": 1.')  # killed mid-write
+    assert len(load_curves(root)) == before
+    m.write_text('{"step": 1\n' + m.read_text())  # corruption in the middle is an error naming the file
+    with pytest.raises(ConfigError, match="metrics.jsonl"):
+        load_curves(root)
     with pytest.raises(ConfigError, match="runs"):
         load_curves(sweep_dir / "runs" / "nothing")
 

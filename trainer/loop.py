@@ -394,5 +394,3 @@ def save_pretrained(model, tokenizer, out: Path) -> None:
     tokenizer.save_pretrained(str(tmp))
     atomic.replace_dir(tmp, out)
 
-
-save_checkpoint = save_pretrained  # the final HF-format export
