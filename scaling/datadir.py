@@ -1,0 +1,353 @@
+"""The data folder: the contract between data preparation and everything that trains or evaluates.
+
+    DATA/
+      data.json                        the manifest (schema below), written last
+      tokenizer_text/                  the text LM's tokenizer (HF folder)
+      tokenizer/                       the same + <Un0>..<Un499>, <speech>, <text> (the speech LM's)
+      shards/<stream>_<split>.npy      int32 tokens of one stream and split, documents closed by eos
+      shards/<stream>_<split>.docs.npy int64 start offset of each document
+      benchmarks/<name>.jsonl          pair files of the benchmark registry (synthetic data)
+      corpus/                          the synthetic corpus the shards came from (synthetic data only)
+
+``trainer.data`` is the only writer; every reader (training loop, sweeps, demo, evaluation) opens
+the folder through :meth:`DataDir.open`, which checks the shards against ``data.json`` (file
+sizes and token counts always, the full hash on request) and, through :meth:`DataDir.check_tokenizer`,
+that a tokenizer is the one the shards were made with. This module is torch-free.
+
+``data.json`` (format 1):
+    format, seed, fingerprint (16 hex digits: sha256 over the shards' sha256, in manifest order),
+    text_vocab_size, speech_vocab_size, text_model_vocab, speech_model_vocab, unit_offset
+    (the vocabulary block), tokenizer_sha (per tokenizer folder: sha256 of its token -> id table;
+    absent in folders written before it existed), tokens ({"<stream>_<split>": {"tokens",
+    "documents", "sha256"}}), streams, interleave, speech_fractions, mixture, source, prepare_seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scaling.errors import ConfigError
+from scaling.shapes import SPEECH_TOKENS, padded_vocab
+
+FORMAT = 1
+MANIFEST = "data.json"
+SPLITS = ("train", "val")
+#: Every stream a data folder may hold. ``textlm``: plain text (text-LM pre-training); ``text``:
+#: ``<text>`` + text; ``speech``: ``<speech>`` + units; ``interleaved``: word-level spans.
+STREAMS = ("textlm", "text", "speech", "interleaved")
+#: The streams a speech LM mixes (SIMS: equal token shares).
+MIX_STREAMS = ("text", "interleaved", "speech")
+TEXT_TOKENIZER, SPEECH_TOKENIZER = "tokenizer_text", "tokenizer"
+
+# -- the vocabulary block ------------------------------------------------------------------------
+N_UNITS = SPEECH_TOKENS - 2
+UNIT_TOKENS = tuple(f"<Un{i}>" for i in range(N_UNITS))
+SPEECH_MARK, TEXT_MARK = "<speech>", "<text>"
+FRAME_S = 0.04  # 25 Hz units
+
+
+# -- the benchmark registry -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Benchmark:
+    """A pairwise-likelihood benchmark: its name (also its results column), what it measures, and
+    which modalities the context and the ending are in (StoryCloze family)."""
+
+    name: str
+    label: str
+    description: str
+    modalities: tuple[str, str] = ("speech", "speech")
+    higher_is_better: bool = True
+
+    @property
+    def file(self) -> str:
+        """Its pair file inside a data folder."""
+        return f"benchmarks/{self.name}.jsonl"
+
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
+    Benchmark("swuggy", "sWUGGY", "spoken word vs non-word (lexical)"),
+    Benchmark("sblimp", "sBLIMP", "grammatical vs ungrammatical spoken sentence (syntactic)"),
+    Benchmark("ssc", "sStoryCloze", "spoken story, coherent vs adversarial ending"),
+    Benchmark("tsc", "tStoryCloze", "spoken story, coherent vs random ending (topic)"),
+    Benchmark("ssc_s2t", "StoryCloze S→T", "spoken context, text endings", ("speech", "text")),
+    Benchmark("ssc_t2s", "StoryCloze T→S", "text context, spoken endings", ("text", "speech")),
+    Benchmark("ssc_t2t", "StoryCloze T→T", "text context, text endings", ("text", "text")),
+)}
+BENCHMARK_NAMES = tuple(BENCHMARKS)
+DEFAULT_BENCHMARKS = ("swuggy", "sblimp", "ssc", "tsc")
+#: Columns that are losses (lower is better) besides the validation losses.
+LOWER_IS_BETTER = ("loss", "ppl", "perplexity", "genppl", "nll")
+
+
+def check_benchmarks(names, *, source: str | None = None, field: str = "benchmarks") -> list[str]:
+    """``names`` as a list of registered benchmark names (a clear error for a string or an unknown name)."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise ConfigError(f"must be a list of benchmark names from {list(BENCHMARK_NAMES)}", source=source,
+                          field=field, value=names)
+    for n in names:
+        if n not in BENCHMARKS:
+            raise ConfigError(f"unknown benchmark; known: {list(BENCHMARK_NAMES)}", source=source, field=field, value=n)
+    return list(names)
+
+
+def higher_is_better(column: str) -> bool | None:
+    """Direction of a results column: True for the registry's accuracies, False for losses and
+    perplexities (``val_loss_*``, ``*ppl*``, ...), None when unknown."""
+    if column in BENCHMARKS:
+        return BENCHMARKS[column].higher_is_better
+    low = column.lower()
+    if low.startswith("val_loss") or any(low == k or low.endswith("_" + k) or low.startswith(k + "_") for k in LOWER_IS_BETTER):
+        return False
+    return None
+
+
+# -- shard naming -----------------------------------------------------------------------------------
+def shard_name(stream: str, split: str) -> str:
+    if stream not in STREAMS:
+        raise ConfigError(f"unknown stream; known: {list(STREAMS)}", field="stream", value=stream)
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split; known: {list(SPLITS)}", field="split", value=split)
+    return f"{stream}_{split}"
+
+
+def parse_shard_name(name: str) -> tuple[str, str]:
+    stream, _, split = name.rpartition("_")
+    if stream not in STREAMS or split not in SPLITS:
+        raise ConfigError(f"not a shard name (<stream>_<split> with streams {list(STREAMS)})", field="tokens", value=name)
+    return stream, split
+
+
+def vocab_sha(vocab: dict[str, int]) -> str:
+    """Identity of a tokenizer: sha256 of its token -> id table (16 hex digits)."""
+    items = sorted(vocab.items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def vocab_block(text_vocab_size: int, speech_vocab_size: int, unit_offset: int) -> dict:
+    """The vocabulary part of data.json: tokenizer sizes and the model rows they need (padded to 64)."""
+    return {
+        "text_vocab_size": int(text_vocab_size),
+        "speech_vocab_size": int(speech_vocab_size),
+        "text_model_vocab": padded_vocab(int(text_vocab_size)),
+        "speech_model_vocab": padded_vocab(int(speech_vocab_size)),
+        "unit_offset": int(unit_offset),
+    }
+
+
+def fingerprint(shard_sha256: list[str]) -> str:
+    """The data folder's identity (part of every run id): sha256 over its shards' hashes, in order."""
+    digest = hashlib.sha256()
+    for s in shard_sha256:
+        digest.update(s.encode())
+    return digest.hexdigest()[:16]
+
+
+_REQUIRED = {"format": int, "fingerprint": str, "text_vocab_size": int, "speech_vocab_size": int,
+             "text_model_vocab": int, "speech_model_vocab": int, "unit_offset": int, "tokens": dict}
+
+
+def check_manifest(m, source: str) -> dict:
+    """A parsed data.json checked field by field (the error names the field and the value)."""
+    if not isinstance(m, dict):
+        raise ConfigError("data.json must hold a JSON object", source=source, value=type(m).__name__)
+    for k, typ in _REQUIRED.items():
+        if k not in m:
+            raise ConfigError("missing field", source=source, field=k)
+        if not isinstance(m[k], typ) or isinstance(m[k], bool):
+            raise ConfigError(f"must be of type {typ.__name__}", source=source, field=k, value=m[k])
+    if m["format"] != FORMAT:
+        raise ConfigError(f"unsupported data folder format (this version reads format {FORMAT})", source=source,
+                          field="format", value=m["format"])
+    for name, info in m["tokens"].items():
+        parse_shard_name(name)
+        if not isinstance(info, dict) or not all(isinstance(info.get(k), int) and info[k] > 0 for k in ("tokens", "documents")):
+            raise ConfigError("needs positive integer 'tokens' and 'documents'", source=source, field=f"tokens.{name}", value=info)
+    return m
+
+
+def write_manifest(data_dir: str | Path, manifest: dict) -> Path:
+    """Check and write ``data.json`` atomically (written last: its presence marks a complete folder)."""
+    from scaling import atomic
+
+    path = Path(data_dir) / MANIFEST
+    check_manifest(manifest, str(path))
+    return atomic.write_json(path, manifest)
+
+
+def _npy_layout(path: Path) -> tuple[tuple[int, ...], str, int]:
+    """(shape, dtype, header length) of a .npy file, read from its header alone."""
+    import numpy as np
+
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(fh)
+            return shape, dtype.str, fh.tell()
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"not a readable .npy file ({e})", source=str(path)) from None
+
+
+@dataclass
+class DataDir:
+    """An opened, checked data folder."""
+
+    path: Path
+    manifest: dict = field(repr=False)
+
+    # -- opening ----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path, *, verify: str = "size") -> "DataDir":
+        """Read and check ``data.json``; ``verify`` = "size" (every shard's header, token and document
+        counts and file size: a truncated or swapped shard is an error), "hash" (also the sha256 of
+        every shard and the fingerprint) or "none"."""
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not mpath.is_file():
+            raise ConfigError("prepared data not found (no data.json); run `scaling data synth --out DIR` or "
+                              "`scaling data prepare` first", source=str(mpath))
+        try:
+            m = json.loads(mpath.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"not valid JSON ({e})", source=str(mpath)) from None
+        d = cls(path, check_manifest(m, str(mpath)))
+        if verify in ("size", "hash"):
+            for name in d.manifest["tokens"]:
+                d._check_shard(*parse_shard_name(name))
+        if verify == "hash":
+            d.verify_hash()
+        elif verify != "none":
+            raise ValueError(f"verify must be 'size', 'hash' or 'none', not {verify!r}")
+        return d
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @property
+    def seed(self) -> int | None:
+        return self.manifest.get("seed")
+
+    # -- vocabulary -------------------------------------------------------------------------
+    @property
+    def text_model_vocab(self) -> int:
+        return self.manifest["text_model_vocab"]
+
+    @property
+    def speech_model_vocab(self) -> int:
+        return self.manifest["speech_model_vocab"]
+
+    @property
+    def text_vocab_size(self) -> int:
+        return self.manifest["text_vocab_size"]
+
+    def tokenizer_dir(self, *, speech: bool = True) -> Path:
+        return self.path / (SPEECH_TOKENIZER if speech else TEXT_TOKENIZER)
+
+    def check_tokenizer(self, tokenizer, *, speech: bool = True, source: str | None = None) -> None:
+        """Error unless ``tokenizer`` is the one this folder's shards were made with."""
+        src = source or str(self.tokenizer_dir(speech=speech))
+        what = SPEECH_TOKENIZER if speech else TEXT_TOKENIZER
+        want = self.manifest["speech_vocab_size" if speech else "text_vocab_size"]
+        if len(tokenizer) != want:
+            raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the shards of {self.path} were made with "
+                              f"{want} ({MANIFEST}: {'speech' if speech else 'text'}_vocab_size); it belongs to "
+                              "another data folder", source=src, field="vocab_size", value=len(tokenizer))
+        vocab = tokenizer.get_vocab()
+        if speech and vocab.get(UNIT_TOKENS[0]) != self.manifest["unit_offset"]:
+            raise ConfigError(f"<Un0> has id {vocab.get(UNIT_TOKENS[0])} but the shards use unit_offset "
+                              f"{self.manifest['unit_offset']}; the tokenizer belongs to another data folder",
+                              source=src, field="unit_offset", value=vocab.get(UNIT_TOKENS[0]))
+        want_sha = (self.manifest.get("tokenizer_sha") or {}).get(what)
+        if want_sha and vocab_sha(vocab) != want_sha:
+            raise ConfigError(f"the tokenizer's token table differs from the one the shards of {self.path} were made "
+                              f"with ({MANIFEST}: tokenizer_sha.{what} = {want_sha}); it belongs to another data folder",
+                              source=src, field="tokenizer_sha", value=vocab_sha(vocab))
+
+    def load_tokenizer(self, *, speech: bool = True):
+        """The folder's tokenizer (transformers), checked against the manifest."""
+        from transformers import AutoTokenizer
+
+        d = self.tokenizer_dir(speech=speech)
+        if not d.is_dir():
+            raise ConfigError("tokenizer folder not found", source=str(d))
+        tok = AutoTokenizer.from_pretrained(str(d))
+        self.check_tokenizer(tok, speech=speech, source=str(d))
+        return tok
+
+    # -- shards -----------------------------------------------------------------------------
+    @property
+    def streams(self) -> list[str]:
+        """Streams with shards, in STREAMS order."""
+        have = {parse_shard_name(n)[0] for n in self.manifest["tokens"]}
+        return [s for s in STREAMS if s in have]
+
+    def has(self, stream: str, split: str = "train") -> bool:
+        return shard_name(stream, split) in self.manifest["tokens"]
+
+    def shard_path(self, stream: str, split: str, *, docs: bool = False) -> Path:
+        return self.path / "shards" / f"{shard_name(stream, split)}{'.docs' if docs else ''}.npy"
+
+    def counts(self, stream: str, split: str) -> dict:
+        name = shard_name(stream, split)
+        if name not in self.manifest["tokens"]:
+            raise ConfigError(f"the data folder has no {split} shard for stream '{stream}' (it has "
+                              f"{sorted(self.manifest['tokens'])})", source=str(self.path / MANIFEST), field="tokens", value=name)
+        return self.manifest["tokens"][name]
+
+    def _check_shard(self, stream: str, split: str) -> None:
+        want = self.counts(stream, split)
+        for docs, n, itemsize in ((False, want["tokens"], 4), (True, want["documents"], 8)):
+            p = self.shard_path(stream, split, docs=docs)
+            if not p.is_file():
+                raise ConfigError("token shard listed in data.json is missing", source=str(p))
+            shape, dtype, header = _npy_layout(p)
+            if shape != (n,) or dtype not in (("<i4", "|i4") if not docs else ("<i8",)):
+                raise ConfigError(f"holds {dtype} {shape} but data.json says {n} {'documents' if docs else 'tokens'}; "
+                                  "the shard does not belong to this data folder", source=str(p), field="shape", value=shape)
+            size = os.path.getsize(p)
+            if size != header + n * itemsize:
+                raise ConfigError(f"the file has {size} bytes but its header and data.json need {header + n * itemsize}: "
+                                  "it is truncated or corrupt; prepare the data folder again", source=str(p),
+                                  field="size", value=size)
+
+    def tokens(self, stream: str, split: str):
+        """The stream's tokens, memory-mapped (checked against data.json first)."""
+        import numpy as np
+
+        self._check_shard(stream, split)
+        return np.load(self.shard_path(stream, split), mmap_mode="r")
+
+    def doc_offsets(self, stream: str, split: str):
+        import numpy as np
+
+        self._check_shard(stream, split)
+        return np.load(self.shard_path(stream, split, docs=True))
+
+    def verify_hash(self) -> None:
+        """Recompute every shard's sha256 (against its recorded hash when present) and the fingerprint."""
+        shas = []
+        for name, info in self.manifest["tokens"].items():
+            p = self.shard_path(*parse_shard_name(name))
+            sha = shard_sha256(self.tokens(*parse_shard_name(name)))
+            if info.get("sha256") and info["sha256"] != sha:
+                raise ConfigError("shard content differs from its sha256 in data.json", source=str(p), field="sha256", value=sha)
+            shas.append(sha)
+        fp = fingerprint(shas)
+        if fp != self.fingerprint:
+            raise ConfigError(f"the shards hash to fingerprint {fp}, data.json says {self.fingerprint}",
+                              source=str(self.path / MANIFEST), field="fingerprint", value=self.fingerprint)
+
+    # -- benchmarks -------------------------------------------------------------------------
+    def benchmark_file(self, name: str) -> Path:
+        return self.path / BENCHMARKS[name].file if name in BENCHMARKS else self.path / "benchmarks" / f"{name}.jsonl"
+
+
+def shard_sha256(tokens) -> str:
+    """sha256 of a shard's int32 tokens (the bytes the fingerprint covers)."""
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(tokens, dtype=np.int32).tobytes()).hexdigest()
