@@ -7,13 +7,13 @@ from scaling.flops import count_params
 from scaling.rundir import RunDir
 from scaling.shapes import DEMO
 from scaling.spec import RunSpec, TrainConfig
-from trainer.data.prepare import load_manifest
+from scaling.datadir import DataDir
 from trainer.model import build_model, extend_vocab
 from trainer.schedule import cosine_with_min_lr, warmup_steps
 
 
 def _spec(data, arm="textless", tokens=1000, init="random", **kw):
-    m = load_manifest(data)
+    m = DataDir.open(data).manifest
     vocab = m["text_model_vocab"] if arm == "textlm" else m["speech_model_vocab"]
     streams = {"textlm": {"textlm": 1.0}, "textless": {"speech": 1.0},
                "interleaved": {"text": 1.0, "interleaved": 1.0, "speech": 1.0}}[arm]
@@ -47,13 +47,12 @@ def test_checkpoint_reloads_with_auto_classes(prepared, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(run.model_path)
     tok = AutoTokenizer.from_pretrained(run.model_path)
     assert "<Un0>" in tok.get_vocab() and "<speech>" in tok.get_vocab() and "<text>" in tok.get_vocab()
-    assert len(tok) == load_manifest(prepared)["speech_vocab_size"]
+    assert len(tok) == DataDir.open(prepared).manifest["speech_vocab_size"]
     assert sum(p.numel() for p in model.parameters()) == rec["params"]
     # the reloaded model reproduces the recorded validation loss
-    from trainer.data.shards import load_shard
     from trainer.validate import val_loss, val_windows
 
-    w = val_windows(load_shard(prepared / "shards", "speech_val"), 64, 4)
+    w = val_windows(DataDir.open(prepared).tokens("speech", "val"), 64, 4)
     assert val_loss(model, w) == pytest.approx(rec["val_loss_speech"], rel=1e-5)
 
 

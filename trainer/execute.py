@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from scaling.flops import count_params, flops_exact
+from scaling.flops import count_params, flops_6nd, flops_exact
 from scaling.rundir import RunDir
 from scaling.spec import RunSpec
 
@@ -12,7 +12,7 @@ from scaling.spec import RunSpec
 def result_record(spec: RunSpec, summary: dict, metrics: dict, status: str = "done") -> dict:
     pc = count_params(spec.shape)
     tokens = summary["tokens"]
-    flops = 6.0 * pc.total * tokens
+    flops = flops_6nd(pc.total, tokens)
     rec = {
         "run_id": spec.run_id, "arm": spec.arm, "model": spec.model,
         "params": pc.total, "non_embedding_params": pc.non_embedding,
