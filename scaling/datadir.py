@@ -115,10 +115,11 @@ def shard_name(stream: str, split: str) -> str:
     return f"{stream}_{split}"
 
 
-def parse_shard_name(name: str) -> tuple[str, str]:
+def parse_shard_name(name: str, source: str | None = None) -> tuple[str, str]:
     stream, _, split = name.rpartition("_")
     if stream not in STREAMS or split not in SPLITS:
-        raise ConfigError(f"not a shard name (<stream>_<split> with streams {list(STREAMS)})", field="tokens", value=name)
+        raise ConfigError(f"not a shard name (<stream>_<split> with streams {list(STREAMS)} and splits {list(SPLITS)})",
+                          source=source, field="tokens", value=name)
     return stream, split
 
 
@@ -150,7 +151,7 @@ def fingerprint(shard_sha256: list[str]) -> str:
 def make_manifest(*, seed: int, tokens: dict, fingerprint: str, vocab: dict, tokenizer_sha: dict, interleave: dict,
                   speech_fractions: dict, **extra) -> dict:
     """A data.json in its schema: ``vocab`` from :func:`vocab_block`, ``tokens`` from the shard writer."""
-    have = {parse_shard_name(n)[0] for n in tokens}
+    have = {parse_shard_name(n, "data.json")[0] for n in tokens}
     return {"format": FORMAT, "seed": seed, "fingerprint": fingerprint, **vocab, "tokenizer_sha": tokenizer_sha,
             "streams": [s for s in STREAMS if s in have], "tokens": tokens, "interleave": interleave,
             "speech_fractions": speech_fractions, **extra}
@@ -173,7 +174,7 @@ def check_manifest(m, source: str) -> dict:
         raise ConfigError(f"unsupported data folder format (this version reads format {FORMAT})", source=source,
                           field="format", value=m["format"])
     for name, info in m["tokens"].items():
-        parse_shard_name(name)
+        parse_shard_name(name, source)
         if not isinstance(info, dict) or not all(isinstance(info.get(k), int) and info[k] > 0 for k in ("tokens", "documents")):
             raise ConfigError("needs positive integer 'tokens' and 'documents'", source=source, field=f"tokens.{name}", value=info)
     return m

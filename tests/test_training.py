@@ -8,25 +8,9 @@ from scaling.rundir import RunDir
 from scaling.shapes import DEMO
 from scaling.spec import RunSpec, TrainConfig
 from scaling.datadir import DataDir
+from helpers import toy_spec as _spec, train_spec as _train
 from trainer.model import build_model, extend_vocab
 from trainer.schedule import cosine_with_min_lr, warmup_steps
-
-
-def _spec(data, arm="textless", tokens=1000, init="random", **kw):
-    m = DataDir.open(data).manifest
-    vocab = m["text_model_vocab"] if arm == "textlm" else m["speech_model_vocab"]
-    streams = {"textlm": {"textlm": 1.0}, "textless": {"speech": 1.0},
-               "interleaved": {"text": 1.0, "interleaved": 1.0, "speech": 1.0}}[arm]
-    return RunSpec(arm=arm, model="toy-xs", shape=DEMO["toy-xs"].with_vocab(vocab), tokens=tokens, streams=streams,
-                   init=init, data_fingerprint=m["fingerprint"], data_dir=str(data),
-                   train=TrainConfig(seq_len=64, batch_size=4, val_sequences=4), **kw)
-
-
-def _train(tmp_path, spec):
-    from trainer.execute import execute
-
-    run = RunDir(tmp_path / "runs" / spec.run_id).create(spec)
-    return run, execute(run)
 
 
 def test_run_stops_at_exact_budget(prepared, tmp_path):

@@ -24,7 +24,7 @@ def _cmd_train(args) -> int:
             raise ConfigError("is required to train a run on its own", source=str(target), field="data_dir")
         out = Path(args.run_dir) if args.run_dir else target.parent / "runs" / spec.run_id
         run = RunDir(out).create(spec)
-    rec = execute(run)
+    rec = execute(run, progress=not args.quiet)
     print(json.dumps({k: rec[k] for k in ("run_id", "tokens", "flops", "val_loss_speech", "val_loss_text") if k in rec}, indent=2))
     if args.json:
         atomic.write_json(args.json, rec)
@@ -57,6 +57,7 @@ def register(sub) -> None:
     t.add_argument("spec", help="RUN.yaml or runs/<run_id>/")
     t.add_argument("--run-dir", help="where to put the run (default: runs/<run_id> beside the spec)")
     t.add_argument("--json", help="also write the result record here")
+    t.add_argument("--quiet", action="store_true", help="no progress lines while training")
     t.set_defaults(func=_cmd_train)
 
     eval_cli.register(sub)

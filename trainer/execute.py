@@ -52,18 +52,19 @@ def _evaluator(spec: RunSpec):
     return run
 
 
-def execute(run: RunDir) -> dict:
-    """Train + evaluate ``run``; marks it running, then done (or failed, re-raising the error)."""
+def execute(run: RunDir, *, progress: bool = False) -> dict:
+    """Train + evaluate ``run``; marks it running, then done (or failed, re-raising the error). ``progress``
+    prints a line every few steps (``scaling train``; sweep runners print one line per run instead)."""
     from trainer.loop import train_run
     from trainer.parallel import is_main
 
     spec = run.spec()
     if not is_main():  # other ranks of a distributed run train; rank 0 records
-        return train_run(run, _evaluator(spec))[0]
+        return train_run(run, _evaluator(spec), progress=progress)[0]
     run.set_state("running", pid=os.getpid(), host=os.uname().nodename)
     try:
         t0 = time.time()
-        summary, _, _ = train_run(run, _evaluator(spec))
+        summary, _, _ = train_run(run, _evaluator(spec), progress=progress)
         rec = result_record(spec, summary, summary["metrics"])
         rec["wall_seconds"] = round(time.time() - t0, 2)
         run.write_result(rec)

@@ -30,10 +30,11 @@ from scaling.spec import RunSpec
 from trainer import checkpoint
 from trainer.attention import doc_inputs
 from trainer.data.mixture import Mixture
-from scaling.datadir import DataDir
+from scaling.datadir import MIX_STREAMS, DataDir
 from trainer.data.tokenizer import SpeechVocab
 from trainer.kernels.chunked_ce import lm_loss, regional_compile
 from trainer.model import build_model, count_model_params, extend_vocab, load_model, quiet_transformers
+from trainer.progress import ProgressLine
 from trainer.parallel import barrier, is_main, shard, world
 from trainer.schedule import cooldown_steps, cosine_with_min_lr, warmup_steps, wsd
 from trainer.validate import val_loss, val_windows
@@ -56,8 +57,9 @@ def _peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def val_streams(spec: RunSpec) -> list[str]:
-    return ["textlm"] if spec.arm == "textlm" else ["speech", "text", "interleaved"]
+def val_streams(spec: RunSpec, data: DataDir) -> list[str]:
+    """Validation streams: the text LM's own stream, or every speech-LM stream the data folder holds."""
+    return ["textlm"] if "textlm" in spec.streams else [s for s in MIX_STREAMS if data.has(s, "val")]
 
 
 def resolve_init(spec: RunSpec, run: RunDir) -> Path | None:
@@ -112,7 +114,7 @@ class Progress:
 
 
 class Trainer:
-    def __init__(self, run: RunDir, evaluator: Evaluator | None = None):
+    def __init__(self, run: RunDir, evaluator: Evaluator | None = None, *, progress: bool = False):
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -135,7 +137,7 @@ class Trainer:
         if len(self.tokenizer) > spec.shape.vocab_size:
             raise ConfigError(f"the tokenizer has {len(self.tokenizer)} tokens but the model only {spec.shape.vocab_size} rows",
                               source=str(run.spec_path), field="shape.vocab_size", value=spec.shape.vocab_size)
-        val_from = val_streams(spec)
+        val_from = val_streams(spec, self.data)
         self.train_tokens = {s: self.data.tokens(s, "train") for s in spec.streams}
         self.val_tokens = {s: self.data.tokens(s, "val") for s in val_from}
         use_cuda = torch.cuda.is_available()
@@ -173,6 +175,7 @@ class Trainer:
         self.ckpt_root = run.path / "checkpoints"
         self.ckpt_every = tc.checkpoint_every or max(1, self.steps // 10)
         self.log_every = max(1, self.steps // 50)
+        self.progress = ProgressLine(self.steps, spec.tokens, enabled=progress and is_main())
         tps = self.T * self.B
         # cooldown branches: (budget, branch length in steps, main step at which the branch starts)
         self.branches = []
@@ -348,6 +351,7 @@ class Trainer:
         t_last, tok_last = t_start, p.tokens
         self.model.train()
         last_loss = float("nan")
+        self.progress.start(p.tokens)
         done = set(self.cooldown_records())
         while p.step < self.steps:
             for c, n, s0 in self.branches:
@@ -356,6 +360,7 @@ class Trainer:
                     done.add(c)
                     t_last, tok_last = time.time(), p.tokens
             lr, last_loss, gnorm = self.step(p, self.steps, self.spec.tokens)
+            self.progress.update(p.step, p.tokens, last_loss)
             if p.step % self.log_every == 0 or p.step == self.steps:
                 t_last, tok_last = self._log_step(p, lr, last_loss, gnorm, t_last, tok_last)
             if tc.eval_every and p.step % tc.eval_every == 0 and p.step < self.steps:
@@ -382,9 +387,10 @@ class Trainer:
         }
 
 
-def train_run(run: RunDir, evaluator: Evaluator | None = None) -> tuple[dict, object, object]:
-    """Train ``run`` to its exact token budget; returns (summary, trained model, tokenizer)."""
-    t = Trainer(run, evaluator)
+def train_run(run: RunDir, evaluator: Evaluator | None = None, *, progress: bool = False) -> tuple[dict, object, object]:
+    """Train ``run`` to its exact token budget (a progress line every few steps when ``progress``);
+    returns (summary, trained model, tokenizer)."""
+    t = Trainer(run, evaluator, progress=progress)
     summary = t.train()
     return summary, t.accelerator.unwrap_model(t.model), t.tokenizer
 
