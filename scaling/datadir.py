@@ -60,6 +60,8 @@ class Benchmark:
     description: str
     modalities: tuple[str, str] = ("speech", "speech")
     higher_is_better: bool = True
+    #: "pairs": a pairwise-likelihood benchmark; "generation": prompts continued and scored (GenPPL).
+    kind: str = "pairs"
 
     @property
     def file(self) -> str:
@@ -75,6 +77,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("ssc_s2t", "StoryCloze S→T", "spoken context, text endings", ("speech", "text")),
     Benchmark("ssc_t2s", "StoryCloze T→S", "text context, spoken endings", ("text", "speech")),
     Benchmark("ssc_t2t", "StoryCloze T→T", "text context, text endings", ("text", "text")),
+    Benchmark("genppl", "GenPPL", "perplexity of transcribed speech continuations under a text LM",
+              higher_is_better=False, kind="generation"),
 )}
 BENCHMARK_NAMES = tuple(BENCHMARKS)
 DEFAULT_BENCHMARKS = ("swuggy", "sblimp", "ssc", "tsc")

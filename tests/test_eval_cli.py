@@ -110,17 +110,3 @@ def test_bad_benchmark_name_fails_before_loading_the_model(checkpoint, prepared,
     assert main(["eval", str(checkpoint), "--data", str(prepared), "--benchmarks", "swuggy,sbliimp"]) == 2
     assert "benchmark 'sbliimp' not found" in capsys.readouterr().err
     assert count_loads == []
-
-
-def test_checkpoint_entry_for_run_records(checkpoint, prepared):
-    from trainer.data.tokenizer import SpeechVocab, load_tokenizer
-    from trainer.eval.suite import EvalSuite, checkpoint_entry
-    from trainer.model import load_model
-
-    tok = load_tokenizer(checkpoint)
-    suite = EvalSuite.from_data(prepared / "benchmarks", ["swuggy", "tsc"], tok, SpeechVocab.of(tok), max_items=4)
-    model = load_model(checkpoint)
-    e = checkpoint_entry(suite, model, tokens=1000, flops=6e9, val_loss_speech=5.5, cooldown=True)
-    assert e == {"tokens": 1000, "flops": 6e9, "val_loss_speech": 5.5, "cooldown": True, **suite.run(model)}
-    assert set(e) >= {"swuggy", "tsc"} and all(0.0 <= e[k] <= 1.0 for k in ("swuggy", "tsc"))
-    assert checkpoint_entry(None, model, tokens=1, flops=2.0) == {"tokens": 1, "flops": 2.0}
