@@ -10,7 +10,9 @@ import torch
 
 from scaling.cli import main
 
-NAMES = ["swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t"]
+from scaling.datadir import BENCHMARKS
+
+NAMES = [n for n, b in BENCHMARKS.items() if b.kind == "pairs"]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,6 @@ def test_eval_cli_loads_once_and_writes_table_json_csv(checkpoint, prepared, tmp
 
 def test_cli_matches_in_process_evaluate_and_suite_reuse(checkpoint, prepared, tmp_path):
     from trainer.data.tokenizer import SpeechVocab, load_tokenizer
-    from trainer.eval.benchmarks import evaluate
     from trainer.eval.suite import EvalSuite
     from trainer.model import load_model
 
@@ -83,8 +84,8 @@ def test_cli_matches_in_process_evaluate_and_suite_reuse(checkpoint, prepared, t
     tok = load_tokenizer(checkpoint)
     model = load_model(checkpoint)
     vocab = SpeechVocab.of(tok)
-    direct = evaluate(model, tok, vocab, prepared / "benchmarks", ["swuggy", "ssc"], max_items=5, norm="sum",
-                      span="continuation", batch_size=1)
+    direct = EvalSuite.from_data(prepared, ["swuggy", "ssc"], tok, vocab, max_items=5, norm="sum",
+                                 span="continuation", batch_size=1).run(model)
     assert direct == cli
     suite = EvalSuite.from_data(prepared / "benchmarks", ["swuggy", "ssc"], tok, vocab, max_items=5, norm="sum",
                                 span="continuation")

@@ -45,6 +45,24 @@ class MetricResult:
     labels: dict = field(default_factory=dict)  # per-pair columns for the breakdown tables
     convention: str = "ours"
 
+    @classmethod
+    def of_pairs(cls, name: str, items: list[dict], nll_pos, nll_neg, n_pos=None, n_neg=None, *, norm: str = "mean",
+                 span: str = "whole", convention: str = "ours") -> "MetricResult":
+        """The result of scored pairs; ZeroSpeech pairs (with ``group`` and ``task``) carry what the
+        official aggregation needs."""
+        from trainer.eval.scoring import pair_scores
+
+        nll_pos, nll_neg = np.asarray(nll_pos, dtype=np.float64), np.asarray(nll_neg, dtype=np.float64)
+        ones = np.ones(len(items), dtype=np.int64)
+        zs = bool(items) and all("group" in it and "task" in it for it in items)
+        labels = {c: [it.get(c) for it in items] for c in ("frequency", "type", "subtype")
+                  if zs and all(c in it for it in items)}
+        return cls(name, [str(it["id"]) for it in items], nll_pos, nll_neg,
+                   ones if n_pos is None else np.asarray(n_pos), ones if n_neg is None else np.asarray(n_neg),
+                   pair_scores(nll_pos, nll_neg), norm=norm, span=span,
+                   groups=[it["group"] for it in items] if zs else None, task=items[0]["task"] if zs else None,
+                   files=[tuple(it["files"]) for it in items] if zs else None, labels=labels, convention=convention)
+
     def cluster_scores(self) -> np.ndarray:
         """One score per independent unit: the group means, or the pair scores."""
         if self.groups is None:

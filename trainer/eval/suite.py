@@ -13,11 +13,9 @@ from scaling.datadir import BENCHMARKS
 from scaling.errors import ConfigError
 from trainer.eval.benchmarks import load_pairs
 from trainer.eval.results import MetricResult
-from trainer.eval.scoring import (CONVENTIONS, Encoded, check_scoring, encode_segments, encode_slamkit, pair_scores,
-                                  sequence_nll, special_tokens)
+from trainer.eval.scoring import (CONVENTIONS, Encoded, check_scoring, encode_segments, encode_slamkit, sequence_nll,
+                                  special_tokens)
 
-#: ZeroSpeech columns kept per pair for the official breakdown tables.
-_LABELS = ("frequency", "type", "subtype")
 
 
 @dataclass(frozen=True)
@@ -26,10 +24,7 @@ class EncodedBenchmark:
     ids: list[str]
     pos: list[Encoded]
     neg: list[Encoded]
-    groups: list | None = None
-    task: str | None = None
-    files: list | None = None
-    labels: dict | None = None
+    meta: list[dict]  # each item without its segments (ZeroSpeech: group, task, files, gold columns)
 
 
 def encoder(tokenizer, vocab, convention: str = "ours"):
@@ -62,13 +57,8 @@ class EvalSuite:
                 ids.append(str(it["id"]))
                 pos.append(encode(it, "positive", where))
                 neg.append(encode(it, "negative", where))
-            zs = bool(items) and all("group" in it and "task" in it for it in items)
-            self.benchmarks[name] = EncodedBenchmark(
-                name, ids, pos, neg,
-                groups=[it["group"] for it in items] if zs else None,
-                task=items[0]["task"] if zs else None,
-                files=[tuple(it["files"]) for it in items] if zs else None,
-                labels={c: [it.get(c) for it in items] for c in _LABELS if zs and all(c in it for it in items)} or None)
+            meta = [{k: v for k, v in it.items() if k not in ("positive", "negative")} for it in items]
+            self.benchmarks[name] = EncodedBenchmark(name, ids, pos, neg, meta)
 
     @classmethod
     def from_data(cls, data_dir: str | Path, names, tokenizer, vocab, *, max_items: int | None = None,
@@ -101,10 +91,9 @@ class EvalSuite:
         for name, b in self.benchmarks.items():
             n = len(b.ids)
             p, q = slice(at, at + n), slice(at + n, at + 2 * n)
-            out[name] = MetricResult(name, b.ids, val[p], val[q], cnt[p], cnt[q], pair_scores(val[p], val[q]),
-                                     norm=self.norm, span=self.span, groups=b.groups, task=b.task, files=b.files,
-                                     labels=b.labels or {}, convention=self.convention,
-                                     ).with_ci(n_resamples=n_resamples, seed=seed)
+            out[name] = MetricResult.of_pairs(name, b.meta, val[p], val[q], cnt[p], cnt[q], norm=self.norm,
+                                              span=self.span, convention=self.convention,
+                                              ).with_ci(n_resamples=n_resamples, seed=seed)
             at += 2 * n
         return out
 
