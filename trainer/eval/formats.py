@@ -28,7 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from scaling.errors import ConfigError
 from scaling.jsonl import iter_jsonl
@@ -48,7 +48,8 @@ def _key(ref: str) -> tuple[str, ...]:
     s = str(ref).replace("\\", "/")
     if s.lower().endswith(AUDIO_EXT):
         s = s[: s.rindex(".")]
-    return tuple(x for x in PurePosixPath(s).parts if x not in (".", "..", "/"))
+    # plain string split: PurePosixPath costs ~10 us a name, which shows at 40k files
+    return tuple(x for x in s.split("/") if x not in ("", ".", ".."))
 
 
 class UnitIndex:
