@@ -47,7 +47,9 @@ class WhisperASR:
         start = self.model.config.decoder_start_token_id
         self.prefix = [start] + [vocab[t] for t in ("<|en|>", "<|transcribe|>", "<|notimestamps|>") if t in vocab]
         self.eos = self.model.config.eos_token_id
-        self.device, self.max_new_tokens = device, max_new_tokens
+        # the decoder's positions bound the transcript (448 for the released Whisper models)
+        limit = getattr(self.model.config, "max_target_positions", None) or 448
+        self.device, self.max_new_tokens = device, max(0, min(max_new_tokens, limit - len(self.prefix)))
 
     def transcribe(self, wav, sample_rate: int) -> str:
         import torch
