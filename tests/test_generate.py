@@ -144,3 +144,40 @@ def test_genppl_end_to_end_equals_its_definition(models, tmp_path):
 def test_genppl_without_its_models_is_a_clear_error(models, tmp_path, capsys):
     assert main(["eval", str(models["lm"]), "--benchmarks", "genppl", "--prompts", str(tmp_path / "p.jsonl")]) == 2
     assert "genppl needs --vocoder, --asr, --text-lm" in capsys.readouterr().err
+
+
+def test_sampling_with_the_kv_cache_equals_recomputing_the_prefix(models):
+    """The cached loop draws what a plain loop over the whole prefix draws (same logits, same rng)."""
+    from trainer.data.tokenizer import SpeechVocab, load_tokenizer
+    from trainer.generate.sampling import allowed_ids, sample
+    from trainer.model import load_model
+
+    model = load_model(models["lm"]).eval()
+    vocab = SpeechVocab.of(load_tokenizer(models["lm"]))
+    allowed = allowed_ids(vocab, "speech")
+    prompt = [vocab.speech] + vocab.units_to_ids([4, 8, 15, 16, 23])
+
+    def plain(seed, temperature, top_k, n):
+        g = torch.Generator().manual_seed(seed)
+        mask = torch.full((model.get_input_embeddings().weight.shape[0],), float("-inf"))
+        mask[torch.tensor(allowed)] = 0.0
+        ids, out = list(prompt), []
+        for _ in range(n):
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([ids])).logits[0, -1].float() / temperature + mask
+            top, idx = torch.topk(logits, top_k)
+            nxt = int(idx[torch.multinomial(torch.softmax(top, -1), 1, generator=g)])
+            if nxt == vocab.eos:
+                break
+            out.append(nxt)
+            ids.append(nxt)
+        return out
+
+    for seed, t, k in ((0, 0.8, 25), (1, 1.3, 5), (2, 0.5, 1)):
+        got = sample(model, prompt, allowed, temperature=t, top_k=k, max_new_tokens=10, seed=seed, eos=vocab.eos)
+        assert got == plain(seed, t, k, 10)
+        assert all(x in set(allowed) for x in got)
+    greedy = sample(model, prompt, allowed, temperature=1.0, top_k=1, max_new_tokens=6, seed=9, eos=vocab.eos)
+    with torch.no_grad():
+        first = model(input_ids=torch.tensor([prompt])).logits[0, -1]
+    assert greedy[0] == allowed[int(first[torch.tensor(allowed)].argmax())]

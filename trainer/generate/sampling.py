@@ -9,6 +9,7 @@ speech. Without durations every unit counts one frame.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,11 +111,13 @@ def sample(model, ids: list[int], allowed: list[int], *, temperature: float, top
     mask[torch.tensor(allowed)] = 0.0
     out: list[int] = []
     x = torch.tensor([ids], device=device)
+    # the KV cache argument is `cache` in transformers 5, `past_key_values` before
+    arg = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
     past = None
     with torch.no_grad():
         for _ in range(max_new_tokens):
-            res = model(input_ids=x, past_key_values=past, use_cache=True)
-            past = res.past_key_values
+            res = model(input_ids=x, use_cache=True, **({arg: past} if past is not None else {}))
+            past = res.get("cache", res.get("past_key_values"))
             logits = res.logits[0, -1].float().cpu() / temperature + mask
             k = min(top_k, len(allowed))
             top, idx = torch.topk(logits, k)
