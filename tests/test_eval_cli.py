@@ -111,3 +111,50 @@ def test_bad_benchmark_name_fails_before_loading_the_model(checkpoint, prepared,
     assert main(["eval", str(checkpoint), "--data", str(prepared), "--benchmarks", "swuggy,sbliimp"]) == 2
     assert "benchmark 'sbliimp' not found" in capsys.readouterr().err
     assert count_loads == []
+
+
+def test_eval_and_generate_registration_import_no_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import argparse, sys; from trainer.eval import cli as e; from trainer.generate import cli as g; "
+            "p = argparse.ArgumentParser(); sub = p.add_subparsers(); e.register(sub); g.register(sub); "
+            "print([m for m in ('torch', 'transformers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env={"PYTHONPATH": str(root)})
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_submission_from_scaling_eval_scores_as_the_official_toolkit(checkpoint, tmp_path, capsys):
+    """A ZeroSpeech layout scored by the model: the submission files, fed to the official pandas steps,
+    give the accuracy and in-vocab score `scaling eval` reports."""
+    from helpers.zerospeech_official import official_from_submission
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "zr"
+    units = {}
+    rows = ["filename,id,voice,frequency,word,phones,length,correct"]
+    for i in range(12):
+        for v in ("A", "B", "C")[: 1 + i % 3]:  # 1 to 3 voices per id
+            units[f"w{i}{v}"] = rng.integers(0, 500, 6).tolist()
+            rows.append(f"w{i}{v},{i},{v},{[0, 2, 7, 40, 300][i % 5]},w,p,3,1")
+            for k in range(1 + i % 2):  # 1 or 2 non-words per id and voice
+                units[f"n{i}{v}{k}"] = rng.integers(0, 500, 6).tolist()
+                rows.append(f"n{i}{v}{k},{i},{v},,n,p,3,0")
+    (data / "swuggy").mkdir(parents=True)
+    (data / "swuggy" / "gold.csv").write_text("\n".join(rows) + "\n")
+    (data / "swuggy" / "units.jsonl").write_text("".join(json.dumps({"file_name": f"{k}.wav", "units": u}) + "\n"
+                                                         for k, u in units.items()))
+    out = tmp_path / "r.json"
+    assert main(["eval", str(checkpoint), "--data", str(data), "--benchmarks", "swuggy", "--submission",
+                 str(tmp_path / "sub"), "--json", str(out), "--resamples", "50"]) == 0
+    m = json.loads(out.read_text())["metrics"]["swuggy"]
+    all_, inv = official_from_submission(data / "swuggy" / "gold.csv", tmp_path / "sub" / "lexical" / "dev.txt", "lexical")
+    assert m["accuracy"] == pytest.approx(all_, abs=1e-12) and m["in_vocab"] == pytest.approx(inv, abs=1e-12)
+    assert [b["label"] for b in m["by_frequency"]] == ["oov", "1-5", "6-20", "21-100", ">100"]
+    assert "swuggy inv" in capsys.readouterr().out
+    assert main(["eval", str(checkpoint), "--data", str(data), "--benchmarks", "swuggy", "--submission",
+                 str(tmp_path / "sub2"), "--max-items", "3"]) == 2
+    assert not (tmp_path / "sub2").exists()
