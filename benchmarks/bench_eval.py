@@ -12,7 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-NAMES = ["swuggy", "sblimp", "ssc", "tsc"]
+from scaling.datadir import DEFAULT_BENCHMARKS
+
+NAMES = list(DEFAULT_BENCHMARKS)
 
 
 def main() -> None:

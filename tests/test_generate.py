@@ -181,3 +181,27 @@ def test_sampling_with_the_kv_cache_equals_recomputing_the_prefix(models):
     with torch.no_grad():
         first = model(input_ids=torch.tensor([prompt])).logits[0, -1]
     assert greedy[0] == allowed[int(first[torch.tensor(allowed)].argmax())]
+
+
+@pytest.mark.parametrize("flag,value,field", [("--temperature", "0", "temperature"), ("--top-k", "0", "top_k"),
+                                              ("--max-new-tokens", "-1", "max_new_tokens")])
+def test_bad_sampling_settings_fail_before_loading(models, tmp_path, capsys, monkeypatch, flag, value, field):
+    import trainer.model as m
+
+    monkeypatch.setattr(m, "load_model", lambda *a: (_ for _ in ()).throw(AssertionError("model loaded")))
+    p = prompts_file(tmp_path / "p.jsonl")
+    assert main(["generate", str(models["lm"]), "--prompts", str(p), "--out", str(tmp_path / "o"), flag, value]) == 2
+    assert f"field '{field}'" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_bad_prompts_name_file_line_and_field(tmp_path):
+    from scaling.errors import ConfigError
+    from trainer.generate.sampling import load_prompts
+
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"id": "a", "segments": [{"modality": "speech", "units": []}]}) + "\n")
+    with pytest.raises(ConfigError, match=r"p.jsonl: field 'segments\[0\].units': line 1 \(a\): speech segment without units"):
+        load_prompts(p)
+    p.write_text(json.dumps({"id": "a", "units": [1, 2], "output": "video"}) + "\n")
+    with pytest.raises(ConfigError, match=r"field 'output': line 1 \(a\): must be 'speech' or 'text'"):
+        load_prompts(p)

@@ -33,9 +33,11 @@ def _cmd_generate(args) -> int:
     from scaling.errors import ConfigError
     from trainer.data.tokenizer import SpeechVocab, load_tokenizer
     from trainer.generate.genppl import generate_all
-    from trainer.generate.sampling import load_prompts
+    from trainer.generate.sampling import check_settings, load_prompts
     from trainer.model import load_model
 
+    check_settings(temperature=args.temperature, top_k=args.top_k, max_new_tokens=args.max_new_tokens,
+                   prompt_seconds=args.prompt_seconds, max_prompts=args.max_prompts)
     ckpt = Path(args.checkpoint)
     if not ckpt.is_dir():
         raise ConfigError("checkpoint folder not found", source=str(ckpt))

@@ -87,11 +87,13 @@ def run_genppl(checkpoint, prompts_path, *, vocoder: str, asr: str, text_lm: str
 
     from trainer.data.tokenizer import SpeechVocab, load_tokenizer
     from trainer.generate.asr import WhisperASR
-    from trainer.generate.sampling import load_prompts
+    from trainer.generate.sampling import check_settings, load_prompts
     from trainer.generate.textlm import TextLM
     from trainer.generate.vocoder import UnitHifiGan
     from trainer.model import load_model
 
+    check_settings(temperature=temperature, top_k=top_k, max_new_tokens=max_new_tokens, prompt_seconds=prompt_seconds,
+                   max_prompts=max_prompts)
     prompts = load_prompts(prompts_path, prompt_seconds=prompt_seconds, max_prompts=max_prompts)
     ckpt = Path(checkpoint)
     tok = load_tokenizer(ckpt)
@@ -113,6 +115,10 @@ def run_genppl(checkpoint, prompts_path, *, vocoder: str, asr: str, text_lm: str
 
 
 def genppl_from_args(args) -> GenPPLResult:
+    from trainer.generate.sampling import check_settings
+
+    check_settings(temperature=args.temperature, top_k=args.top_k, max_new_tokens=args.max_new_tokens,
+                   prompt_seconds=args.prompt_seconds, max_prompts=args.max_prompts)
     missing = [f"--{k.replace('_', '-')}" for k in ("prompts", "vocoder", "asr", "text_lm") if not getattr(args, k, None)]
     if missing:
         raise ConfigError(f"genppl needs {', '.join(missing)}", field="benchmarks", value="genppl")

@@ -22,6 +22,20 @@ DEFAULTS = {"temperature": 0.8, "top_k": 25, "max_new_tokens": 150, "prompt_seco
 OUTPUTS = ("speech", "text")
 
 
+def check_settings(*, temperature: float, top_k: int, max_new_tokens: int, prompt_seconds: float,
+                   max_prompts: int | None = None) -> None:
+    """Sampling settings checked before any model is loaded."""
+    if not temperature > 0:
+        raise ConfigError("must be > 0", field="temperature", value=temperature)
+    for name, v in (("top_k", top_k), ("max_new_tokens", max_new_tokens)):
+        if v < 1:
+            raise ConfigError("must be >= 1", field=name, value=v)
+    if not prompt_seconds > 0:
+        raise ConfigError("must be > 0", field="prompt_seconds", value=prompt_seconds)
+    if max_prompts is not None and max_prompts < 1:
+        raise ConfigError("must be >= 1", field="max_prompts", value=max_prompts)
+
+
 @dataclass(frozen=True)
 class Prompt:
     id: str
@@ -101,10 +115,7 @@ def sample(model, ids: list[int], allowed: list[int], *, temperature: float, top
     eos (not returned) or after ``max_new_tokens``. Deterministic in ``seed``."""
     import torch
 
-    if temperature <= 0:
-        raise ConfigError("must be > 0", field="temperature", value=temperature)
-    if top_k < 1 or max_new_tokens < 1:
-        raise ConfigError("must be >= 1", field="top_k/max_new_tokens", value=(top_k, max_new_tokens))
+    check_settings(temperature=temperature, top_k=top_k, max_new_tokens=max_new_tokens, prompt_seconds=1.0)
     device = next(model.parameters()).device
     g = torch.Generator(device="cpu").manual_seed(seed)
     mask = torch.full((model.get_input_embeddings().weight.shape[0],), float("-inf"))
