@@ -158,3 +158,43 @@ def test_submission_from_scaling_eval_scores_as_the_official_toolkit(checkpoint,
     assert main(["eval", str(checkpoint), "--data", str(data), "--benchmarks", "swuggy", "--submission",
                  str(tmp_path / "sub2"), "--max-items", "3"]) == 2
     assert not (tmp_path / "sub2").exists()
+
+
+@pytest.mark.parametrize("convention", ["ours", "slamkit"])
+def test_slamkit_storycloze_layouts_evaluate_without_conversion(checkpoint, tmp_path, convention):
+    rng = np.random.default_rng(1)
+
+    def units(root, names):
+        (root / "units.jsonl").write_text("".join(json.dumps({"file_name": n, "units": rng.integers(0, 500, 5).tolist()})
+                                                  + "\n" for n in names))
+
+    flat, ms, cm = tmp_path / "ssc", tmp_path / "ms_tsc", tmp_path / "cm"
+    names = []
+    flat.mkdir()
+    for i in range(3):
+        for k in ("correct", "incorrect"):
+            (flat / f"{i}_{k}.wav").write_bytes(b"")
+            names.append(f"{i}_{k}.wav")
+    units(flat, names)
+    names = []
+    for spk in ("a", "b"):
+        (ms / spk).mkdir(parents=True)
+        for i in range(2):
+            for k in ("correct", "incorrect"):
+                (ms / spk / f"{i}_{k}.wav").write_bytes(b"")
+                names.append(f"{spk}/{i}_{k}.wav")
+    units(ms, names)
+    names = []
+    cm.mkdir()
+    for b in range(4):
+        for part in ("mutual", "correct", "incorrect"):
+            (cm / f"{b}_{part}.wav").write_bytes(b"")
+            (cm / f"{b}_{part}.txt").write_text(f"the {part} part of story {b}")
+            names.append(f"{b}_{part}.wav")
+    units(cm, names)
+    out = tmp_path / "r.json"
+    assert main(["eval", str(checkpoint), "--data", str(tmp_path), "--benchmarks", "ssc,ms_tsc,cm,cm_s2t,cm_t2s,cm_t2t",
+                 "--convention", convention, "--json", str(out), "--resamples", "20"]) == 0
+    m = json.loads(out.read_text())["metrics"]
+    assert {k: v["items"] for k, v in m.items()} == {"ssc": 3, "ms_tsc": 4, "cm": 4, "cm_s2t": 4, "cm_t2s": 4, "cm_t2t": 4}
+    assert all(v["convention"] == convention and 0 <= v["accuracy"] <= 1 for v in m.values())
