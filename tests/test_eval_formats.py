@@ -146,8 +146,13 @@ def test_storycloze_missing_text_names_the_item(tmp_path):
         fh.write(json.dumps({"id": "s3", "prompt": "s1/prompt.wav", "correct": "s1/correct.wav",
                              "incorrect": "s1/incorrect.wav"}) + "\n")
     assert len(load_pairs(tmp_path, "ssc")) == 3  # speech only: text not needed
-    with pytest.raises(ConfigError, match=r"item s3: no text for 'correct'"):
+    with pytest.raises(ConfigError, match=r"manifest.jsonl: field 'correct_text': item s3 \(line 3\): no text for 'correct'"):
         load_pairs(tmp_path, "ssc_s2t")
+    with open(root / "manifest.jsonl", "a") as fh:
+        fh.write(json.dumps({"id": "s4", "prompt": "s1/prompt.wav", "correct": "s1/correct.wav",
+                             "incorrect": "s1/incorrect.wav", "positive": []}) + "\n")
+    with pytest.raises(ConfigError, match=r"manifest.jsonl: field 'positive': line 4: key 'positive' is reserved"):
+        load_pairs(tmp_path, "ssc")
 
 
 @pytest.mark.parametrize("name,switch", [("ssc", False), ("ssc_s2t", True), ("ssc_t2s", True), ("ssc_t2t", False)])

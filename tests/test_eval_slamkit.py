@@ -75,6 +75,9 @@ def test_cross_modal_mutual_correct_incorrect(tmp_path):
     ss = {p["id"]: p for p in load_pairs(tmp_path, "cm")}
     assert ss["0"]["positive"] == [{"modality": "speech", "units": [9, 9, 9]}]
     assert ss["0"]["negative"] == [{"modality": "speech", "units": [8, 8]}]
+    (root / "1_incorrect.txt").write_text("  \n")
+    with pytest.raises(ConfigError, match=r"1_incorrect.txt: field 'incorrect_text': item 1: no text for 'incorrect'"):
+        load_pairs(tmp_path, "cm_t2t")
 
 
 def test_join_storycloze_audio_concatenates_prompt_and_ending(tmp_path):

@@ -226,26 +226,27 @@ _SC_KEYS = ("prompt", "correct", "incorrect")
 _WHOLE = re.compile(r"^(\d+)_(.*)$")
 
 
-def _text(s, *, item: str, part: str, source: str) -> dict:
-    if not isinstance(s, str) or not s.strip():
-        raise ConfigError(f"item {item}: no text for '{part}'", source=source, field=f"{part}_text")
-    return {"modality": "text", "text": s}
-
-
 def _storycloze_pair(rec: dict, index: UnitIndex | None, prompt: str, ending: str, source: str) -> dict:
     """One StoryCloze item: prompt in modality ``prompt``, ending in ``ending`` (speech or text)."""
     item = rec["id"]
+    where = f"item {item}" + (f" (line {rec['_line']})" if "_line" in rec else "")
+    src = rec.get("_source", source)
 
     def seg(part: str, mod: str) -> dict:
         if mod == "speech":
             ref = rec.get(part)
             if ref is None:
-                raise ConfigError(f"item {item}: no audio for '{part}'", source=source, field=part)
+                raise ConfigError(f"{where}: no audio for '{part}'", source=src, field=part)
             return _speech(index.get(ref, item=item))
-        return _text(rec.get(f"{part}_text"), item=item, part=part, source=source)
+        text = rec.get(f"{part}_text")
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"{where}: no text for '{part}'", source=rec.get(f"_{part}_source", src),
+                              field=f"{part}_text", value=text)
+        return {"modality": "text", "text": text}
 
     ctx = seg("prompt", prompt)
-    extra = {k: v for k, v in rec.items() if k not in ("id",) + _SC_KEYS + tuple(f"{p}_text" for p in _SC_KEYS)}
+    extra = {k: v for k, v in rec.items() if not k.startswith("_") and k not in ("id",) + _SC_KEYS +
+             tuple(f"{p}_text" for p in _SC_KEYS)}
     return {**extra, "id": item, "positive": [ctx, seg("correct", ending)], "negative": [ctx, seg("incorrect", ending)]}
 
 
@@ -274,6 +275,7 @@ def _cross_modal_records(root: Path, files: list[Path]) -> list[dict]:
             t = root / f"{b}{suf}.txt"
             if t.is_file():
                 r[f"{part}_text"] = t.read_text(encoding="utf-8").strip()
+                r[f"_{part}_source"] = str(t)
             joined = f"{b}_mutual+{part}"  # units extracted from the joined audio (see join_storycloze_audio)
             if part != "prompt":
                 r[f"{part}_joined"] = joined
@@ -313,11 +315,15 @@ def storycloze_records(root: str | Path) -> list[dict]:
     man = root / "manifest.jsonl"
     if man.is_file():
         recs, seen = [], set()
-        for _, r in iter_jsonl(man, required=("id",)):
+        for line, r in iter_jsonl(man, required=("id",)):
             if r["id"] in seen:
-                raise ConfigError("duplicate item id", source=str(man), field="id", value=r["id"])
+                raise ConfigError(f"line {line}: duplicate item id", source=str(man), field="id", value=r["id"])
+            for k in RESERVED:
+                if k in r:
+                    raise ConfigError(f"line {line}: key {k!r} is reserved (the loader sets it on every pair)",
+                                      source=str(man), field=k)
             seen.add(r["id"])
-            recs.append(r)
+            recs.append({**r, "_line": line, "_source": str(man)})
         return recs
     if not root.is_dir():
         raise ConfigError("StoryCloze folder not found", source=str(root))
