@@ -101,11 +101,13 @@ def test_frequency_bands_are_left_closed_as_official():
 
 
 def test_bootstrap_resamples_ids_not_pairs(tmp_path):
+    from trainer.eval.results import bootstrap_ci
+
     r = project_result(tmp_path, "lexical").with_ci(n_resamples=400, seed=1)
-    # every resample is a mean of 6 id means: a multiple of 1/72 (the id means are in twelfths / sixths)
-    lo, hi = r.ci
-    assert lo == pytest.approx(round(lo * 72) / 72, abs=1e-12) and hi == pytest.approx(round(hi * 72) / 72, abs=1e-12)
-    assert lo < r.accuracy < hi
+    id_means = [2 / 3, 2 / 3, 0.5, 0.5, 1.0, 0.75]  # by hand, ids 1..6 (first-seen order)
+    assert r.ci == pytest.approx(bootstrap_ci(id_means, n_resamples=400, seed=1), abs=1e-12)
+    assert r.ci != pytest.approx(bootstrap_ci(r.scores, n_resamples=400, seed=1), abs=1e-6)  # not the 12 rows
+    assert r.ci[0] < r.accuracy < r.ci[1]
 
 
 def test_submission_files_are_in_the_official_format(tmp_path):
