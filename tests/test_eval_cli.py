@@ -149,7 +149,13 @@ def test_submission_from_scaling_eval_scores_as_the_official_toolkit(checkpoint,
                                                          for k, u in units.items()))
     out = tmp_path / "r.json"
     assert main(["eval", str(checkpoint), "--data", str(data), "--benchmarks", "swuggy", "--submission",
-                 str(tmp_path / "sub"), "--json", str(out), "--resamples", "50"]) == 0
+                 str(tmp_path / "sub"), "--json", str(out), "--resamples", "50", "--per-item", str(tmp_path / "items")]) == 0
+    with open(tmp_path / "items" / "swuggy.csv", newline="") as fh:
+        items = list(csv.DictReader(fh))
+    sub = dict(line.split(" ") for line in (tmp_path / "sub" / "lexical" / "dev.txt").read_text().splitlines())
+    for r in items:  # the submission holds the negated NLL of each pair's files
+        assert float(sub[r["file_pos"]]) == -float(r["nll_pos"]) and float(sub[r["file_neg"]]) == -float(r["nll_neg"])
+        assert r["group"] == r["id"].split("/")[0]
     m = json.loads(out.read_text())["metrics"]["swuggy"]
     all_, inv = official_from_submission(data / "swuggy" / "gold.csv", tmp_path / "sub" / "lexical" / "dev.txt", "lexical")
     assert m["accuracy"] == pytest.approx(all_, abs=1e-12) and m["in_vocab"] == pytest.approx(inv, abs=1e-12)

@@ -102,18 +102,24 @@ class MetricResult:
         return out
 
     def rows(self) -> list[dict]:
-        return [{"id": i, "nll_pos": float(p), "nll_neg": float(q), "n_tokens_pos": int(a), "n_tokens_neg": int(b),
-                 "score": float(s)}
-                for i, p, q, a, b, s in zip(self.ids, self.nll_pos, self.nll_neg, self.n_tokens_pos,
-                                            self.n_tokens_neg, self.scores)]
+        out = [{"id": i, "nll_pos": float(p), "nll_neg": float(q), "n_tokens_pos": int(a), "n_tokens_neg": int(b),
+                "score": float(s)}
+               for i, p, q, a, b, s in zip(self.ids, self.nll_pos, self.nll_neg, self.n_tokens_pos,
+                                           self.n_tokens_neg, self.scores)]
+        if self.groups is not None:  # ZeroSpeech: the aggregation group and the two files of each pair
+            for r, g, (fp, fn) in zip(out, self.groups, self.files):
+                r.update(group=g, file_pos=fp, file_neg=fn)
+        return out
 
     def write_csv(self, path: str | Path) -> Path:
-        """Per-item CSV (columns PER_ITEM_COLUMNS), written under a temporary name and renamed."""
+        """Per-item CSV (columns PER_ITEM_COLUMNS, + group, file_pos, file_neg for ZeroSpeech sets),
+        written under a temporary name and renamed."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
+        cols = PER_ITEM_COLUMNS + (("group", "file_pos", "file_neg") if self.groups is not None else ())
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=PER_ITEM_COLUMNS)
+            w = csv.DictWriter(fh, fieldnames=cols)
             w.writeheader()
             for r in self.rows():
                 w.writerow({**r, "nll_pos": repr(r["nll_pos"]), "nll_neg": repr(r["nll_neg"])})

@@ -8,14 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from scaling.datadir import BENCHMARKS
 from scaling.errors import ConfigError
 from trainer.eval.benchmarks import load_pairs
 from trainer.eval.results import MetricResult
 from trainer.eval.scoring import (CONVENTIONS, Encoded, check_scoring, encode_segments, encode_slamkit, sequence_nll,
                                   special_tokens)
-
 
 
 @dataclass(frozen=True)
