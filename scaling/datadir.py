@@ -52,9 +52,10 @@ FRAME_S = 0.04  # 25 Hz units
 # -- the benchmark registry -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Benchmark:
-    """A pairwise-likelihood benchmark: its name (also its results column), its family (``lexical``,
-    ``syntactic``, ``storycloze``), what it measures, and which modalities the context and the ending are
-    in (the StoryCloze family; the others are one spoken segment)."""
+    """A benchmark: its name (also its results column), its family (``lexical``, ``syntactic``,
+    ``storycloze``, ``generation``), what it measures, which modalities the context and the ending are in
+    (the StoryCloze family; lexical and syntactic items are one spoken segment), its direction, and its
+    kind (a pairwise-likelihood accuracy, or a generation metric)."""
 
     name: str
     family: str
@@ -62,6 +63,8 @@ class Benchmark:
     description: str
     modalities: tuple[str, str] = ("speech", "speech")
     higher_is_better: bool = True
+    #: "pairs": a pairwise-likelihood benchmark; "generation": prompts continued and scored (GenPPL).
+    kind: str = "pairs"
 
     @property
     def file(self) -> str:
@@ -77,8 +80,12 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("ssc_s2t", "storycloze", "StoryCloze S→T", "spoken context, text endings", ("speech", "text")),
     Benchmark("ssc_t2s", "storycloze", "StoryCloze T→S", "text context, spoken endings", ("text", "speech")),
     Benchmark("ssc_t2t", "storycloze", "StoryCloze T→T", "text context, text endings", ("text", "text")),
+    Benchmark("genppl", "generation", "GenPPL", "perplexity of transcribed speech continuations under a text LM",
+              higher_is_better=False, kind="generation"),
 )}
 BENCHMARK_NAMES = tuple(BENCHMARKS)
+#: The pairwise-likelihood benchmarks (every one has a synthetic builder in trainer.data.benchmarks).
+PAIR_BENCHMARKS = tuple(n for n, b in BENCHMARKS.items() if b.kind == "pairs")
 DEFAULT_BENCHMARKS = ("swuggy", "sblimp", "ssc", "tsc")
 #: Columns that are losses (lower is better) besides the validation losses.
 LOWER_IS_BETTER = ("loss", "ppl", "perplexity", "genppl", "nll")

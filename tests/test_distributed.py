@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from scaling.rundir import RunDir
-from helpers import toy_spec as _spec, train_spec as _train
+from helpers.runs import toy_spec as _spec, train_spec as _train
 
 
 @pytest.mark.slow

@@ -51,7 +51,7 @@ def test_text_lm_folder_becomes_a_speech_lm(prepared, tmp_path, family):
     from trainer.data.tokenizer import load_tokenizer
     from trainer.execute import execute
     from trainer.model import build_model
-    from helpers import toy_spec as _spec
+    from helpers.runs import toy_spec as _spec
 
     m = DataDir.open(prepared).manifest
     text_shape = dataclasses.replace(DEMO["toy-xs"], family=family, qkv_bias=family == "qwen2",

@@ -8,7 +8,7 @@ from scaling.rundir import RunDir
 from scaling.shapes import DEMO
 from scaling.spec import RunSpec, TrainConfig
 from scaling.datadir import DataDir
-from helpers import toy_spec as _spec, train_spec as _train
+from helpers.runs import toy_spec as _spec, train_spec as _train
 from trainer.model import build_model, extend_vocab
 from trainer.schedule import cosine_with_min_lr, warmup_steps
 

@@ -51,6 +51,7 @@ def register(sub) -> None:
     from trainer import bench
     from trainer.data import cli as data_cli
     from trainer.eval import cli as eval_cli
+    from trainer.generate import cli as gen_cli
 
     data_cli.register(sub)
     t = sub.add_parser("train", help="train one run from a run spec (spec.yaml) or a planned run folder")
@@ -61,6 +62,7 @@ def register(sub) -> None:
     t.set_defaults(func=_cmd_train)
 
     eval_cli.register(sub)
+    gen_cli.register(sub)
     bench.register(sub)
 
     m = sub.add_parser("memory", help="estimate per-GPU memory of a training plan before launching it")

@@ -45,7 +45,7 @@ def _evaluator(spec: RunSpec):
 
     def run(model, tokenizer):
         if not suite:
-            suite.append(EvalSuite.from_data(Path(spec.data_dir) / "benchmarks", spec.benchmarks, tokenizer,
+            suite.append(EvalSuite.from_data(Path(spec.data_dir), spec.benchmarks, tokenizer,
                                              SpeechVocab.of(tokenizer), max_items=spec.bench_items))
         return suite[0].run(model)
 

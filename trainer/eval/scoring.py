@@ -17,6 +17,11 @@ from scaling.errors import ConfigError
 
 NORMS = ("mean", "sum")
 SPANS = ("whole", "continuation")
+#: How a pair member becomes token ids (README "Scoring conventions"). ``ours``: a modality marker opens
+#: every sequence and every switch, a space before every text segment after the first. ``slamkit``:
+#: SlamKit's encoding (speech-only items carry no marker, text segments joined as written, the text
+#: tokenizer's own special tokens such as a Llama BOS around the whole sequence).
+CONVENTIONS = ("ours", "slamkit")
 
 
 @dataclass(frozen=True)
@@ -65,21 +70,74 @@ def encode_segments(segments: list[dict], tokenizer, vocab, *, item: str = "?") 
             cont_start = len(ids)
         if mod != prev:
             ids.append(vocab.speech if mod == "speech" else vocab.text)
+        _check_segment(seg, item=item, k=k)
         if mod == "speech":
-            if "units" not in seg:
-                raise ConfigError(f"item {item}: speech segment without units", field="units")
             try:
                 ids.extend(vocab.units_to_ids(seg["units"]))
             except ConfigError as e:
                 raise ConfigError(f"item {item}: {e}") from None
         else:
-            if "text" not in seg:
-                raise ConfigError(f"item {item}: text segment without text", field="text")
             # words after the first carry their space, after a marker too (as the interleaved stream does)
             text = seg["text"] if k == 0 else " " + seg["text"]
             ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
         prev = mod
     return Encoded(ids, cont_start)
+
+
+def _check_segment(seg: dict, *, item: str, k: int) -> str:
+    mod = seg.get("modality")
+    if mod not in ("speech", "text"):
+        raise ConfigError(f"item {item}: segment {k}: unknown modality", field="modality", value=mod)
+    if mod == "speech":
+        if not seg.get("units"):
+            raise ConfigError(f"item {item}: segment {k}: speech segment without units", field="units",
+                              value=seg.get("units"))
+    elif not isinstance(seg.get("text"), str) or not seg["text"].strip():
+        raise ConfigError(f"item {item}: segment {k}: text segment without text", field="text", value=seg.get("text"))
+    return mod
+
+
+def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer adds before and after a text when asked for special tokens (a Llama BOS;
+    nothing for Qwen): SlamKit tokenises every sequence that way."""
+    with_sp = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for i in range(len(with_sp) - len(plain) + 1):
+        if with_sp[i:i + len(plain)] == plain:
+            return list(with_sp[:i]), list(with_sp[i + len(plain):])
+    raise ConfigError("cannot locate the text inside the tokenizer's special-token frame", field="tokenizer")
+
+
+def encode_slamkit(segments: list[dict], tokenizer, vocab, *, item: str = "?", cross_modal: bool = False,
+                   frame: tuple[list[int], list[int]] | None = None) -> Encoded:
+    """Token ids as SlamKit builds them (``InterleavingTokeniser``): a speech-only item of a speech
+    benchmark is its units alone; an interleaved (or cross-modal) item opens every run of one modality
+    with its marker; consecutive text segments are joined as written and tokenised together; the whole
+    sequence sits inside the tokenizer's special tokens (``frame``, from :func:`special_tokens`)."""
+    if not segments:
+        raise ConfigError(f"item {item}: no segments", field="segments")
+    mods = [_check_segment(s, item=item, k=k) for k, s in enumerate(segments)]
+    pre, post = frame if frame is not None else special_tokens(tokenizer)
+    ids = list(pre)
+    if all(m == "speech" for m in mods) and not cross_modal:
+        for s in segments:
+            ids.extend(vocab.units_to_ids(s["units"]))
+        return Encoded(ids + list(post), 0)
+    k = 0
+    while k < len(segments):
+        j = k
+        while j < len(segments) and mods[j] == mods[k]:
+            j += 1
+        run = segments[k:j]
+        if mods[k] == "speech":
+            ids.append(vocab.speech)
+            for s in run:
+                ids.extend(vocab.units_to_ids(s["units"]))
+        else:
+            ids.append(vocab.text)
+            ids.extend(tokenizer("".join(s["text"] for s in run), add_special_tokens=False)["input_ids"])
+        k = j
+    return Encoded(ids + list(post), 0)
 
 
 def _autocast(device: torch.device):
