@@ -91,6 +91,7 @@ def prepare_corpus(data_dir: str | Path, *, vocab_size: int = 512, seed: int = 0
         seed=seed, tokens=counts, fingerprint=fp, vocab=vocab_block(text_vocab, vocab.size, vocab.unit_offset),
         tokenizer_sha={TEXT_TOKENIZER: text_sha, SPEECH_TOKENIZER: vocab_sha(tok.get_vocab())},
         interleave={"ratio": ratio, "poisson_lambda": lam}, speech_fractions=fractions,
-        mixture=mixture_report(counts), source={"corpus": "synthetic", "vocab_size": vocab_size}, prepare_seconds=round(time.time() - t0, 2))
+        mixture=mixture_report(counts), source={"corpus": "synthetic", "vocab_size": vocab_size},
+        prepare_seconds=round(time.time() - t0, 2), format=1)  # single-file shards: the demo's fingerprint stays
     write_manifest(data_dir, manifest)
     return manifest

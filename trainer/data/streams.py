@@ -77,6 +77,9 @@ def build_streams(text_docs: list[str], utts: list[dict], tokenizer, vocab: Spee
         "speech_word_fraction": speech_words / max(words, 1),
         "speech_token_fraction": speech_tok / max(all_tok, 1),
         "words": words,
+        "speech_words": speech_words,  # the raw counts, so fractions of several parts can be combined
+        "speech_tokens": speech_tok,
+        "tokens": all_tok,
         "aligned_utterances": len(aligned),
         "utterances": len(utts),
     }
