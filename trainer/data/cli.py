@@ -37,18 +37,30 @@ def _print_data_summary(data: dict) -> None:
 
 def _cmd_data_extract(args) -> int:
     from scaling.errors import ConfigError
-    from trainer.units.extract import extract_units, list_audio
-    from trainer.units.hubert import HubertExtractor
-    from trainer.units.kmeans import KMeansQuantizer
+    from trainer.units.extract import list_audio, merge_shards
 
+    files = list_audio(args.audio)
+    if args.merge:
+        n = args.merge
+        if n < 1:
+            raise ConfigError("must be the number of shards (>= 1)", field="merge", value=n)
+        print(f"{merge_shards(files, args.out, n)} lines from {n} shards merged into {args.out}")
+        return 0
     if not args.kmeans:
         raise ConfigError("no k-means centroids given: pass --kmeans FILE (.npy, .safetensors or a weights-only .pt "
                           "holding an array [K, D])", field="kmeans")
-    files = list_audio(args.audio)
-    quantizer = KMeansQuantizer.load(args.kmeans)
-    extractor = HubertExtractor(args.model, layer=args.layer, device=args.device)
-    res = extract_units(files, args.out, extractor, quantizer, batch_seconds=args.batch_seconds)
-    print(f"{res['files']} files extracted, {res['skipped']} already done, {res['seconds']} s -> {args.out}")
+    settings = dict(model=args.model, kmeans=args.kmeans, layer=args.layer, device=args.device,
+                    batch_seconds=args.batch_seconds)
+    if args.submit:
+        from trainer.data.launch import launch_extract
+
+        launch_extract(args.audio, args.out, settings, shards=args.array, executor=args.submit, wait=not args.no_wait,
+                       timeout_min=args.timeout_min)
+        return 0
+    from trainer.data.launch import run_extract
+
+    res = run_extract(args.audio, args.out, settings, shard=_parse_shard(args.shard))
+    print(f"{res['files']} files extracted, {res['skipped']} already done, {res['seconds']} s -> {res['out']}")
     return 0
 
 
@@ -143,6 +155,12 @@ def register(sub) -> None:
     e.add_argument("--layer", type=int, default=11)
     e.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio seconds per batch")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--shard", metavar="i/N", help="extract files i, i+N, ... into OUT's <stem>.<i>-of-<N> file")
+    e.add_argument("--merge", type=int, metavar="N", help="interleave the N shard files back into OUT (list order)")
+    e.add_argument("--submit", choices=("slurm", "local"), help="run --array shards as a submitit job array, then merge")
+    e.add_argument("--array", type=int, default=8, help="array tasks for --submit")
+    e.add_argument("--no-wait", action="store_true", help="with --submit: return after submitting (merge later)")
+    e.add_argument("--timeout-min", type=int, default=24 * 60, help="with --submit: per-task time limit")
     e.set_defaults(func=_cmd_data_extract)
 
     p = dsub.add_parser("prepare", help="tokenise and pack a real corpus into shards + data.json (streaming, resumable)")
