@@ -124,12 +124,13 @@ def _plan(job: _Job, val_fraction: float, dedup: bool) -> dict:
     speech = [s for s, src in enumerate(job.sources) if src.kind == "speech"]
     if speech:
         allh = np.concatenate([hashes[s] for s in speech])
-        uniq, first, counts = np.unique(allh, return_index=True, return_counts=True)
+        _, first, counts = np.unique(allh, return_index=True, return_counts=True)
         if (counts > 1).any():
             keep = np.zeros(allh.size, dtype=bool)
             keep[first] = True
             if not dedup:
-                raise _duplicate_error(job, speech, hashes, uniq[counts > 1][0], int((counts - 1).sum()))
+                first_repeat = int(np.flatnonzero(~keep)[0])  # reported in file order
+                raise _duplicate_error(job, speech, hashes, allh[first_repeat], int((counts - 1).sum()))
             starts = np.cumsum([0] + [hashes[s].size for s in speech])
             for k, s in enumerate(speech):
                 codes[s][~keep[starts[k]:starts[k + 1]]] = -1
