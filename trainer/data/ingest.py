@@ -34,7 +34,10 @@ OVERLAP_TOLERANCE_S = 0.01  # aligners round boundaries: neighbours may overlap 
 
 
 def stem(file_name: str) -> str:
-    return Path(str(file_name).replace("\\", "/")).stem
+    """``Path(file_name).stem`` with either slash (string operations: called once per utterance)."""
+    name = str(file_name).replace("\\", "/").rstrip("/").rpartition("/")[2]
+    i = name.rfind(".")
+    return name[:i] if 0 < i < len(name) - 1 else name
 
 
 def _iter_jsonl(path: Path):
@@ -134,6 +137,15 @@ def read_features(path: str | Path) -> list[dict]:
 def _parse_aligned(aligned, src: str, where: str) -> tuple[list[str], list[float], list[float]]:
     if not isinstance(aligned, list):
         raise ConfigError(f"{where}: aligned_text must be a list of [word, start, end]", source=src, field="aligned_text")
+    try:  # the common case in bulk; anything unusual goes through the item-by-item checks below
+        words, starts, ends = zip(*aligned) if aligned else ((), (), ())
+        if all(type(w) is str for w in words) and all(len(item) == 3 for item in aligned):
+            s, e = np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64)
+            stripped = [w.strip() for w in words]
+            if all(stripped) and np.isfinite(s).all() and np.isfinite(e).all():
+                return stripped, s.tolist(), e.tolist()
+    except (TypeError, ValueError):
+        pass
     words, starts, ends = [], [], []
     for k, item in enumerate(aligned):
         if not (isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], str)):
@@ -229,6 +241,9 @@ class AlignmentIndex:
         else:
             raise ConfigError("alignments folder or file not found", source=str(self.path))
 
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_fh"}
+
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         return np.isin(hashes, self.hashes)
 
@@ -248,15 +263,17 @@ class AlignmentIndex:
             return {"words": words, "starts": starts, "ends": ends, "source": f}
         h = np.uint64(key_hash(key))
         lo, hi = np.searchsorted(self.hashes, h, "left"), np.searchsorted(self.hashes, h, "right")
-        with open(self.path, "rb") as fh:
-            for k in range(lo, hi):
-                fh.seek(int(self.offsets[k]))
-                line = fh.readline()
-                row = _alignment_row(line, str(self.path), f"at byte {int(self.offsets[k])}")
-                if stem(row["file_name"]) == key:
-                    where = f"{self.path} (file_name {row['file_name']!r})"
-                    words, starts, ends = _parse_aligned(row["aligned_text"], where, "aligned_text")
-                    return {"words": words, "starts": starts, "ends": ends, "source": where}
+        if lo == hi:
+            return None
+        if getattr(self, "_fh", None) is None:  # one handle per process (not pickled)
+            self._fh = open(self.path, "rb")
+        for k in range(lo, hi):
+            self._fh.seek(int(self.offsets[k]))
+            row = _alignment_row(self._fh.readline(), str(self.path), f"at byte {int(self.offsets[k])}")
+            if stem(row["file_name"]) == key:
+                where = f"{self.path} (file_name {row['file_name']!r})"
+                words, starts, ends = _parse_aligned(row["aligned_text"], where, "aligned_text")
+                return {"words": words, "starts": starts, "ends": ends, "source": where}
         return None
 
 

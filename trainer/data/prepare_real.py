@@ -272,7 +272,10 @@ def _run_items(job: _Job, plan: dict, work: Path, *, workers: int, shard: tuple[
     if workers > 1:
         import multiprocessing as mp
 
-        pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(job,))
+        # fork (Linux): workers inherit the imported modules and the loaded tokenizer instead of paying for both
+        # again; the Rust tokenizer disables its own threads after a fork, so nothing can deadlock
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        pool = mp.get_context(method).Pool(workers, initializer=_worker_init, initargs=(job,))
     _worker_init(job)
     t0 = time.time()
     try:

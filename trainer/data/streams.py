@@ -15,7 +15,14 @@ from trainer.data.tokenizer import SpeechVocab
 
 
 def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
-    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    """Token ids without special tokens; a fast tokenizer's Rust backend directly (what ``tokenizer(texts)``
+    calls, without building a BatchEncoding)."""
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
 def _units(u: dict) -> np.ndarray:
