@@ -288,6 +288,10 @@ def test_parted_tokens_read_like_one_array(single):
     a, sa = Mixture(streams, {"speech": 1, "interleaved": 1}, 16, 0).sequences(0, 40)
     b, sb = Mixture(plain, {"speech": 1, "interleaved": 1}, 16, 0).sequences(0, 40)
     assert (a == b).all() and (sa == sb).all()
+    from trainer.validate import val_windows
+
+    assert (val_windows(toks, 16, 5) == val_windows(flat, 16, 5)).all()
+    assert (val_windows(toks, 10 ** 6, 5) == val_windows(flat, 10 ** 6, 5)).all()  # fewer tokens than one window
     offs = data.doc_offsets("speech", "train")
     assert offs[0] == 0 and (np.diff(offs) > 0).all() and flat[offs[1] - 1] == flat[-1]  # documents end with eos
 
