@@ -250,3 +250,19 @@ def test_extract_output_is_locked(tmp_path, models, centroids):
             extract_units([A1], out, HubertExtractor(models["layer"], layer=2), KMeansQuantizer.load(centroids), log=None)
     assert not out.exists()
     assert extract_units([A1], out, HubertExtractor(models["layer"], layer=2), KMeansQuantizer.load(centroids), log=None)["files"] == 1
+
+
+def test_extract_from_a_datasets_folder(tmp_path, models, centroids, capsys):
+    """Audio published as a Hugging Face dataset (encoded bytes in an Audio column) gives the units of the files."""
+    datasets = pytest.importorskip("datasets")  # in the [test] extra
+    audio = [{"bytes": Path(f).read_bytes(), "path": Path(f).name} for f in (A1, A2)]
+    ds = datasets.Dataset.from_dict({"file_name": ["a/audio1.flac", "a/audio2.flac"], "audio": audio})
+    ds.cast_column("audio", datasets.Audio(decode=False)).save_to_disk(str(tmp_path / "ds"))
+    assert main(["data", "extract", str(tmp_path / "ds"), "--out", str(tmp_path / "ds.jsonl"), "--model",
+                 str(models["layer"]), "--kmeans", str(centroids), "--layer", "2"]) == 0
+    assert main(["data", "extract", str(AUDIO), "--out", str(tmp_path / "files.jsonl"), "--model", str(models["layer"]),
+                 "--kmeans", str(centroids), "--layer", "2"]) == 0
+    got = [json.loads(line) for line in (tmp_path / "ds.jsonl").read_text().splitlines()]
+    ref = [json.loads(line) for line in (tmp_path / "files.jsonl").read_text().splitlines()]
+    assert [r["file_name"] for r in got] == ["a/audio1.flac", "a/audio2.flac"]
+    assert [(r["units"], r["duration"]) for r in got] == [(r["units"], r["duration"]) for r in ref]

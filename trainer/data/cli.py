@@ -37,10 +37,10 @@ def _print_data_summary(data: dict) -> None:
 
 def _cmd_data_extract(args) -> int:
     from scaling.errors import ConfigError
-    from trainer.units.extract import list_audio, merge_shards
+    from trainer.units.extract import dataset_audio, is_dataset, list_audio, merge_shards
 
-    files = list_audio(args.audio)
     if args.merge:
+        files = dataset_audio(args.audio)[0] if is_dataset(args.audio) else list_audio(args.audio)
         n = args.merge
         if n < 1:
             raise ConfigError("must be the number of shards (>= 1)", field="merge", value=n)
@@ -148,7 +148,8 @@ def register(sub) -> None:
     s.set_defaults(func=_cmd_data_synth)
 
     e = dsub.add_parser("extract", help="HuBERT units from audio: features.jsonl (SlamKit schema), resumable")
-    e.add_argument("audio", metavar="AUDIO_DIR_OR_LIST", help="a folder of audio files or a text file with one path per line")
+    e.add_argument("audio", metavar="AUDIO_DIR_OR_LIST", help="a folder of audio files, a text file with one path per line, or a "
+                   "datasets folder (save_to_disk) with an 'audio' column")
     e.add_argument("--out", required=True, help="features.jsonl to write (appended; files already in it are skipped)")
     e.add_argument("--model", default="slprl/mhubert-base-25hz", help="HubertModel folder (save_pretrained) or cached hub id")
     e.add_argument("--kmeans", help="centroids [K, D]: .npy, .safetensors or weights-only .pt")

@@ -52,14 +52,15 @@ class ExtractShard(_Requeueable):
 
 def run_extract(audio, out, settings: dict, *, shard=None) -> dict:
     """One extraction (or one shard of it) from plain settings: model, kmeans, layer, device, batch_seconds."""
-    from trainer.units.extract import extract_units, list_audio, shard_output
+    from trainer.units.extract import dataset_audio, extract_units, is_dataset, list_audio, load_audio, shard_output
     from trainer.units.hubert import HubertExtractor
     from trainer.units.kmeans import KMeansQuantizer
 
-    files = list_audio(audio)
+    files, load = dataset_audio(audio) if is_dataset(audio) else (list_audio(audio), load_audio)
     quantizer = KMeansQuantizer.load(settings["kmeans"])
     extractor = HubertExtractor(settings["model"], layer=settings["layer"], device=settings.get("device", "cpu"))
-    res = extract_units(files, out, extractor, quantizer, batch_seconds=settings.get("batch_seconds", 120.0), shard=shard)
+    res = extract_units(files, out, extractor, quantizer, batch_seconds=settings.get("batch_seconds", 120.0), shard=shard,
+                        load=load)
     return {**res, "out": str(out if shard is None else shard_output(out, shard))}
 
 
@@ -94,7 +95,7 @@ def launch_extract(audio, out, settings: dict, *, shards: int, executor: str = "
                    timeout_min: int = 24 * 60, echo=print) -> dict:
     """``shards`` array tasks of `data extract --shard i/N`; with ``wait``, then the merge into ``out``."""
     from scaling.errors import ConfigError
-    from trainer.units.extract import list_audio, merge_shards
+    from trainer.units.extract import dataset_audio, is_dataset, list_audio, merge_shards
 
     if shards < 1:
         raise ConfigError("must be >= 1", field="array", value=shards)
@@ -106,6 +107,6 @@ def launch_extract(audio, out, settings: dict, *, shards: int, executor: str = "
         return {"jobs": [j.job_id for j in jobs]}
     for j in jobs:
         j.result()
-    n = merge_shards(list_audio(audio), out, shards)
+    n = merge_shards(dataset_audio(audio)[0] if is_dataset(audio) else list_audio(audio), out, shards)
     echo(f"{n} lines from {shards} shards merged into {out}")
     return {"jobs": [j.job_id for j in jobs], "lines": n}

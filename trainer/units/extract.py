@@ -60,6 +60,77 @@ def list_audio(src: str | Path) -> list[str]:
     raise ConfigError("audio folder or file list not found", source=str(src))
 
 
+def is_dataset(src: str | Path) -> bool:
+    """A Hugging Face ``datasets`` folder (``save_to_disk``)."""
+    p = Path(src)
+    return p.is_dir() and (p / "state.json").is_file()
+
+
+def dataset_audio(src: str | Path) -> tuple[list[str], callable]:
+    """The audio rows of a ``datasets`` folder: (names, load(name) -> waveform). A row's name is its
+    ``file_name`` or ``id`` column, else its audio's ``path``, else ``row<i>``; the ``audio`` column holds
+    encoded bytes (``Audio(decode=False)``, read with soundfile) or a decoded ``{"array", "sampling_rate"}``."""
+    import io
+
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError("reading a datasets folder needs `datasets`: pip install 'speech-scaling[data]'", source=str(src)) from None
+    ds = datasets.load_from_disk(str(src))
+    if isinstance(ds, datasets.DatasetDict):
+        raise ConfigError(f"a DatasetDict with splits {list(ds)}: give the folder of one split", source=str(src))
+    if "audio" not in ds.column_names:
+        raise ConfigError("the dataset has no 'audio' column", source=str(src), field="audio", value=ds.column_names)
+    if isinstance(ds.features["audio"], datasets.Audio):
+        ds = ds.cast_column("audio", datasets.Audio(decode=False))  # soundfile decodes; no torchcodec needed
+    meta = [c for c in ("file_name", "id") if c in ds.column_names][:1]
+    names = []
+    for i, row in enumerate(ds.select_columns(meta + ["audio"]).with_format("arrow").iter(batch_size=256)):
+        for k, r in enumerate(row.to_pylist()):
+            a = r["audio"] or {}
+            names.append(str(r[meta[0]]) if meta else str(a.get("path") or f"row{i * 256 + k}"))
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ConfigError("two rows share a name; names identify utterances", source=str(src), field=meta[0] if meta else "audio",
+                          value=dup)
+    index = {n: i for i, n in enumerate(names)}
+
+    def load(name: str) -> np.ndarray:
+        import soundfile as sf
+
+        a = ds[index[name]]["audio"]
+        where = f"{src} row {index[name]}"
+        if a.get("array") is not None:
+            wav, sr = np.asarray(a["array"], dtype=np.float32), int(a["sampling_rate"])
+            wav = wav.mean(axis=1) if wav.ndim == 2 else wav
+        elif a.get("bytes") is not None:
+            try:
+                wav, sr = sf.read(io.BytesIO(a["bytes"]), dtype="float32", always_2d=True)
+            except Exception as e:
+                raise ConfigError(f"cannot read audio ({type(e).__name__}: {str(e)[:200]})", source=where) from None
+            wav = wav.mean(axis=1)
+        elif a.get("path"):
+            return load_audio(a["path"])
+        else:
+            raise ConfigError("the audio cell has no array, bytes or path", source=where, field="audio")
+        return _resampled(wav, sr, where)
+
+    return names, load
+
+
+def _resampled(wav: np.ndarray, sr: int, where: str) -> np.ndarray:
+    import math
+
+    from scipy.signal import resample_poly
+
+    if wav.size == 0:
+        raise ConfigError("the audio is empty", source=where)
+    if sr != SAMPLE_RATE:
+        g = math.gcd(int(sr), SAMPLE_RATE)
+        wav = resample_poly(wav, SAMPLE_RATE // g, int(sr) // g)
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
 def _done_files(out: Path) -> set[str]:
     """File names already in the output; truncates a torn last line so appends stay valid."""
     if not out.is_file():
@@ -158,9 +229,10 @@ def merge_shards(files: list[str], out: str | Path, n_shards: int) -> int:
 
 def extract_units(files: list[str], out: str | Path, extractor: HubertExtractor, quantizer: KMeansQuantizer, *,
                   batch_seconds: float = 120.0, chunk_files: int = 64, log=print,
-                  shard: tuple[int, int] | None = None) -> dict:
+                  shard: tuple[int, int] | None = None, load=load_audio) -> dict:
     """Units for every file not yet in ``out`` (with ``shard``: files ``i::N`` into :func:`shard_output`);
-    returns counts {"files", "skipped", "seconds"}."""
+    ``load(name)`` reads a waveform (a file by default; :func:`dataset_audio` gives one for dataset rows).
+    Returns counts {"files", "skipped", "seconds"}."""
     out = Path(out) if shard is None else shard_output(out, shard)
     if shard is not None:
         files = list(files)[shard[0]::shard[1]]
@@ -173,10 +245,10 @@ def extract_units(files: list[str], out: str | Path, extractor: HubertExtractor,
                           field="conv_stride", value=extractor.frame_rate)
     out.parent.mkdir(parents=True, exist_ok=True)
     with locked(out):
-        return _extract(files, out, extractor, quantizer, batch_seconds, chunk_files, log)
+        return _extract(files, out, extractor, quantizer, batch_seconds, chunk_files, log, load)
 
 
-def _extract(files, out: Path, extractor, quantizer, batch_seconds: float, chunk_files: int, log) -> dict:
+def _extract(files, out: Path, extractor, quantizer, batch_seconds: float, chunk_files: int, log, load) -> dict:
     done = _done_files(out)
     todo = [f for f in dict.fromkeys(files) if f not in done]
     t0, n = time.time(), 0
@@ -184,7 +256,7 @@ def _extract(files, out: Path, extractor, quantizer, batch_seconds: float, chunk
     fh = None  # opened on the first finished file: an error before that leaves no output behind
     try:
         for c in range(0, len(todo), chunk_files):
-            chunk = [(f, load_audio(f)) for f in todo[c:c + chunk_files]]
+            chunk = [(f, load(f)) for f in todo[c:c + chunk_files]]
             for f, w in chunk:
                 if len(w) < 400:
                     raise ConfigError("audio shorter than one HuBERT frame (25 ms)", source=f, value=f"{len(w)} samples")
