@@ -14,6 +14,12 @@ Word alignments (``--alignments``), matched to utterances by file stem (``../aud
 Text (``--text``): a ``.jsonl`` file (``{"text": ...}`` per line), a plain-text file (one document per
 non-empty line), or a folder of such files (sorted).
 Every reading error names the file, the line, the field and the value.
+
+Preparation streams: it parses one record at a time with :func:`parse_speech_row` (records come from
+:mod:`trainer.data.sources`), finds alignments through :class:`AlignmentIndex` (a folder's files are
+matched by their own stem, a JSONL's lines by ``file_name``) and checks them with
+:func:`check_alignment`. :func:`read_features`, :func:`read_alignments` and :func:`attach_alignments` read
+whole small files into memory (tests, the example data).
 """
 from __future__ import annotations
 
