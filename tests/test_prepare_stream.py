@@ -310,3 +310,41 @@ def test_truncated_part_is_an_error(corpus, single, tmp_path):
     part.write_bytes(part.read_bytes()[:-8])
     with pytest.raises(ConfigError, match="truncated or corrupt"):
         DataDir.open(tmp_path / "d")
+
+
+def test_format2_index_checks(single, tmp_path):
+    import shutil
+
+    d = tmp_path / "d"
+    shutil.copytree(single, d)
+    m = json.loads((d / "data.json").read_text())
+    part = m["tokens"]["speech_train"]["parts"][1]
+    p = d / "shards" / "speech_train" / f"{part['name']}.npy"
+    arr = np.load(p)
+    arr[3] += 1  # same size, other content: only the hash sees it
+    np.save(p, arr)
+    DataDir.open(d)
+    with pytest.raises(ConfigError, match=f"speech_train/{part['name']}.npy.*differs from its sha256"):
+        DataDir.open(d, verify="hash")
+    bad = json.loads(json.dumps(m))
+    bad["tokens"]["speech_train"]["tokens"] += 1
+    (d / "data.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match="tokens.speech_train.tokens.*parts hold"):
+        DataDir.open(d)
+    bad = dict(m, format=3)
+    (d / "data.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match="reads formats \\[1, 2\\]"):
+        DataDir.open(d)
+
+
+def test_cli_shard_then_merge(corpus, single, tmp_path, capsys):
+    args = ["data", "prepare", "--features", str(corpus / "features.jsonl"), "--alignments", str(corpus / "align.jsonl"),
+            "--text", str(corpus / "text.jsonl"), "--tokenizer", str(corpus / "tok"), "--seed", "3", "--val-fraction", "0.2",
+            "--chunk", "5", "--out", str(tmp_path / "o")]
+    assert main(args + ["--shard", "2/2"]) == 2
+    assert "field 'shard'" in capsys.readouterr().err
+    assert main(args + ["--shard", "1/2"]) == 0 and main(args + ["--shard", "0/2"]) == 0
+    assert "run the same command with --merge" in capsys.readouterr().out
+    assert main(args + ["--merge"]) == 0
+    assert "source speech (speech, weight 1)" in capsys.readouterr().out
+    assert DataDir.open(tmp_path / "o").fingerprint == DataDir.open(single).fingerprint
