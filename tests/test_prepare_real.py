@@ -2,7 +2,6 @@
 import filecmp
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,7 +204,6 @@ def _bad_features(tmp_path, field, value):
 @pytest.mark.parametrize("case", ["unit_range", "time_range", "empty_text", "empty_features", "no_eos", "bad_tokens"])
 def test_errors_exit_2_and_write_nothing(inputs, tmp_path, capsys, case):
     out = tmp_path / "o"
-    kw = {}
     if case == "unit_range":
         args = _prepare_args(inputs, out, features=_bad_features(tmp_path, "units", 731))
         want = ["bad.jsonl", "field 'units'", "731", "line 2"]

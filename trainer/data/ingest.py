@@ -353,31 +353,11 @@ def check_alignment(u: dict) -> float:
 
 
 def read_text(path: str | Path) -> list[str]:
-    """Documents from a .jsonl file (field ``text``), a plain-text file (one per non-empty line) or a folder."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".jsonl", ".txt"))
-        if not files:
-            raise ConfigError("no .jsonl or .txt files in the text folder", source=str(path))
-        docs = [d for f in files for d in _read_text_file(f)]
-    elif path.is_file():
-        docs = _read_text_file(path)
-    else:
-        raise ConfigError("text corpus not found", source=str(path))
+    """Every document of a text input (any form :mod:`trainer.data.sources` reads), in memory: for small inputs."""
+    from trainer.data.sources import Source, parse_text
+
+    docs = [d for src, where, raw in Source("text", "text", str(path)).records()
+            if (d := parse_text(src, where, raw)) is not None]
     if not docs:
         raise ConfigError("the text corpus is empty", source=str(path))
     return docs
-
-
-def _read_text_file(path: Path) -> list[str]:
-    if path.suffix.lower() in (".jsonl", ".json"):
-        docs = []
-        for i, row in _iter_jsonl(path):
-            if "text" not in row:
-                raise ConfigError(f"line {i} has no 'text'", source=str(path), field="text")
-            if not isinstance(row["text"], str):
-                raise ConfigError(f"line {i}: text is not a string", source=str(path), field="text")
-            if row["text"].strip():
-                docs.append(row["text"])
-        return docs
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -43,16 +43,6 @@ CHUNK = 2000  # records per work item: bounds a worker's memory, and is the unit
 MAX_UNALIGNED = 0.5  # warn when an aligned utterance has more of its audio outside words than this
 
 
-def split_indices(n: int, val_fraction: float, rng: np.random.Generator, what: str, source: str) -> dict[str, np.ndarray]:
-    """Seeded split of ``n`` documents: ``max(1, round(val_fraction * n))`` to val, at least one to train."""
-    if n < 2:
-        raise ConfigError(f"the {what} corpus has {n} document(s); train and val need at least one each",
-                          source=source, value=n)
-    n_val = min(n - 1, max(1, int(round(val_fraction * n))))
-    perm = rng.permutation(n)
-    return {"train": np.sort(perm[n_val:]), "val": np.sort(perm[:n_val])}
-
-
 def _mix(h: np.ndarray, salt: int) -> np.ndarray:
     """splitmix64 of ``h + salt``: a seeded, uniform 64-bit value per id (vectorised)."""
     with np.errstate(over="ignore"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 
 from scaling.datadir import MANIFEST, SPEECH_TOKENIZER, SPLITS, TEXT_TOKENIZER, make_manifest, vocab_block, vocab_sha, write_manifest
 from scaling.errors import ConfigError
