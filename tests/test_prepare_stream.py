@@ -348,3 +348,20 @@ def test_cli_shard_then_merge(corpus, single, tmp_path, capsys):
     assert main(args + ["--merge"]) == 0
     assert "source speech (speech, weight 1)" in capsys.readouterr().out
     assert DataDir.open(tmp_path / "o").fingerprint == DataDir.open(single).fingerprint
+
+
+def test_training_runs_on_a_parted_folder(single, tmp_path):
+    """The trainer reads a format-2 folder (several parts per stream) through DataDir like a format-1 one."""
+    from scaling.rundir import RunDir
+    from scaling.shapes import DEMO
+    from scaling.spec import RunSpec, TrainConfig
+    from trainer.execute import execute
+
+    data = DataDir.open(single)
+    assert len(data.parts("interleaved", "train")) > 1
+    spec = RunSpec(arm="interleaved", model="toy-xs", shape=DEMO["toy-xs"].with_vocab(data.speech_model_vocab), tokens=640,
+                   streams={"text": 1.0, "interleaved": 1.0, "speech": 1.0}, init="random",
+                   data_fingerprint=data.fingerprint, data_dir=str(single),
+                   train=TrainConfig(seq_len=32, batch_size=4, val_sequences=4))
+    rec = execute(RunDir(tmp_path / "runs" / spec.run_id).create(spec))
+    assert rec["tokens"] == 640 and np.isfinite(rec["val_loss_interleaved"])
