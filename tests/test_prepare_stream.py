@@ -141,6 +141,13 @@ def test_datasets_and_parquet_inputs_match_jsonl(corpus, single, tmp_path):
     assert _shard_files(tmp_path / "c") == _shard_files(single)
 
 
+def test_a_source_of_empty_documents_is_refused(corpus, tmp_path):
+    (tmp_path / "t.jsonl").write_text('{"text": " "}\n{"text": ""}\n')
+    with pytest.raises(ConfigError, match="t.jsonl: the text source 'text' gave no documents"):
+        prepare_real(tmp_path / "o", **_kw(corpus, text=tmp_path / "t.jsonl"))
+    assert not (tmp_path / "o").exists() and not (tmp_path / ".o.prepare").exists()
+
+
 def test_audio_column_without_units_is_refused(corpus, tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"file_name": ["a.flac", "b.flac"], "audio": [[0.0, 0.1], [0.2]]}).save_to_disk(str(tmp_path / "ds"))

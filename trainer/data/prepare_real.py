@@ -328,6 +328,9 @@ def _merge(job: _Job, plan: dict, work: Path, *, meta: dict, log) -> dict:
     if missing:
         raise ConfigError(f"{len(missing)} work item(s) are not done yet (first {missing[0]}): run the missing "
                           "`--shard i/N` jobs (or prepare without --shard) before merging", source=str(work))
+    for src in job.sources:
+        if not sources[src.name]["tokens"]:
+            raise ConfigError(f"the {src.kind} source '{src.name}' gave no documents (every record is empty)", source=src.spec)
     counts, shas = {}, []
     for name, plist in parts.items():
         if plist:
