@@ -71,7 +71,8 @@ def make_corpus(root: Path, n_words: int, seed: int = 0) -> dict:
 def bare_tokenizer_pass(root: Path, chunk: int) -> float:
     """Seconds to tokenise the same text as the preparation (documents + transcripts), in its batch size,
     with the Rust tokenizer's ``encode_batch`` (the fastest call there is; the preparation makes the same one)."""
-    from trainer.data.sources import Source, parse_text
+    from trainer.data.ingest import parse_text
+    from trainer.data.sources import Source
     from trainer.data.tokenizer import load_tokenizer
 
     backend = load_tokenizer(root / "tokenizer").backend_tokenizer

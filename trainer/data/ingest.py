@@ -31,19 +31,13 @@ import numpy as np
 
 from scaling.errors import ConfigError
 from scaling.jsonl import iter_jsonl
+from trainer.data.sources import KEY_RE, Source, json_row, stem, utterance_key
 from trainer.data.interleave import FRAME_S
 from trainer.data.tokenizer import N_UNITS
 
 _UNIT_RE = re.compile(r"<Un(\d+)>")
 ALIGN_TOLERANCE_S = FRAME_S  # the conv stack drops the last partial frame: words may end up to one frame later
 OVERLAP_TOLERANCE_S = 0.01  # aligners round boundaries: neighbours may overlap by a rounding step
-
-
-def stem(file_name: str) -> str:
-    """``Path(file_name).stem`` with either slash (string operations: called once per utterance)."""
-    name = str(file_name).replace("\\", "/").rstrip("/").rpartition("/")[2]
-    i = name.rfind(".")
-    return name[:i] if 0 < i < len(name) - 1 else name
 
 
 def _iter_jsonl(path: Path):
@@ -119,13 +113,6 @@ def parse_speech_row(row: dict, src: str, where: str) -> dict:
         words, starts, ends = _parse_aligned(row["aligned_text"], src, where)
         utt.update(words=words, starts=starts, ends=ends)
     return utt
-
-
-def utterance_key(row: dict) -> str | None:
-    """An utterance's id: the stem of ``file_name`` (SlamKit), else ``id`` (our schema)."""
-    if row.get("file_name") is not None:
-        return stem(row["file_name"])
-    return None if row.get("id") is None else str(row["id"])
 
 
 def read_features(path: str | Path) -> list[dict]:
@@ -227,12 +214,10 @@ class AlignmentIndex:
         elif self.path.is_file():
             self.files = None
             hashes, offsets, pos = [], [], 0
-            from trainer.data.sources import _KEY_RE
-
             with open(self.path, "rb") as fh:
                 for i, line in enumerate(fh, 1):
                     if line.strip():
-                        m = _KEY_RE["file_name"].search(line)
+                        m = KEY_RE["file_name"].search(line)
                         name = json.loads(m.group(1)) if m else _alignment_row(line, str(self.path), i).get("file_name")
                         if name is None:
                             raise ConfigError(f"line {i} has no 'file_name'", source=str(self.path), field="file_name")
@@ -354,10 +339,24 @@ def check_alignment(u: dict) -> float:
 
 def read_text(path: str | Path) -> list[str]:
     """Every document of a text input (any form :mod:`trainer.data.sources` reads), in memory: for small inputs."""
-    from trainer.data.sources import Source, parse_text
-
     docs = [d for src, where, raw in Source("text", "text", str(path)).records()
             if (d := parse_text(src, where, raw)) is not None]
     if not docs:
         raise ConfigError("the text corpus is empty", source=str(path))
     return docs
+
+
+def parse_speech(src: str, where: str, raw) -> dict:
+    return parse_speech_row(json_row(raw, src, where) if isinstance(raw, bytes) else raw, src, where)
+
+
+def parse_text(src: str, where: str, raw) -> str | None:
+    """A text record's document, or None when it is empty."""
+    if isinstance(raw, str):
+        return raw if raw.strip() else None
+    row = json_row(raw, src, where) if isinstance(raw, bytes) else raw
+    if "text" not in row:
+        raise ConfigError(f"{where} has no 'text'", source=src, field="text")
+    if not isinstance(row["text"], str):
+        raise ConfigError(f"{where}: text is not a string", source=src, field="text")
+    return row["text"] if row["text"].strip() else None

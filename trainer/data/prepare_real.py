@@ -35,7 +35,8 @@ from scaling.datadir import (MANIFEST, SPEECH_TOKENIZER, SPLITS, STREAMS, TEXT_T
 from scaling.errors import ConfigError
 from trainer.data import ingest, shards
 from trainer.data.mixture import mixture_report
-from trainer.data.sources import Source, parse_speech, parse_text
+from trainer.data.ingest import parse_speech, parse_text
+from trainer.data.sources import Source
 from trainer.data.streams import build_streams
 from trainer.data.tokenizer import SpeechVocab, add_speech_tokens, load_tokenizer
 

@@ -22,7 +22,21 @@ from typing import Iterator
 from scaling.errors import ConfigError
 
 BATCH_ROWS = 1024
-_KEY_RE = {k: re.compile(rb'"' + k.encode() + rb'"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)') for k in ("file_name", "id")}
+KEY_RE = {k: re.compile(rb'"' + k.encode() + rb'"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)') for k in ("file_name", "id")}
+
+
+def stem(file_name: str) -> str:
+    """``Path(file_name).stem`` with either slash (string operations: called once per utterance)."""
+    name = str(file_name).replace("\\", "/").rstrip("/").rpartition("/")[2]
+    i = name.rfind(".")
+    return name[:i] if 0 < i < len(name) - 1 else name
+
+
+def utterance_key(row: dict) -> str | None:
+    """An utterance's id: the stem of ``file_name`` (SlamKit), else ``id`` (our schema)."""
+    if row.get("file_name") is not None:
+        return stem(row["file_name"])
+    return None if row.get("id") is None else str(row["id"])
 
 
 @dataclass(frozen=True)
@@ -82,20 +96,18 @@ class Source:
                 yield self.spec, f"row {i}", row
 
     def keys(self) -> Iterator[str | None]:
-        """The id of every record (speech: :func:`~trainer.data.ingest.utterance_key`), in record order, read
+        """The id of every record (speech: :func:`utterance_key`), in record order, read
         cheaply: a JSONL line is searched for its ``file_name``/``id`` and parsed only when that fails; a
         columnar input reads the id column alone."""
-        from trainer.data.ingest import stem, utterance_key
-
         form = self.form
         if form == "files":
             for src, where, raw in self.records():
-                m = _KEY_RE["file_name"].search(raw)
+                m = KEY_RE["file_name"].search(raw)
                 if m:
                     yield stem(json.loads(m.group(1)))
                     continue
-                m = _KEY_RE["id"].search(raw)
-                yield str(json.loads(m.group(1))) if m else utterance_key(_json_row(raw, src, where))
+                m = KEY_RE["id"].search(raw)
+                yield str(json.loads(m.group(1))) if m else utterance_key(json_row(raw, src, where))
             return
         cols = self._columns()
         col = "file_name" if "file_name" in cols else "id" if "id" in cols else None
@@ -152,7 +164,7 @@ def _parquet_rows(path: Path, columns=None) -> Iterator[dict]:
         yield from batch.to_pylist()
 
 
-def _json_row(raw: bytes, src: str, where: str) -> dict:
+def json_row(raw: bytes, src: str, where: str) -> dict:
     try:
         row = json.loads(raw)
     except json.JSONDecodeError as e:
@@ -160,24 +172,6 @@ def _json_row(raw: bytes, src: str, where: str) -> dict:
     if not isinstance(row, dict):
         raise ConfigError(f"{where} is not a JSON object", source=src)
     return row
-
-
-def parse_speech(src: str, where: str, raw) -> dict:
-    from trainer.data.ingest import parse_speech_row
-
-    return parse_speech_row(_json_row(raw, src, where) if isinstance(raw, bytes) else raw, src, where)
-
-
-def parse_text(src: str, where: str, raw) -> str | None:
-    """A text record's document, or None when it is empty."""
-    if isinstance(raw, str):
-        return raw if raw.strip() else None
-    row = _json_row(raw, src, where) if isinstance(raw, bytes) else raw
-    if "text" not in row:
-        raise ConfigError(f"{where} has no 'text'", source=src, field="text")
-    if not isinstance(row["text"], str):
-        raise ConfigError(f"{where}: text is not a string", source=src, field="text")
-    return row["text"] if row["text"].strip() else None
 
 
 def parse_source(arg: str, kind: str, weights: dict[str, float] | None = None, default_name: str | None = None) -> Source:
