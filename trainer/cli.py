@@ -25,6 +25,10 @@ def _cmd_train(args) -> int:
         out = Path(args.run_dir) if args.run_dir else target.parent / "runs" / spec.run_id
         run = RunDir(out).create(spec)
     rec = execute(run)
+    from trainer.parallel import is_main
+
+    if not is_main():  # rank 0 alone prints and writes files
+        return 0
     print(json.dumps({k: rec[k] for k in ("run_id", "tokens", "flops", "val_loss_speech", "val_loss_text") if k in rec}, indent=2))
     if args.json:
         atomic.write_json(args.json, rec)

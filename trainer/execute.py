@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from scaling.flops import count_params, flops_exact
+from scaling.flops import count_params, flops_6nd, flops_exact
 from scaling.rundir import RunDir
 from scaling.spec import RunSpec
 
@@ -12,7 +12,7 @@ from scaling.spec import RunSpec
 def result_record(spec: RunSpec, summary: dict, metrics: dict, status: str = "done") -> dict:
     pc = count_params(spec.shape)
     tokens = summary["tokens"]
-    flops = 6.0 * pc.total * tokens
+    flops = flops_6nd(pc.total, tokens)
     rec = {
         "run_id": spec.run_id, "arm": spec.arm, "model": spec.model,
         "params": pc.total, "non_embedding_params": pc.non_embedding,
@@ -25,6 +25,8 @@ def result_record(spec: RunSpec, summary: dict, metrics: dict, status: str = "do
         "seed": spec.seed, "steps": summary["steps"], "train_seconds": summary["train_seconds"],
         "tokens_per_s": summary["tokens_per_s"], "final_train_loss": summary["final_train_loss"],
         "tokens_per_stream": summary["tokens_per_stream"], "data_fingerprint": spec.data_fingerprint,
+        # what was in force (trainer.parallel.Applied): world size, checkpointing, compile, chunked CE, ...
+        "effective": summary.get("effective"),
         # One entry per evaluated checkpoint: periodic ones, each cooldown branch, and the end.
         "evals": summary["evals"],
     }
