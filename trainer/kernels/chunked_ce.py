@@ -197,9 +197,13 @@ def token_nll(model, ids: torch.Tensor, extra_inputs: dict | None = None, *, chu
               chunk_size: int = 4096) -> torch.Tensor:
     """Per-position next-token NLL [B, T-1] (float32) by the same forward as ``lm_loss``: with
     ``chunked`` never more than ``chunk_size`` rows of float32 logits at once."""
-    if not chunked:
+    base = _unwrap(model)
+    if not chunked or not (hasattr(base, "lm_head") and hasattr(base, "model")):  # not a decoder + head: plain logits
         logits = model(input_ids=ids, **(extra_inputs or {})).logits
-        return F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), ids[:, 1:], reduction="none")
+        # one contiguous row per position: a row's value cannot depend on the batch's width or on its
+        # neighbours (a strided [B, V, T] reduction can, by an ulp)
+        flat = logits[:, :-1].float().reshape(-1, logits.shape[-1]).contiguous()
+        return F.cross_entropy(flat, ids[:, 1:].reshape(-1), reduction="none").view(ids.shape[0], -1)
     hidden, weight = decoder_hidden(model, ids, extra_inputs)
     B, T, d = hidden.shape
     h = hidden[:, :-1].reshape(-1, d)
