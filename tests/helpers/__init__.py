@@ -1,0 +1,1 @@
+"""Helpers shared by test modules (scripts that tests launch, reference computations)."""
