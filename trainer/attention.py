@@ -3,11 +3,12 @@
 Every document ends with eos, so a window's document segments follow from the eos positions
 alone. Position ids restart at each document, and attention is causal within a document only:
 
-- SDPA, eager, flex: an explicit block-diagonal causal mask [B, 1, T, T] (exact);
-- FlashAttention-2: the packed micro-batch is flattened to ONE row whose position ids restart at
-  every document (and every row); transformers turns restarting position ids into varlen
-  attention (cu_seqlens) only at batch size 1, so a [B, T] batch with B > 1 would silently attend
-  across documents. The targets at the row seams are masked out of the loss.
+- SDPA: an explicit block-diagonal causal mask [B, 1, T, T] (exact);
+- FlashAttention-2/3 and eager: the packed micro-batch is flattened to ONE row whose position ids
+  restart at every document (and every row); transformers turns restarting position ids into
+  varlen attention (cu_seqlens) for FlashAttention, or a packed-sequence mask for eager, only at
+  batch size 1, so a [B, T] batch with B > 1 would silently attend across documents (and eager
+  misreads a boolean 4D mask). The targets at the row seams are masked out of the loss.
 
 ``packed_inputs`` is the one place that decides this; the training step, validation and the
 benchmark all call it.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-FLASH = ("flash_attention_2", "flash_attention_3")
+FLATTENED = ("flash_attention_2", "flash_attention_3", "eager")  # documents from restarting position ids
 
 
 def doc_segments(ids: torch.Tensor, eos: int) -> torch.Tensor:
@@ -50,9 +51,9 @@ def packed_inputs(ids: torch.Tensor, valid: torch.Tensor, eos: int, *, attn: str
                   ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(ids, valid, extra model inputs) of a packed micro-batch ``ids`` [B, T] for implementation ``attn``.
 
-    ``valid`` [B, T-1] marks the predicted positions that count. With FlashAttention the batch
+    ``valid`` [B, T-1] marks the predicted positions that count. With FlashAttention or eager the batch
     comes back as one row [1, B*T] (see the module doc); otherwise shapes are unchanged."""
-    if attn in FLASH:
+    if attn in FLATTENED:
         B, T = ids.shape
         seg = doc_segments(ids, eos) if doc_mask else torch.zeros_like(ids)
         pos = doc_positions(seg)  # restarts at every document and at every row start
