@@ -81,7 +81,7 @@ class Applied:
         return asdict(self)
 
 
-def check_options(train, *, device: torch.device, world_size: int) -> None:
+def check_options(train, *, device: torch.device, world_size: int, compile_backend: str = "inductor") -> None:
     """Refuse, before any step, what this setting cannot do (never a silent fallback)."""
     from trainer.kernels.chunked_ce import compile_unavailable
     from trainer.model import PRECISIONS
@@ -90,17 +90,20 @@ def check_options(train, *, device: torch.device, world_size: int) -> None:
     if precision not in PRECISIONS:
         raise ConfigError(f"must be one of {PRECISIONS}", field="train.precision", value=precision)
     if train.compile:
-        why = compile_unavailable(device, "inductor")
+        why = compile_unavailable(device, compile_backend)
         if why:
             raise ConfigError(f"torch.compile is not usable here: {why}; set train.compile: false", field="train.compile", value=True)
 
 
-def parallelize(model, world_size: int, train, *, device: torch.device, compile_backend: str = "inductor") -> tuple[object, int]:
+def parallelize(model, world_size: int, train, *, device: torch.device, compile_backend: str = "inductor",
+                fsdp: bool | None = None) -> tuple[object, int]:
     """Activation checkpointing -> per-block compile -> ``fully_shard`` per block -> root.
 
+    ``train`` needs ``activation_checkpointing``, ``compile`` and ``precision`` (a TrainConfig).
     ``model`` may live on the meta device (big models: materialise with ``materialize`` after
-    this). Returns (model, number of compiled blocks)."""
-    check_options(train, device=device, world_size=world_size)
+    this). ``fsdp`` defaults to ``world_size > 1`` (``scaling bench gpu`` forces it on one GPU).
+    Returns (model, number of compiled blocks)."""
+    check_options(train, device=device, world_size=world_size, compile_backend=compile_backend)
     layers = model.model.layers
     if train.activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
@@ -113,7 +116,7 @@ def parallelize(model, world_size: int, train, *, device: torch.device, compile_
         for layer in layers:  # one block compiled once, reused by all: start-up stays short
             layer.compile(backend=compile_backend)
             compiled += 1
-    if world_size > 1:
+    if world_size > 1 if fsdp is None else fsdp:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
