@@ -132,3 +132,68 @@ def test_activation_estimate_within_25_percent_of_saved_tensors(name):
     measured = saved_per_token(3) - saved_per_token(2)  # one more block: what a block keeps
     estimated = activation_bytes(DEMO[name], compute_bytes=4)  # CPU: everything in fp32
     assert estimated == pytest.approx(measured, rel=0.25)
+
+
+@pytest.mark.parametrize("sweep", ["sims_qwen2.5.yaml", "isoflop_qwen2.5.yaml"])
+def test_shipped_gpu_sweeps_fit_80gb_per_point(sweep, capsys):
+    """Every planned point of the shipped GPU sweeps fits 8 x 80 GB per `scaling memory`, with the
+    micro-batch, checkpointing, chunked CE and precision the runs will use."""
+    from pathlib import Path
+
+    from sweeps.grid import resolve
+    from sweeps.schema import load_sweep
+
+    path = Path(__file__).resolve().parents[1] / "sweeps" / "configs" / sweep
+    assert main(["plan", str(path)]) == 0
+    assert "GPU-hours" in capsys.readouterr().out
+    specs = resolve(load_sweep(path))
+    for s in specs:
+        tc = s.train
+        plan = estimate(s.shape, model=s.model, gpus=8, micro_batch=tc.micro_batch_size or tc.batch_size, seq=tc.seq_len,
+                        activation_checkpointing=tc.activation_checkpointing, chunked_ce=tc.chunked_ce, precision=tc.precision)
+        assert plan.fits, (s.run_id, plan.total_gib)
+        assert s.init.startswith("Qwen/")  # hub ids stay hub ids (not resolved as folders beside the sweep)
+    if sweep.startswith("isoflop"):
+        per_size = {}
+        for s in specs:
+            per_size.setdefault(s.model, set()).add(s.budget)
+        assert set(per_size) == {"qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b"}
+        assert all(len(b) >= 4 for b in per_size.values())
+        assert min(s.budget for s in specs) <= 1e18 and max(s.budget for s in specs) >= 2e20
+
+
+def test_hub_id_without_cache_is_a_clear_error(tmp_path, monkeypatch):
+    from scaling.errors import ConfigError
+    from trainer.model import load_model
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # the constants are read at import
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match="huggingface-cli download Qwen/Qwen2.5-7B") as e:
+        load_model("Qwen/Qwen2.5-7B")
+    assert "not in the local Hugging Face cache" in str(e.value)
+
+
+def test_hub_id_loads_from_the_local_cache(tmp_path, monkeypatch):
+    """A hub id found in the HF cache loads through from_pretrained without network."""
+    import shutil
+
+    import torch
+
+    from helpers.scale_refs import tiny_text_lm
+    from trainer.model import load_model
+
+    tiny_text_lm(tmp_path / "src", 256)
+    snap = tmp_path / "hub" / "models--acme--tiny" / "snapshots" / ("0" * 40)
+    shutil.copytree(tmp_path / "src", snap)
+    (tmp_path / "hub" / "models--acme--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny" / "refs" / "main").write_text("0" * 40)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    model = load_model("acme/tiny")
+    ref = load_model(tmp_path / "src")
+    assert model.config.use_cache is False
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
