@@ -54,7 +54,8 @@ def test_checkpoint_reloads_with_auto_classes(prepared, tmp_path):
     from trainer.validate import val_loss, val_windows
 
     w = val_windows(load_shard(prepared / "shards", "speech_val"), 64, 4)
-    assert val_loss(model, w) == pytest.approx(rec["val_loss_speech"], rel=1e-5)
+    eos = tok.eos_token_id  # validation isolates documents as training does
+    assert val_loss(model, w, eos=eos) == pytest.approx(rec["val_loss_speech"], rel=1e-5)
 
 
 def test_text_lm_init_extends_vocabulary(prepared, tmp_path):
