@@ -353,7 +353,7 @@ class Trainer:
     def _cooldown(self, p: Progress, budget: int, n_steps: int) -> None:
         """Run one cooldown branch from the current state, record it, then restore the state."""
         start = p.step
-        ckpt = checkpoint.latest(self.ckpt_root)
+        ckpt = broadcast_object(checkpoint.latest(self.ckpt_root) if is_main() else None)
         if ckpt is None or ckpt.name != f"step_{start:08d}":
             ckpt = self._save(p)
         b = Progress(step=p.step, tokens=p.tokens, seq_pos=p.seq_pos)
