@@ -184,8 +184,9 @@ class Trainer:
                                  compile=compiled > 0, compiled_layers=compiled, chunked_ce=self.chunked_ce, attention=self.attn,
                                  precision=tc.precision, micro_batch_size=self.micro, accumulation=accumulation,
                                  fsdp=self.world > 1).to_dict()
-        if InitRef.parse(spec.init).external and not (run.path / "init").exists():
-            # an external text LM: keep the run's exact starting point (grown vocabulary) beside it
+        # an external text LM: keep the run's exact starting point (grown vocabulary) beside it; the
+        # export is collective, so rank 0 decides for all (a shared filesystem may show its folder early)
+        if broadcast_object(InitRef.parse(spec.init).external and not (run.path / "init").exists() if is_main() else None):
             self.export(run.path / "init")
         self.evaluator = evaluator
         self.steps = spec.steps
@@ -273,7 +274,8 @@ class Trainer:
     def validate(self) -> dict:
         tc = self.spec.train
         return {f"val_loss_{'text' if s == 'textlm' else s}":
-                val_loss(self.model, w, batch_size=self.micro, eos=self.eos if tc.doc_mask else None, chunked=self.chunked_ce,
+                # always the chunked head: without gradients it is the same loss, never [tokens, vocab] fp32 logits
+                val_loss(self.model, w, batch_size=self.micro, eos=self.eos if tc.doc_mask else None, chunked=True,
                          precision=tc.precision)
                 for s, w in self.val.items()}
 
