@@ -30,7 +30,7 @@ def main() -> None:
         tok, model = load_tokenizer(ckpt), load_model(ckpt)
     else:
         from scaling.shapes import DEMO
-        from trainer.data.prepare import prepare_corpus
+        from trainer.data.prepare_synthetic import prepare_corpus
         from trainer.data.synthetic import SynthConfig, generate
 
         data = Path(tempfile.mkdtemp()) / "data"

@@ -128,6 +128,19 @@ def _number(v, src, fieldname) -> float:
     return x
 
 
+def _init_path(value, base: Path, src: str, field: str) -> str:
+    """A checkpoint given in a sweep: a hub id stays a hub id; a local folder resolves against the sweep file."""
+    from scaling.initref import InitRef
+
+    text = str(value)
+    if not Path(text).is_absolute() and (base / text).exists():
+        return str(base / text)
+    ref = InitRef.parse(text, source=src, field=field)
+    if ref.kind == "local" and not Path(text).is_absolute():
+        return str(base / text)
+    return text
+
+
 def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     src = str(path)
@@ -202,7 +215,7 @@ def load_sweep(path: str | Path) -> Sweep:
             for m in v:
                 if m not in names:
                     raise ConfigError("names a model that is not in 'models'", source=src, field=f"init.{a}.{m}")
-            init[a], init_paths[a] = "checkpoint", {m: str(p) for m, p in v.items()}
+            init[a], init_paths[a] = "checkpoint", {m: _init_path(p, path.parent, src, f"init.{a}.{m}") for m, p in v.items()}
             continue
         if v not in ("text_lm", "random"):
             raise ConfigError("must be 'text_lm', 'random' or a mapping model -> checkpoint", source=src,
