@@ -13,7 +13,7 @@ from pathlib import Path
 from scaling.datadir import BENCHMARK_NAMES, BENCHMARKS, MANIFEST, DataDir
 from scaling.errors import ConfigError
 from scaling.jsonl import iter_jsonl
-from trainer.eval.formats import RESERVED, find_units, load_storycloze, load_zerospeech, split_cross_modal
+from trainer.eval.formats import RESERVED, check_segments, find_units, load_storycloze, load_zerospeech, split_cross_modal
 
 # The published default is mean NLL over the whole sequence for every benchmark.
 DEFAULT_SCORING = {"norm": "mean", "span": "whole"}
@@ -21,22 +21,7 @@ DEFAULT_SCORING = {"norm": "mean", "span": "whole"}
 
 def _check_pair_segments(row: dict, path: Path, line: int) -> None:
     for member in ("positive", "negative"):
-        segs = row[member]
-        if not isinstance(segs, list) or not segs:
-            raise ConfigError(f"line {line} (id {row['id']}): needs a non-empty list of segments", source=str(path),
-                              field=member, value=segs)
-        for k, seg in enumerate(segs):
-            where = f"{member}[{k}]"
-            mod = seg.get("modality") if isinstance(seg, dict) else None
-            if mod == "speech" and not seg.get("units"):
-                raise ConfigError(f"line {line} (id {row['id']}): speech segment without units", source=str(path),
-                                  field=f"{where}.units", value=seg.get("units"))
-            if mod == "text" and (not isinstance(seg.get("text"), str) or not seg["text"].strip()):
-                raise ConfigError(f"line {line} (id {row['id']}): text segment without text", source=str(path),
-                                  field=f"{where}.text", value=seg.get("text"))
-            if mod not in ("speech", "text"):
-                raise ConfigError(f"line {line} (id {row['id']}): unknown modality", source=str(path),
-                                  field=f"{where}.modality", value=mod)
+        check_segments(row[member], source=str(path), where=f"line {line} (id {row['id']})", field=member)
 
 
 def load_benchmark(path: Path, max_items: int | None = None) -> list[dict]:

@@ -43,6 +43,24 @@ RESERVED = ("positive", "negative", "files", "group", "task", "cross_modal")
 _AMBIGUOUS = object()
 
 
+def check_segments(segs, *, source: str, where: str, field: str, modalities=("speech", "text")) -> list:
+    """``segs`` as a non-empty list of segments (``{"modality": "speech", "units": [...]}`` or
+    ``{"modality": "text", "text": "..."}``); errors name the file, ``where`` (line and item) and the field."""
+    if not isinstance(segs, list) or not segs:
+        raise ConfigError(f"{where}: needs a non-empty list of segments", source=source, field=field, value=segs)
+    for k, seg in enumerate(segs):
+        at = f"{field}[{k}]"
+        mod = seg.get("modality") if isinstance(seg, dict) else None
+        if mod == "speech" and not seg.get("units"):
+            raise ConfigError(f"{where}: speech segment without units", source=source, field=f"{at}.units",
+                              value=seg.get("units"))
+        if mod == "text" and (not isinstance(seg.get("text"), str) or not seg["text"].strip()):
+            raise ConfigError(f"{where}: text segment without text", source=source, field=f"{at}.text", value=seg.get("text"))
+        if mod not in modalities:
+            raise ConfigError(f"{where}: unknown modality", source=source, field=f"{at}.modality", value=mod)
+    return segs
+
+
 def _key(ref: str) -> tuple[str, ...]:
     """A file reference as path parts without an audio extension (``../a/b.wav`` -> ("a", "b"))."""
     s = str(ref).replace("\\", "/")

@@ -16,6 +16,7 @@ from pathlib import Path
 from scaling.datadir import FRAME_S
 from scaling.errors import ConfigError
 from scaling.jsonl import iter_jsonl
+from trainer.eval.formats import check_segments
 
 #: SlamKit's generate / asr_perplexity settings (config/metric/generate.yaml, asr_perplexity.yaml).
 DEFAULTS = {"temperature": 0.8, "top_k": 25, "max_new_tokens": 150, "prompt_seconds": 3.0}
@@ -67,19 +68,7 @@ def load_prompts(path: str | Path, *, prompt_seconds: float = DEFAULTS["prompt_s
             segs = [{"modality": "speech", "units": keep or units[:1]}]
         else:
             raise ConfigError(f"line {line} ({pid}) has neither 'segments' nor 'units'", source=str(path), field="segments")
-        if not isinstance(segs, list) or not segs:
-            raise ConfigError(f"line {line} ({pid}): no segments", source=str(path), field="segments", value=segs)
-        for k, s in enumerate(segs):
-            mod = s.get("modality") if isinstance(s, dict) else None
-            if mod == "speech" and not s.get("units"):
-                raise ConfigError(f"line {line} ({pid}): speech segment without units", source=str(path),
-                                  field=f"segments[{k}].units", value=s.get("units"))
-            if mod == "text" and (not isinstance(s.get("text"), str) or not s["text"].strip()):
-                raise ConfigError(f"line {line} ({pid}): text segment without text", source=str(path),
-                                  field=f"segments[{k}].text", value=s.get("text"))
-            if mod not in OUTPUTS:
-                raise ConfigError(f"line {line} ({pid}): unknown modality", source=str(path),
-                                  field=f"segments[{k}].modality", value=mod)
+        check_segments(segs, source=str(path), where=f"line {line} ({pid})", field="segments", modalities=OUTPUTS)
         output = row.get("output", segs[-1]["modality"])
         if output not in OUTPUTS:
             raise ConfigError(f"line {line} ({pid}): must be 'speech' or 'text'", source=str(path), field="output", value=output)
