@@ -184,15 +184,39 @@ def test_isoflop_skips_thin_budgets_and_needs_two():
         fit_isoflop(C[one], N[one], D[one], L[one])
 
 
-def test_isoflop_flags_minimum_outside_grid():
-    (C, N, D, L), _ = isoflop_points()
-    # keep only the three smallest sizes per budget: the true minimum sits above them
-    keep = np.zeros_like(C, dtype=bool)
+def test_isoflop_excludes_minima_outside_the_sampled_sizes_unless_kept():
+    (C, N, D, L), a_true = isoflop_points()
+    # the three smallest sizes at the two largest budgets: their vertices lie above the sampled sizes
+    keep = np.ones_like(C, dtype=bool)
+    for c in (1e21, 1e22):
+        idx = np.flatnonzero(C == c)
+        keep[idx[np.argsort(N[idx])[3:]]] = False
+    fit = fit_isoflop(C[keep], N[keep], D[keep], L[keep])
+    out = [m for m in fit.minima if m.extrapolated]
+    assert [m.budget for m in out] == [1e21, 1e22] and all(m.excluded for m in out)
+    inside = fit_isoflop(C[(C < 1e21)], N[(C < 1e21)], D[(C < 1e21)], L[(C < 1e21)])
+    assert fit.a == pytest.approx(inside.a, abs=1e-12)  # the excluded vertices did not enter the power law
+    assert "excluded from the fit" in fit.summary()
+    kept = fit_isoflop(C[keep], N[keep], D[keep], L[keep], keep_extrapolated=True)
+    assert not any(m.excluded for m in kept.minima) and kept.a != pytest.approx(fit.a, abs=1e-6)
+    # every vertex outside: nothing left to fit, and the error says why and how to keep them
+    low = np.zeros_like(C, dtype=bool)
     for c in np.unique(C):
         idx = np.flatnonzero(C == c)
-        keep[idx[np.argsort(N[idx])[:3]]] = True
-    fit = fit_isoflop(C[keep], N[keep], D[keep], L[keep])
-    assert any(m.extrapolated for m in fit.minima)
+        low[idx[np.argsort(N[idx])[:3]]] = True
+    with pytest.raises(ConfigError, match="outside the sampled sizes were excluded"):
+        fit_isoflop(C[low], N[low], D[low], L[low])
+
+
+def test_powersum_refuses_budgets_with_three_sizes():
+    (C, N, D, L), _ = isoflop_points()
+    three = np.zeros_like(C, dtype=bool)
+    for c in np.unique(C):
+        idx = np.flatnonzero(C == c)
+        three[idx[np.argsort(N[idx])[2:5]]] = True
+    with pytest.raises(ConfigError, match="at least 4 model sizes"):
+        fit_isoflop(C[three], N[three], D[three], L[three], method="powersum")
+    assert fit_isoflop(C[three], N[three], D[three], L[three]).a > 0  # the parabola still fits them
 
 
 def test_envelope_recovers_gamma():
@@ -334,12 +358,25 @@ def test_powersum_isoflop_is_less_biased_than_parabola_on_fixed_wide_grids():
     assert IsoflopFit.from_dict(json.loads(json.dumps(ps.to_dict()))).a == ps.a
 
 
-def test_isoflop_bootstrap_interval_and_single_budget_error():
+def test_isoflop_bootstrap_interval_and_standard_errors_and_single_budget_error():
     (C, N, D, L), a_true = isoflop_points()
     rng = np.random.default_rng(0)
-    fit = fit_isoflop(C, N, D, L * np.exp(rng.normal(0, 0.003, L.size)), bootstrap=100)
+    Ln = L * np.exp(rng.normal(0, 0.003, L.size))
+    fit = fit_isoflop(C, N, D, Ln, bootstrap=200)
     lo, hi = fit.ci["a"]
-    assert lo < hi and lo - 0.02 < a_true < hi + 0.02
+    assert lo < fit.a < hi and lo < a_true < hi
+    assert fit.bootstrap["method"] == "residual" and fit.bootstrap["n_used"] == 200
+    # the least-squares standard error of the slope, recomputed here from the minima
+    x = np.log([m.budget for m in fit.minima])
+    y = np.log([m.n_opt for m in fit.minima])
+    X = np.column_stack([np.ones_like(x), x])
+    beta, res, *_ = np.linalg.lstsq(X, y, rcond=None)
+    cov = res[0] / (x.size - 2) * np.linalg.inv(X.T @ X)
+    assert fit.se["a"] == pytest.approx(np.sqrt(cov[1, 1]), rel=1e-9)
+    # the bootstrap spread and the standard error agree to within a factor of 3 on a well-sampled grid
+    assert fit.bootstrap["sd"]["a"] / 3 < fit.se["a"] < 3 * fit.bootstrap["sd"]["a"]
+    ps = fit_isoflop(C, N, D, Ln, method="powersum")
+    assert np.isfinite(ps.se["a"]) and np.isfinite(ps.se["b"])
     one = C == 1e19
     with pytest.raises(ConfigError, match="single budget"):
         fit_isoflop(C[one], N[one], D[one], L[one])
