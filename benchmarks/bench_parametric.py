@@ -36,24 +36,12 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.fits.parametric import DEFAULT_SCREEN, default_grid, fit_parametric  # noqa: E402
-from analysis.fits.synthetic import isoflop_grid, random_law  # noqa: E402
+from analysis.fits.synthetic import optimum_case as law_case  # noqa: E402
 
 DEFAULT_CSV = Path(__file__).resolve().parents[1] / "tests/data/chinchilla_epoch.csv"
-
-
-def law_case(seed: int):
-    """Law ``seed`` of the optimum benchmark: (law, N, D, L) on a 20-point isoFLOP grid."""
-    rng = np.random.default_rng(seed)
-    law = random_law(rng)
-    shift = float(rng.choice([1 / 3, 1.0, 3.0]))
-    noise = float(rng.uniform(0.003, 0.02))
-    c_min = float(10 ** rng.uniform(17, 19))
-    _, N, D, L = isoflop_grid(law, rng, n_budgets=4, n_sizes=5, c_min=c_min, shift=shift, noise=noise)
-    return law, N, D, L
 
 
 def _one_law(job):

@@ -66,3 +66,16 @@ def isoflop_grid(law: Law, rng: np.random.Generator, *, n_budgets: int = 5, n_si
     C, N, D = (np.array(v) for v in zip(*rows))
     L = law.loss(N, D) * np.exp(noise * rng.standard_normal(N.size))
     return C, N, D, L
+
+
+def optimum_case(seed: int):
+    """Case ``seed`` of the global-optimum benchmark (``benchmarks/bench_parametric.py --laws``):
+    (law, N, D, L) on a 20-point isoFLOP grid (4 budgets x 5 sizes), centred or off-centre by 3x,
+    0.3-2% noise, smallest budget between 1e17 and 1e19."""
+    rng = np.random.default_rng(seed)
+    law = random_law(rng)
+    shift = float(rng.choice([1 / 3, 1.0, 3.0]))
+    noise = float(rng.uniform(0.003, 0.02))
+    c_min = float(10 ** rng.uniform(17, 19))
+    _, N, D, L = isoflop_grid(law, rng, n_budgets=4, n_sizes=5, c_min=c_min, shift=shift, noise=noise)
+    return law, N, D, L
