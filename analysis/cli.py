@@ -250,7 +250,7 @@ def run_figures(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from scaling.atomic import write_json
+    from scaling.atomic import write_json, write_text
     from scaling.errors import ConfigError
 
     from .figures import draw_figures
@@ -283,8 +283,6 @@ def run_figures(args: argparse.Namespace) -> int:
         _publish(stage, out_dir)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    from scaling.atomic import write_text
-
     write_text(report, report_text)
     _print_notes(fits)
     for p in paths:

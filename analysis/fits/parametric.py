@@ -22,7 +22,6 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
 
 from scaling.errors import ConfigError
 
@@ -474,6 +473,8 @@ def polish_tight(obj, x0: np.ndarray, *, maxiter: int = 15000, bounds=None, tole
 
         x, _, conv, _ = batched_lbfgs(fun, x0, m=20, gtol=1e-10, ftol=1e-14, maxiter=maxiter, pass_rows=True)
     else:
+        from scipy.optimize import minimize  # only here and in the loop: the default path needs no scipy
+
         xs, conv = [], []
         for i, x_start in enumerate(x0):
             def single(x, s=scale[i]):
@@ -556,6 +557,8 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
         def single(x):
             f, g = obj(x[None, :])
             return (f[0], g[0]) if np.isfinite(f[0]) else (np.inf, np.zeros(5))
+
+        from scipy.optimize import minimize
 
         opts = {"gtol": gtol, "ftol": ftol, "maxiter": maxiter}
         cands = []
