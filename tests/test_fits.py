@@ -143,6 +143,19 @@ def test_search_widens_when_polished_candidates_disagree(epoch):
     assert g.objective <= f.objective * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("seed", [84, 63, 161])
+def test_worst_global_optimum_cases_stay_at_or_below_the_loop(seed):
+    """The three laws of `bench_parametric.py --laws 200` where the fit came closest to the scipy
+    loop's objective (from below): the fit must stay at or below the published loop's optimum."""
+    from analysis.fits.synthetic import optimum_case
+
+    _, N, D, L = optimum_case(seed)
+    fit = fit_parametric(N, D, L)
+    loop = fit_parametric(N, D, L, method="loop", grid=default_grid()[::30])
+    assert fit.objective <= loop.objective * (1 + 1e-6), (fit.objective, loop.objective)
+    assert fit.extra["n_at_best"] >= 2 and fit.converged
+
+
 def test_screen_starts_keeps_best_and_every_exponent_cell():
     g = default_grid()
     rng = np.random.default_rng(0)

@@ -76,8 +76,6 @@ def _band(x: np.ndarray, c_lo: float, c_hi: float, q, n: int = 24) -> dict:
 
 
 METHODS = ("pairs", "residual", "parametric")
-#: Iterations every start of a resample runs before only the resample's best start continues.
-SCREEN_ITER = 40
 #: Relative stopping test of the resample fits (objective and gradient divided by the starting
 #: objective): tight enough that the percentiles do not move (bench_coverage.py --check).
 GTOL, FTOL = 1e-8, 1e-12
@@ -132,24 +130,13 @@ def bootstrap_parametric(fit: ParametricFit, params, tokens, loss, *, n_resample
         f, g = obj(X, rows)
         return f * scale[rows], g * scale[rows][:, None]
 
-    # Two phases: every start a few iterations, then only each resample's best start to convergence.
-    x, f, conv, _ = batched_lbfgs(fun, x0, m=20, gtol=GTOL, ftol=FTOL, maxiter=min(SCREEN_ITER, maxiter),
-                                  pass_rows=True)
+    # Every start to convergence: picking each resample's start after a few iterations (a two-phase
+    # screen, 3x cheaper) left 5 of 162 checked resamples up to 2.5% above their own optimum.
+    x, f, conv, _ = batched_lbfgs(fun, x0, m=20, gtol=GTOL, ftol=FTOL, maxiter=maxiter, pass_rows=True)
     f = np.where(np.isfinite(f), f / scale, np.inf).reshape(n_resamples, k)
     lead = np.arange(n_resamples) * k + np.argmin(f, axis=1)
-    todo = lead[~conv[lead] & np.isfinite(f.ravel()[lead])]
-    if todo.size:
-        sub_scale = scale[todo]
-
-        def fun2(X, rows):
-            f_, g_ = obj(X, todo[rows])
-            return f_ * sub_scale[rows], g_ * sub_scale[rows][:, None]
-
-        x2, _, c2, _ = batched_lbfgs(fun2, x[todo], m=20, gtol=GTOL, ftol=FTOL, maxiter=maxiter, pass_rows=True)
-        x[todo], conv[todo] = x2, c2
-    f_lead = obj(x[lead], lead)[0]
     xb = x[lead]
-    ok = np.isfinite(f_lead)
+    ok = np.isfinite(f.ravel()[lead])
     conv_lead = conv[lead]
     unconverged = ~conv_lead & ok
     C = float(target_compute) if target_compute else 10.0 * float(np.max(flops_6nd(N, D)))
