@@ -129,6 +129,10 @@ def test_objective_of_a_row_does_not_depend_on_its_batch():
         f1, g1 = objective_and_grad(g[i:i + 1], np.log(N), np.log(D), np.log(L), 1e-3)
         f7, g7 = objective_and_grad(g[i:i + 7], np.log(N), np.log(D), np.log(L), 1e-3)
         assert f1[0] == f_all[i] == f7[0] and np.array_equal(g1[0], g_all[i]) and np.array_equal(g7[0], g_all[i])
+    from analysis.fits.parametric import _Objective
+
+    # the screening pass (values only) ranks the starts by exactly the same numbers
+    assert np.array_equal(_Objective(np.log(N), np.log(D), np.log(L), 1e-3, "sum").values(g), f_all)
 
 
 def test_search_widens_when_polished_candidates_disagree(epoch):

@@ -62,6 +62,17 @@ class _Objective:
         self.scale = 1.0 / n if reduce == "mean" else 1.0
         self.n_evals = 0  # parameter vectors evaluated, for diagnostics
 
+    def values(self, theta: np.ndarray) -> np.ndarray:
+        """Objective only (no gradient), for screening starts; the same numbers as ``self(theta)[0]``."""
+        theta = np.atleast_2d(theta)
+        if self.weights is not None or self.per_row_l:
+            return self(theta)[0]
+        self.n_evals += theta.shape[0]
+        c = self.CHUNK
+        with np.errstate(all="ignore"):
+            return np.concatenate([self._chunk(theta[i:i + c], None, grad=False)
+                                   for i in range(0, theta.shape[0], c)])
+
     def __call__(self, theta: np.ndarray, rows=None) -> tuple[np.ndarray, np.ndarray]:
         theta = np.atleast_2d(theta)
         self.n_evals += theta.shape[0]
@@ -76,7 +87,7 @@ class _Objective:
                      for i in range(0, theta.shape[0], c)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def _chunk(self, theta, rows=None):
+    def _chunk(self, theta, rows=None, grad: bool = True):
         # Element-wise arithmetic and per-row sums only (no matrix products): a row's value and
         # gradient are then bitwise the same whatever else is in the batch, so the optimum found
         # does not depend on which or how many starts are refined together.
@@ -102,6 +113,8 @@ class _Objective:
             r *= w
             dr *= w
         f = r.sum(axis=1) * self.scale
+        if not grad:
+            return f
         dr /= s
         if self.scale != 1.0:
             dr *= self.scale
@@ -310,6 +323,10 @@ class ParametricFit:
             lo_hi = self.ci.get(name)
             if lo_hi and np.all(np.isfinite(lo_hi)) and (lo_hi[1] - lo_hi[0]) > max(0.5 * abs(getattr(self, name)), 0.1):
                 out.append(f"bootstrap 95% interval of {name} is wide: [{lo_hi[0]:.3g}, {lo_hi[1]:.3g}]")
+        bad = self.bootstrap.get("n_unconverged", 0) + self.bootstrap.get("n_failed", 0)
+        if self.bootstrap and bad > 0.01 * self.bootstrap.get("n_resamples", 1):
+            out.append(f"{bad} of {self.bootstrap['n_resamples']} bootstrap resamples did not converge: the intervals "
+                       "may be too narrow")
         if not self.converged:
             out.append("optimiser did not report convergence")
         if self.extra.get("method") == "batched" and self.extra.get("n_at_best", 2) < 2:
@@ -598,7 +615,7 @@ def _distinct_best(xs: np.ndarray, fs: np.ndarray, k: int) -> list[int]:
 
 def _batched_search(obj, starts, screen, polish, gtol, ftol, maxiter, bounds, lo, hi, tight=True):
     """Steps 2-4 of :func:`fit_parametric`'s batched method; returns (f, x, ok, message, info)."""
-    f0 = obj(starts)[0]
+    f0 = obj.values(starts)
     order = _screen_order(starts, f0, screen)
     if order.size == 0:
         raise ConfigError("parametric fit failed: no start reached a finite objective")
