@@ -31,7 +31,7 @@ import numpy as np
 
 from scaling.errors import ConfigError
 
-from .powerlaw import PowerLawFit, fit_powerlaw
+from .powerlaw import fit_powerlaw
 
 
 @dataclass
