@@ -490,9 +490,8 @@ def polish_tight(obj, x0: np.ndarray, *, maxiter: int = 15000, bounds=None, tole
 
         x, _, conv, _ = batched_lbfgs(fun, x0, m=20, gtol=1e-10, ftol=1e-14, maxiter=maxiter, pass_rows=True)
     else:
-        from scipy.optimize import (
-            minimize,  # only here and in the loop: the default path needs no scipy
-        )
+        # scipy only here and in the loop: the default path needs no scipy (a faster `scaling fit`)
+        from scipy.optimize import minimize
 
         xs, conv = [], []
         for i, x_start in enumerate(x0):
