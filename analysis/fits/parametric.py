@@ -329,7 +329,7 @@ class ParametricFit:
                        "may be too narrow")
         if not self.converged:
             out.append("optimiser did not report convergence")
-        if self.extra.get("method") == "batched" and self.extra.get("n_at_best", 2) < 2:
+        if self.extra.get("method") == "batched" and self.reduce == "sum" and self.extra.get("n_at_best", 2) < 2:
             out.append("the best minimum was reached from a single start, even after widening the search to "
                        f"{self.extra.get('n_refined')} starts")
         return out
@@ -531,7 +531,8 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
        stop is the effect it reproduces);
     4. the search widens (4x the starts, then all of them) when the polished candidates disagree:
        when fewer than two of them reach the best objective (to :data:`AGREE_RTOL`), the best
-       minimum was found from a single start and others may be out there.
+       minimum was found from a single start and others may be out there (not with
+       ``reduce="mean"``, whose candidates stop early by design and never agree).
 
     The result says what was done: ``n_starts`` (evaluated), ``extra["n_refined"]``,
     ``extra["n_polished"]``, ``extra["n_at_best"]`` (polished candidates at the best objective) and
@@ -651,7 +652,9 @@ def _batched_search(obj, starts, screen, polish, gtol, ftol, maxiter, bounds, lo
         best = min(cands, key=lambda c_: c_[0] if np.isfinite(c_[0]) else np.inf)
         pol_f = np.array([p[0] for p in polished.values()])
         n_at_best = int(np.sum(pol_f <= best[0] * (1 + AGREE_RTOL) + 1e-300))
-        if n_at_best >= 2:  # two distinct end points polish to the same minimum: stop here
+        # Two distinct end points polished to the same minimum: stop. Without the tight polish
+        # (the "mean" negative control) candidates stop early and never agree: no widening.
+        if n_at_best >= 2 or not tight:
             break
     info = {"n_refined": int(n_done), "n_polished": len(polished), "n_at_best": n_at_best,
             "widened": len(stages) > 1 and n_done > stages[0]}
