@@ -179,3 +179,29 @@ def test_fit_path_imports_nothing_heavy():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "HEAVY []" in r.stdout
+
+
+# The interleaved arm of a quick demo (2026-11-30): 3 sizes x 3 budgets whose losses the law cannot pin
+# down. The objective keeps falling as log A grows past what a float holds: a divergence, reported per arm.
+DIVERGING = [(57632, 144384, 3.567176256472195), (57632, 289280, 2.4420806227831457),
+             (57632, 578560, 2.1164205194063928), (100272, 82944, 4.362873154532575),
+             (100272, 166400, 2.963659875002548), (100272, 332288, 2.1641280341599396),
+             (213824, 38912, 4.67051399166259), (213824, 77824, 4.485509943355553),
+             (213824, 155648, 3.113969159608407)]
+
+
+def test_a_diverging_parametric_fit_is_an_error_not_a_crash(tmp_path, capsys):
+    from analysis.fits.parametric import fit_parametric
+    from scaling.errors import ConfigError
+
+    N, D, L = (np.array(c, dtype=float) for c in zip(*DIVERGING))
+    with pytest.raises(ConfigError, match="diverged"):
+        fit_parametric(N, D, L)
+    budgets = [5e10, 1e11, 2e11] * 3  # the grid's nominal budgets, size by size
+    rows = [dict(run_id=f"r{i}", arm="interleaved", params=n, tokens=d, flops=6 * n * d, budget=c,
+                 val_loss_speech=l, status="done") for i, ((n, d, l), c) in enumerate(zip(DIVERGING, budgets))]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    out = tmp_path / "fits.json"
+    # no law of this arm can be fitted (its isoFLOP curves have no interior minimum either): exit 2, named
+    assert scaling_main(["fit", str(tmp_path / "results.csv"), "--law", "all", "--json", str(out)]) == 2
+    assert "interleaved/parametric: the parametric fit diverged" in capsys.readouterr().err and not out.exists()

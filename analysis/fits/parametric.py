@@ -28,6 +28,9 @@ from scaling.errors import ConfigError
 #: Parameter order used throughout: (a, b, e, alpha, beta).
 PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
 
+#: Beyond this a fitted log-coefficient is a divergence, not a law (exp overflows near 709).
+_MAX_LOG = 700.0
+
 
 def default_grid() -> np.ndarray:
     """The published starting grid: 5 x 5 x 5 x 6 x 6 = 4,500 starts as rows of (a, b, e, alpha, beta)."""
@@ -594,6 +597,11 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
     if not np.isfinite(best_f):
         raise ConfigError("parametric fit failed: no start reached a finite objective")
     a, b, e, alpha, beta = (float(v) for v in best_x)
+    if max(a, b, e) > _MAX_LOG:
+        # the objective keeps falling as a coefficient grows without bound: the data do not pin the law down
+        raise ConfigError(f"the parametric fit diverged (log A = {a:.0f}, log B = {b:.0f}, log E = {e:.0f}, alpha = "
+                          f"{alpha:.3g}, beta = {beta:.3g}): {len(L)} runs do not constrain L(N, D); add sizes or budgets, "
+                          "or use --bounded and read the isoFLOP and envelope fits")
     extra.update({"n_evals": int(obj.n_evals),
                   "screen": None if method == "loop" or screen is None else int(screen),
                   "bounds": None if bounds is None else [list(b) for b in bounds],
