@@ -219,7 +219,7 @@ class DataDir:
                 d._check_shard(*parse_shard_name(name))
         if verify == "hash":
             d.verify_hash()
-        elif verify != "none":
+        elif verify not in ("size", "none"):
             raise ValueError(f"verify must be 'size', 'hash' or 'none', not {verify!r}")
         return d
 

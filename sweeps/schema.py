@@ -2,18 +2,28 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
+from scaling.datadir import BENCHMARK_NAMES, MANIFEST, MIX_STREAMS, STREAMS, check_benchmarks
 from scaling.errors import ConfigError
+from scaling.initref import InitRef
 from scaling.shapes import KNOWN, ModelShape
-from scaling.spec import STREAMS, TrainConfig
+from scaling.spec import TEXT_ARM, TrainConfig, check_name
 
-SPEECH_ARMS = ("interleaved", "textless")
-DEFAULT_STREAMS = {"interleaved": {"text": 1.0, "interleaved": 1.0, "speech": 1.0}, "textless": {"speech": 1.0}}
+# Arms are data: any number of named arms, each with its init, streams (shares) and data folder.
+# These two names come with defaults (SIMS's main comparison); any other arm spells its own.
+PRESET_ARMS = ("interleaved", "textless")
+SPEECH_ARMS = PRESET_ARMS  # kept for older imports
+DEFAULT_STREAMS = {"interleaved": {s: 1.0 for s in MIX_STREAMS}, "textless": {"speech": 1.0}}
 DEFAULT_INIT = {"interleaved": "text_lm", "textless": "random"}
+ARM_KEYS = ("init", "streams", "data", "family")
+FAMILIES = ("qwen2", "llama")
+# What a family changes in a shape (biases and tied embeddings as the published models have them).
+FAMILY_SHAPE = {"qwen2": dict(family="qwen2", qkv_bias=True), "llama": dict(family="llama", qkv_bias=False)}
 
 
 @dataclass
@@ -25,7 +35,7 @@ class TextPretrain:
 
 @dataclass
 class EvalConfig:
-    benchmarks: list[str] = field(default_factory=lambda: ["swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t"])
+    benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARK_NAMES))
     max_items: int | None = None
 
 
@@ -77,6 +87,8 @@ class Sweep:
     tokens_per_param: list[float] = field(default_factory=list)  # grid: tokens_per_param
     explicit: list[dict] = field(default_factory=list)  # grid: explicit, [{model, tokens | budget}]
     init_paths: dict[str, dict[str, str]] = field(default_factory=dict)  # arm -> model -> checkpoint
+    arm_data: dict[str, Path] = field(default_factory=dict)  # arm -> its own data folder (else `data`)
+    family: dict[str, str] = field(default_factory=dict)  # arm -> model family of its shapes (and text LM)
     hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
     tuning: Tuning = field(default_factory=Tuning)
     seed: int = 0
@@ -86,6 +98,9 @@ class Sweep:
     text_pretrain: TextPretrain = field(default_factory=TextPretrain)
     eval: EvalConfig = field(default_factory=EvalConfig)
     constraints: Constraints = field(default_factory=Constraints)
+
+    def data_of(self, arm: str) -> Path | None:
+        return self.arm_data.get(arm, self.data)
 
     @property
     def runs_dir(self) -> Path:
@@ -104,16 +119,62 @@ SHAPE_KEYS = {"name", "hidden_size", "num_layers", "num_heads", "num_kv_heads", 
               "tie_embeddings", "qkv_bias", "family", "head_dim"}
 
 
+_YAML_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _typed(value, hint: str, src: str, where: str):
+    """``value`` checked against a dataclass field's annotation (int, float, bool, str, list[...],
+    dict[...], optionally ``| None``); ints are accepted for floats. Never a traceback later."""
+    options = [h.strip() for h in hint.split("|")]
+    if value is None:
+        if "None" in options:
+            return None
+        raise ConfigError("must be given (it may not be empty)", source=src, field=where, value=value)
+    base = next(h for h in options if h != "None")
+    if base.startswith("list["):
+        if not isinstance(value, list):
+            raise ConfigError(f"must be a list ({base})", source=src, field=where, value=value)
+        item = base[5:-1]
+        return [_typed(v, item, src, f"{where}[{i}]") for i, v in enumerate(value)]
+    if base.startswith("dict["):
+        if not isinstance(value, dict):
+            raise ConfigError("must be a mapping", source=src, field=where, value=value)
+        return value
+    want = _SCALARS[base]
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is float and isinstance(value, str) and _YAML_FLOAT.match(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+        raise ConfigError(f"must be {'a number' if want is float else 'an integer' if want is int else f'a {base}'}"
+                          f" (got {type(value).__name__})", source=src, field=where, value=value)
+    if want is float and not math.isfinite(value):
+        raise ConfigError("must be finite", source=src, field=where, value=value)
+    return value
+
+
 def _sub(cls, raw, src: str, prefix: str):
     if raw is None:
         return cls()
     if not isinstance(raw, dict):
         raise ConfigError("must be a mapping", source=src, field=prefix, value=raw)
-    known = {f.name for f in fields(cls)}
+    hints = {f.name: f.type for f in fields(cls)}
     for k in raw:
-        if k not in known:
-            raise ConfigError(f"unknown key; known: {sorted(known)}", source=src, field=f"{prefix}.{k}")
-    return cls(**raw)
+        if k not in hints:
+            raise ConfigError(f"unknown key; known: {sorted(hints)}", source=src, field=f"{prefix}.{k}")
+    return cls(**{k: _typed(v, hints[k], src, f"{prefix}.{k}") for k, v in raw.items()})
+
+
+def _check_train(train: TrainConfig, src: str) -> None:
+    """Ranges TrainConfig.validate leaves to its callers: AdamW betas, a non-negative micro-batch."""
+    for k in ("beta1", "beta2"):
+        v = getattr(train, k)
+        if not 0 <= v < 1:
+            raise ConfigError("must be in [0, 1)", source=src, field=f"train.{k}", value=v)
+    if train.micro_batch_size < 0:
+        raise ConfigError("must be >= 0 (0: the whole batch in one pass)", source=src, field="train.micro_batch_size",
+                          value=train.micro_batch_size)
 
 
 def _number(v, src, fieldname) -> float:
@@ -133,11 +194,12 @@ def load_sweep(path: str | Path) -> Sweep:
     src = str(path)
     if not path.is_file():
         raise ConfigError("sweep file not found", source=src)
-    with open(path, encoding="utf-8") as fh:
-        try:
-            raw = yaml.safe_load(fh)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"not valid YAML: {e}", source=src) from None
+    try:
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text ({e})", source=src) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML: {e}", source=src) from None
     if not isinstance(raw, dict):
         raise ConfigError("a sweep file must be a mapping", source=src)
     for k in raw:
@@ -168,47 +230,7 @@ def load_sweep(path: str | Path) -> Sweep:
     elif "runs" in raw:
         raise ConfigError("only applies to grid: explicit", source=src, field="runs")
 
-    arms = raw["arms"]
-    if not isinstance(arms, list) or not arms:
-        raise ConfigError("must be a non-empty list", source=src, field="arms", value=arms)
-    for i, a in enumerate(arms):
-        if a not in SPEECH_ARMS:
-            raise ConfigError(f"unknown arm; known: {SPEECH_ARMS}", source=src, field=f"arms[{i}]", value=a)
-    if len(set(arms)) != len(arms):
-        raise ConfigError("lists an arm twice", source=src, field="arms", value=arms)
-
-    streams = {a: dict(DEFAULT_STREAMS[a]) for a in arms}
-    for a, mix in (raw.get("streams") or {}).items():
-        if a not in arms:
-            raise ConfigError("names an arm that is not in 'arms'", source=src, field=f"streams.{a}")
-        if not isinstance(mix, dict) or not mix:
-            raise ConfigError("must map stream names to shares", source=src, field=f"streams.{a}", value=mix)
-        for s_, w in mix.items():
-            if s_ not in STREAMS:
-                raise ConfigError(f"unknown stream; known: {STREAMS}", source=src, field=f"streams.{a}.{s_}")
-            if _number(w, src, f"streams.{a}.{s_}") <= 0:
-                raise ConfigError("share must be positive", source=src, field=f"streams.{a}.{s_}", value=w)
-        streams[a] = {s_: float(w) for s_, w in mix.items()}
-
-    init = {a: DEFAULT_INIT[a] for a in arms}
-    init_paths: dict[str, dict[str, str]] = {}
-    for a, v in (raw.get("init") or {}).items():
-        if a not in arms:
-            raise ConfigError("names an arm that is not in 'arms'", source=src, field=f"init.{a}")
-        if isinstance(v, dict):  # a pretrained checkpoint per model (a HF folder), as SIMS starts from Qwen2.5
-            for m in names:
-                if m not in v:
-                    raise ConfigError(f"gives no checkpoint for model '{m}'", source=src, field=f"init.{a}")
-            for m in v:
-                if m not in names:
-                    raise ConfigError("names a model that is not in 'models'", source=src, field=f"init.{a}.{m}")
-            init[a], init_paths[a] = "checkpoint", {m: str(p) for m, p in v.items()}
-            continue
-        if v not in ("text_lm", "random"):
-            raise ConfigError("must be 'text_lm', 'random' or a mapping model -> checkpoint", source=src,
-                              field=f"init.{a}", value=v)
-        init[a] = v
-
+    arms, streams, init, init_paths, arm_data, family = _arms(raw, names, path.parent, src)
     tokenizer = _tokenizer(raw, src)
     if tokenizer == "units":
         for a in arms:
@@ -217,12 +239,13 @@ def load_sweep(path: str | Path) -> Sweep:
                                   "arms can use it", source=src, field=f"arms", value=a)
 
     train = _sub(TrainConfig, raw.get("train"), src, "train")
+    _check_train(train, src)
     train.validate(src)
     tp = _sub(TextPretrain, raw.get("text_pretrain"), src, "text_pretrain")
     if any(v == "text_lm" for v in init.values()) and (not isinstance(tp.tokens, int) or tp.tokens < train.tokens_per_step):
         raise ConfigError(f"must be an integer of at least one step ({train.tokens_per_step} tokens)",
                           source=src, field="text_pretrain.tokens", value=tp.tokens)
-    ev = _sub(EvalConfig, raw.get("eval"), src, "eval")
+    ev = _eval(raw.get("eval"), src)
     cons = _sub(Constraints, raw.get("constraints"), src, "constraints")
     for k in ("min_tokens_per_param", "max_tokens_per_param", "max_params"):
         v = getattr(cons, k)
@@ -235,30 +258,163 @@ def load_sweep(path: str | Path) -> Sweep:
     hp = _hyperparameters(raw.get("hyperparameters"), names, path.parent, src)
     tuning = _sub(Tuning, raw.get("tuning"), src, "tuning")
     if raw.get("tuning") is not None:
-        _check_tuning(tuning, train, src)
+        _check_tuning(tuning, train, src, arms)
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError("must be an integer", source=src, field="seed", value=seed)
 
     base = path.parent
     data = None
+    if arm_data and tokenizer != "data":
+        raise ConfigError("an arm with its own data folder takes its vocabulary from it; 'tokenizer'/'vocab' are for "
+                          "planning without data", source=src, field="tokenizer" if "tokenizer" in raw else "vocab")
     if raw.get("data") is not None:
-        data = (base / str(raw["data"])).resolve()
-        if not (data / "data.json").is_file():
-            raise ConfigError(f"no prepared data at {data} (run `scaling data synth --out {data}`)", source=src,
-                              field="data", value=raw["data"])
+        data = _data_dir(raw["data"], base, src, "data")
         if tokenizer != "data":
             raise ConfigError("the vocabulary of a sweep with data is the prepared tokenizer's; 'tokenizer'/'vocab' are "
                               "for planning without data", source=src, field="tokenizer" if "tokenizer" in raw else "vocab")
-    elif tokenizer == "data":
+    elif tokenizer == "data" and set(arm_data) != set(arms):
         raise ConfigError("is required unless the vocabulary is given by 'tokenizer' (qwen2.5, llama-3.2, units) "
                           "or 'vocab'", source=src, field="data")
-    return Sweep(
+    sweep = Sweep(
         path=path, name=str(raw.get("name", path.stem)), data=data, output=(base / str(raw.get("output", "."))).resolve(),
         models=names, budgets=budgets, arms=list(arms), grid=grid, seed=seed, streams=streams, init=init,
         train=train, text_pretrain=tp, eval=ev, constraints=cons, shapes=shapes, tokenizer=tokenizer,
-        tokens_per_param=tpp, explicit=explicit, init_paths=init_paths, hyperparameters=hp, tuning=tuning,
+        tokens_per_param=tpp, explicit=explicit, init_paths=init_paths, hyperparameters=hp, tuning=tuning, arm_data=arm_data, family=family,
     )
+    check_benchmark_files(sweep)
+    return sweep
+
+
+def _eval(raw, src) -> EvalConfig:
+    if isinstance(raw, dict) and "benchmarks" in raw:  # a string or unknown name is refused before anything trains
+        check_benchmarks(raw["benchmarks"], source=src, field="eval.benchmarks")
+    ev = _sub(EvalConfig, raw, src, "eval")
+    if ev.max_items is not None and ev.max_items < 1:
+        raise ConfigError("must be a positive integer (or left out: every item)", source=src, field="eval.max_items",
+                          value=ev.max_items)
+    return ev
+
+
+def check_benchmark_files(sweep: "Sweep") -> None:
+    """Every benchmark of the sweep has its pair file in every data folder an arm reads."""
+    from scaling.datadir import BENCHMARKS
+
+    for arm in sweep.arms:
+        data = sweep.data_of(arm)
+        if data is None:
+            continue
+        for b in sweep.eval.benchmarks:
+            if not (data / BENCHMARKS[b].file).is_file():
+                raise ConfigError(f"the data folder {data} has no {BENCHMARKS[b].file} for arm '{arm}'",
+                                  source=str(sweep.path), field="eval.benchmarks", value=b)
+
+
+def _arms(raw, names: list[str], base: Path, src):
+    """Named arms: a list of names (``interleaved`` and ``textless`` have defaults) or a mapping
+    name -> {init, streams, data, family}; the older top-level ``streams:``/``init:`` tables
+    (arm -> value) still apply on top. Returns (names, streams, init, init_paths, data, family)."""
+    arms = raw["arms"]
+    if isinstance(arms, list):
+        if not arms:
+            raise ConfigError("must be a non-empty list or mapping of arms", source=src, field="arms", value=arms)
+        for i, a in enumerate(arms):
+            if not isinstance(a, str):
+                raise ConfigError("must be an arm name", source=src, field=f"arms[{i}]", value=a)
+        if len(set(arms)) != len(arms):
+            raise ConfigError("lists an arm twice", source=src, field="arms", value=arms)
+        table = {a: None for a in arms}
+    elif isinstance(arms, dict) and arms:
+        table = arms
+    else:
+        raise ConfigError("must be a non-empty list or mapping of arms", source=src, field="arms", value=arms)
+    streams, init, init_paths, data, family = {}, {}, {}, {}, {}
+    for a, body in table.items():
+        where = f"arms.{a}" if isinstance(arms, dict) else f"arms[{list(table).index(a)}]"
+        check_name(a, source=src, field=where)
+        if a == TEXT_ARM:
+            raise ConfigError(f"'{TEXT_ARM}' is reserved for the text-LM pre-training runs", source=src, field=where, value=a)
+        body = {} if body is None else body
+        if not isinstance(body, dict):
+            raise ConfigError(f"must be a mapping with keys {', '.join(ARM_KEYS)}", source=src, field=where, value=body)
+        for k in body:
+            if k not in ARM_KEYS:
+                raise ConfigError(f"unknown arm key; known: {', '.join(ARM_KEYS)}", source=src, field=f"{where}.{k}")
+        if a not in PRESET_ARMS:
+            for k in ("init", "streams"):
+                if k not in body and a not in (raw.get(k) or {}):
+                    raise ConfigError(f"is required for arm '{a}' (only {', '.join(PRESET_ARMS)} have defaults)",
+                                      source=src, field=f"{where}.{k}")
+        streams[a] = _streams(body["streams"], src, f"{where}.streams") if "streams" in body else dict(DEFAULT_STREAMS.get(a, {}))
+        init[a], paths = _init(body.get("init", DEFAULT_INIT.get(a)), names, src, f"{where}.init")
+        if paths:
+            init_paths[a] = paths
+        if body.get("data") is not None:
+            data[a] = _data_dir(body["data"], base, src, f"{where}.data")
+        if body.get("family") is not None:
+            if body["family"] not in FAMILIES:
+                raise ConfigError(f"unknown model family; known: {', '.join(FAMILIES)}", source=src,
+                                  field=f"{where}.family", value=body["family"])
+            family[a] = body["family"]
+    for k in ("streams", "init"):
+        extra = raw.get(k)
+        if extra is not None and not isinstance(extra, dict):
+            raise ConfigError("must map arm names to values", source=src, field=k, value=extra)
+    for a, mix in (raw.get("streams") or {}).items():
+        if a not in table:
+            raise ConfigError("names an arm that is not in 'arms'", source=src, field=f"streams.{a}")
+        streams[a] = _streams(mix, src, f"streams.{a}")
+    for a, v in (raw.get("init") or {}).items():
+        if a not in table:
+            raise ConfigError("names an arm that is not in 'arms'", source=src, field=f"init.{a}")
+        init[a], paths = _init(v, names, src, f"init.{a}")
+        init_paths.pop(a, None)
+        if paths:
+            init_paths[a] = paths
+    return list(table), streams, init, init_paths, data, family
+
+
+def _streams(mix, src, where) -> dict[str, float]:
+    if not isinstance(mix, dict) or not mix:
+        raise ConfigError("must map stream names to shares", source=src, field=where, value=mix)
+    for s_, w in mix.items():
+        if s_ not in MIX_STREAMS:
+            raise ConfigError(f"unknown stream; known: {', '.join(MIX_STREAMS)}", source=src, field=f"{where}.{s_}",
+                              value=s_)
+        if _number(w, src, f"{where}.{s_}") <= 0:
+            raise ConfigError("share must be positive", source=src, field=f"{where}.{s_}", value=w)
+    return {s_: float(w) for s_, w in mix.items()}
+
+
+def _init(v, names, src, where) -> tuple[str, dict[str, str]]:
+    """'text_lm' (a text LM pre-trained per size in the sweep), 'random', or a mapping model -> checkpoint
+    (a local Hugging Face folder or a hub id: a published text LM, e.g. a family's ladder)."""
+    if isinstance(v, dict):
+        for m in names:
+            if m not in v:
+                raise ConfigError(f"gives no checkpoint for model '{m}'", source=src, field=where)
+        paths = {}
+        for m, p in v.items():
+            if m not in names:
+                raise ConfigError("names a model that is not in 'models'", source=src, field=f"{where}.{m}")
+            ref = InitRef.parse(p, source=src, field=f"{where}.{m}")
+            if ref.kind not in ("local", "hub"):
+                raise ConfigError("must be a local model folder or a hub id", source=src, field=f"{where}.{m}", value=p)
+            paths[m] = str(ref)
+        return "checkpoint", paths
+    if v not in ("text_lm", "random"):
+        raise ConfigError("must be 'text_lm', 'random' or a mapping model -> checkpoint", source=src, field=where, value=v)
+    return v, {}
+
+
+def _data_dir(value, base: Path, src, where) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError("must be a folder path", source=src, field=where, value=value)
+    data = (base / value).resolve()
+    if not (data / MANIFEST).is_file():
+        raise ConfigError(f"no prepared data at {data} (run `scaling data synth --out {data}`)", source=src,
+                          field=where, value=value)
+    return data
 
 
 def _models(models, src) -> tuple[list[str], dict[str, ModelShape]]:
@@ -399,9 +555,10 @@ def _hyperparameters(raw, names, base: Path, src) -> Hyperparameters:
     return hp
 
 
-def _check_tuning(t: Tuning, train: TrainConfig, src) -> None:
-    if t.arm not in SPEECH_ARMS:
-        raise ConfigError(f"unknown arm; known: {SPEECH_ARMS}", source=src, field="tuning.arm", value=t.arm)
+def _check_tuning(t: Tuning, train: TrainConfig, src, arms) -> None:
+    if t.arm not in arms:
+        raise ConfigError(f"names an arm that is not in 'arms' ({', '.join(arms)})", source=src, field="tuning.arm",
+                          value=t.arm)
     if not (isinstance(t.tokens, int) and t.tokens >= train.tokens_per_step):
         raise ConfigError(f"must be an integer of at least one step ({train.tokens_per_step} tokens)", source=src,
                           field="tuning.tokens", value=t.tokens)
