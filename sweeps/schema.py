@@ -68,6 +68,21 @@ class Tuning:
     output: str = "tuned.yaml"
 
 
+@dataclass
+class Resources:
+    """What one run's cluster job asks for (`scaling run --launcher slurm`): one task per node, each
+    starting torchrun with one process per GPU (one process on a CPU node)."""
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    time_min: int = 24 * 60
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+
+
 # Text tokenizers whose size is known without local data: (entries, name).
 TOKENIZERS = {"qwen2.5": 151665, "llama-3.2": 128256}
 
@@ -98,6 +113,11 @@ class Sweep:
     text_pretrain: TextPretrain = field(default_factory=TextPretrain)
     eval: EvalConfig = field(default_factory=EvalConfig)
     constraints: Constraints = field(default_factory=Constraints)
+    resources: dict[str, Resources] = field(default_factory=lambda: {"default": Resources()})
+
+    def resources_for(self, model: str) -> Resources:
+        """The model's job resources: its own entry, else ``default``."""
+        return self.resources.get(model, self.resources["default"])
 
     def data_of(self, arm: str) -> Path | None:
         return self.arm_data.get(arm, self.data)
@@ -113,7 +133,7 @@ class Sweep:
 
 TOP_KEYS = {"name", "data", "output", "models", "budgets", "arms", "grid", "seed", "streams", "init", "train",
             "text_pretrain", "eval", "constraints", "tokenizer", "vocab", "tokens_per_param", "runs",
-            "hyperparameters", "tuning"}
+            "hyperparameters", "tuning", "resources"}
 GRIDS = ("isoflop", "tokens_per_param", "explicit")
 SHAPE_KEYS = {"name", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
               "tie_embeddings", "qkv_bias", "family", "head_dim"}
@@ -282,8 +302,37 @@ def load_sweep(path: str | Path) -> Sweep:
         train=train, text_pretrain=tp, eval=ev, constraints=cons, shapes=shapes, tokenizer=tokenizer,
         tokens_per_param=tpp, explicit=explicit, init_paths=init_paths, hyperparameters=hp, tuning=tuning, arm_data=arm_data, family=family,
     )
+    sweep.resources = _resources(raw.get("resources"), names, src)
     check_benchmark_files(sweep)
     return sweep
+
+
+def _resources(raw, names, src) -> dict[str, Resources]:
+    """``resources: {default: {...}, <model>: {...}}``; a model's entry overrides the default's keys."""
+    if raw is None:
+        return {"default": Resources()}
+    if not isinstance(raw, dict):
+        raise ConfigError("must map 'default' or model names to job resources", source=src, field="resources", value=raw)
+    for k in raw:
+        if k != "default" and k not in names:
+            raise ConfigError("names a model that is not in 'models' (or use 'default')", source=src, field=f"resources.{k}")
+    default = raw.get("default") or {}
+    out = {}
+    for k in ["default", *[m for m in raw if m != "default"]]:
+        body = raw.get(k) or {}
+        if not isinstance(body, dict):
+            raise ConfigError("must be a mapping", source=src, field=f"resources.{k}", value=body)
+        merged = {**default, **body} if k != "default" else dict(default)
+        r = _sub(Resources, merged, src, f"resources.{k}")
+        for f in ("nodes", "time_min"):
+            if getattr(r, f) < 1:
+                raise ConfigError("must be at least 1", source=src, field=f"resources.{k}.{f}", value=getattr(r, f))
+        for f in ("gpus_per_node", "cpus_per_task", "mem_gb"):
+            v = getattr(r, f)
+            if v is not None and v < 0:
+                raise ConfigError("must not be negative", source=src, field=f"resources.{k}.{f}", value=v)
+        out[k] = r
+    return out
 
 
 def _eval(raw, src) -> EvalConfig:

@@ -12,7 +12,7 @@ def _cmd_train(args) -> int:
     from scaling import atomic
     from scaling.rundir import RunDir
     from scaling.spec import RunSpec
-    from trainer.execute import execute
+    from trainer.execute import checked_spec, execute
 
     target = Path(args.spec)
     if target.is_dir():
@@ -23,8 +23,11 @@ def _cmd_train(args) -> int:
         if not spec.data_dir:
             raise ConfigError("is required to train a run on its own", source=str(target), field="data_dir")
         out = Path(args.run_dir) if args.run_dir else target.parent / "runs" / spec.run_id
+        if RunDir(out).spec_path.is_file() and checked_spec(RunDir(out)).run_id != spec.run_id:
+            raise ConfigError(f"already holds another run ({checked_spec(RunDir(out)).run_id}, not {spec.run_id})",
+                              source=str(out), field="--run-dir", value=str(out))
         run = RunDir(out).create(spec)
-    rec = execute(run)
+    rec = execute(run, force=args.force, echo=print)
     print(json.dumps({k: rec[k] for k in ("run_id", "tokens", "flops", "val_loss_speech", "val_loss_text") if k in rec}, indent=2))
     if args.json:
         atomic.write_json(args.json, rec)
@@ -57,6 +60,7 @@ def register(sub) -> None:
     t.add_argument("spec", help="RUN.yaml or runs/<run_id>/")
     t.add_argument("--run-dir", help="where to put the run (default: runs/<run_id> beside the spec)")
     t.add_argument("--json", help="also write the result record here")
+    t.add_argument("--force", action="store_true", help="train a finished run again, from scratch")
     t.set_defaults(func=_cmd_train)
 
     eval_cli.register(sub)

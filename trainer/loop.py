@@ -113,7 +113,7 @@ class Progress:
 
 
 class Trainer:
-    def __init__(self, run: RunDir, evaluator: Evaluator | None = None):
+    def __init__(self, run: RunDir, evaluator: Evaluator | None = None, sink: Callable[[dict], None] | None = None):
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -160,6 +160,7 @@ class Trainer:
         # calling model.model directly would skip FSDP's root pre-forward hook: chunked CE is single-process
         self.chunked_ce = tc.chunked_ce and self.world == 1
         self.evaluator = evaluator
+        self.sink = sink  # live mirror of metrics.jsonl (wandb), called on rank 0 after each row is written
         self.steps = spec.steps
         self.warm = warmup_steps(self.steps, tc.warmup_frac)
         self.params = count_params(spec.shape)
@@ -286,6 +287,8 @@ class Trainer:
     def _log(self, row: dict) -> None:
         if is_main():
             self.run.log(row)
+            if self.sink is not None:
+                self.sink(row)
 
     def export(self, out: Path) -> None:
         """The HF-format folder (config, safetensors, tokenizer); gathered to rank 0 when sharded."""
@@ -377,9 +380,10 @@ class Trainer:
         }
 
 
-def train_run(run: RunDir, evaluator: Evaluator | None = None) -> tuple[dict, object, object]:
-    """Train ``run`` to its exact token budget; returns (summary, trained model, tokenizer)."""
-    t = Trainer(run, evaluator)
+def train_run(run: RunDir, evaluator: Evaluator | None = None, sink=None) -> tuple[dict, object, object]:
+    """Train ``run`` to its exact token budget; returns (summary, trained model, tokenizer).
+    ``sink(row)`` also receives every metrics row (rank 0)."""
+    t = Trainer(run, evaluator, sink)
     summary = t.train()
     return summary, t.accelerator.unwrap_model(t.model), t.tokenizer
 
