@@ -59,8 +59,13 @@ def _print_failed(specs, states, reg) -> None:
 
 
 def _require_data(sweep) -> None:
-    if sweep.data is None:
-        raise ConfigError("is required to run a sweep (plan works without it)", source=str(sweep.path), field="data")
+    """Every arm trains on a prepared data folder (plan works without one)."""
+    for arm in sweep.arms:
+        data = sweep.data_of(arm)
+        if sweep.tokenizer_of(arm) != "data" or data is None or not (data / "data.json").is_file():
+            field = f"arms.{arm}.data" if arm in sweep.arm_data else "data"
+            raise ConfigError(f"arm '{arm}' needs a prepared data folder to run (plan works without it)",
+                              source=str(sweep.path), field=field, value=str(data) if data else None)
 
 
 def _cmd_run(args) -> int:

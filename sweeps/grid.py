@@ -32,32 +32,33 @@ from sweeps.schema import FAMILY_SHAPE, TOKENIZERS, Sweep
 def _manifest(sweep: Sweep, arm: str | None = None) -> dict:
     """The checked data.json of ``arm``'s data folder (the sweep's when None); {} when planning without data."""
     data = sweep.data if arm is None else sweep.data_of(arm)
-    if data is None:
+    if data is None or sweep.tokenizer_of(arm) != "data":
         return {}
     return DataDir.open(data).manifest
 
 
-def vocab_sizes(sweep: Sweep, model: str, manifest: dict) -> tuple[int | None, int]:
-    """(text LM rows, speech LM rows) of ``model`` under the sweep's tokenizer."""
-    if sweep.tokenizer == "data":
+def vocab_sizes(sweep: Sweep, model: str, manifest: dict, arm: str | None = None) -> tuple[int | None, int]:
+    """(text LM rows, speech LM rows) of ``model`` under ``arm``'s tokenizer."""
+    tok = sweep.tokenizer_of(arm)
+    if tok == "data":
         return manifest["text_model_vocab"], manifest["speech_model_vocab"]
-    if sweep.tokenizer == "units":
+    if tok == "units":
         return None, padded_vocab(SPEECH_TOKENS)
-    n = TOKENIZERS[sweep.tokenizer] if sweep.tokenizer in TOKENIZERS else int(sweep.tokenizer.split(":", 1)[1])
+    n = TOKENIZERS[tok] if tok in TOKENIZERS else int(tok.split(":", 1)[1])
     rows = PUBLISHED[model].vocab_size if model in PUBLISHED else padded_vocab(n)
     return max(rows, padded_vocab(n)), max(rows, padded_vocab(n + SPEECH_TOKENS))
 
 
 def shape_of(sweep: Sweep, model: str, manifest: dict, *, text: bool = False, arm: str | None = None) -> ModelShape:
     """The model's shape with the vocabulary rows of the (text or speech) tokenizer, in ``arm``'s family."""
-    tv, sv = vocab_sizes(sweep, model, manifest)
+    tv, sv = vocab_sizes(sweep, model, manifest, arm)
     shape = sweep.shapes[model].with_vocab(tv if text else sv)
     fam = sweep.family.get(arm) if arm else None
     return replace(shape, **FAMILY_SHAPE[fam]) if fam and fam != shape.family else shape
 
 
-def _fingerprint(sweep: Sweep, manifest: dict) -> str:
-    return manifest["fingerprint"] if manifest else f"tokenizer:{sweep.tokenizer}"
+def _fingerprint(sweep: Sweep, manifest: dict, arm: str | None = None) -> str:
+    return manifest["fingerprint"] if manifest else f"tokenizer:{sweep.tokenizer_of(arm)}"
 
 
 def tuned_values(sweep: Sweep) -> dict[str, dict]:
@@ -97,8 +98,8 @@ def text_lm_spec(sweep: Sweep, model: str, manifest: dict, arm: str | None = Non
                     schedule="cosine")
     data = sweep.data_of(arm) if arm else sweep.data
     return RunSpec(arm=TEXT_ARM, model=model, shape=shape_of(sweep, model, manifest, text=True, arm=arm), tokens=tp.tokens,
-                   streams={TEXT_ARM: 1.0}, init="random", data_fingerprint=_fingerprint(sweep, manifest), train=train,
-                   seed=sweep.seed, data_dir=str(data or ""), sweep=sweep.name)
+                   streams={TEXT_ARM: 1.0}, init="random", data_fingerprint=_fingerprint(sweep, manifest, arm),
+                   train=train, seed=sweep.seed, data_dir=str(data or ""), sweep=sweep.name)
 
 
 def _points(sweep: Sweep, model: str, n: int, T: int) -> list[tuple[int, float, str]]:
@@ -146,7 +147,7 @@ def resolve(sweep: Sweep, *, dropped: list | None = None) -> list[RunSpec]:
     manifests = {arm: _manifest(sweep, arm) for arm in sweep.arms}
     for arm in sweep.arms:
         manifest = manifests[arm]
-        for model in sweep.models:
+        for model in sweep.models_of(arm):
             shape = shape_of(sweep, model, manifest, arm=arm)
             n = count_params(shape).total
             train = train_for(sweep, model, tuned)
@@ -169,7 +170,7 @@ def resolve(sweep: Sweep, *, dropped: list | None = None) -> list[RunSpec]:
             if not kept:
                 continue
             base = dict(arm=arm, model=model, shape=shape, streams=dict(sweep.streams[arm]),
-                        init=sweep.init[arm], data_fingerprint=_fingerprint(sweep, manifest), seed=sweep.seed,
+                        init=sweep.init[arm], data_fingerprint=_fingerprint(sweep, manifest, arm), seed=sweep.seed,
                         benchmarks=list(sweep.eval.benchmarks), bench_items=sweep.eval.max_items,
                         data_dir=str(sweep.data_of(arm) or ""), sweep=sweep.name)
             if train.schedule == "wsd":

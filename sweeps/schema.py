@@ -20,7 +20,7 @@ PRESET_ARMS = ("interleaved", "textless")
 SPEECH_ARMS = PRESET_ARMS  # kept for older imports
 DEFAULT_STREAMS = {"interleaved": {s: 1.0 for s in MIX_STREAMS}, "textless": {"speech": 1.0}}
 DEFAULT_INIT = {"interleaved": "text_lm", "textless": "random"}
-ARM_KEYS = ("init", "streams", "data", "family")
+ARM_KEYS = ("init", "streams", "data", "family", "models", "tokenizer")
 FAMILIES = ("qwen2", "llama")
 # What a family changes in a shape (biases and tied embeddings as the published models have them).
 FAMILY_SHAPE = {"qwen2": dict(family="qwen2", qkv_bias=True), "llama": dict(family="llama", qkv_bias=False)}
@@ -104,6 +104,8 @@ class Sweep:
     init_paths: dict[str, dict[str, str]] = field(default_factory=dict)  # arm -> model -> checkpoint
     arm_data: dict[str, Path] = field(default_factory=dict)  # arm -> its own data folder (else `data`)
     family: dict[str, str] = field(default_factory=dict)  # arm -> model family of its shapes (and text LM)
+    arm_models: dict[str, list[str]] = field(default_factory=dict)  # arm -> the models it runs (else all)
+    arm_tokenizer: dict[str, str] = field(default_factory=dict)  # arm -> its tokenizer when planning without data
     hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
     tuning: Tuning = field(default_factory=Tuning)
     seed: int = 0
@@ -121,6 +123,12 @@ class Sweep:
 
     def data_of(self, arm: str) -> Path | None:
         return self.arm_data.get(arm, self.data)
+
+    def tokenizer_of(self, arm: str | None) -> str:
+        return self.arm_tokenizer.get(arm, self.tokenizer) if arm else self.tokenizer
+
+    def models_of(self, arm: str) -> list[str]:
+        return self.arm_models.get(arm, self.models)
 
     @property
     def runs_dir(self) -> Path:
@@ -250,13 +258,12 @@ def load_sweep(path: str | Path) -> Sweep:
     elif "runs" in raw:
         raise ConfigError("only applies to grid: explicit", source=src, field="runs")
 
-    arms, streams, init, init_paths, arm_data, family = _arms(raw, names, path.parent, src)
     tokenizer = _tokenizer(raw, src)
-    if tokenizer == "units":
-        for a in arms:
-            if init[a] != "random" or set(streams[a]) - {"speech"}:
-                raise ConfigError("tokenizer 'units' has no text vocabulary: only speech-only, randomly initialised "
-                                  "arms can use it", source=src, field=f"arms", value=a)
+    arms, streams, init, init_paths, arm_data, family, arm_models, arm_tok = _arms(raw, names, path.parent, src)
+    for a in arms:
+        if arm_tok.get(a, tokenizer) == "units" and (init[a] != "random" or set(streams[a]) - {"speech"}):
+            raise ConfigError("tokenizer 'units' has no text vocabulary: only speech-only, randomly initialised "
+                              "arms can use it", source=src, field="arms", value=a)
 
     train = _sub(TrainConfig, raw.get("train"), src, "train")
     _check_train(train, src)
@@ -285,22 +292,26 @@ def load_sweep(path: str | Path) -> Sweep:
 
     base = path.parent
     data = None
-    if arm_data and tokenizer != "data":
-        raise ConfigError("an arm with its own data folder takes its vocabulary from it; 'tokenizer'/'vocab' are for "
-                          "planning without data", source=src, field="tokenizer" if "tokenizer" in raw else "vocab")
     if raw.get("data") is not None:
         data = _data_dir(raw["data"], base, src, "data")
         if tokenizer != "data":
             raise ConfigError("the vocabulary of a sweep with data is the prepared tokenizer's; 'tokenizer'/'vocab' are "
                               "for planning without data", source=src, field="tokenizer" if "tokenizer" in raw else "vocab")
-    elif tokenizer == "data" and set(arm_data) != set(arms):
-        raise ConfigError("is required unless the vocabulary is given by 'tokenizer' (qwen2.5, llama-3.2, units) "
-                          "or 'vocab'", source=src, field="data")
+    # An arm that plans with data needs a prepared folder (its own or the sweep's); one that plans with a
+    # named tokenizer may name a data folder that is not prepared yet (`scaling run` will need it).
+    for a in arms:
+        tok = arm_tok.get(a, tokenizer)
+        if a in arm_data and tok == "data" and not (arm_data[a] / MANIFEST).is_file():
+            raise ConfigError(f"no prepared data at {arm_data[a]} (run `scaling data synth --out {arm_data[a]}`)",
+                              source=src, field=f"arms.{a}.data", value=str(arm_data[a]))
+        if tok == "data" and a not in arm_data and data is None:
+            raise ConfigError("is required unless the vocabulary is given by 'tokenizer' (qwen2.5, llama-3.2, units) "
+                              "or 'vocab', or every arm has its own data folder", source=src, field="data")
     sweep = Sweep(
         path=path, name=str(raw.get("name", path.stem)), data=data, output=(base / str(raw.get("output", "."))).resolve(),
         models=names, budgets=budgets, arms=list(arms), grid=grid, seed=seed, streams=streams, init=init,
         train=train, text_pretrain=tp, eval=ev, constraints=cons, shapes=shapes, tokenizer=tokenizer,
-        tokens_per_param=tpp, explicit=explicit, init_paths=init_paths, hyperparameters=hp, tuning=tuning, arm_data=arm_data, family=family,
+        tokens_per_param=tpp, explicit=explicit, init_paths=init_paths, hyperparameters=hp, tuning=tuning, arm_data=arm_data, family=family, arm_models=arm_models, arm_tokenizer=arm_tok,
     )
     sweep.resources = _resources(raw.get("resources"), names, src)
     check_benchmark_files(sweep)
@@ -351,7 +362,7 @@ def check_benchmark_files(sweep: "Sweep") -> None:
 
     for arm in sweep.arms:
         data = sweep.data_of(arm)
-        if data is None:
+        if data is None or sweep.tokenizer_of(arm) != "data":  # planned without data: checked when it runs
             continue
         for b in sweep.eval.benchmarks:
             if not (data / BENCHMARKS[b].file).is_file():
@@ -361,8 +372,9 @@ def check_benchmark_files(sweep: "Sweep") -> None:
 
 def _arms(raw, names: list[str], base: Path, src):
     """Named arms: a list of names (``interleaved`` and ``textless`` have defaults) or a mapping
-    name -> {init, streams, data, family}; the older top-level ``streams:``/``init:`` tables
-    (arm -> value) still apply on top. Returns (names, streams, init, init_paths, data, family)."""
+    name -> {init, streams, data, family, models, tokenizer}; the older top-level ``streams:``/``init:``
+    tables (arm -> value) still apply on top. Returns per-arm tables
+    (names, streams, init, init_paths, data, family, models, tokenizer)."""
     arms = raw["arms"]
     if isinstance(arms, list):
         if not arms:
@@ -377,7 +389,7 @@ def _arms(raw, names: list[str], base: Path, src):
         table = arms
     else:
         raise ConfigError("must be a non-empty list or mapping of arms", source=src, field="arms", value=arms)
-    streams, init, init_paths, data, family = {}, {}, {}, {}, {}
+    streams, init, init_paths, data, family, models, toks = {}, {}, {}, {}, {}, {}, {}
     for a, body in table.items():
         where = f"arms.{a}" if isinstance(arms, dict) else f"arms[{list(table).index(a)}]"
         check_name(a, source=src, field=where)
@@ -394,12 +406,23 @@ def _arms(raw, names: list[str], base: Path, src):
                 if k not in body and a not in (raw.get(k) or {}):
                     raise ConfigError(f"is required for arm '{a}' (only {', '.join(PRESET_ARMS)} have defaults)",
                                       source=src, field=f"{where}.{k}")
+        if body.get("models") is not None:
+            ms = body["models"]
+            if not isinstance(ms, list) or not ms or any(m not in names for m in ms):
+                raise ConfigError(f"must be a non-empty list of the sweep's models ({', '.join(names)})", source=src,
+                                  field=f"{where}.models", value=ms)
+            models[a] = [m for m in names if m in ms]
         streams[a] = _streams(body["streams"], src, f"{where}.streams") if "streams" in body else dict(DEFAULT_STREAMS.get(a, {}))
-        init[a], paths = _init(body.get("init", DEFAULT_INIT.get(a)), names, src, f"{where}.init")
-        if paths:
-            init_paths[a] = paths
+        if body.get("init", DEFAULT_INIT.get(a)) is not None:  # else the top-level init table gives it
+            init[a], paths = _init(body.get("init", DEFAULT_INIT.get(a)), models.get(a, names), src, f"{where}.init")
+            if paths:
+                init_paths[a] = paths
         if body.get("data") is not None:
-            data[a] = _data_dir(body["data"], base, src, f"{where}.data")
+            if not isinstance(body["data"], str) or not body["data"]:
+                raise ConfigError("must be a folder path", source=src, field=f"{where}.data", value=body["data"])
+            data[a] = (base / body["data"]).resolve()  # prepared or not: load_sweep checks it against the tokenizer
+        if body.get("tokenizer") is not None:
+            toks[a] = _tokenizer({"tokenizer": body["tokenizer"]}, src, field=f"{where}.tokenizer")
         if body.get("family") is not None:
             if body["family"] not in FAMILIES:
                 raise ConfigError(f"unknown model family; known: {', '.join(FAMILIES)}", source=src,
@@ -416,11 +439,11 @@ def _arms(raw, names: list[str], base: Path, src):
     for a, v in (raw.get("init") or {}).items():
         if a not in table:
             raise ConfigError("names an arm that is not in 'arms'", source=src, field=f"init.{a}")
-        init[a], paths = _init(v, names, src, f"init.{a}")
+        init[a], paths = _init(v, models.get(a, names), src, f"init.{a}")
         init_paths.pop(a, None)
         if paths:
             init_paths[a] = paths
-    return list(table), streams, init, init_paths, data, family
+    return list(table), streams, init, init_paths, data, family, models, toks
 
 
 def _streams(mix, src, where) -> dict[str, float]:
@@ -489,7 +512,7 @@ def _models(models, src) -> tuple[list[str], dict[str, ModelShape]]:
         for k in ("name", "hidden_size", "num_layers"):
             if k not in m:
                 raise ConfigError("is required for an inline shape", source=src, field=f"{where}.{k}")
-        name = str(m["name"])
+        name = check_name(m["name"], source=src, field=f"{where}.name")  # it becomes part of folder names
         if name in KNOWN:
             raise ConfigError("an inline shape may not reuse a known model's name", source=src, field=f"{where}.name",
                               value=name)
@@ -571,7 +594,7 @@ def _explicit(runs, names, src) -> list[dict]:
     return out
 
 
-def _tokenizer(raw, src) -> str:
+def _tokenizer(raw, src, field: str = "tokenizer") -> str:
     tok, vocab = raw.get("tokenizer"), raw.get("vocab")
     if tok is not None and vocab is not None:
         raise ConfigError("give either 'tokenizer' or 'vocab', not both", source=src, field="vocab")
@@ -583,7 +606,7 @@ def _tokenizer(raw, src) -> str:
         return "data"
     if tok not in ("data", "units", *TOKENIZERS):
         raise ConfigError(f"unknown tokenizer; known: data, units, {', '.join(TOKENIZERS)}", source=src,
-                          field="tokenizer", value=tok)
+                          field=field, value=tok)
     return tok
 
 

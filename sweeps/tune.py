@@ -35,7 +35,7 @@ def trial_spec(sweep: Sweep, model: str, lr: float, batch_size: int) -> RunSpec:
     tokens = max(train.tokens_per_step, t.tokens // train.seq_len * train.seq_len)
     return RunSpec(arm=t.arm, model=model, shape=shape_of(sweep, model, manifest, arm=t.arm),
                    tokens=tokens, streams=dict(sweep.streams[t.arm]), init="random",
-                   data_fingerprint=_fingerprint(sweep, manifest), train=train, seed=sweep.seed,
+                   data_fingerprint=_fingerprint(sweep, manifest, t.arm), train=train, seed=sweep.seed,
                    data_dir=str(sweep.data_of(t.arm)), sweep=f"{sweep.name}-tuning")
 
 
