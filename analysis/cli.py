@@ -267,15 +267,22 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def register(sub) -> None:
+    """The analysis subcommands of `scaling`: fit, figures, report (nothing heavy imported here)."""
+    f = sub.add_parser("fit", help="fit scaling laws to a results table")
+    add_fit_arguments(f).set_defaults(func=run_fit)
+    g = sub.add_parser("figures", help="draw the figures (and report.md) from a results table")
+    add_figures_arguments(g).set_defaults(func=run_figures)
+    r = sub.add_parser("report", help="fits, figures, tables and report.md for a sweep in one go")
+    add_report_arguments(r).set_defaults(func=run_report)
+
+
 def main(argv=None) -> int:
     """Standalone entry for development: ``python -m analysis.cli fit|figures|report ...``."""
     parser = argparse.ArgumentParser(prog="analysis")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    add_fit_arguments(sub.add_parser("fit", help="fit scaling laws"))
-    add_figures_arguments(sub.add_parser("figures", help="draw figures and the report"))
-    add_report_arguments(sub.add_parser("report", help="fits, figures, tables and report for a sweep"))
+    register(parser.add_subparsers(dest="cmd", required=True))
     args = parser.parse_args(argv)
-    return {"fit": run_fit, "figures": run_figures, "report": run_report}[args.cmd](args)
+    return args.func(args)
 
 
 if __name__ == "__main__":

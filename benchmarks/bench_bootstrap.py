@@ -15,7 +15,7 @@ import pandas as pd
 from analysis.fits.bootstrap import bootstrap_parametric
 from analysis.fits.parametric import fit_parametric
 
-DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared/data/chinchilla_epoch.csv"
+DEFAULT_CSV = Path(__file__).resolve().parents[1] / "tests" / "data" / "chinchilla_epoch.csv"
 EPOCH_SE = {"A": 125.0, "B": 1290.0, "E": 0.03, "alpha": 0.02, "beta": 0.02}
 
 

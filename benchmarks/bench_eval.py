@@ -12,7 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-NAMES = ["swuggy", "sblimp", "ssc", "tsc"]
+from scaling.datadir import DEFAULT_BENCHMARKS
+
+NAMES = list(DEFAULT_BENCHMARKS)
 
 
 def main() -> None:
@@ -26,7 +28,7 @@ def main() -> None:
     import torch
 
     from scaling.shapes import DEMO
-    from trainer.data.prepare import load_manifest
+    from scaling.datadir import DataDir
     from trainer.data.tokenizer import load_tokenizer
     from trainer.eval.cli import run_eval
     from trainer.model import build_model, quiet_transformers
@@ -36,7 +38,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     data = Path(args.data) if args.data else None
     if data is None:
-        from trainer.data.prepare import prepare_corpus
+        from trainer.data.prepare_synthetic import prepare_corpus
         from trainer.data.synthetic import SynthConfig, generate
 
         data = tmp / "data"
@@ -44,7 +46,7 @@ def main() -> None:
                              n_bench_items=args.max_items), data)
         prepare_corpus(data, vocab_size=320, seed=0)
     ckpt = tmp / "model"
-    model = build_model(DEMO[args.model].with_vocab(load_manifest(data)["speech_model_vocab"]), 0)
+    model = build_model(DEMO[args.model].with_vocab(DataDir.open(data).manifest["speech_model_vocab"]), 0)
     model.save_pretrained(str(ckpt))
     load_tokenizer(data / "tokenizer").save_pretrained(str(ckpt))
     del model

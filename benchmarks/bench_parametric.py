@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.fits.parametric import DEFAULT_SCREEN, default_grid, fit_parametric  # noqa: E402
 
-DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared/data/chinchilla_epoch.csv"
+DEFAULT_CSV = Path(__file__).resolve().parents[1] / "tests" / "data" / "chinchilla_epoch.csv"
 
 
 def main() -> None:

@@ -52,10 +52,12 @@ FRAME_S = 0.04  # 25 Hz units
 # -- the benchmark registry -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Benchmark:
-    """A pairwise-likelihood benchmark: its name (also its results column), what it measures, and
-    which modalities the context and the ending are in (StoryCloze family)."""
+    """A pairwise-likelihood benchmark: its name (also its results column), its family (``lexical``,
+    ``syntactic``, ``storycloze``), what it measures, and which modalities the context and the ending are
+    in (the StoryCloze family; the others are one spoken segment)."""
 
     name: str
+    family: str
     label: str
     description: str
     modalities: tuple[str, str] = ("speech", "speech")
@@ -68,13 +70,13 @@ class Benchmark:
 
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
-    Benchmark("swuggy", "sWUGGY", "spoken word vs non-word (lexical)"),
-    Benchmark("sblimp", "sBLIMP", "grammatical vs ungrammatical spoken sentence (syntactic)"),
-    Benchmark("ssc", "sStoryCloze", "spoken story, coherent vs adversarial ending"),
-    Benchmark("tsc", "tStoryCloze", "spoken story, coherent vs random ending (topic)"),
-    Benchmark("ssc_s2t", "StoryCloze S→T", "spoken context, text endings", ("speech", "text")),
-    Benchmark("ssc_t2s", "StoryCloze T→S", "text context, spoken endings", ("text", "speech")),
-    Benchmark("ssc_t2t", "StoryCloze T→T", "text context, text endings", ("text", "text")),
+    Benchmark("swuggy", "lexical", "sWUGGY", "spoken word vs non-word"),
+    Benchmark("sblimp", "syntactic", "sBLIMP", "grammatical vs ungrammatical spoken sentence"),
+    Benchmark("ssc", "storycloze", "sStoryCloze", "spoken story, coherent vs adversarial ending"),
+    Benchmark("tsc", "storycloze", "tStoryCloze", "spoken story, its ending vs another story's (topic)"),
+    Benchmark("ssc_s2t", "storycloze", "StoryCloze S→T", "spoken context, text endings", ("speech", "text")),
+    Benchmark("ssc_t2s", "storycloze", "StoryCloze T→S", "text context, spoken endings", ("text", "speech")),
+    Benchmark("ssc_t2t", "storycloze", "StoryCloze T→T", "text context, text endings", ("text", "text")),
 )}
 BENCHMARK_NAMES = tuple(BENCHMARKS)
 DEFAULT_BENCHMARKS = ("swuggy", "sblimp", "ssc", "tsc")
@@ -113,10 +115,11 @@ def shard_name(stream: str, split: str) -> str:
     return f"{stream}_{split}"
 
 
-def parse_shard_name(name: str) -> tuple[str, str]:
+def parse_shard_name(name: str, source: str | None = None) -> tuple[str, str]:
     stream, _, split = name.rpartition("_")
     if stream not in STREAMS or split not in SPLITS:
-        raise ConfigError(f"not a shard name (<stream>_<split> with streams {list(STREAMS)})", field="tokens", value=name)
+        raise ConfigError(f"not a shard name (<stream>_<split> with streams {list(STREAMS)} and splits {list(SPLITS)})",
+                          source=source, field="tokens", value=name)
     return stream, split
 
 
@@ -145,6 +148,15 @@ def fingerprint(shard_sha256: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def make_manifest(*, seed: int, tokens: dict, fingerprint: str, vocab: dict, tokenizer_sha: dict, interleave: dict,
+                  speech_fractions: dict, **extra) -> dict:
+    """A data.json in its schema: ``vocab`` from :func:`vocab_block`, ``tokens`` from the shard writer."""
+    have = {parse_shard_name(n, "data.json")[0] for n in tokens}
+    return {"format": FORMAT, "seed": seed, "fingerprint": fingerprint, **vocab, "tokenizer_sha": tokenizer_sha,
+            "streams": [s for s in STREAMS if s in have], "tokens": tokens, "interleave": interleave,
+            "speech_fractions": speech_fractions, **extra}
+
+
 _REQUIRED = {"format": int, "fingerprint": str, "text_vocab_size": int, "speech_vocab_size": int,
              "text_model_vocab": int, "speech_model_vocab": int, "unit_offset": int, "tokens": dict}
 
@@ -162,7 +174,7 @@ def check_manifest(m, source: str) -> dict:
         raise ConfigError(f"unsupported data folder format (this version reads format {FORMAT})", source=source,
                           field="format", value=m["format"])
     for name, info in m["tokens"].items():
-        parse_shard_name(name)
+        parse_shard_name(name, source)
         if not isinstance(info, dict) or not all(isinstance(info.get(k), int) and info[k] > 0 for k in ("tokens", "documents")):
             raise ConfigError("needs positive integer 'tokens' and 'documents'", source=source, field=f"tokens.{name}", value=info)
     return m
@@ -213,14 +225,14 @@ class DataDir:
             m = json.loads(mpath.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"not valid JSON ({e})", source=str(mpath)) from None
+        if verify not in ("size", "hash", "none"):
+            raise ValueError(f"verify must be 'size', 'hash' or 'none', not {verify!r}")
         d = cls(path, check_manifest(m, str(mpath)))
         if verify in ("size", "hash"):
             for name in d.manifest["tokens"]:
                 d._check_shard(*parse_shard_name(name))
         if verify == "hash":
             d.verify_hash()
-        elif verify not in ("size", "none"):
-            raise ValueError(f"verify must be 'size', 'hash' or 'none', not {verify!r}")
         return d
 
     @property

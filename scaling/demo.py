@@ -1,17 +1,17 @@
 """`scaling demo`: the whole study on the built-in synthetic corpus, by chaining the
 subcommands a user would run one by one:
 
-    scaling data synth --out DIR/data [--quick]
+    scaling data synth --out DIR/data [--quick]      (reused when already there with the same settings)
     scaling plan DIR/sweep.yaml
     scaling run DIR/sweep.yaml
     scaling report DIR --out DIR      (fits.json with bootstrap intervals, figures/, coefficient tables, report.md)
 """
 from __future__ import annotations
 
-import json
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -27,28 +27,10 @@ def demo_sweep_text(quick: bool, seed: int) -> str:
     return text
 
 
-def _data_is_current(data: Path, quick: bool, seed: int) -> bool:
-    manifest, corpus = data / "data.json", data / "corpus" / "manifest.json"
-    if not (manifest.is_file() and corpus.is_file()):
-        return False
-    want = _synth_config(quick, seed)
-    return json.loads(corpus.read_text()).get("config") == want and json.loads(manifest.read_text()).get("seed") == seed
-
-
-def _synth_config(quick: bool, seed: int) -> dict:
-    from dataclasses import asdict
-
-    from trainer.data.synthetic import SynthConfig
-
-    return asdict(SynthConfig.quick(seed=seed) if quick else SynthConfig(seed=seed))
-
-
-def run_demo(out: Path, *, quick: bool, seed: int) -> int:
-    from scaling.cli import main
-
+def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]], int]) -> int:
+    """Run the stages through ``command`` (the CLI's main), stopping at the first that fails."""
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    data = out / "data"
     step = 0
 
     def stage(title: str) -> None:
@@ -57,24 +39,34 @@ def run_demo(out: Path, *, quick: bool, seed: int) -> int:
         print(f"\n== {step}. {title}  (t = {time.time() - t0:.0f} s)", flush=True)
 
     stage("synthetic speech-text corpus, tokenizer, packed shards")
-    if _data_is_current(data, quick, seed):
-        print(f"reusing the prepared data in {data}")
-    else:
-        rc = main(["data", "synth", "--out", str(data), "--seed", str(seed)] + (["--quick"] if quick else []))
-        if rc:
-            return rc
+    rc = command(["data", "synth", "--out", str(out / "data"), "--seed", str(seed)] + (["--quick"] if quick else []))
+    if rc:
+        return rc
     sweep = out / "sweep.yaml"
     atomic.write_text(sweep, demo_sweep_text(quick, seed))
 
     stage(f"plan ({sweep})")
-    rc = main(["plan", str(sweep), "--json", str(out / "plan.json")])
+    rc = command(["plan", str(sweep), "--json", str(out / "plan.json")])
     if rc:
         return rc
     stage("train and evaluate every run (finished runs are skipped)")
-    rc_run = main(["run", str(sweep)])
+    rc_run = command(["run", str(sweep)])
     stage("fit scaling laws, draw the figures, write the report")
-    rc = main(["report", str(out), "--out", str(out)])
+    rc = command(["report", str(out), "--out", str(out)])
     if rc:
         return rc
     print(f"\ndemo finished in {time.time() - t0:.0f} s: {out}/results.csv, fits.json, figures/, report.md")
     return rc_run
+
+
+def _cmd_demo(args) -> int:
+    # args.cli is the CLI's main, handed over by scaling.cli (this module never imports scaling.cli)
+    return run_demo(Path(args.out), quick=args.quick, seed=args.seed, command=args.cli)
+
+
+def register(sub) -> None:
+    d = sub.add_parser("demo", help="the whole study end to end on the built-in synthetic corpus (CPU, no downloads)")
+    d.add_argument("--out", required=True, help="output folder (data/, runs/, results.csv, fits.json, figures/, report.md)")
+    d.add_argument("--quick", action="store_true", help="3 sizes x 3 budgets per arm, a few minutes on 2 cores")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_cmd_demo)

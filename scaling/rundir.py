@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from scaling import atomic
+from scaling.datadir import BENCHMARK_NAMES
 from scaling.spec import RunSpec
 
 STATES = ("pending", "running", "done", "failed")
@@ -23,8 +24,7 @@ STATES = ("pending", "running", "done", "failed")
 # Columns of results.csv, in order (the analysis package reads these).
 RESULT_COLUMNS = [
     "run_id", "arm", "model", "params", "non_embedding_params", "tokens", "flops", "flops_exact", "budget",
-    "val_loss_speech", "val_loss_text", "val_loss_interleaved",
-    "swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t", "status",
+    "val_loss_speech", "val_loss_text", "val_loss_interleaved", *BENCHMARK_NAMES, "status",
 ]
 
 

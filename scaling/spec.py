@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from scaling.datadir import STREAMS
 from scaling.errors import ConfigError
 from scaling.shapes import ModelShape
 
@@ -27,8 +28,6 @@ def check_name(value, *, source: str | None = None, field: str = "name") -> str:
         raise ConfigError("must be a plain name (letters, digits, '.', '_', '+', '-'; no '/', no '..')",
                           source=source, field=field, value=value)
     return value
-
-STREAMS = ("text", "interleaved", "speech", "textlm")
 
 
 @dataclass
@@ -107,8 +106,6 @@ class RunSpec:
     data_dir: str = ""  # where the prepared data lives on this machine (not part of the id)
     sweep: str = ""  # name of the sweep this run belongs to (not part of the id)
 
-    _NOT_HASHED = ("data_dir", "sweep")
-
     def validate(self, source: str | None = None) -> None:
         check_name(self.arm, source=source, field="arm")
         check_name(self.model, source=source, field="model")
@@ -147,8 +144,7 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        d = {k: v for k, v in self.to_dict().items() if k not in self._NOT_HASHED}
-        digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+        digest = hashlib.sha256(json.dumps(id_payload(self.to_dict()), sort_keys=True).encode()).hexdigest()[:10]
         budget = f"-C{self.budget:.2g}".replace("+", "") if self.budget else ""
         return f"{self.arm}-{self.model}{budget}-{digest}"
 
@@ -187,3 +183,58 @@ class RunSpec:
 
     def dump(self) -> dict:
         return {"run_id": self.run_id, **self.to_dict()}
+
+
+# -- the run id ------------------------------------------------------------------------------------
+# The id hashes the fields that change a run's results and nothing else, so that a knob of how a run
+# is executed never orphans a finished run, and a field added later never changes an existing id.
+#: Spec fields that change results (shape, data, budget, streams, init, seed, the evaluation recorded).
+ID_FIELDS = ("arm", "model", "shape", "tokens", "streams", "init", "data_fingerprint", "train", "seed", "budget",
+             "benchmarks", "bench_items", "cooldowns")
+#: Training fields that do not change results (how often to save or evaluate, kernels, recompute, how the
+#: global batch is split into micro-batches). They are hashed at these frozen values, as every id before
+#: this rule hashed them at their defaults, so existing ids stay valid.
+OPERATIONAL_TRAIN = {"micro_batch_size": 0, "eval_every": 0, "activation_checkpointing": False, "chunked_ce": False,
+                     "compile": False, "checkpoint_every": 0, "keep_checkpoints": False}
+#: Training fields that existed when the id rule was frozen (2026-11-30); the hash always includes them.
+#: A field added since is hashed only when it differs from its default.
+FROZEN_TRAIN_FIELDS = ("seq_len", "batch_size", "micro_batch_size", "lr", "min_lr", "warmup_frac", "grad_clip",
+                       "weight_decay", "beta1", "beta2", "eval_every", "schedule", "cooldown_frac",
+                       "activation_checkpointing", "doc_mask", "chunked_ce", "compile", "checkpoint_every",
+                       "keep_checkpoints", "embedding_init", "val_sequences")
+
+
+def _defaults(cls) -> dict:
+    from dataclasses import MISSING
+
+    out = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def id_payload(spec: dict, *, train_defaults: dict | None = None, spec_defaults: dict | None = None) -> dict:
+    """What the run id hashes, from a spec's ``to_dict()`` form (defaults: those of TrainConfig and RunSpec)."""
+    train_defaults = _defaults(TrainConfig) if train_defaults is None else train_defaults
+    spec_defaults = _defaults(RunSpec) if spec_defaults is None else spec_defaults
+    train = {}
+    for k, v in spec["train"].items():
+        if k in OPERATIONAL_TRAIN:
+            train[k] = OPERATIONAL_TRAIN[k]
+        elif k in FROZEN_TRAIN_FIELDS or k not in train_defaults or v != train_defaults[k]:
+            train[k] = v
+    for k, v in OPERATIONAL_TRAIN.items():
+        train.setdefault(k, v)
+    out = {k: spec[k] for k in ID_FIELDS if k != "train"}
+    out["train"] = train
+    for k, v in spec.items():  # result-changing fields added later: hashed when set
+        if k not in ID_FIELDS and k not in NOT_HASHED and (k not in spec_defaults or v != spec_defaults[k]):
+            out[k] = v
+    return out
+
+
+#: Spec fields that say where or in which sweep a run lives on this machine, never what it computes.
+NOT_HASHED = ("data_dir", "sweep")

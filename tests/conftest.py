@@ -8,7 +8,10 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+#: small real data copied into the repository (sources and licences in tests/data/README.md)
+TEST_DATA = REPO / "tests" / "data"
+SLAMKIT_EXAMPLE = TEST_DATA / "slamkit_example"
+EPOCH_CSV = TEST_DATA / "chinchilla_epoch.csv"
 
 TINY_SYNTH = dict(n_text_stories=400, n_speech_stories=200, n_val_stories=30, n_speakers=4, n_bench_items=12)
 
@@ -16,7 +19,7 @@ TINY_SYNTH = dict(n_text_stories=400, n_speech_stories=200, n_val_stories=30, n_
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory) -> Path:
     """A prepared data folder (corpus, tokenizers, shards, benchmarks) small enough for unit tests."""
-    from trainer.data.prepare import prepare_corpus
+    from trainer.data.prepare_synthetic import prepare_corpus
     from trainer.data.synthetic import SynthConfig, generate
 
     out = tmp_path_factory.mktemp("data")

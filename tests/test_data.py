@@ -7,8 +7,9 @@ import pytest
 from scaling.errors import ConfigError
 from trainer.data.interleave import plan_spans, unit_range
 from trainer.data.mixture import Mixture
-from trainer.data.prepare import build_streams, check_utterance, load_manifest, prepare_corpus
-from trainer.data.shards import load_docs, load_shard
+from scaling.datadir import DataDir
+from trainer.data.prepare_synthetic import check_utterance, prepare_corpus
+from trainer.data.streams import build_streams
 from trainer.data.tokenizer import SpeechVocab, load_tokenizer, train_text_tokenizer
 
 
@@ -49,7 +50,7 @@ def test_markers_only_at_switches(prepared):
     tok = load_tokenizer(prepared / "tokenizer")
     vocab = SpeechVocab.of(tok)
     utts = [_speech_utt() for _ in range(50)]
-    docs, stats = build_streams([{"text": "a b"}], utts, tok, vocab, np.random.default_rng(0))
+    docs, stats = build_streams(["a b"], utts, tok, vocab, np.random.default_rng(0))
     for ids in docs["interleaved"]:
         ids = ids[:-1]  # eos
         assert ids[0] in (vocab.speech, vocab.text)
@@ -92,20 +93,21 @@ def test_shards_decode_back_to_corpus(prepared):
     tok = load_tokenizer(prepared / "tokenizer")
     v = SpeechVocab.of(tok)
     corpus = {json.loads(l)["id"]: json.loads(l) for l in (prepared / "corpus/speech_val.jsonl").read_text().splitlines()}
-    flat = np.asarray(load_shard(prepared / "shards", "speech_val"))
-    offs = load_docs(prepared / "shards", "speech_val")
+    data = DataDir.open(prepared)
+    flat = np.asarray(data.tokens("speech", "val"))
+    offs = data.doc_offsets("speech", "val")
     ends = list(offs[1:]) + [len(flat)]
     decoded = {tuple((flat[s + 1:e - 1] - v.unit_offset).tolist()) for s, e in zip(offs, ends)}
     assert decoded == {tuple(u["units"]) for u in corpus.values()}
     texts = {json.loads(l)["text"] for l in (prepared / "corpus/text_val.jsonl").read_text().splitlines()}
-    flat = np.asarray(load_shard(prepared / "shards", "text_val"))
-    offs = load_docs(prepared / "shards", "text_val")
+    flat = np.asarray(data.tokens("text", "val"))
+    offs = data.doc_offsets("text", "val")
     ends = list(offs[1:]) + [len(flat)]
     assert {tok.decode(flat[s + 1:e - 1]) for s, e in zip(offs, ends)} == texts
 
 
 def test_manifest_reports_fractions_and_counts(prepared):
-    m = load_manifest(prepared)
+    m = DataDir.open(prepared).manifest
     assert abs(m["speech_fractions"]["train"]["speech_word_fraction"] - 0.3) < 0.02
     assert m["speech_model_vocab"] % 64 == 0 and m["speech_model_vocab"] >= m["speech_vocab_size"]
     for s in ("text", "textlm", "speech", "interleaved"):

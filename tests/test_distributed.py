@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from scaling.rundir import RunDir
-from test_training import _spec, _train
+from helpers import toy_spec as _spec, train_spec as _train
 
 
 @pytest.mark.slow

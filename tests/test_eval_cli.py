@@ -16,13 +16,13 @@ NAMES = ["swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t"]
 @pytest.fixture(scope="module")
 def checkpoint(prepared, tmp_path_factory):
     from scaling.shapes import DEMO
-    from trainer.data.prepare import load_manifest
+    from scaling.datadir import DataDir
     from trainer.data.tokenizer import load_tokenizer
     from trainer.model import build_model
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("ckpt") / "model"
-    model = build_model(DEMO["toy-xs"].with_vocab(load_manifest(prepared)["speech_model_vocab"]), 0)
+    model = build_model(DEMO["toy-xs"].with_vocab(DataDir.open(prepared).manifest["speech_model_vocab"]), 0)
     model.save_pretrained(str(out))
     load_tokenizer(prepared / "tokenizer").save_pretrained(str(out))
     return out

@@ -11,7 +11,7 @@ from trainer.eval.benchmarks import load_pairs
 from trainer.eval.formats import UnitIndex, load_storycloze, load_zerospeech, split_cross_modal
 from trainer.eval.scoring import encode_segments
 
-SLAMKIT = Path(__file__).resolve().parents[2] / "shared/data/slamkit_example"
+from conftest import SLAMKIT_EXAMPLE as SLAMKIT  # noqa: E402
 
 
 def write_units(path: Path, units: dict[str, list[int]], repr_style: bool = False) -> Path:

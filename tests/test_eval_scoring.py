@@ -182,14 +182,14 @@ def test_batch_size_and_neighbours_do_not_change_a_pair_bigram():
 
 def test_batch_invariance_on_a_real_toy_transformer(prepared):
     from scaling.shapes import DEMO
-    from trainer.data.prepare import load_manifest
+    from scaling.datadir import DataDir
     from trainer.data.tokenizer import load_tokenizer
     from trainer.model import build_model
 
     torch.set_num_threads(1)
     tok = load_tokenizer(prepared / "tokenizer")
     vocab = SpeechVocab.of(tok)
-    model = build_model(DEMO["toy-xs"].with_vocab(load_manifest(prepared)["speech_model_vocab"]), 0)
+    model = build_model(DEMO["toy-xs"].with_vocab(DataDir.open(prepared).manifest["speech_model_vocab"]), 0)
     model.train()  # dropout-free or not, scoring must switch to eval and back
     rng = np.random.default_rng(0)
     items = [{"id": f"p{i}", "positive": [speech(rng.integers(0, 500, rng.integers(3, 20))), text("the cat sat")],

@@ -12,7 +12,7 @@ from analysis.fits.parametric import ParametricFit, default_grid, fit_parametric
 from analysis.fits.powerlaw import fit_powerlaw
 from scaling.errors import ConfigError
 
-EPOCH_CSV = Path(__file__).resolve().parents[2] / "shared/data/chinchilla_epoch.csv"
+EPOCH_CSV = Path(__file__).resolve().parent / "data" / "chinchilla_epoch.csv"
 TRUE = dict(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.28)
 
 
@@ -22,7 +22,7 @@ def law(N, D, E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.28):
 
 @pytest.fixture(scope="module")
 def epoch():
-    assert EPOCH_CSV.is_file(), f"reference data missing: {EPOCH_CSV} (expected shared/data beside the repo)"
+    assert EPOCH_CSV.is_file(), f"reference data missing: {EPOCH_CSV}"
     df = pd.read_csv(EPOCH_CSV)
     df = df.sort_values("loss").iloc[:-5]  # Epoch drop the 5 highest-loss points
     assert len(df) == 240

@@ -8,9 +8,9 @@ from scaling.errors import ConfigError
 from trainer.data.ingest import (attach_alignments, check_alignment, read_alignments, read_features, read_text,
                                  stem)
 
-from conftest import SHARED
+from conftest import SLAMKIT_EXAMPLE
 
-EX = SHARED / "data" / "slamkit_example"
+EX = SLAMKIT_EXAMPLE
 
 
 def test_slamkit_features_and_tokens_agree():

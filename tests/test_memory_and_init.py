@@ -47,13 +47,13 @@ def test_text_lm_folder_becomes_a_speech_lm(prepared, tmp_path, family):
 
     from scaling.rundir import RunDir
     from scaling.shapes import DEMO
-    from trainer.data.prepare import load_manifest
+    from scaling.datadir import DataDir
     from trainer.data.tokenizer import load_tokenizer
     from trainer.execute import execute
     from trainer.model import build_model
-    from test_training import _spec
+    from helpers import toy_spec as _spec
 
-    m = load_manifest(prepared)
+    m = DataDir.open(prepared).manifest
     text_shape = dataclasses.replace(DEMO["toy-xs"], family=family, qkv_bias=family == "qwen2",
                                      vocab_size=m["text_model_vocab"])
     lm = build_model(text_shape, seed=1)

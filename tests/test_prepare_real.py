@@ -9,16 +9,18 @@ import pytest
 
 from scaling.cli import main
 from scaling.errors import ConfigError
-from trainer.data import prepare as prep
+from scaling.datadir import DataDir
+from trainer.data import shards
 from trainer.data.ingest import read_features
-from trainer.data.interleave import unit_range
-from trainer.data.prepare import _fast_streams, build_streams, load_manifest, mixture_report, prepare_real
-from trainer.data.shards import load_docs, load_shard
+from trainer.data.interleave import plan_spans, unit_range
+from trainer.data.mixture import mixture_report
+from trainer.data.prepare_real import prepare_real
+from trainer.data.streams import build_streams
 from trainer.data.tokenizer import SpeechVocab, load_tokenizer, train_text_tokenizer
 
-from conftest import SHARED
+from conftest import SLAMKIT_EXAMPLE
 
-EX = SHARED / "data" / "slamkit_example"
+EX = SLAMKIT_EXAMPLE
 N_WORDS = 30
 
 
@@ -52,9 +54,10 @@ def out(inputs):
     return out
 
 
-def _docs(shard_dir, name):
-    flat = np.asarray(load_shard(shard_dir, name))
-    offs = load_docs(shard_dir, name).tolist() + [len(flat)]
+def _docs(data_dir, stream, split):
+    data = DataDir.open(data_dir)
+    flat = np.asarray(data.tokens(stream, split))
+    offs = data.doc_offsets(stream, split).tolist() + [len(flat)]
     return [flat[a:b] for a, b in zip(offs, offs[1:])]
 
 
@@ -65,13 +68,13 @@ def test_slamkit_example_decodes_back(out, capsys):
     words = [f"w{k}" for k in range(N_WORDS)]
     seen_speech, seen_inter = set(), set()
     for split in ("train", "val"):
-        for doc in _docs(out / "shards", f"speech_{split}"):
+        for doc in _docs(out, "speech", split):
             assert doc[0] == vocab.speech and doc[-1] == vocab.eos
             units = doc[1:-1] - vocab.unit_offset
             match = [k for k, u in utts.items() if np.array_equal(u["units"], units)]
             assert len(match) == 1
             seen_speech.add(match[0])
-        for doc in _docs(out / "shards", f"interleaved_{split}"):
+        for doc in _docs(out, "interleaved", split):
             assert doc[-1] == vocab.eos
             doc = doc[:-1].tolist()
             cut = [i for i, t in enumerate(doc) if t in (vocab.speech, vocab.text)] + [len(doc)]
@@ -104,14 +107,14 @@ def test_slamkit_example_decodes_back(out, capsys):
 
 
 def test_output_is_a_data_folder(out, inputs, prepared):
-    m = load_manifest(out)
-    synth = load_manifest(prepared)
-    assert set(synth) <= set(m)
-    assert m["streams"] == ["interleaved", "speech", "text", "textlm"]
+    m = DataDir.open(out, verify="hash").manifest
+    synth = DataDir.open(prepared).manifest
+    assert set(synth) - {"tokens", "source"} <= set(m)
+    assert m["streams"] == ["textlm", "text", "speech", "interleaved"]
     for stream in m["streams"]:
         for split in ("train", "val"):
             assert m["tokens"][f"{stream}_{split}"]["documents"] >= 1
-            assert len(load_shard(out / "shards", f"{stream}_{split}")) == m["tokens"][f"{stream}_{split}"]["tokens"]
+            assert len(DataDir.open(out).tokens(stream, split)) == m["tokens"][f"{stream}_{split}"]["tokens"]
     assert m["tokens"]["text_val"]["documents"] == 1  # 2% of 60, at least one
     given = load_tokenizer(inputs / "tok")
     assert len(load_tokenizer(out / "tokenizer_text")) == len(given) == m["text_vocab_size"]
@@ -141,8 +144,8 @@ def test_seeded(inputs, tmp_path, out):
                  tokenizer=inputs / "tok", seed=0)
     prepare_real(tmp_path / "b", features=EX / "features.jsonl", alignments=inputs / "al", text=inputs / "text.jsonl",
                  tokenizer=inputs / "tok", seed=1)
-    assert load_manifest(tmp_path / "a")["fingerprint"] == load_manifest(out)["fingerprint"]
-    assert load_manifest(tmp_path / "b")["fingerprint"] != load_manifest(out)["fingerprint"]
+    assert DataDir.open(tmp_path / "a").fingerprint == DataDir.open(out).fingerprint
+    assert DataDir.open(tmp_path / "b").fingerprint != DataDir.open(out).fingerprint
 
 
 def test_tokens_jsonl(inputs, tmp_path, capsys):
@@ -150,29 +153,44 @@ def test_tokens_jsonl(inputs, tmp_path, capsys):
     assert "no durations" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main(["data", "prepare", "--features", str(EX / "tokens.jsonl"), "--tokenizer", str(inputs / "tok"),
                  "--text", str(inputs / "text.jsonl"), "--out", str(tmp_path / "o")]) == 0
-    m = load_manifest(tmp_path / "o")
-    assert m["streams"] == ["speech", "text", "textlm"]
+    m = DataDir.open(tmp_path / "o").manifest
+    assert m["streams"] == ["textlm", "text", "speech"]
     assert "no word alignments" in capsys.readouterr().out
 
 
-def test_fast_streams_match_build_streams(prepared):
-    """The real-data path interleaves exactly like the synthetic one (same plan, same units, same ids)."""
-    tok = load_tokenizer(prepared / "tokenizer")
+def _reference_interleaving(u, tok, vocab, rng):
+    """The interleaving format spelled out one utterance at a time (REFERENCE section 1): a marker at the start
+    and at every switch, a speech span = the units covering its words' time range, text spans joined by spaces."""
+    ids = []
+    for sp in plan_spans(len(u["words"]), rng, 0.3, 10.0):
+        if sp.modality == "speech":
+            i, j = unit_range(u["durations"], u["starts"][sp.start], u["ends"][sp.end - 1])
+            ids += [vocab.speech] + vocab.units_to_ids(u["units"][i:j])
+        else:
+            t = " ".join(u["words"][sp.start:sp.end])
+            ids += [vocab.text] + tok(t if sp.start == 0 else " " + t, add_special_tokens=False)["input_ids"]
+    return ids + [vocab.eos]
+
+
+def test_one_interleaver_matches_the_format_spelled_out(prepared):
+    """The batched interleaver (both builders use it) gives the same ids as the per-utterance definition."""
+    tok = DataDir.open(prepared).load_tokenizer()
     vocab = SpeechVocab.of(tok)
     rows = [json.loads(line) for line in (prepared / "corpus" / "speech_val.jsonl").read_text().splitlines()]
-    ref, ref_stats = build_streams([], rows, tok, vocab, np.random.default_rng(5))
-    utts = [dict(r, units=np.asarray(r["units"]), durations=np.asarray(r["durations"])) for r in rows]
-    got, stats = _fast_streams([], utts, tok, vocab, np.random.default_rng(5), 0.3, 10.0)
-    assert [d.tolist() for d in got["interleaved"]] == ref["interleaved"]
-    assert [d.tolist() for d in got["speech"]] == ref["speech"]
-    assert stats["speech_token_fraction"] == pytest.approx(ref_stats["speech_token_fraction"])
-    assert stats["speech_word_fraction"] == pytest.approx(ref_stats["speech_word_fraction"])
+    got, stats = build_streams([], rows, tok, vocab, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    ref = [_reference_interleaving(r, tok, vocab, rng) for r in rows]
+    assert [d.tolist() for d in got["interleaved"]] == ref
+    assert [d.tolist() for d in got["speech"]] == [[vocab.speech] + vocab.units_to_ids(r["units"]) + [vocab.eos] for r in rows]
+    assert "text" not in got and "textlm" not in got
+    n_speech = sum(1 for d in ref for t in d if vocab.unit_offset <= t < vocab.unit_offset + 500)
+    assert stats["speech_token_fraction"] == pytest.approx(n_speech / sum(len(d) - 1 for d in ref))
 
 
 def test_our_schema_with_embedded_alignments(prepared, inputs, tmp_path):
     m = prepare_real(tmp_path / "o", features=prepared / "corpus" / "speech_val.jsonl", tokenizer=prepared / "tokenizer_text",
                      text=prepared / "corpus" / "text_val.jsonl", seed=0, val_fraction=0.1)
-    assert m["streams"] == ["interleaved", "speech", "text", "textlm"]
+    assert m["streams"] == ["textlm", "text", "speech", "interleaved"]
     assert abs(m["speech_fractions"]["train"]["speech_word_fraction"] - 0.3) < 0.02
 
 
@@ -237,7 +255,7 @@ def test_failure_mid_write_keeps_previous_output(inputs, tmp_path, monkeypatch):
     prepare_real(out, features=EX / "features.jsonl", alignments=inputs / "al", text=inputs / "text.jsonl", tokenizer=inputs / "tok")
     before = (out / "data.json").read_text()
     calls = []
-    real = prep._write_docs
+    real = shards.write_shard
 
     def boom(*a):
         calls.append(a[1])
@@ -245,7 +263,7 @@ def test_failure_mid_write_keeps_previous_output(inputs, tmp_path, monkeypatch):
             raise OSError("disk full")
         return real(*a)
 
-    monkeypatch.setattr(prep, "_write_docs", boom)
+    monkeypatch.setattr(shards, "write_shard", boom)
     with pytest.raises(OSError):
         prepare_real(out, features=EX / "features.jsonl", alignments=inputs / "al", text=inputs / "text.jsonl",
                      tokenizer=inputs / "tok", seed=5)

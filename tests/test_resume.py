@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scaling.rundir import RunDir
-from test_training import _spec, _train
+from helpers import toy_spec as _spec, train_spec as _train
 
 
 def _losses(run):

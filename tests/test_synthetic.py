@@ -195,7 +195,7 @@ def test_benchmark_well_formed(small):
             if name in ("swuggy", "sblimp"):
                 assert mods == ["speech"]
             else:
-                assert mods == list(B.STORYCLOZE_MODALITIES[name])
+                assert mods == list(B.REGISTRY[name].modalities)
                 assert pos[0] == neg[0], "context must be shared"
                 assert pos[1] != neg[1]
         if name == "swuggy":

@@ -7,26 +7,10 @@ from scaling.flops import count_params
 from scaling.rundir import RunDir
 from scaling.shapes import DEMO
 from scaling.spec import RunSpec, TrainConfig
-from trainer.data.prepare import load_manifest
+from scaling.datadir import DataDir
+from helpers import toy_spec as _spec, train_spec as _train
 from trainer.model import build_model, extend_vocab
 from trainer.schedule import cosine_with_min_lr, warmup_steps
-
-
-def _spec(data, arm="textless", tokens=1000, init="random", **kw):
-    m = load_manifest(data)
-    vocab = m["text_model_vocab"] if arm == "textlm" else m["speech_model_vocab"]
-    streams = {"textlm": {"textlm": 1.0}, "textless": {"speech": 1.0},
-               "interleaved": {"text": 1.0, "interleaved": 1.0, "speech": 1.0}}[arm]
-    return RunSpec(arm=arm, model="toy-xs", shape=DEMO["toy-xs"].with_vocab(vocab), tokens=tokens, streams=streams,
-                   init=init, data_fingerprint=m["fingerprint"], data_dir=str(data),
-                   train=TrainConfig(seq_len=64, batch_size=4, val_sequences=4), **kw)
-
-
-def _train(tmp_path, spec):
-    from trainer.execute import execute
-
-    run = RunDir(tmp_path / "runs" / spec.run_id).create(spec)
-    return run, execute(run)
 
 
 def test_run_stops_at_exact_budget(prepared, tmp_path):
@@ -47,13 +31,12 @@ def test_checkpoint_reloads_with_auto_classes(prepared, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(run.model_path)
     tok = AutoTokenizer.from_pretrained(run.model_path)
     assert "<Un0>" in tok.get_vocab() and "<speech>" in tok.get_vocab() and "<text>" in tok.get_vocab()
-    assert len(tok) == load_manifest(prepared)["speech_vocab_size"]
+    assert len(tok) == DataDir.open(prepared).manifest["speech_vocab_size"]
     assert sum(p.numel() for p in model.parameters()) == rec["params"]
     # the reloaded model reproduces the recorded validation loss
-    from trainer.data.shards import load_shard
     from trainer.validate import val_loss, val_windows
 
-    w = val_windows(load_shard(prepared / "shards", "speech_val"), 64, 4)
+    w = val_windows(DataDir.open(prepared).tokens("speech", "val"), 64, 4)
     assert val_loss(model, w) == pytest.approx(rec["val_loss_speech"], rel=1e-5)
 
 

@@ -14,10 +14,10 @@ from trainer.units.extract import extract_units, list_audio
 from trainer.units.hubert import HubertExtractor, load_audio
 from trainer.units.kmeans import KMeansQuantizer, load_centroids
 
-from conftest import SHARED
+from conftest import SLAMKIT_EXAMPLE
 
-AUDIO = SHARED / "data" / "slamkit_example" / "audio"
-FEATURES = SHARED / "data" / "slamkit_example" / "features.jsonl"
+AUDIO = SLAMKIT_EXAMPLE / "audio"
+FEATURES = SLAMKIT_EXAMPLE / "features.jsonl"
 A1, A2 = str(AUDIO / "audio1.flac"), str(AUDIO / "audio2.flac")  # 14.1 s and 15.9 s
 
 

@@ -25,7 +25,6 @@ import time
 import warnings
 from dataclasses import dataclass
 
-import torch
 
 from scaling.errors import ConfigError
 from scaling.flops import flops_per_token_exact
@@ -66,6 +65,7 @@ def bench_vocab(shape: ModelShape) -> int:
 
 def make_batches(n: int, micro_batch: int, seq: int, vocab: int, eos: int, *, docs_per_row: int = 3, seed: int = 0) -> list[torch.Tensor]:
     """``n`` random [micro_batch, seq] batches, each row packed with ``docs_per_row`` eos-closed documents."""
+    import torch
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
@@ -80,6 +80,7 @@ def make_batches(n: int, micro_batch: int, seq: int, vocab: int, eos: int, *, do
 
 
 def _peak_flops(device: torch.device) -> float | None:
+    import torch
     if device.type != "cuda":
         return None
     from trainer.loop import PEAK_FLOPS
@@ -89,17 +90,20 @@ def _peak_flops(device: torch.device) -> float | None:
 
 
 def _sync(device: torch.device) -> None:
+    import torch
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _peak_memory_gib(device: torch.device) -> tuple[float, str]:
+    import torch
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30, "torch.cuda.max_memory_allocated"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "ru_maxrss (whole process, monotonic)"
 
 
 def _build(shape: ModelShape, v: Variant, seed: int, seq: int, device: torch.device, compile_backend: str):
+    import torch
     from trainer.kernels.chunked_ce import regional_compile
     from trainer.model import build_model, quiet_transformers
 
@@ -123,6 +127,7 @@ def bench_throughput(shape: ModelShape, *, seq: int, micro_batch: int, steps: in
                      variants=DEFAULT_VARIANTS, accumulation: int = 1, doc_mask: bool = True, seed: int = 0,
                      chunk_size: int = 4096, compile_backend: str = "inductor", model_name: str | None = None) -> list[dict]:
     """One record per variant: tokens/s, MFU, peak memory, first/final loss, ratios to the baseline."""
+    import torch
     from trainer.attention import doc_inputs
     from trainer.kernels.chunked_ce import lm_loss
 
@@ -213,6 +218,7 @@ def format_results(rows: list[dict]) -> str:
 
 
 def _cmd_throughput(args) -> int:
+    import torch
     from scaling import atomic
 
     if args.model not in KNOWN:

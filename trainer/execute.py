@@ -107,9 +107,10 @@ def run_lock(run: RunDir):
         os.close(fd)  # releases the flock
 
 
-def execute(run: RunDir, *, force: bool = False, echo=None) -> dict:
+def execute(run: RunDir, *, force: bool = False, echo=None, progress: bool = False) -> dict:
     """Train + evaluate ``run``; marks it running, then done (or failed, re-raising the error).
-    A finished run returns its record untouched unless ``force``."""
+    A finished run returns its record untouched unless ``force``. ``progress`` prints a line every
+    few steps (``scaling train``; sweep runners print one line per run instead)."""
     from trainer.loop import train_run
     from trainer.parallel import is_main
 
@@ -119,7 +120,7 @@ def execute(run: RunDir, *, force: bool = False, echo=None) -> dict:
             echo(f"run {spec.run_id} is already done ({run.result_path}); nothing to train (--force trains it again)")
         return run.result()
     if not is_main():  # other ranks of a distributed run train; rank 0 records
-        return train_run(run, _evaluator(spec))[0]
+        return train_run(run, _evaluator(spec), progress=progress)[0]
     with run_lock(run):
         if is_finished(run) and not force:  # finished while we waited for the lock
             return run.result()
@@ -136,7 +137,7 @@ def execute(run: RunDir, *, force: bool = False, echo=None) -> dict:
 
             tracker = tracker_for(run)
             t0 = time.time()
-            summary, _, _ = train_run(run, _evaluator(spec), sink=tracker)
+            summary, _, _ = train_run(run, _evaluator(spec), progress=progress, sink=tracker)
             rec = result_record(spec, summary, summary["metrics"])
             rec["wall_seconds"] = round(time.time() - t0, 2)
             run.write_result(rec)

@@ -24,17 +24,17 @@ import torch
 
 from scaling import atomic
 from scaling.errors import ConfigError
-from scaling.flops import count_params, flops_per_token_exact
+from scaling.flops import count_params, flops_6nd, flops_per_token_exact
 from scaling.rundir import RunDir
 from scaling.spec import RunSpec
 from trainer import checkpoint
 from trainer.attention import doc_inputs
 from trainer.data.mixture import Mixture
-from trainer.data.prepare import load_manifest
-from trainer.data.shards import load_shard
-from trainer.data.tokenizer import SpeechVocab, load_tokenizer
+from scaling.datadir import MIX_STREAMS, DataDir
+from trainer.data.tokenizer import SpeechVocab
 from trainer.kernels.chunked_ce import lm_loss, regional_compile
 from trainer.model import build_model, count_model_params, extend_vocab, load_model, quiet_transformers
+from trainer.progress import ProgressLine
 from trainer.parallel import barrier, is_main, shard, world
 from trainer.schedule import cooldown_steps, cosine_with_min_lr, warmup_steps, wsd
 from trainer.validate import val_loss, val_windows
@@ -57,8 +57,9 @@ def _peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def val_streams(spec: RunSpec) -> list[str]:
-    return ["textlm"] if spec.arm == "textlm" else ["speech", "text", "interleaved"]
+def val_streams(spec: RunSpec, data: DataDir) -> list[str]:
+    """Validation streams: the text LM's own stream, or every speech-LM stream the data folder holds."""
+    return ["textlm"] if "textlm" in spec.streams else [s for s in MIX_STREAMS if data.has(s, "val")]
 
 
 def resolve_init(spec: RunSpec, run: RunDir) -> Path | None:
@@ -84,7 +85,7 @@ def init_model(spec: RunSpec, run: RunDir, manifest: dict):
             extend_vocab(model, spec.shape.vocab_size, real_rows=manifest["text_vocab_size"], init=spec.train.embedding_init)
             if not spec.init.startswith("run:") and is_main() and not (run.path / "init").exists():
                 # an external text LM: keep the run's exact starting point (grown vocabulary) beside it
-                save_pretrained(model, load_tokenizer(Path(spec.data_dir) / "tokenizer"), run.path / "init")
+                save_pretrained(model, DataDir.open(spec.data_dir, verify="none").load_tokenizer(), run.path / "init")
     n = count_model_params(model)
     expected = count_params(spec.shape).total
     if n != expected:
@@ -113,7 +114,8 @@ class Progress:
 
 
 class Trainer:
-    def __init__(self, run: RunDir, evaluator: Evaluator | None = None, sink: Callable[[dict], None] | None = None):
+    def __init__(self, run: RunDir, evaluator: Evaluator | None = None, *, progress: bool = False,
+                 sink: Callable[[dict], None] | None = None):
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -121,27 +123,33 @@ class Trainer:
         self.run, self.spec = run, run.spec()
         spec, tc = self.spec, self.spec.train
         self.data_dir = Path(spec.data_dir)
-        self.manifest = load_manifest(self.data_dir)
-        if self.manifest["fingerprint"] != spec.data_fingerprint:
-            raise ConfigError("prepared data differs from the data this run was planned on",
-                              source=str(run.spec_path), field="data_fingerprint", value=self.manifest["fingerprint"])
+        # every check on the data folder happens here, before a model is built: a truncated shard or a
+        # tokenizer from another folder stops the run with a clear error (exit 2), never mid-training
+        self.data = DataDir.open(self.data_dir)
+        self.manifest = self.data.manifest
+        if self.data.fingerprint != spec.data_fingerprint:
+            raise ConfigError(f"prepared data in {self.data_dir} (fingerprint {self.data.fingerprint}) differs from the "
+                              "data this run was planned on", source=str(run.spec_path), field="data_fingerprint",
+                              value=spec.data_fingerprint)
+        speech = spec.arm != "textlm"
+        self.tokenizer = self.data.load_tokenizer(speech=speech)
+        if speech:
+            SpeechVocab.of(self.tokenizer, source=str(self.data.tokenizer_dir()))
+        if len(self.tokenizer) > spec.shape.vocab_size:
+            raise ConfigError(f"the tokenizer has {len(self.tokenizer)} tokens but the model only {spec.shape.vocab_size} rows",
+                              source=str(run.spec_path), field="shape.vocab_size", value=spec.shape.vocab_size)
+        val_from = val_streams(spec, self.data)
+        self.train_tokens = {s: self.data.tokens(s, "train") for s in spec.streams}
+        self.val_tokens = {s: self.data.tokens(s, "val") for s in val_from}
         use_cuda = torch.cuda.is_available()
         self.accelerator = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no")
         set_seed(spec.seed)
         model = init_model(spec, run, self.manifest)
-        tok_dir = self.data_dir / ("tokenizer_text" if spec.arm == "textlm" else "tokenizer")
-        self.tokenizer = load_tokenizer(tok_dir)
-        if spec.arm != "textlm":
-            SpeechVocab.of(self.tokenizer, source=str(tok_dir))  # a clear error if the 502 tokens are missing
-        if len(self.tokenizer) > spec.shape.vocab_size:
-            raise ConfigError(f"the tokenizer has {len(self.tokenizer)} tokens but the model only {spec.shape.vocab_size} rows",
-                              source=str(run.spec_path), field="shape.vocab_size", value=spec.shape.vocab_size)
         self.eos = self.tokenizer.eos_token_id
         self.T, self.B = tc.seq_len, tc.batch_size
         self.micro = tc.micro_batch_size or tc.batch_size
-        shard_dir = self.data_dir / "shards"
-        self.mixture = Mixture({s: load_shard(shard_dir, f"{s}_train") for s in spec.streams}, spec.streams, self.T, spec.seed)
-        self.val = {s: val_windows(load_shard(shard_dir, f"{s}_val"), self.T, tc.val_sequences) for s in val_streams(spec)}
+        self.mixture = Mixture(self.train_tokens, spec.streams, self.T, spec.seed)
+        self.val = {s: val_windows(t, self.T, tc.val_sequences) for s, t in self.val_tokens.items()}
         self.rank, self.world = world()
         if self.world > 1:  # FSDP2, applied by us (accelerate would wrap the model in DDP on CPU)
             model.to(self.accelerator.device)
@@ -169,6 +177,7 @@ class Trainer:
         self.ckpt_root = run.path / "checkpoints"
         self.ckpt_every = tc.checkpoint_every or max(1, self.steps // 10)
         self.log_every = max(1, self.steps // 50)
+        self.progress = ProgressLine(self.steps, spec.tokens, enabled=progress and is_main())
         tps = self.T * self.B
         # cooldown branches: (budget, branch length in steps, main step at which the branch starts)
         self.branches = []
@@ -247,7 +256,7 @@ class Trainer:
         return {f"val_loss_{'text' if s == 'textlm' else s}": val_loss(self.model, w) for s, w in self.val.items()}
 
     def evaluate(self, tokens: int, kind: str) -> dict:
-        entry = {"kind": kind, "tokens": tokens, "flops": 6.0 * self.params.total * tokens, **self.validate()}
+        entry = {"kind": kind, "tokens": tokens, "flops": flops_6nd(self.params.total, tokens), **self.validate()}
         if self.evaluator is not None:
             entry.update(self.evaluator(self.accelerator.unwrap_model(self.model), self.tokenizer))
         self.model.train()
@@ -309,7 +318,7 @@ class Trainer:
     def _log_step(self, p: Progress, lr, loss, gnorm, t_last, tok_last, branch=None, at=None) -> tuple[float, int]:
         now = time.time()
         tps = (p.tokens - tok_last) / max(now - t_last, 1e-9)
-        row = {"step": p.step, "tokens": p.tokens, "flops": 6.0 * self.params.total * p.tokens, "lr": lr, "loss": loss,
+        row = {"step": p.step, "tokens": p.tokens, "flops": flops_6nd(self.params.total, p.tokens), "lr": lr, "loss": loss,
                "grad_norm": gnorm, "tokens_per_s": round(tps, 1), "mfu": (tps * self.fpt_exact / self.peak) if self.peak else None,
                "peak_memory_gib": round(_peak_memory_gib(), 3), "at": p.step if at is None else at}
         if branch is not None:
@@ -346,6 +355,7 @@ class Trainer:
         t_last, tok_last = t_start, p.tokens
         self.model.train()
         last_loss = float("nan")
+        self.progress.start(p.tokens)
         done = set(self.cooldown_records())
         while p.step < self.steps:
             for c, n, s0 in self.branches:
@@ -354,6 +364,7 @@ class Trainer:
                     done.add(c)
                     t_last, tok_last = time.time(), p.tokens
             lr, last_loss, gnorm = self.step(p, self.steps, self.spec.tokens)
+            self.progress.update(p.step, p.tokens, last_loss)
             if p.step % self.log_every == 0 or p.step == self.steps:
                 t_last, tok_last = self._log_step(p, lr, last_loss, gnorm, t_last, tok_last)
             if tc.eval_every and p.step % tc.eval_every == 0 and p.step < self.steps:
@@ -380,10 +391,11 @@ class Trainer:
         }
 
 
-def train_run(run: RunDir, evaluator: Evaluator | None = None, sink=None) -> tuple[dict, object, object]:
-    """Train ``run`` to its exact token budget; returns (summary, trained model, tokenizer).
-    ``sink(row)`` also receives every metrics row (rank 0)."""
-    t = Trainer(run, evaluator, sink)
+def train_run(run: RunDir, evaluator: Evaluator | None = None, *, progress: bool = False,
+              sink=None) -> tuple[dict, object, object]:
+    """Train ``run`` to its exact token budget (a progress line every few steps when ``progress``);
+    returns (summary, trained model, tokenizer). ``sink(row)`` also receives every metrics row (rank 0)."""
+    t = Trainer(run, evaluator, progress=progress, sink=sink)
     summary = t.train()
     return summary, t.accelerator.unwrap_model(t.model), t.tokenizer
 

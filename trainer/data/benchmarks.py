@@ -16,14 +16,13 @@ from __future__ import annotations
 import random
 from typing import Callable, Iterable
 
+from scaling.datadir import BENCHMARK_NAMES
+from scaling.datadir import BENCHMARKS as REGISTRY
+
 from .speech import phonemes, render
 from .stories import Story, lexicon, make_story, norm, sblimp_violation
 
-BENCHMARKS = ("swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t")
-# modality of (context, ending) for the StoryCloze family
-STORYCLOZE_MODALITIES = {"ssc": ("speech", "speech"), "tsc": ("speech", "speech"),
-                         "ssc_s2t": ("speech", "text"), "ssc_t2s": ("text", "speech"),
-                         "ssc_t2t": ("text", "text")}
+BENCHMARKS = BENCHMARK_NAMES  # every benchmark of the registry (scaling.datadir) has a synthetic builder
 
 _VOWELS = "aeiou"
 _CONSONANTS = "bcdfghjklmnprstvwyz"
@@ -93,7 +92,7 @@ def build_sblimp(n: int, n_speakers: int, rng: random.Random, exclude=frozenset(
 
 
 def _storycloze(name: str) -> Callable[..., list[dict]]:
-    ctx_mod, end_mod = STORYCLOZE_MODALITIES[name]
+    ctx_mod, end_mod = REGISTRY[name].modalities
     topic = name == "tsc"
 
     def build(n: int, n_speakers: int, rng: random.Random, exclude=frozenset()) -> list[dict]:
@@ -121,10 +120,10 @@ def _storycloze(name: str) -> Callable[..., list[dict]]:
     return build
 
 
-BUILDERS: dict[str, Callable[..., list[dict]]] = {
-    "swuggy": build_swuggy, "sblimp": build_sblimp,
-    **{name: _storycloze(name) for name in STORYCLOZE_MODALITIES},
-}
+def builder(name: str) -> Callable[..., list[dict]]:
+    """The synthetic builder of a registered benchmark, by its family."""
+    family = REGISTRY[name].family
+    return {"lexical": build_swuggy, "syntactic": build_sblimp}.get(family) or _storycloze(name)
 
 
 def build_benchmarks(n_items: int, n_speakers: int, seed: int,
@@ -135,5 +134,5 @@ def build_benchmarks(n_items: int, n_speakers: int, seed: int,
     out = {}
     for name in names:
         rng = random.Random(f"{seed}:bench:{name}")
-        out[name] = BUILDERS[name](n_items, n_speakers, rng, exclude)
+        out[name] = builder(name)(n_items, n_speakers, rng, exclude)
     return out

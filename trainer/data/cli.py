@@ -6,11 +6,18 @@ from pathlib import Path
 
 
 def _cmd_data_synth(args) -> int:
-    from trainer.data.prepare import prepare_corpus
+    from dataclasses import asdict
+
+    from scaling.datadir import DataDir
+    from trainer.data.prepare_synthetic import is_prepared, prepare_corpus
     from trainer.data.synthetic import SynthConfig, generate
 
     out = Path(args.out)
     cfg = SynthConfig.quick(seed=args.seed) if args.quick else SynthConfig(seed=args.seed)
+    if not args.force and is_prepared(out, asdict(cfg), vocab_size=args.vocab_size, seed=args.seed):
+        print(f"reusing the prepared data in {out} (same corpus settings and seed; --force rebuilds it)")
+        _print_data_summary(DataDir.open(out).manifest)
+        return 0
     generate(cfg, out)
     print(f"corpus written to {out}/corpus and {out}/benchmarks")
     data = prepare_corpus(out, vocab_size=args.vocab_size, seed=args.seed)
@@ -22,7 +29,7 @@ def _print_data_summary(data: dict) -> None:
     fr = data["speech_fractions"]["train"]
     print(f"tokenizer: {data['text_vocab_size']} text tokens + 502 speech tokens = {data['speech_vocab_size']} "
           f"(model rows {data['speech_model_vocab']})")
-    if "interleaved" in data.get("streams", ["interleaved"]):
+    if "interleaved" in data["streams"]:
         print(f"interleaved: {fr['speech_word_fraction']:.1%} of words and {fr['speech_token_fraction']:.1%} of tokens are speech")
     for k, v in data["tokens"].items():
         print(f"  {k:<18} {v['tokens']:>10,} tokens  {v['documents']:>7,} documents")
@@ -46,7 +53,7 @@ def _cmd_data_extract(args) -> int:
 
 
 def _cmd_data_prepare(args) -> int:
-    from trainer.data.prepare import prepare_real
+    from trainer.data.prepare_real import prepare_real
 
     data = prepare_real(args.out, features=args.features, tokenizer=args.tokenizer, text=args.text,
                         alignments=args.alignments, seed=args.seed, val_fraction=args.val_fraction,
@@ -75,6 +82,7 @@ def register(sub) -> None:
     s.add_argument("--quick", action="store_true", help="a smaller corpus")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary of the text tokenizer")
+    s.add_argument("--force", action="store_true", help="rebuild even when OUT already holds this corpus")
     s.set_defaults(func=_cmd_data_synth)
 
     e = dsub.add_parser("extract", help="HuBERT units from audio: features.jsonl (SlamKit schema), resumable")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FRAME_S = 0.04  # 25 Hz units
+from scaling.datadir import FRAME_S
+
 
 
 @dataclass(frozen=True)
@@ -63,33 +64,18 @@ def plan_spans(n_words: int, rng: np.random.Generator, ratio: float = 0.3, lam: 
     return spans
 
 
-def unit_range(durations, t0: float, t1: float) -> tuple[int, int]:
-    """Indices [i, j) of the deduplicated units whose time interval overlaps [t0, t1)."""
-    ends = np.cumsum(np.asarray(durations, dtype=np.int64)) * FRAME_S
-    starts = ends - np.asarray(durations, dtype=np.int64) * FRAME_S
+def unit_times(durations) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end time (seconds) of each deduplicated unit, from its run length in 25 Hz frames."""
+    d = np.asarray(durations, dtype=np.int64)
+    ends = np.cumsum(d) * FRAME_S
+    return ends - d * FRAME_S, ends
+
+
+def unit_range(durations, t0: float, t1: float, *, times: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[int, int]:
+    """Indices [i, j) of the deduplicated units whose time interval overlaps [t0, t1) (``times`` =
+    :func:`unit_times` of ``durations``, when the caller already has it)."""
+    starts, ends = times if times is not None else unit_times(durations)
     eps = 1e-9
     i = int(np.searchsorted(ends, t0 + eps, side="right"))
     j = int(np.searchsorted(starts, t1 - eps, side="left"))
     return i, max(i, j)
-
-
-def interleave_ids(utt: dict, vocab, encode_text, rng: np.random.Generator, ratio: float = 0.3, lam: float = 10.0):
-    """Token ids of one interleaved sequence (no eos) and its speech-word count.
-
-    ``utt`` has ``words``, ``starts``, ``ends`` (seconds), ``units``, ``durations`` (frames);
-    ``encode_text`` maps a string to ids; ``vocab`` is a :class:`SpeechVocab`.
-    """
-    words = utt["words"]
-    ids: list[int] = []
-    n_speech = 0
-    for span in plan_spans(len(words), rng, ratio, lam):
-        if span.modality == "speech":
-            i, j = unit_range(utt["durations"], utt["starts"][span.start], utt["ends"][span.end - 1])
-            ids.append(vocab.speech)
-            ids.extend(vocab.units_to_ids(utt["units"][i:j]))
-            n_speech += span.end - span.start
-        else:
-            text = " ".join(words[span.start:span.end])
-            ids.append(vocab.text)
-            ids.extend(encode_text(text if span.start == 0 else " " + text))
-    return ids, n_speech

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scaling.datadir import MIX_STREAMS, shard_name
 from scaling.errors import ConfigError
 
 
@@ -65,3 +66,23 @@ class Mixture:
     def tokens_per_stream(self) -> dict[str, int]:
         """Tokens drawn so far from each stream (for the run record)."""
         return {n: int(c) * self.seq_len for n, c in zip(self.names, self._counts)}
+
+
+def mixture_report(counts: dict, split: str = "train") -> dict:
+    """Equal-token mixing of text / interleaved / speech from the measured token counts: each stream's share
+    of the training tokens (1/3 each, as SIMS), the per-document sampling probabilities that give equal
+    expected tokens (SlamKit-style ratios), and the budget each stream covers before repeating."""
+    present = [s for s in MIX_STREAMS if shard_name(s, split) in counts]
+    if not present:
+        return {}
+    tok = {s: counts[shard_name(s, split)]["tokens"] for s in present}
+    docs = {s: counts[shard_name(s, split)]["documents"] for s in present}
+    inv = {s: docs[s] / tok[s] for s in present}  # documents per token
+    z = sum(inv.values())
+    return {
+        "shares": {s: 1.0 / len(present) for s in present},
+        "tokens": tok,
+        "document_sampling_ratios": {s: round(inv[s] / z, 6) for s in present},
+        "tokens_before_repeat": int(len(present) * min(tok.values())),
+        "epochs_per_billion_tokens": {s: round(1e9 / len(present) / tok[s], 4) for s in present},
+    }

@@ -1,30 +1,18 @@
-"""Token shards: one flat int32 token stream per (stream, split), documents separated by eos,
-with the document start offsets beside it. Training windows of any length are cut from the
-flat stream at load time (packing), so one preparation serves every context length.
+"""Token shards: the one writer of ``shards/`` (names and the reader are in :mod:`scaling.datadir`).
 
-    shards/<stream>_<split>.npy        int32 tokens
-    shards/<stream>_<split>.docs.npy   int64 start offset of each document
+One flat int32 token stream per (stream, split), documents separated by eos, with the document start
+offsets beside it. Training windows of any length are cut from the flat stream at load time
+(packing), so one preparation serves every context length.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from scaling import atomic
+from scaling.datadir import SPLITS, STREAMS, fingerprint, shard_name, shard_sha256
 from scaling.errors import ConfigError
-
-
-def write_shard(shard_dir: Path, name: str, docs: list[list[int]]) -> dict:
-    lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
-    if lengths.sum() == 0:
-        raise ConfigError("no tokens to write: the corpus is empty", field=name)
-    flat = np.fromiter((t for d in docs for t in d), dtype=np.int32, count=int(lengths.sum()))
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    atomic.write_with(shard_dir / f"{name}.npy", lambda p: _save(p, flat))
-    atomic.write_with(shard_dir / f"{name}.docs.npy", lambda p: _save(p, offsets))
-    return {"tokens": int(flat.size), "documents": int(len(docs)), "sha256": hashlib.sha256(flat.tobytes()).hexdigest()}
 
 
 def _save(path: Path, arr: np.ndarray) -> None:
@@ -32,12 +20,34 @@ def _save(path: Path, arr: np.ndarray) -> None:
         np.save(fh, arr)
 
 
-def load_shard(shard_dir: str | Path, name: str) -> np.ndarray:
-    path = Path(shard_dir) / f"{name}.npy"
-    if not path.is_file():
-        raise ConfigError("token shard not found (run `scaling data synth` or `scaling data prepare`)", source=str(path))
-    return np.load(path, mmap_mode="r")
+def write_shard(shard_dir: Path, stream: str, split: str, docs) -> dict:
+    """Write one stream's documents (lists or arrays of ids) as ``<stream>_<split>.npy`` + ``.docs.npy``;
+    returns ``{"tokens", "documents", "sha256"}`` for data.json."""
+    name = shard_name(stream, split)
+    lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+    if lengths.sum() == 0:
+        raise ConfigError("no tokens to write: the corpus is empty", field=name)
+    flat = np.concatenate([np.asarray(d, dtype=np.int32) for d in docs])
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    atomic.write_with(shard_dir / f"{name}.npy", lambda p: _save(p, flat))
+    atomic.write_with(shard_dir / f"{name}.docs.npy", lambda p: _save(p, offsets))
+    return {"tokens": int(flat.size), "documents": int(len(docs)), "sha256": shard_sha256(flat)}
 
 
-def load_docs(shard_dir: str | Path, name: str) -> np.ndarray:
-    return np.load(Path(shard_dir) / f"{name}.docs.npy")
+def pack(shard_dir: Path, build, seed: int) -> tuple[dict, dict, str]:
+    """Write every stream of every split: ``build(split, rng)`` returns (documents per stream, stats).
+
+    Documents are shuffled per stream with a seeded permutation; returns (the ``tokens`` block of
+    data.json, the stats per split, the fingerprint)."""
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    counts, stats, shas = {}, {}, []
+    for k, split in enumerate(SPLITS):
+        docs, stats[split] = build(split, np.random.default_rng([seed, k]))
+        for stream in STREAMS:
+            if stream not in docs:
+                continue
+            order = np.random.default_rng([seed, 7, k]).permutation(len(docs[stream]))
+            info = write_shard(shard_dir, stream, split, [docs[stream][i] for i in order])
+            counts[shard_name(stream, split)] = info
+            shas.append(info["sha256"])
+    return counts, stats, fingerprint(shas)

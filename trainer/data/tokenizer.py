@@ -10,12 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from scaling.datadir import N_UNITS, SPEECH_MARK, TEXT_MARK, UNIT_TOKENS
 from scaling.errors import ConfigError
-from scaling.shapes import SPEECH_TOKENS
 
-N_UNITS = SPEECH_TOKENS - 2
-UNIT_TOKENS = [f"<Un{i}>" for i in range(N_UNITS)]
-SPEECH_MARK, TEXT_MARK = "<speech>", "<text>"
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 
 
@@ -37,7 +34,7 @@ def train_text_tokenizer(texts: Iterable[str], vocab_size: int = 512):
 
 def add_speech_tokens(tokenizer) -> None:
     """Append the 502 speech-text tokens (once; idempotent)."""
-    missing = [t for t in UNIT_TOKENS + [SPEECH_MARK, TEXT_MARK] if t not in tokenizer.get_vocab()]
+    missing = [t for t in (*UNIT_TOKENS, SPEECH_MARK, TEXT_MARK) if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_tokens(missing)
 
@@ -81,9 +78,25 @@ class SpeechVocab:
 
 
 def load_tokenizer(path: str | Path):
+    """A tokenizer folder (any HF tokenizer); a clear error when it is missing or unreadable."""
     from transformers import AutoTokenizer
 
     path = Path(path)
     if not path.is_dir():
         raise ConfigError("tokenizer folder not found", source=str(path))
-    return AutoTokenizer.from_pretrained(str(path))
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:  # transformers raises many types for a folder that is not a tokenizer
+        raise ConfigError(f"cannot load a tokenizer ({type(e).__name__}: {str(e)[:200]})", source=str(path)) from None
+
+
+def save_tokenizer(tok, out: Path) -> None:
+    """save_pretrained into a temporary folder, renamed into place."""
+    import shutil
+
+    from scaling import atomic
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok.save_pretrained(str(tmp))
+    atomic.replace_dir(tmp, out)

@@ -1,0 +1,83 @@
+"""From text documents and spoken utterances to the token documents of every stream (the one interleaver).
+
+Streams (names in :mod:`scaling.datadir`): ``textlm`` (text + eos), ``text`` (``<text>`` + text + eos),
+``speech`` (``<speech>`` + units + eos) and ``interleaved`` (word-level spans, a marker at the start and at
+every modality switch, + eos). Utterances without word alignments go to the speech stream only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from scaling.datadir import N_UNITS
+from scaling.errors import ConfigError
+from trainer.data.interleave import plan_spans, unit_range, unit_times
+from trainer.data.tokenizer import SpeechVocab
+
+
+def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+
+def _units(u: dict) -> np.ndarray:
+    units = np.asarray(u["units"], dtype=np.int64)
+    if units.size and (units.min() < 0 or units.max() >= N_UNITS):
+        bad = int(units[(units < 0) | (units >= N_UNITS)][0])
+        raise ConfigError(f"utterance {u.get('id')}: unit {bad} is outside 0..{N_UNITS - 1}", source=u.get("source"),
+                          field="units", value=bad)
+    return units
+
+
+def build_streams(text_docs: list[str], utts: list[dict], tokenizer, vocab: SpeechVocab, rng: np.random.Generator,
+                  ratio: float = 0.3, lam: float = 10.0) -> tuple[dict[str, list[np.ndarray]], dict]:
+    """Token documents per stream (int32 arrays, each closed by eos) and the realised speech fractions.
+
+    ``utts``: ``{"units", "durations"?, "words"?, "starts"?, "ends"?}`` with word times in seconds and
+    durations in 25 Hz frames; ``rng`` draws the interleaving plan (one call of ``plan_spans`` per aligned
+    utterance, in order), so a seed fixes the whole stream.
+    """
+    eos, off = vocab.eos, vocab.unit_offset
+    docs: dict[str, list[np.ndarray]] = {}
+    if text_docs:
+        ids = _encode(tokenizer, text_docs)
+        docs["textlm"] = [np.asarray(i + [eos], dtype=np.int32) for i in ids]
+        docs["text"] = [np.asarray([vocab.text] + i + [eos], dtype=np.int32) for i in ids]
+    units = [_units(u) for u in utts]
+    docs["speech"] = [np.concatenate([[vocab.speech], x + off, [eos]]).astype(np.int32) for x in units]
+    aligned = [(u, x) for u, x in zip(utts, units) if u.get("words")]
+    plans = [plan_spans(len(u["words"]), rng, ratio, lam) for u, _ in aligned]
+    # every text piece of every utterance is encoded in one batched call
+    pieces = []
+    for (u, _), spans in zip(aligned, plans):
+        for sp in spans:
+            if sp.modality == "text":
+                t = " ".join(u["words"][sp.start:sp.end])
+                pieces.append(t if sp.start == 0 else " " + t)
+    piece_ids = iter(_encode(tokenizer, pieces))
+    inter, speech_words, words, speech_tok, all_tok = [], 0, 0, 0, 0
+    for (u, x), spans in zip(aligned, plans):
+        times = unit_times(u["durations"])
+        parts = []
+        for sp in spans:
+            if sp.modality == "speech":
+                i, j = unit_range(None, u["starts"][sp.start], u["ends"][sp.end - 1], times=times)
+                parts.append(np.asarray([vocab.speech], dtype=np.int64))
+                parts.append(x[i:j] + off)
+                speech_words += sp.end - sp.start
+                speech_tok += j - i
+            else:
+                parts.append(np.asarray([vocab.text] + next(piece_ids), dtype=np.int64))
+        parts.append(np.asarray([eos], dtype=np.int64))
+        doc = np.concatenate(parts).astype(np.int32)
+        words += len(u["words"])
+        all_tok += len(doc) - 1
+        inter.append(doc)
+    if inter:
+        docs["interleaved"] = inter
+    stats = {
+        "speech_word_fraction": speech_words / max(words, 1),
+        "speech_token_fraction": speech_tok / max(all_tok, 1),
+        "words": words,
+        "aligned_utterances": len(aligned),
+        "utterances": len(utts),
+    }
+    return docs, stats
