@@ -60,11 +60,13 @@ def _print_failed(specs, states, reg) -> None:
 
 def _require_data(sweep) -> None:
     """Every arm trains on a prepared data folder (plan works without one)."""
+    from scaling.datadir import MANIFEST
+
     for arm in sweep.arms:
         data = sweep.data_of(arm)
-        if sweep.tokenizer_of(arm) != "data" or data is None or not (data / "data.json").is_file():
+        if sweep.tokenizer_of(arm) != "data" or data is None or not (data / MANIFEST).is_file():
             field = f"arms.{arm}.data" if arm in sweep.arm_data else "data"
-            raise ConfigError(f"arm '{arm}' needs a prepared data folder to run (plan works without it)",
+            raise ConfigError(f"is required to run (arm '{arm}' has no prepared data folder; plan works without one)",
                               source=str(sweep.path), field=field, value=str(data) if data else None)
 
 

@@ -83,7 +83,7 @@ def work(sweep: Sweep, specs: list[RunSpec], registry: Registry, *, echo=print, 
             lease.finish("done")
             counts["trained"] += 1
             loss = rec.get("val_loss_speech") if rec["arm"] != "textlm" else rec.get("val_loss_text")
-            extra = " ".join(f"{k}={rec[k]:.3f}" for k in ("ssc", "tsc") if isinstance(rec.get(k), float))
+            extra = " ".join(f"{k}={rec[k]:.3f}" for k in spec.benchmarks[:3] if isinstance(rec.get(k), float))
             echo(f"{tag} done    {spec.run_id}  tokens={rec['tokens']:,}  loss={loss:.3f} {extra} ({time.time() - t0:.1f} s)")
             break  # rescan from the top: dependencies first
         if not claimed:
