@@ -74,7 +74,6 @@ def _cmd_run(args) -> int:
     from sweeps.local import check_output, run_sweep, run_workers
 
     sweep, specs = _load_plan(args.sweep)
-    _require_data(sweep)
     if args.workers < 1:
         raise ConfigError("must be at least 1", field="--workers", value=args.workers)
     if args.gpus_per_run < 1:
@@ -86,8 +85,9 @@ def _cmd_run(args) -> int:
                               field="--dry-run", value=True)
         from sweeps.slurm import dry_run
 
-        dry_run(sweep, specs, reg)
+        dry_run(sweep, specs, reg)  # what would be submitted: works before the data is prepared
         return 0
+    _require_data(sweep)
     check_output(sweep)
     _check_wandb(args)
     if args.launcher == "slurm":
