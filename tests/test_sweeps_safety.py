@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from conftest import REPO, write_sweep
@@ -148,3 +149,40 @@ def test_run_dir_holding_another_run_is_refused(prepared, tmp_path, capsys):
     assert main(["train", str(other), "--run-dir", str(run.path)]) == 2
     assert "'--run-dir'" in capsys.readouterr().err
     assert RunDir(run.path).spec().seed == spec.seed  # its spec.yaml was not overwritten
+
+
+def test_workers_share_the_machine():
+    from scaling.errors import ConfigError
+    from sweeps.local import THREAD_VARS, worker_envs
+
+    cpu = worker_envs(2, cores=2, gpus=0)
+    assert all(e[v] == "1" for e in cpu for v in THREAD_VARS)  # cores/K threads each, not 2 x all cores
+    assert all(e["CUDA_VISIBLE_DEVICES"] == "" for e in cpu)
+    assert [e["OMP_NUM_THREADS"] for e in worker_envs(3, cores=16, gpus=0)] == ["5"] * 3
+    gpu = worker_envs(4, cores=32, gpus=8, gpus_per_run=2)
+    devices = [e["CUDA_VISIBLE_DEVICES"].split(",") for e in gpu]
+    assert devices == [["0", "1"], ["2", "3"], ["4", "5"], ["6", "7"]]  # disjoint: no run sees another's device
+    with pytest.raises(ConfigError, match="need 6 GPUs"):
+        worker_envs(3, cores=32, gpus=4, gpus_per_run=2)
+
+
+def test_run_workers_starts_each_worker_with_its_share(prepared, tmp_path, monkeypatch):
+    from sweeps import local
+
+    started = []
+
+    class FakeProc:
+        def __init__(self, cmd, env):
+            started.append((cmd, env))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(local.subprocess, "Popen", FakeProc)
+    monkeypatch.setattr(local.os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    _, sw, spec = _one_run(prepared, tmp_path)
+    local.run_workers(sw, [spec], 2, Registry(sw.runs_dir), echo=lambda *_: None)
+    assert len(started) == 2
+    for cmd, env in started:
+        assert cmd[2:4] == ["scaling.cli", "worker"] and env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1"
