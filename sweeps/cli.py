@@ -31,6 +31,10 @@ def _cmd_plan(args) -> int:
     rows = plan_rows(specs, mfu=args.mfu, gpu_flops=args.gpu_flops)
     print(format_plan(rows, totals=plan_totals(sweep, specs, rows, mfu=args.mfu, gpu_flops=args.gpu_flops)))
     if args.json:
+        from dataclasses import asdict
+
+        for spec, row in zip(specs, rows):  # what a cluster job of this run asks for (`--launcher slurm`)
+            row["resources"] = asdict(sweep.resources_for(spec.model))
         atomic.write_json(args.json, rows)
     return 0
 

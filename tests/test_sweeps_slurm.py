@@ -54,6 +54,12 @@ def test_dry_run_7b_on_two_nodes(tmp_path, capsys):
     assert s["nodes"] == "1" and s["gpus-per-node"] == "1" and s["partition"] == "gpu" and s["time"] == "600"
     assert "--standalone" in small and "--rdzv-backend" not in small
     assert not (tmp_path / "out").exists()  # nothing submitted, nothing written
+    # the plan carries each run's resources
+    assert main(["plan", str(sweep), "--json", str(tmp_path / "plan.json")]) == 0
+    res = {r["model"]: r["resources"] for r in json.loads((tmp_path / "plan.json").read_text())}
+    assert res["qwen2.5-7b"]["nodes"] == 2 and res["qwen2.5-7b"]["partition"] == "gpu"
+    assert res["qwen2.5-1.5b"] == {**res["qwen2.5-7b"], "nodes": 1, "gpus_per_node": 1, "cpus_per_task": None,
+                                   "mem_gb": None, "time_min": 600, "qos": None}
 
 
 def test_torchrun_command_uses_the_job_rendezvous():

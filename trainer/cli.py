@@ -27,6 +27,13 @@ def _cmd_train(args) -> int:
             raise ConfigError(f"already holds another run ({checked_spec(RunDir(out)).run_id}, not {spec.run_id})",
                               source=str(out), field="--run-dir", value=str(out))
         run = RunDir(out).create(spec)
+    if args.wandb:  # the run's tracking.json: execute logs live from rank 0 (a rerun resumes the wandb run)
+        from scaling.tracking import Tracking, require_wandb
+
+        require_wandb(args.wandb)
+        spec = run.spec()
+        Tracking(mode=args.wandb, group=spec.sweep, config={"sweep": spec.sweep, "arm": spec.arm, "model": spec.model,
+                                                            "budget": spec.budget, "spec": spec.to_dict()}).write(run.path)
     rec = execute(run, force=args.force, echo=print, progress=not args.quiet)
     print(json.dumps({k: rec[k] for k in ("run_id", "tokens", "flops", "val_loss_speech", "val_loss_text") if k in rec}, indent=2))
     if args.json:
@@ -61,6 +68,8 @@ def register(sub) -> None:
     t.add_argument("--run-dir", help="where to put the run (default: runs/<run_id> beside the spec)")
     t.add_argument("--json", help="also write the result record here")
     t.add_argument("--force", action="store_true", help="train a finished run again, from scratch")
+    t.add_argument("--wandb", nargs="?", const="offline", choices=("offline", "online", "disabled"), default=None,
+                   help="log live to Weights & Biases from rank 0 (offline unless 'online')")
     t.add_argument("--quiet", action="store_true", help="no progress lines while training")
     t.set_defaults(func=_cmd_train)
 
