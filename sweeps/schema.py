@@ -17,7 +17,6 @@ from scaling.spec import TEXT_ARM, TrainConfig, check_name
 # Arms are data: any number of named arms, each with its init, streams (shares) and data folder.
 # These two names come with defaults (SIMS's main comparison); any other arm spells its own.
 PRESET_ARMS = ("interleaved", "textless")
-SPEECH_ARMS = PRESET_ARMS  # kept for older imports
 DEFAULT_STREAMS = {"interleaved": {s: 1.0 for s in MIX_STREAMS}, "textless": {"speech": 1.0}}
 DEFAULT_INIT = {"interleaved": "text_lm", "textless": "random"}
 ARM_KEYS = ("init", "streams", "data", "family", "models", "tokenizer")

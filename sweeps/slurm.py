@@ -146,7 +146,7 @@ class RunJob:
 
 def pending_jobs(sweep: Sweep, specs, registry: Registry) -> list[tuple]:
     """(spec, resources) of every run still to train, dependencies first."""
-    return [(s, sweep.resources_for(s.model)) for s in specs if registry.effective_state(s) in ("pending",)]
+    return [(s, sweep.resources_for(s.model)) for s in specs if registry.effective_state(s) == "pending"]
 
 
 def dry_run(sweep: Sweep, specs, registry: Registry, *, echo=print) -> int:
