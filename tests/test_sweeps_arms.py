@@ -64,10 +64,10 @@ def test_four_arms_plan(prepared, nosynth, tmp_path):
 
 @pytest.mark.slow
 def test_four_arms_run_and_the_report_compares_them(prepared, nosynth, tmp_path, capsys):
-    sweep = write_sweep(tmp_path / "sweep.yaml", prepared, models=["toy-xs"], budgets=[2e9], arms=FOUR_ARMS)
+    sweep = write_sweep(tmp_path / "sweep.yaml", prepared, models=["toy-xs"], arms=FOUR_ARMS)
     assert main(["run", str(sweep)]) == 0
     out = capsys.readouterr().out
-    assert "trained 6" in out and "failed 0" in out  # 4 arms + 2 text LMs (qwen2 and llama family)
+    assert "trained 10" in out and "failed 0" in out  # 4 arms x 2 budgets + 2 text LMs (qwen2 and llama family)
     rows = (tmp_path / "results.csv").read_text().splitlines()
     arms = {r.split(",")[1] for r in rows[1:]}
     assert arms == {"interleaved", "textless", "interleaved_nosynth", "llama", "textlm"}
