@@ -4,6 +4,7 @@ the run carries the sweep, arm, model, budget and plan row as config."""
 import json
 import struct
 import sys
+import time
 
 import pytest
 import wandb  # noqa: F401 - the real package (the test extra installs it)
@@ -105,6 +106,7 @@ def test_restarted_run_continues_the_same_wandb_run(prepared, tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         execute(run)
     monkeypatch.setattr(loop.Trainer, "step", real_step)
+    time.sleep(1.1)  # wandb names an offline run's folder by its start second: a restart a second later
     execute(run)
     first, second = _offline_runs(run)
     assert first[0] == second[0] == spec.run_id  # one wandb run id: the restart resumes it
