@@ -23,8 +23,13 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--loss-col", default=None,
                         help="loss column (default: val_loss_speech if present, else loss)")
     parser.add_argument("--metric", default=None,
-                        help="column for --law envelope (default: the loss column); accuracies use the max per budget, "
-                             "columns whose name contains 'loss' the min")
+                        help="column for --law envelope (default: the loss column); the best run per budget is the max for "
+                             "the registry's benchmarks (scaling.datadir.BENCHMARKS) and the min for losses and perplexities")
+    direction = parser.add_mutually_exclusive_group()
+    direction.add_argument("--higher-is-better", dest="higher_is_better", action="store_const", const=True, default=None,
+                           help="--metric is better when higher (needed for a column the registry does not know)")
+    direction.add_argument("--lower-is-better", dest="higher_is_better", action="store_const", const=False,
+                           help="--metric is better when lower")
     parser.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta on log-loss residuals (default 1e-3)")
     parser.add_argument("--reduce", choices=("sum", "mean"), default="sum",
                         help="sum the Huber loss over points (default) or average it (Hoffmann's negative control)")
@@ -33,6 +38,7 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                         help="bootstrap resamples over points (e.g. 4000); adds 'ci' (95%% intervals of E, A, B, alpha, "
                              "beta, a, b, G, n_opt, d_opt, loss_opt for parametric; a, b for isoflop). Default 0: off")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    _add_common(parser)
     parser.add_argument("--isoflop-method", choices=("parabola", "powersum"), default="parabola",
                         help="isoFLOP minimum per budget: Hoffmann's parabola in log N (default) or the less biased "
                              "joint power-sum fit")
@@ -41,6 +47,45 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                              "small sweeps, off by default; the published fits are unbounded")
     parser.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the fit(s) as JSON here")
     return parser
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    """Options shared by fit, figures and report."""
+    parser.add_argument("--bootstrap-method", choices=("pairs", "residual", "parametric"), default="pairs",
+                        help="parametric-law bootstrap: resample runs (pairs, default, as Epoch), resample the fit's log "
+                             "residuals on the same design (residual), or draw Gaussian ones (parametric)")
+    parser.add_argument("--keep-extrapolated", action="store_true",
+                        help="keep isoFLOP minima outside their budget's sampled sizes in the N_opt fit (default: flagged "
+                             "and excluded)")
+    parser.add_argument("--drop-top", type=int, default=0, metavar="K",
+                        help="drop the K highest-loss runs of each arm first (Epoch's convention on Chinchilla's data: 5)")
+
+
+def _prepare(args):
+    """Load the table, drop the top losses if asked; returns (df, loss_col)."""
+    from scaling.errors import ConfigError
+
+    from .load import load_results
+    from .study import drop_top
+
+    df = load_results(args.results)
+    loss_col = _default_loss_col(df, args.loss_col)
+    if loss_col not in df.columns:
+        raise ConfigError("loss column not in the results table", source=df.attrs.get("source"), field=loss_col)
+    k = getattr(args, "drop_top", 0) or 0
+    if k < 0:
+        raise ConfigError("--drop-top must be >= 0", field="drop_top", value=k)
+    return drop_top(df, loss_col, k), loss_col
+
+
+def _print_notes(fits: dict) -> None:
+    for note in fits.get("notes", []):
+        print(f"NOTE: {note}")
+    for arm, e in fits.get("arms", {}).items():
+        d = e.get("dropped")
+        if d:
+            print(f"NOTE ({arm}): {d['count']} run(s) left out of the loss fits ({d['reason']}): {', '.join(d['runs'][:10])}"
+                  + (" ..." if d["count"] > 10 else ""))
 
 
 def _default_loss_col(df, requested):
@@ -73,7 +118,9 @@ def _print_study(fits: dict) -> None:
     from .fits.isoflop import IsoflopFit
     from .fits.parametric import ParametricFit
 
-    print(f"loss column: {fits['loss_col']}   huber delta: {fits['huber_delta']}   reduce: {fits['reduce']}")
+    _print_notes(fits)
+    boot = f"   bootstrap: {fits['bootstrap']} ({fits.get('bootstrap_method')})" if fits.get("bootstrap") else ""
+    print(f"loss column: {fits['loss_col']}   huber delta: {fits['huber_delta']}   reduce: {fits['reduce']}{boot}")
     hdr = f"{'arm':<12} {'runs':>5} {'E':>8} {'A':>10} {'B':>10} {'alpha':>7} {'beta':>7} {'a':>6} {'b':>6} {'a_iso':>6}"
     print(hdr)
     print("-" * len(hdr))
@@ -102,52 +149,53 @@ def _print_study(fits: dict) -> None:
 def run_fit(args: argparse.Namespace) -> int:
     """Fit the requested law(s), print a table, optionally write JSON; returns the exit code."""
     from scaling.atomic import write_json
+    from scaling.errors import ConfigError
 
     from .fits.bootstrap import bootstrap_parametric
     from .fits.envelope import fit_envelope
     from .fits.isoflop import fit_isoflop
     from .fits.parametric import fit_parametric
-    from .load import load_results
-    from .study import arm_rows, budget_of, fit_study
+    from .study import arm_rows, budget_of, check_fittable, data_notes, direction_of, fit_study, usable_losses
 
-    df = load_results(args.results)
-    loss_col = _default_loss_col(df, args.loss_col)
+    df, loss_col = _prepare(args)
     arms = _selected_arms(df, args.arm)
     nboot = getattr(args, "bootstrap", 0) or 0
     seed = getattr(args, "seed", 0)
+    method = getattr(args, "bootstrap_method", "pairs")
+    keep = getattr(args, "keep_extrapolated", False)
     if nboot < 0:
-        from scaling.errors import ConfigError
-
         raise ConfigError("--bootstrap must be >= 0", field="bootstrap", value=nboot)
+    source = df.attrs.get("source")
     if args.law == "all":
         out = fit_study(df, loss_col=loss_col, huber_delta=args.huber_delta, reduce=args.reduce, arms=arms,
-                        bootstrap=nboot, seed=seed)
+                        bootstrap=nboot, seed=seed, bootstrap_method=method, keep_extrapolated=keep,
+                        dropped_top=getattr(args, "drop_top", 0) or 0, require_fit=True)
         _print_study(out)
     else:
-        import numpy as np
-
+        _print_notes({"notes": data_notes(df, loss_col, dropped_top=getattr(args, "drop_top", 0) or 0)})
         per_arm = {}
         for arm in arms:
             rows = arm_rows(df, arm)
             if args.law == "envelope":
                 col = args.metric or loss_col
                 if col not in rows.columns:
-                    from scaling.errors import ConfigError
-
-                    raise ConfigError("column not in the results table", source=df.attrs.get("source"), field=col)
-                fit = fit_envelope(budget_of(rows), rows[col].to_numpy(dtype=float),
-                                   higher_is_better="loss" not in col)
+                    raise ConfigError("column not in the results table", source=source, field=col)
+                hib = direction_of(col, None if args.higher_is_better is None else {col: args.higher_is_better})
+                fit = fit_envelope(budget_of(rows), rows[col].to_numpy(dtype=float), higher_is_better=hib)
             else:
-                rows = rows[np.isfinite(rows[loss_col].to_numpy(dtype=float))]
+                rows, dropped = usable_losses(rows, loss_col)
+                if dropped:
+                    _print_notes({"arms": {arm: {"dropped": dropped}}})
+                check_fittable(rows, loss_col, source=source, arm=arm)
                 N, D, L = (rows[c].to_numpy(dtype=float) for c in ("params", "tokens", loss_col))
                 if args.law == "parametric":
                     fit = fit_parametric(N, D, L, huber_delta=args.huber_delta, reduce=args.reduce,
                                          bounds=True if getattr(args, "bounded", False) else None)
                     if nboot:
-                        fit = bootstrap_parametric(fit, N, D, L, n_resamples=nboot, seed=seed)
+                        fit = bootstrap_parametric(fit, N, D, L, n_resamples=nboot, seed=seed, method=method)
                 else:
                     fit = fit_isoflop(budget_of(rows), N, D, L, method=getattr(args, "isoflop_method", "parabola"),
-                                      bootstrap=nboot, seed=seed)
+                                      bootstrap=nboot, seed=seed, keep_extrapolated=keep)
             print(f"== {arm} ==")
             print(fit.summary() if hasattr(fit, "summary") else str(fit))
             per_arm[arm] = fit.to_dict()
@@ -170,23 +218,46 @@ def add_figures_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--report", default=None, metavar="PATH", help="report path (default: DIR/../report.md)")
     parser.add_argument("--loss-col", default=None, help="loss column when fits are computed here")
     parser.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta when fits are computed here")
+    _add_common(parser)
     return parser
 
 
-def run_figures(args: argparse.Namespace) -> int:
-    """Draw figures and the report; returns the exit code."""
-    import json
+def _publish(stage, out_dir) -> None:
+    """Move every file under ``stage`` to the same place under ``out_dir`` (each by an atomic rename)."""
+    import os
     from pathlib import Path
 
-    from scaling.atomic import write_json
+    for p in sorted(Path(stage).rglob("*")):
+        if p.is_file():
+            dest = Path(out_dir) / p.relative_to(stage)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, dest)
+
+
+def _staging(out_dir):
+    """A fresh folder beside ``out_dir`` (same file system) where outputs are built before publishing."""
+    import tempfile
+    from pathlib import Path
+
+    parent = Path(out_dir).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{Path(out_dir).name}.partial-", dir=parent))
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    """Draw figures and the report; returns the exit code. Nothing is written unless everything succeeds."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from scaling.atomic import write_json, write_text
     from scaling.errors import ConfigError
 
     from .figures import draw_figures
-    from .load import load_results
     from .report import write_report
     from .study import fit_study
 
-    df = load_results(args.results)
+    df, loss_col = _prepare(args)
     out_dir = Path(args.out)
     if args.fits:
         try:
@@ -196,11 +267,24 @@ def run_figures(args: argparse.Namespace) -> int:
         if "arms" not in fits:
             raise ConfigError("not a fits.json from 'scaling fit --law all' (no 'arms' key)", source=args.fits)
     else:
-        fits = fit_study(df, loss_col=_default_loss_col(df, args.loss_col), huber_delta=args.huber_delta)
-        write_json(out_dir / "fits.json", fits)
-    paths = draw_figures(df, fits, out_dir)
+        fits = fit_study(df, loss_col=loss_col, huber_delta=args.huber_delta, require_fit=True,
+                         keep_extrapolated=args.keep_extrapolated, dropped_top=args.drop_top)
     report = Path(args.report) if args.report else out_dir.resolve().parent / "report.md"
-    write_report(df, fits, paths, report)
+    stage = _staging(out_dir)
+    try:
+        if not args.fits:
+            write_json(stage / "fits.json", fits)
+        staged = draw_figures(df, fits, stage)
+        paths = [out_dir / Path(p).relative_to(stage) for p in staged]
+        text_stage = stage / ".report.md"
+        write_report(df, fits, paths, text_stage, link_from=report)
+        report_text = text_stage.read_text(encoding="utf-8")
+        text_stage.unlink()
+        _publish(stage, out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    write_text(report, report_text)
+    _print_notes(fits)
     for p in paths:
         print(f"wrote {p}")
     print(f"wrote {report}")
@@ -220,6 +304,7 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap resamples (default 1000; 4000 as Epoch; 0 turns intervals off)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    _add_common(parser)
     parser.add_argument("--reference", action="append", default=None, metavar="LAW",
                         help="published law to overlay dashed (cuervo_speech, cuervo_text, hoffmann, epoch); "
                              "repeatable; default cuervo_speech")
@@ -227,7 +312,10 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """``scaling report``: fits.json, every figure, LaTeX and Markdown tables and report.md under --out."""
+    """``scaling report``: fits.json, every figure, LaTeX and Markdown tables and report.md under --out.
+
+    Everything is built in a staging folder beside --out and moved in only when all of it succeeded."""
+    import shutil
     from pathlib import Path
 
     from scaling.atomic import write_json, write_text
@@ -236,7 +324,6 @@ def run_report(args: argparse.Namespace) -> int:
     from .curves import load_curves
     from .figures import DEFAULT_REFERENCES, draw_figures
     from .fits.reference import reference_law
-    from .load import load_results
     from .report import write_report
     from .study import fit_study
     from .tables import latex_table, markdown_table
@@ -246,23 +333,31 @@ def run_report(args: argparse.Namespace) -> int:
     refs = tuple(args.reference) if args.reference else DEFAULT_REFERENCES
     for r in refs:
         reference_law(r)  # fail before the slow part on a typo
-    df = load_results(args.results)
+    df, loss_col = _prepare(args)
     try:
         curves = load_curves(args.results)
     except ConfigError as exc:  # a bare CSV has no training curves: report without approach 1
         print(f"no training curves ({exc}); skipping approach 1 and the training-curves figure")
         curves = None
     out = Path(args.out)
-    fits = fit_study(df, loss_col=_default_loss_col(df, args.loss_col), huber_delta=args.huber_delta,
-                     bootstrap=args.bootstrap, seed=args.seed, curves=curves)
-    written = [write_json(out / "fits.json", fits)]
-    paths = draw_figures(df, fits, out / "figures", curves=curves, references=refs)
-    par = {arm: e.get("parametric") for arm, e in fits["arms"].items()}
-    written.append(write_text(out / "coefficients.tex", latex_table(par)))
-    written.append(write_text(out / "coefficients.md", markdown_table(par)))
-    written.append(write_report(df, fits, paths, out / "report.md"))
+    fits = fit_study(df, loss_col=loss_col, huber_delta=args.huber_delta, bootstrap=args.bootstrap, seed=args.seed,
+                     curves=curves, bootstrap_method=args.bootstrap_method, keep_extrapolated=args.keep_extrapolated,
+                     dropped_top=args.drop_top, require_fit=True)
+    stage = _staging(out)
+    try:
+        write_json(stage / "fits.json", fits)
+        draw_figures(df, fits, stage / "figures", curves=curves, references=refs)
+        par = {arm: e.get("parametric") for arm, e in fits["arms"].items()}
+        write_text(stage / "coefficients.tex", latex_table(par))
+        write_text(stage / "coefficients.md", markdown_table(par))
+        figs = sorted(p for p in (stage / "figures").rglob("*") if p.is_file())
+        write_report(df, fits, figs, stage / "report.md")
+        written = [out / p.relative_to(stage) for p in sorted(stage.rglob("*")) if p.is_file()]
+        _publish(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     _print_study(fits)
-    for p in [*paths, *written]:
+    for p in written:
         print(f"wrote {p}")
     return 0
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from scaling.atomic import read_jsonl
 from scaling.errors import ConfigError
+from scaling.flops import flops_6nd
 
 #: Run-level columns copied onto every curve / checkpoint row.
 RUN_COLUMNS = ("run_id", "arm", "model", "params", "non_embedding_params", "budget", "status")
@@ -87,5 +88,5 @@ def load_checkpoints(path, *, only_done: bool = True) -> pd.DataFrame:
     for c in df.columns:
         if c not in ("run_id", "arm", "model", "status", "final"):
             df[c] = pd.to_numeric(df[c], errors="coerce")
-    df["flops_6nd"] = 6.0 * df["params"] * df["tokens"]
+    df["flops_6nd"] = flops_6nd(df["params"], df["tokens"])
     return df

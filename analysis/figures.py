@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scaling.datadir import BENCHMARKS
+
 from .fits.envelope import EnvelopeFit
 from .fits.isoflop import IsoflopFit
 from .fits.parametric import ParametricFit
@@ -25,8 +27,8 @@ FIGURES = ("isoflop", "loss_vs_compute", "metrics_vs_compute", "compute_optimal"
            "training_curves")
 #: Reference laws overlaid on loss vs compute by default: the textless speech law SIMS compares with.
 DEFAULT_REFERENCES = ("cuervo_speech",)
-METRIC_LABELS = {"swuggy": "sWUGGY", "sblimp": "sBLIMP", "ssc": "sStoryCloze", "tsc": "tStoryCloze",
-                 "ssc_s2t": "StoryCloze S→T", "ssc_t2s": "StoryCloze T→S", "ssc_t2t": "StoryCloze T→T"}
+#: Axis labels of the benchmark columns, from the registry.
+METRIC_LABELS = {name: b.label for name, b in BENCHMARKS.items()}
 
 
 _plt = pyplot

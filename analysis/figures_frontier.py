@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from scaling.flops import flops_6nd
+
 from .fits.isoflop import IsoflopFit
 from .fits.parametric import ParametricFit
 from .paperstyle import arm_style, merged_legend_items, readable_log_axis
@@ -88,7 +90,7 @@ def draw_parametric_contours(plt, df, fits):
         ax.clabel(cs, fmt="%.2f", fontsize=6, inline=True)
         ax.scatter(N, D, c=rows[loss_col], cmap="viridis", vmin=levels.min(), vmax=levels.max(), s=22,
                    edgecolor="black", linewidth=0.4, marker=marker, zorder=3, label="runs")
-        C = np.geomspace(6 * ns[0] * ds[0], 6 * ns[-1] * ds[-1], 200)
+        C = np.geomspace(flops_6nd(ns[0], ds[0]), flops_6nd(ns[-1], ds[-1]), 200)
         fn, fd = par.n_opt(C), par.d_opt(C)
         inside = (fn >= ns[0]) & (fn <= ns[-1]) & (fd >= ds[0]) & (fd <= ds[-1])
         ax.plot(fn[inside], fd[inside], color="black", lw=1.5, label="compute-optimal frontier")

@@ -7,17 +7,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scaling.datadir import BENCHMARK_NAMES
 from scaling.errors import ConfigError
+from scaling.flops import flops_6nd
 
-#: Columns that must hold numbers when present (empty cells become NaN).
-NUMERIC_COLUMNS = (
-    "params", "non_embedding_params", "tokens", "flops", "flops_exact", "budget",
-    "val_loss_speech", "val_loss_text", "val_loss_interleaved", "loss",
-    "swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t",
-)
 #: Any one of these is enough for a table to be fittable.
 LOSS_COLUMNS = ("val_loss_speech", "val_loss_text", "val_loss_interleaved", "loss")
-METRIC_COLUMNS = ("swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t")
+#: Benchmark accuracies: the registry's names (scaling.datadir.BENCHMARKS) are the results columns.
+METRIC_COLUMNS = BENCHMARK_NAMES
+#: Columns that must hold numbers when present (empty cells become NaN).
+NUMERIC_COLUMNS = ("params", "non_embedding_params", "tokens", "flops", "flops_exact", "budget",
+                   *LOSS_COLUMNS, *METRIC_COLUMNS)
 
 
 def _read_runs_dir(runs: Path) -> pd.DataFrame:
@@ -79,7 +79,13 @@ def _validate(df: pd.DataFrame, source: str, only_done: bool) -> pd.DataFrame:
         raise ConfigError(f"no loss column: need one of {', '.join(LOSS_COLUMNS)}", source=source,
                           field="loss")
     if only_done and "status" in df.columns:
-        df = df[df["status"].astype(str).str.strip().str.lower() == "done"].reset_index(drop=True)
+        status = df["status"].astype(str).str.strip().str.lower()
+        if not (status == "done").any():
+            counts = ", ".join(f"{k} {v}" for k, v in status.value_counts().items()) or "no rows"
+            raise ConfigError(f"no run has status 'done' ({counts}): nothing to fit", source=source, field="status")
+        df = df[status == "done"].reset_index(drop=True)
+    if df.empty:
+        raise ConfigError("the results table has no rows", source=source)
     for col in NUMERIC_COLUMNS:
         if col not in df.columns:
             continue
@@ -100,7 +106,7 @@ def _validate(df: pd.DataFrame, source: str, only_done: bool) -> pd.DataFrame:
             where = df["_source"].iloc[i] if "_source" in df.columns else source
             rid = f" (run {df['run_id'].iloc[i]})" if "run_id" in df.columns else f" (row {i + 1})"
             raise ConfigError(f"must be a positive number{rid}", source=where, field=col, value=float(x[i]))
-    six_nd = 6.0 * df["params"] * df["tokens"]
+    six_nd = flops_6nd(df["params"], df["tokens"])
     df["flops"] = df["flops"].fillna(six_nd) if "flops" in df.columns else six_nd
     if "arm" in df.columns:
         df["arm"] = df["arm"].astype(str).str.strip()

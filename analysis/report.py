@@ -41,10 +41,37 @@ def _runs_section(df: pd.DataFrame, loss_col: str) -> list[str]:
     return lines + [""]
 
 
+def _notes_section(fits: dict) -> list[str]:
+    """Conventions and left-out runs: what a reader must know before reading the numbers."""
+    lines = [f"- {n[0].upper() + n[1:]}." for n in fits.get("notes", [])]
+    for arm, e in fits["arms"].items():
+        d = e.get("dropped")
+        if d:
+            lines.append(f"- **{arm}**: {d['count']} run(s) left out of the loss fits ({d['reason']}): "
+                         + ", ".join(f"`{r}`" for r in d["runs"][:20]) + (" …" if d["count"] > 20 else "") + ".")
+    return ["## Data notes", "", *lines, ""] if lines else []
+
+
+_BOOTSTRAP_WORDS = {"pairs": "resampling runs with replacement (pairs bootstrap)",
+                    "residual": "resampling the fit's log residuals on the same runs (residual bootstrap)",
+                    "parametric": "drawing Gaussian log residuals of the fitted spread (parametric bootstrap)"}
+
+
+def _search_words(p: ParametricFit) -> str:
+    x = p.extra
+    if "n_polished" not in x:
+        return f"{p.n_starts:,}-start grid"
+    return (f"{p.n_starts:,} grid starts evaluated, {x['n_refined']:,} refined, {x['n_polished']} polished to "
+            f"convergence, {x['n_at_best']} of them at the best objective" + ("; search widened" if x.get("widened") else ""))
+
+
 def _laws_section(fits: dict) -> list[str]:
+    boot = fits.get("bootstrap") or 0
+    method = fits.get("bootstrap_method") or "pairs"
     lines = ["## Parametric law L(N, D) = E + A / N^α + B / D^β (Chinchilla approach 3)", "",
-             f"Huber δ = {fits.get('huber_delta')}, objective reduced by {fits.get('reduce', 'sum')} over points, "
-             "4,500-start grid.", ""]
+             f"Huber δ = {fits.get('huber_delta')}, objective reduced by {fits.get('reduce', 'sum')} over points. "
+             + (f"Intervals: 95% percentile bootstrap, {boot} resamples, {_BOOTSTRAP_WORDS.get(method, method)}, each "
+                "refitted to its own optimum." if boot else "No bootstrap intervals (bootstrap off)."), ""]
     for arm, entry in fits["arms"].items():
         p = _get(entry.get("parametric"), ParametricFit)
         if p is None:
@@ -60,7 +87,8 @@ def _laws_section(fits: dict) -> list[str]:
                   f"{p.B:.4g} / D^{p.beta:.4f}",
                   f"  - E = {p.E:.4g}, A = {p.A:.4g}, B = {p.B:.4g}, α = {p.alpha:.4f}, β = {p.beta:.4f}",
                   f"  - compute-optimal: N_opt = {p.G:.4g} (C/6)^{p.a:.4f}, D_opt = {1 / p.G:.4g} (C/6)^{p.b:.4f} "
-                  f"(a = {p.a:.4f}, b = {p.b:.4f}); objective {p.objective:.4g}, converged: {p.converged}"]
+                  f"(a = {p.a:.4f}, b = {p.b:.4f}); objective {p.objective:.6g}, converged: {p.converged}",
+                  f"  - search: {_search_words(p)}"]
     fitted = {arm: e.get("parametric") for arm, e in fits["arms"].items()}
     if any(f and "error" not in f for f in fitted.values()):
         refs = {f"{r.label} (published)": r.as_fit() for r in REFERENCE_LAWS.values()}
@@ -218,13 +246,17 @@ def findings(df: pd.DataFrame, fits: dict) -> list[str]:
     return out
 
 
-def write_report(df: pd.DataFrame, fits: dict, figure_paths, out_path) -> Path:
-    """Write ``report.md`` (atomically) with run counts, fitted laws, exponents, figures and findings."""
+def write_report(df: pd.DataFrame, fits: dict, figure_paths, out_path, *, link_from=None) -> Path:
+    """Write ``report.md`` (atomically) with run counts, fitted laws, exponents, figures and findings.
+
+    Figure links are relative to ``link_from`` (default ``out_path``): the place the report will live."""
     out_path = Path(out_path)
+    link_base = Path(link_from) if link_from is not None else out_path
     loss_col = fits.get("loss_col", "val_loss_speech")
     lines = ["# Scaling-law report", "",
              f"Source: `{df.attrs.get('source', 'in-memory table')}`; loss column `{loss_col}`.", ""]
     lines += _runs_section(df, loss_col)
+    lines += _notes_section(fits)
     lines += ["## Findings", ""] + [f"- {s}" for s in findings(df, fits)] + [""]
     lines += _laws_section(fits)
     lines += _exponents_section(fits)
@@ -235,7 +267,7 @@ def write_report(df: pd.DataFrame, fits: dict, figure_paths, out_path) -> Path:
     if pngs:
         lines += ["## Figures", ""]
         for p in pngs:
-            rel = os.path.relpath(p.resolve(), out_path.parent.resolve())
+            rel = os.path.relpath(p.resolve(), link_base.parent.resolve())
             pdf = Path(rel).with_suffix(".pdf")
             lines += [f"### {p.stem}", "", f"![{p.stem}]({Path(rel).as_posix()})", "",
                       f"(vector version: [{pdf.as_posix()}]({pdf.as_posix()}))", ""]

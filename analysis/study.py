@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from scaling.datadir import BENCHMARKS, higher_is_better
 from scaling.errors import ConfigError
+from scaling.flops import flops_6nd
 
 from .fits.bootstrap import bootstrap_parametric
 from .fits.curve_envelope import fit_curve_envelope
@@ -38,12 +40,104 @@ def arm_rows(df: pd.DataFrame, arm: str) -> pd.DataFrame:
 def budget_of(df: pd.DataFrame) -> np.ndarray:
     """Nominal budget per run; where it is missing, 6ND rounded to 3 significant digits."""
     flops = df["flops"].to_numpy(dtype=float) if "flops" in df.columns else \
-        6.0 * df["params"].to_numpy(dtype=float) * df["tokens"].to_numpy(dtype=float)
+        flops_6nd(df["params"].to_numpy(dtype=float), df["tokens"].to_numpy(dtype=float))
     rounded = np.array([float(f"{f:.3g}") if np.isfinite(f) else np.nan for f in flops])
     if "budget" not in df.columns:
         return rounded
     b = df["budget"].to_numpy(dtype=float)
     return np.where(np.isfinite(b) & (b > 0), b, rounded)
+
+
+def _run_ids(rows: pd.DataFrame, mask) -> list[str]:
+    ids = rows["run_id"].astype(str) if "run_id" in rows.columns else pd.Series([f"row {i + 1}" for i in rows.index],
+                                                                                  index=rows.index)
+    return ids[np.asarray(mask)].tolist()
+
+
+def usable_losses(rows: pd.DataFrame, loss_col: str) -> tuple[pd.DataFrame, dict | None]:
+    """The rows whose loss is finite and positive, and a note on the others (count, run ids,
+    why), or None when every row is usable. A loss that is NaN, inf or <= 0 cannot enter a log-loss fit."""
+    L = rows[loss_col].to_numpy(dtype=float)
+    bad = ~(np.isfinite(L) & (L > 0))
+    if not bad.any():
+        return rows, None
+    kinds = []
+    for name, m in (("missing (NaN)", np.isnan(L)), ("infinite", np.isinf(L)), ("<= 0", np.isfinite(L) & (L <= 0))):
+        if m.any():
+            kinds.append(f"{int(m.sum())} {name}")
+    ids = _run_ids(rows, bad)
+    note = {"count": int(bad.sum()), "runs": ids, "reason": f"{loss_col}: " + ", ".join(kinds)}
+    return rows[~bad], note
+
+
+def direction_of(column: str, overrides: dict | None = None) -> bool:
+    """True when higher is better for ``column``: ``overrides`` first, then the benchmark registry
+    (:func:`scaling.datadir.higher_is_better`); a column neither knows is a ConfigError."""
+    if overrides and column in overrides:
+        return bool(overrides[column])
+    hib = higher_is_better(column)
+    if hib is None:
+        raise ConfigError("direction of this column is unknown (not a registered benchmark or a loss): pass "
+                          "--higher-is-better or --lower-is-better", field=column)
+    return hib
+
+
+def drop_top(df: pd.DataFrame, loss_col: str, k: int) -> pd.DataFrame:
+    """``df`` without the ``k`` highest-loss runs of each arm (Epoch drop the 5 highest of Chinchilla's 245)."""
+    if k <= 0:
+        return df
+    keep = []
+    for arm in arms_of(df):
+        rows = arm_rows(df, arm)
+        keep.append(rows.sort_values(loss_col, na_position="first").iloc[:-k] if len(rows) > k else rows.iloc[:0])
+    out = pd.concat(keep) if keep else df.iloc[:0]
+    out.attrs.update(df.attrs)
+    return out
+
+
+#: The columns and size of Epoch's reconstruction of Chinchilla's points (tests/data/chinchilla_epoch.csv).
+_CHINCHILLA_COLUMNS = {"params", "tokens", "flops", "loss"}
+
+
+def data_notes(df: pd.DataFrame, loss_col: str, *, dropped_top: int = 0) -> list[str]:
+    """Conventions a reader of the fits should know about the table: Chinchilla's data (Epoch drop
+    the 5 highest losses), and tables not on an isoFLOP grid (one run per budget)."""
+    notes = []
+    if set(df.columns) == _CHINCHILLA_COLUMNS and dropped_top == 0 and len(df) >= 200:
+        notes.append("this table looks like Chinchilla's points (params, tokens, flops, loss): Epoch AI drop the 5 "
+                     "highest-loss points before fitting; pass --drop-top 5 to do the same")
+    elif dropped_top:
+        notes.append(f"the {dropped_top} highest-loss runs of each arm were dropped (--drop-top {dropped_top})")
+    for arm in arms_of(df):
+        rows = arm_rows(df, arm)
+        if loss_col in rows.columns:
+            rows, _ = usable_losses(rows, loss_col)
+        C = budget_of(rows)
+        C = C[np.isfinite(C)]
+        if C.size < 2:
+            continue
+        _, counts = np.unique(C, return_counts=True)
+        single = int((counts == 1).sum())
+        if single > counts.size / 2:
+            notes.append(f"{arm}: not on an isoFLOP grid ({single} of {counts.size} budgets hold a single run): the "
+                         "loss envelope and the extrapolation check run on one point per budget, and approach 2 "
+                         "(isoFLOP) has no curves to fit")
+    return notes
+
+
+def check_fittable(rows: pd.DataFrame, loss_col: str, *, source=None, arm: str = SINGLE_ARM) -> None:
+    """Raise ConfigError for a table no law can be fitted to: no usable loss, a constant loss, or a
+    single compute budget."""
+    L = rows[loss_col].to_numpy(dtype=float)
+    if L.size == 0:
+        raise ConfigError(f"arm '{arm}': no runs with a finite, positive loss", source=source, field=loss_col)
+    if np.ptp(L) == 0:
+        raise ConfigError(f"arm '{arm}': the loss is the same in all {L.size} runs: there is no trend to fit",
+                          source=source, field=loss_col, value=float(L[0]))
+    C = budget_of(rows)
+    if np.unique(C[np.isfinite(C)]).size < 2:
+        raise ConfigError(f"arm '{arm}': all {L.size} runs share a single budget: a scaling law needs several compute budgets",
+                          source=source, field="budget", value=float(C[0]))
 
 
 def _attempt(fn):
@@ -54,28 +148,35 @@ def _attempt(fn):
 
 
 def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, reduce: str = "sum",
-            bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None) -> dict:
+            bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None, directions: dict | None = None,
+            bootstrap_method: str = "pairs", keep_extrapolated: bool = False) -> dict:
     """All fits for one arm; a fit that lacks data becomes ``{"error": reason}``."""
     out: dict = {"n_runs": int(len(rows))}
-    lossy = rows[np.isfinite(rows[loss_col].to_numpy(dtype=float))]
+    lossy, dropped = usable_losses(rows, loss_col)
     out["n_runs_with_loss"] = int(len(lossy))
+    if dropped:
+        out["dropped"] = dropped
     N = lossy["params"].to_numpy(dtype=float)
     D = lossy["tokens"].to_numpy(dtype=float)
     L = lossy[loss_col].to_numpy(dtype=float)
     C = budget_of(lossy)
+
     def parametric():
         fit = fit_parametric(N, D, L, huber_delta=huber_delta, reduce=reduce)
-        return bootstrap_parametric(fit, N, D, L, n_resamples=bootstrap, seed=seed) if bootstrap else fit
+        if not bootstrap:
+            return fit
+        return bootstrap_parametric(fit, N, D, L, n_resamples=bootstrap, seed=seed, method=bootstrap_method)
 
     out["parametric"] = _attempt(parametric)
     nb = min(bootstrap, 1000)  # isoFLOP resamples are a Python loop: 1,000 is plenty for a percentile interval
-    out["isoflop"] = _attempt(lambda: fit_isoflop(C, N, D, L, bootstrap=nb, seed=seed))
-    out["isoflop_powersum"] = _attempt(lambda: fit_isoflop(C, N, D, L, method="powersum", bootstrap=min(nb, 200), seed=seed))
+    out["isoflop"] = _attempt(lambda: fit_isoflop(C, N, D, L, bootstrap=nb, seed=seed, keep_extrapolated=keep_extrapolated))
+    out["isoflop_powersum"] = _attempt(lambda: fit_isoflop(C, N, D, L, method="powersum", bootstrap=min(nb, 200),
+                                                           seed=seed, keep_extrapolated=keep_extrapolated))
     out["extrapolation"] = _attempt(lambda: extrapolation_check(C, N, D, L, huber_delta=huber_delta, reduce=reduce))
     if curves is not None and "arm" in curves.columns:
         arm_curves = curves[curves["arm"].isin(pd.unique(rows["arm"]))] if "arm" in rows.columns else curves
         out["curve_envelope"] = _attempt(lambda: fit_curve_envelope(arm_curves, loss_col="loss"))
-    out["loss_envelope"] = _attempt(lambda: fit_envelope(C, L, higher_is_better=False))
+    out["loss_envelope"] = _attempt(lambda: fit_envelope(C, L, higher_is_better=direction_of(loss_col, directions)))
     envs = {}
     C_all = budget_of(rows)
     for m in metrics:
@@ -83,7 +184,7 @@ def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, r
             envs[m] = {"error": f"column '{m}' not in the results table"}
             continue
         vals = rows[m].to_numpy(dtype=float)
-        envs[m] = _attempt(lambda: fit_envelope(C_all, vals, higher_is_better=True))
+        envs[m] = _attempt(lambda: fit_envelope(C_all, vals, higher_is_better=direction_of(m, directions)))
     out["metric_envelopes"] = envs
     par = out["parametric"]
     if "error" not in par:
@@ -96,33 +197,64 @@ def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, r
     return out
 
 
+#: The fits of one arm that count as "a law was fitted" for ``scaling fit --law all``: the scaling
+#: laws proper (an envelope through two budgets always "fits" and says nothing on its own).
+LAW_KEYS = ("parametric", "isoflop", "isoflop_powersum")
+
+
+def fitted_laws(fits: dict) -> list[str]:
+    """``arm/law`` for every law in a fits.json dict that was fitted (no ``error``)."""
+    return [f"{arm}/{k}" for arm, e in fits["arms"].items() for k in LAW_KEYS
+            if isinstance(e.get(k), dict) and "error" not in e[k]]
+
+
 def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
-              metrics=METRIC_COLUMNS, huber_delta: float = 1e-3, reduce: str = "sum",
-              arms=None, bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None) -> dict:
+              metrics=None, huber_delta: float = 1e-3, reduce: str = "sum",
+              arms=None, bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None,
+              directions: dict | None = None, bootstrap_method: str = "pairs",
+              keep_extrapolated: bool = False, dropped_top: int = 0, require_fit: bool = False) -> dict:
     """Fit parametric, isoFLOP and envelope laws per speech arm; returns a JSON-serialisable dict.
 
-    Structure: ``{"loss_col", "huber_delta", "reduce", "metrics", "n_runs", "arms": {arm: {
-    "n_runs", "n_runs_with_loss", "parametric", "isoflop", "loss_envelope",
+    Structure: ``{"loss_col", "huber_delta", "reduce", "metrics", "n_runs", "notes", "arms": {arm: {
+    "n_runs", "n_runs_with_loss", "dropped", "parametric", "isoflop", "loss_envelope",
     "metric_envelopes": {metric: ...}}}}``. Each fit is its result's ``to_dict()`` or
     ``{"error": reason}`` when the arm lacks the data for it. ``textlm`` rows are ignored; a table
-    without an ``arm`` column is one arm named ``all``.
+    without an ``arm`` column is one arm named ``all``. Rows whose loss is NaN, inf or <= 0 are left
+    out of the loss fits and listed under ``dropped`` (count, run ids, reason); ``notes`` holds
+    :func:`data_notes`.
 
     Also per arm: ``isoflop_powersum`` (the less biased approach 2), ``extrapolation`` (fit without
     the largest budget, error on it), ``two_step`` (metric from loss through a sigmoid, per metric)
     and, when ``curves`` (from :func:`analysis.curves.load_curves`) is given, ``curve_envelope``
-    (approach 1). ``bootstrap`` > 0 adds ``ci`` intervals to the parametric and isoFLOP fits.
+    (approach 1). ``bootstrap`` > 0 adds ``ci`` intervals to the parametric and isoFLOP fits
+    (``bootstrap_method`` for the parametric one: pairs, residual or parametric).
+    Envelope directions come from the benchmark registry, ``directions`` (column -> higher is
+    better) overriding it. ``require_fit``: raise ConfigError when an arm's data cannot be fitted
+    at all (constant loss, one budget, no usable loss) or when no law was fitted.
     """
+    if metrics is None:  # every pair benchmark (a missing column is reported), generation metrics when present
+        metrics = [m for m in METRIC_COLUMNS if m in df.columns or BENCHMARKS[m].kind == "pairs"]
     if loss_col not in df.columns:
         raise ConfigError(f"loss column '{loss_col}' not in the results table (columns: {', '.join(map(str, df.columns))})",
                           source=df.attrs.get("source"), field=loss_col)
     chosen = arms_of(df) if arms is None else list(arms)
+    if require_fit:
+        for arm in chosen:
+            check_fittable(usable_losses(arm_rows(df, arm), loss_col)[0], loss_col, source=df.attrs.get("source"), arm=arm)
     result = {"loss_col": loss_col, "huber_delta": float(huber_delta), "reduce": reduce,
-              "metrics": list(metrics), "n_runs": int(len(df)), "bootstrap": int(bootstrap), "arms": {}}
+              "metrics": list(metrics), "n_runs": int(len(df)), "bootstrap": int(bootstrap),
+              "bootstrap_method": bootstrap_method if bootstrap else None,
+              "notes": data_notes(df, loss_col, dropped_top=dropped_top), "arms": {}}
     for arm in chosen:
         rows = arm_rows(df, arm)
         if rows.empty:
             result["arms"][arm] = {"n_runs": 0, "error": f"no runs for arm '{arm}'"}
             continue
         result["arms"][arm] = fit_arm(rows, loss_col=loss_col, metrics=metrics, huber_delta=huber_delta, reduce=reduce,
-                                      bootstrap=bootstrap, seed=seed, curves=curves)
+                                      bootstrap=bootstrap, seed=seed, curves=curves, directions=directions,
+                                      bootstrap_method=bootstrap_method, keep_extrapolated=keep_extrapolated)
+    if require_fit and not fitted_laws(result):
+        errors = "; ".join(f"{arm}/{k}: {e[k]['error']}" for arm, e in result["arms"].items() for k in LAW_KEYS
+                           if isinstance(e.get(k), dict) and "error" in e[k])
+        raise ConfigError(f"no law could be fitted ({errors})", source=df.attrs.get("source"))
     return result

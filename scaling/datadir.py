@@ -4,7 +4,9 @@
       data.json                        the manifest (schema below), written last
       tokenizer_text/                  the text LM's tokenizer (HF folder)
       tokenizer/                       the same + <Un0>..<Un499>, <speech>, <text> (the speech LM's)
-      shards/<stream>_<split>.npy      int32 tokens of one stream and split, documents closed by eos
+      shards/<stream>_<split>/<part>.npy       format 2: numbered parts of one stream and split, int32 tokens,
+      shards/<stream>_<split>/<part>.docs.npy  documents closed by eos; int64 document offsets within the part
+      shards/<stream>_<split>.npy      format 1: one file per stream and split (the synthetic builder)
       shards/<stream>_<split>.docs.npy int64 start offset of each document
       benchmarks/<name>.jsonl          pair files of the benchmark registry (synthetic data)
       corpus/                          the synthetic corpus the shards came from (synthetic data only)
@@ -14,25 +16,33 @@ the folder through :meth:`DataDir.open`, which checks the shards against ``data.
 sizes and token counts always, the full hash on request) and, through :meth:`DataDir.check_tokenizer`,
 that a tokenizer is the one the shards were made with. This module is torch-free.
 
-``data.json`` (format 1):
+``data.json`` (format 2; format 1 differs only in ``tokens``, whose entries have no ``parts``):
     format, seed, fingerprint (16 hex digits: sha256 over the shards' sha256, in manifest order),
     text_vocab_size, speech_vocab_size, text_model_vocab, speech_model_vocab, unit_offset
     (the vocabulary block), tokenizer_sha (per tokenizer folder: sha256 of its token -> id table;
     absent in folders written before it existed), tokens ({"<stream>_<split>": {"tokens",
-    "documents", "sha256"}}), streams, interleave, speech_fractions, mixture, source, prepare_seconds.
+    "documents", "sha256", "parts" (format 2: [{"name", "tokens", "documents", "sha256"}, ...], the index
+    of the stream's numbered files in reading order; the stream's sha256 is then the sha256 over its
+    parts' sha256)}}), streams, interleave, speech_fractions, mixture, sources (format 2: per speech or
+    text source its weight and counts), checks, source, prepare_seconds.
+
+A stream of a format-2 folder reads as one flat token array (:class:`PartedTokens`, memory-mapped part
+by part): windows are cut from the concatenation exactly as from a format-1 file.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaling.errors import ConfigError
 from scaling.shapes import SPEECH_TOKENS, padded_vocab
 
-FORMAT = 1
+FORMAT = 2
+FORMATS = (1, 2)  # the formats this version reads
 MANIFEST = "data.json"
 SPLITS = ("train", "val")
 #: Every stream a data folder may hold. ``textlm``: plain text (text-LM pre-training); ``text``:
@@ -52,9 +62,10 @@ FRAME_S = 0.04  # 25 Hz units
 # -- the benchmark registry -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Benchmark:
-    """A pairwise-likelihood benchmark: its name (also its results column), its family (``lexical``,
-    ``syntactic``, ``storycloze``), what it measures, and which modalities the context and the ending are
-    in (the StoryCloze family; the others are one spoken segment)."""
+    """A benchmark: its name (also its results column), its family (``lexical``, ``syntactic``,
+    ``storycloze``, ``generation``), what it measures, which modalities the context and the ending are in
+    (the StoryCloze family; lexical and syntactic items are one spoken segment), its direction, and its
+    kind (a pairwise-likelihood accuracy, or a generation metric)."""
 
     name: str
     family: str
@@ -62,6 +73,8 @@ class Benchmark:
     description: str
     modalities: tuple[str, str] = ("speech", "speech")
     higher_is_better: bool = True
+    #: "pairs": a pairwise-likelihood benchmark; "generation": prompts continued and scored (GenPPL).
+    kind: str = "pairs"
 
     @property
     def file(self) -> str:
@@ -77,8 +90,12 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("ssc_s2t", "storycloze", "StoryCloze S→T", "spoken context, text endings", ("speech", "text")),
     Benchmark("ssc_t2s", "storycloze", "StoryCloze T→S", "text context, spoken endings", ("text", "speech")),
     Benchmark("ssc_t2t", "storycloze", "StoryCloze T→T", "text context, text endings", ("text", "text")),
+    Benchmark("genppl", "generation", "GenPPL", "perplexity of transcribed speech continuations under a text LM",
+              higher_is_better=False, kind="generation"),
 )}
 BENCHMARK_NAMES = tuple(BENCHMARKS)
+#: The pairwise-likelihood benchmarks (every one has a synthetic builder in trainer.data.benchmarks).
+PAIR_BENCHMARKS = tuple(n for n, b in BENCHMARKS.items() if b.kind == "pairs")
 DEFAULT_BENCHMARKS = ("swuggy", "sblimp", "ssc", "tsc")
 #: Columns that are losses (lower is better) besides the validation losses.
 LOWER_IS_BETTER = ("loss", "ppl", "perplexity", "genppl", "nll")
@@ -149,14 +166,16 @@ def fingerprint(shard_sha256: list[str]) -> str:
 
 
 def make_manifest(*, seed: int, tokens: dict, fingerprint: str, vocab: dict, tokenizer_sha: dict, interleave: dict,
-                  speech_fractions: dict, **extra) -> dict:
-    """A data.json in its schema: ``vocab`` from :func:`vocab_block`, ``tokens`` from the shard writer."""
+                  speech_fractions: dict, format: int = FORMAT, **extra) -> dict:
+    """A data.json in its schema: ``vocab`` from :func:`vocab_block`, ``tokens`` from the shard writer
+    (format 1: single-file shards; format 2: parted shards)."""
     have = {parse_shard_name(n, "data.json")[0] for n in tokens}
-    return {"format": FORMAT, "seed": seed, "fingerprint": fingerprint, **vocab, "tokenizer_sha": tokenizer_sha,
+    return {"format": format, "seed": seed, "fingerprint": fingerprint, **vocab, "tokenizer_sha": tokenizer_sha,
             "streams": [s for s in STREAMS if s in have], "tokens": tokens, "interleave": interleave,
             "speech_fractions": speech_fractions, **extra}
 
 
+_PART_RE = re.compile(r"[0-9][0-9-]*")
 _REQUIRED = {"format": int, "fingerprint": str, "text_vocab_size": int, "speech_vocab_size": int,
              "text_model_vocab": int, "speech_model_vocab": int, "unit_offset": int, "tokens": dict}
 
@@ -170,13 +189,28 @@ def check_manifest(m, source: str) -> dict:
             raise ConfigError("missing field", source=source, field=k)
         if not isinstance(m[k], typ) or isinstance(m[k], bool):
             raise ConfigError(f"must be of type {typ.__name__}", source=source, field=k, value=m[k])
-    if m["format"] != FORMAT:
-        raise ConfigError(f"unsupported data folder format (this version reads format {FORMAT})", source=source,
+    if m["format"] not in FORMATS:
+        raise ConfigError(f"unsupported data folder format (this version reads formats {list(FORMATS)})", source=source,
                           field="format", value=m["format"])
     for name, info in m["tokens"].items():
         parse_shard_name(name, source)
         if not isinstance(info, dict) or not all(isinstance(info.get(k), int) and info[k] > 0 for k in ("tokens", "documents")):
             raise ConfigError("needs positive integer 'tokens' and 'documents'", source=source, field=f"tokens.{name}", value=info)
+        if m["format"] >= 2:
+            parts = info.get("parts")
+            if not isinstance(parts, list) or not parts:
+                raise ConfigError("a format-2 shard needs a non-empty 'parts' index", source=source,
+                                  field=f"tokens.{name}.parts", value=parts)
+            for k, p in enumerate(parts):
+                if not (isinstance(p, dict) and isinstance(p.get("name"), str) and _PART_RE.fullmatch(p["name"])
+                        and all(isinstance(p.get(c), int) and p[c] > 0 for c in ("tokens", "documents"))):
+                    raise ConfigError("each part needs a 'name' (digits and dashes) and positive integer 'tokens' and "
+                                      "'documents'", source=source, field=f"tokens.{name}.parts[{k}]", value=p)
+            for c in ("tokens", "documents"):
+                total = sum(p[c] for p in parts)
+                if total != info[c]:
+                    raise ConfigError(f"the parts hold {total} {c} but the stream says {info[c]}", source=source,
+                                      field=f"tokens.{name}.{c}", value=info[c])
     return m
 
 
@@ -300,8 +334,22 @@ class DataDir:
     def has(self, stream: str, split: str = "train") -> bool:
         return shard_name(stream, split) in self.manifest["tokens"]
 
-    def shard_path(self, stream: str, split: str, *, docs: bool = False) -> Path:
-        return self.path / "shards" / f"{shard_name(stream, split)}{'.docs' if docs else ''}.npy"
+    @property
+    def format(self) -> int:
+        return self.manifest["format"]
+
+    def parts(self, stream: str, split: str) -> list[dict]:
+        """The stream's files in reading order: ``[{"name", "tokens", "documents", "sha256"?}]`` (one entry,
+        named "", for a format-1 folder)."""
+        info = self.counts(stream, split)
+        return info["parts"] if self.format >= 2 else [{"name": "", **{k: v for k, v in info.items() if k != "parts"}}]
+
+    def shard_path(self, stream: str, split: str, *, docs: bool = False, part: str = "") -> Path:
+        """A shard file: the format-1 single file, or (``part`` given) one numbered part of a format-2 stream."""
+        suffix = f"{'.docs' if docs else ''}.npy"
+        if part:
+            return self.path / "shards" / shard_name(stream, split) / f"{part}{suffix}"
+        return self.path / "shards" / f"{shard_name(stream, split)}{suffix}"
 
     def counts(self, stream: str, split: str) -> dict:
         name = shard_name(stream, split)
@@ -311,42 +359,49 @@ class DataDir:
         return self.manifest["tokens"][name]
 
     def _check_shard(self, stream: str, split: str) -> None:
-        want = self.counts(stream, split)
-        for docs, n, itemsize in ((False, want["tokens"], 4), (True, want["documents"], 8)):
-            p = self.shard_path(stream, split, docs=docs)
-            if not p.is_file():
-                raise ConfigError("token shard listed in data.json is missing", source=str(p))
-            shape, dtype, header = _npy_layout(p)
-            if shape != (n,) or dtype not in (("<i4", "|i4") if not docs else ("<i8",)):
-                raise ConfigError(f"holds {dtype} {shape} but data.json says {n} {'documents' if docs else 'tokens'}; "
-                                  "the shard does not belong to this data folder", source=str(p), field="shape", value=shape)
-            size = os.path.getsize(p)
-            if size != header + n * itemsize:
-                raise ConfigError(f"the file has {size} bytes but its header and data.json need {header + n * itemsize}: "
-                                  "it is truncated or corrupt; prepare the data folder again", source=str(p),
-                                  field="size", value=size)
+        for part in self.parts(stream, split):
+            for docs, n, itemsize in ((False, part["tokens"], 4), (True, part["documents"], 8)):
+                check_npy(self.shard_path(stream, split, docs=docs, part=part["name"]), n, itemsize, docs=docs)
 
     def tokens(self, stream: str, split: str):
-        """The stream's tokens, memory-mapped (checked against data.json first)."""
+        """The stream's tokens, memory-mapped (checked against data.json first): a numpy memmap for a
+        single file, a :class:`PartedTokens` over the numbered parts otherwise (same indexing)."""
         import numpy as np
 
         self._check_shard(stream, split)
-        return np.load(self.shard_path(stream, split), mmap_mode="r")
+        arrays = [np.load(self.shard_path(stream, split, part=p["name"]), mmap_mode="r") for p in self.parts(stream, split)]
+        return arrays[0] if len(arrays) == 1 else PartedTokens(arrays)
 
     def doc_offsets(self, stream: str, split: str):
+        """Start offset of every document in the stream's flat token order (int64)."""
         import numpy as np
 
         self._check_shard(stream, split)
-        return np.load(self.shard_path(stream, split, docs=True))
+        out, base = [], 0
+        for p in self.parts(stream, split):
+            out.append(np.load(self.shard_path(stream, split, docs=True, part=p["name"])) + base)
+            base += p["tokens"]
+        return np.concatenate(out)
 
     def verify_hash(self) -> None:
         """Recompute every shard's sha256 (against its recorded hash when present) and the fingerprint."""
+        import numpy as np
+
         shas = []
         for name, info in self.manifest["tokens"].items():
-            p = self.shard_path(*parse_shard_name(name))
-            sha = shard_sha256(self.tokens(*parse_shard_name(name)))
+            stream, split = parse_shard_name(name)
+            part_shas = []
+            for part in self.parts(stream, split):
+                p = self.shard_path(stream, split, part=part["name"])
+                sha = shard_sha256(np.load(p, mmap_mode="r"))
+                if part.get("sha256") and part["sha256"] != sha:
+                    raise ConfigError("shard content differs from its sha256 in data.json", source=str(p), field="sha256",
+                                      value=sha)
+                part_shas.append(sha)
+            sha = part_shas[0] if self.format < 2 else stream_sha256(part_shas)
             if info.get("sha256") and info["sha256"] != sha:
-                raise ConfigError("shard content differs from its sha256 in data.json", source=str(p), field="sha256", value=sha)
+                raise ConfigError("stream content differs from its sha256 in data.json", source=str(self.path / MANIFEST),
+                                  field=f"tokens.{name}.sha256", value=sha)
             shas.append(sha)
         fp = fingerprint(shas)
         if fp != self.fingerprint:
@@ -363,3 +418,72 @@ def shard_sha256(tokens) -> str:
     import numpy as np
 
     return hashlib.sha256(np.ascontiguousarray(tokens, dtype=np.int32).tobytes()).hexdigest()
+
+
+def stream_sha256(part_sha256: list[str]) -> str:
+    """A format-2 stream's sha256: over its parts' sha256, in reading order (no need to reread the tokens)."""
+    digest = hashlib.sha256()
+    for s in part_sha256:
+        digest.update(s.encode())
+    return digest.hexdigest()
+
+
+def check_npy(path: Path, n: int, itemsize: int, *, docs: bool) -> None:
+    """A shard file exists, has the shape and dtype data.json says, and is not truncated."""
+    if not path.is_file():
+        raise ConfigError("token shard listed in data.json is missing", source=str(path))
+    shape, dtype, header = _npy_layout(path)
+    if shape != (n,) or dtype not in (("<i4", "|i4") if not docs else ("<i8",)):
+        raise ConfigError(f"holds {dtype} {shape} but data.json says {n} {'documents' if docs else 'tokens'}; "
+                          "the shard does not belong to this data folder", source=str(path), field="shape", value=shape)
+    size = os.path.getsize(path)
+    if size != header + n * itemsize:
+        raise ConfigError(f"the file has {size} bytes but its header and data.json need {header + n * itemsize}: "
+                          "it is truncated or corrupt; prepare the data folder again", source=str(path),
+                          field="size", value=size)
+
+
+class PartedTokens:
+    """Memory-mapped parts read as one flat int32 array: ``len``, integer and slice indexing (a slice that
+    crosses a part boundary is copied out of both), ``np.asarray``. Only the touched pages are read."""
+
+    def __init__(self, arrays):
+        import numpy as np
+
+        self.arrays = list(arrays)
+        self.starts = np.concatenate([[0], np.cumsum([len(a) for a in self.arrays])]).astype(np.int64)
+        self.dtype = np.dtype(np.int32)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self),)
+
+    def __array__(self, dtype=None, copy=None):
+        import numpy as np
+
+        out = np.concatenate([np.asarray(a) for a in self.arrays])
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key):
+        import numpy as np
+
+        n = len(self)
+        if isinstance(key, (int, np.integer)):
+            k = int(key) + (n if key < 0 else 0)
+            if not 0 <= k < n:
+                raise IndexError(f"index {key} out of range for {n} tokens")
+            p = int(np.searchsorted(self.starts, k, side="right")) - 1
+            return self.arrays[p][k - self.starts[p]]
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            return np.asarray(self)[key]
+        a, b, _ = key.indices(n)
+        if b <= a:
+            return np.empty(0, dtype=self.dtype)
+        first = int(np.searchsorted(self.starts, a, side="right")) - 1
+        last = int(np.searchsorted(self.starts, b, side="left")) - 1
+        pieces = [self.arrays[p][max(a - self.starts[p], 0):min(b, self.starts[p + 1]) - self.starts[p]]
+                  for p in range(first, last + 1)]
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)

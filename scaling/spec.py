@@ -47,12 +47,13 @@ class TrainConfig:
     cooldown_frac: float = 0.2  # wsd: each cooldown branch decays over this fraction of its budget (1-sqrt shape)
     activation_checkpointing: bool = False  # recompute each decoder layer in backward (memory for compute)
     doc_mask: bool = True  # attention never crosses document boundaries in packed sequences
-    chunked_ce: bool = False  # LM head + cross-entropy in token chunks, never the full logits (single process)
+    chunked_ce: bool = False  # LM head + cross-entropy in token chunks, never the full logits (any process count)
     compile: bool = False  # torch.compile each decoder layer (regional compile; falls back to eager with a warning)
     checkpoint_every: int = 0  # optimiser steps between resumable checkpoints; 0 = every 10% of the run
     keep_checkpoints: bool = False  # keep checkpoints/ after the run is done (model/ always stays)
     embedding_init: str = "mean"  # new embedding rows of a text-LM init: "mean" or "normal"
     val_sequences: int = 16  # validation sequences per stream
+    precision: str = "amp-bf16"  # "amp-bf16": fp32 master weights, bf16 compute (GPU); "bf16": bf16 weights and AdamW state
 
     def validate(self, source: str | None = None, prefix: str = "train") -> None:
         for name in ("seq_len", "batch_size", "val_sequences"):
@@ -80,6 +81,8 @@ class TrainConfig:
             raise ConfigError("must be 'cosine' or 'wsd'", source=source, field=f"{prefix}.schedule", value=self.schedule)
         if not 0 < self.cooldown_frac <= 1:
             raise ConfigError("must be in (0, 1]", source=source, field=f"{prefix}.cooldown_frac", value=self.cooldown_frac)
+        if self.precision not in ("amp-bf16", "bf16"):
+            raise ConfigError("must be 'amp-bf16' or 'bf16'", source=source, field=f"{prefix}.precision", value=self.precision)
         if self.weight_decay < 0:
             raise ConfigError("must be >= 0", source=source, field=f"{prefix}.weight_decay", value=self.weight_decay)
 

@@ -216,6 +216,19 @@ def _number(v, src, fieldname) -> float:
     return x
 
 
+def _init_path(value, base: Path, src: str, field: str) -> str:
+    """A checkpoint given in a sweep: a hub id stays a hub id; a local folder resolves against the sweep file."""
+    from scaling.initref import InitRef
+
+    text = str(value)
+    if not Path(text).is_absolute() and (base / text).exists():
+        return str(base / text)
+    ref = InitRef.parse(text, source=src, field=field)
+    if ref.kind == "local" and not Path(text).is_absolute():
+        return str(base / text)
+    return text
+
+
 def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     src = str(path)
@@ -356,7 +369,7 @@ def _eval(raw, src) -> EvalConfig:
 
 
 def check_benchmark_files(sweep: "Sweep") -> None:
-    """Every benchmark of the sweep has its pair file in every data folder an arm reads."""
+    """Every pairwise benchmark of the sweep has its pair file in every data folder an arm reads."""
     from scaling.datadir import BENCHMARKS
 
     for arm in sweep.arms:
@@ -364,7 +377,7 @@ def check_benchmark_files(sweep: "Sweep") -> None:
         if data is None or sweep.tokenizer_of(arm) != "data":  # planned without data: checked when it runs
             continue
         for b in sweep.eval.benchmarks:
-            if not (data / BENCHMARKS[b].file).is_file():
+            if BENCHMARKS[b].kind == "pairs" and not (data / BENCHMARKS[b].file).is_file():
                 raise ConfigError(f"the data folder {data} has no {BENCHMARKS[b].file} for arm '{arm}'",
                                   source=str(sweep.path), field="eval.benchmarks", value=b)
 
@@ -413,7 +426,7 @@ def _arms(raw, names: list[str], base: Path, src):
             models[a] = [m for m in names if m in ms]
         streams[a] = _streams(body["streams"], src, f"{where}.streams") if "streams" in body else dict(DEFAULT_STREAMS.get(a, {}))
         if body.get("init", DEFAULT_INIT.get(a)) is not None:  # else the top-level init table gives it
-            init[a], paths = _init(body.get("init", DEFAULT_INIT.get(a)), models.get(a, names), src, f"{where}.init")
+            init[a], paths = _init(body.get("init", DEFAULT_INIT.get(a)), models.get(a, names), base, src, f"{where}.init")
             if paths:
                 init_paths[a] = paths
         if body.get("data") is not None:
@@ -438,7 +451,7 @@ def _arms(raw, names: list[str], base: Path, src):
     for a, v in (raw.get("init") or {}).items():
         if a not in table:
             raise ConfigError("names an arm that is not in 'arms'", source=src, field=f"init.{a}")
-        init[a], paths = _init(v, models.get(a, names), src, f"init.{a}")
+        init[a], paths = _init(v, models.get(a, names), base, src, f"init.{a}")
         init_paths.pop(a, None)
         if paths:
             init_paths[a] = paths
@@ -457,7 +470,7 @@ def _streams(mix, src, where) -> dict[str, float]:
     return {s_: float(w) for s_, w in mix.items()}
 
 
-def _init(v, names, src, where) -> tuple[str, dict[str, str]]:
+def _init(v, names, base: Path, src, where) -> tuple[str, dict[str, str]]:
     """'text_lm' (a text LM pre-trained per size in the sweep), 'random', or a mapping model -> checkpoint
     (a local Hugging Face folder or a hub id: a published text LM, e.g. a family's ladder)."""
     if isinstance(v, dict):
@@ -471,7 +484,7 @@ def _init(v, names, src, where) -> tuple[str, dict[str, str]]:
             ref = InitRef.parse(p, source=src, field=f"{where}.{m}")
             if ref.kind not in ("local", "hub"):
                 raise ConfigError("must be a local model folder or a hub id", source=src, field=f"{where}.{m}", value=p)
-            paths[m] = str(ref)
+            paths[m] = _init_path(p, base, src, f"{where}.{m}")  # a local folder resolves against the sweep file
         return "checkpoint", paths
     if v not in ("text_lm", "random"):
         raise ConfigError("must be 'text_lm', 'random' or a mapping model -> checkpoint", source=src, field=where, value=v)

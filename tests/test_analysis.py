@@ -423,6 +423,10 @@ def test_scaling_report_writes_everything(sweep_dir, tmp_path, capsys):
     assert f"{e['parametric']['alpha']:.3f}" in tex
     rep = (out / "report.md").read_text()
     assert "Extrapolation check" in rep and "](figures/compute_optimal.png)" in rep and "published" in rep
+    # the report says how the intervals were made and how the optimum was searched
+    assert "50 resamples, resampling runs with replacement (pairs bootstrap)" in rep
+    assert "refitted to its own optimum" in rep and "polished to convergence" in rep
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rep.partial-")]  # staging folder removed
     with pytest.raises(ConfigError, match="unknown reference"):
         run_report(p.parse_args([str(sweep_dir), "--out", str(out), "--reference", "nope"]))
 

@@ -10,7 +10,9 @@ import torch
 
 from scaling.cli import main
 
-NAMES = ["swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t"]
+from scaling.datadir import BENCHMARKS
+
+NAMES = [n for n, b in BENCHMARKS.items() if b.kind == "pairs"]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,6 @@ def test_eval_cli_loads_once_and_writes_table_json_csv(checkpoint, prepared, tmp
 
 def test_cli_matches_in_process_evaluate_and_suite_reuse(checkpoint, prepared, tmp_path):
     from trainer.data.tokenizer import SpeechVocab, load_tokenizer
-    from trainer.eval.benchmarks import evaluate
     from trainer.eval.suite import EvalSuite
     from trainer.model import load_model
 
@@ -83,8 +84,8 @@ def test_cli_matches_in_process_evaluate_and_suite_reuse(checkpoint, prepared, t
     tok = load_tokenizer(checkpoint)
     model = load_model(checkpoint)
     vocab = SpeechVocab.of(tok)
-    direct = evaluate(model, tok, vocab, prepared / "benchmarks", ["swuggy", "ssc"], max_items=5, norm="sum",
-                      span="continuation", batch_size=1)
+    direct = EvalSuite.from_data(prepared, ["swuggy", "ssc"], tok, vocab, max_items=5, norm="sum",
+                                 span="continuation", batch_size=1).run(model)
     assert direct == cli
     suite = EvalSuite.from_data(prepared / "benchmarks", ["swuggy", "ssc"], tok, vocab, max_items=5, norm="sum",
                                 span="continuation")
@@ -112,15 +113,94 @@ def test_bad_benchmark_name_fails_before_loading_the_model(checkpoint, prepared,
     assert count_loads == []
 
 
-def test_checkpoint_entry_for_run_records(checkpoint, prepared):
-    from trainer.data.tokenizer import SpeechVocab, load_tokenizer
-    from trainer.eval.suite import EvalSuite, checkpoint_entry
-    from trainer.model import load_model
+def test_eval_and_generate_registration_import_no_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    tok = load_tokenizer(checkpoint)
-    suite = EvalSuite.from_data(prepared / "benchmarks", ["swuggy", "tsc"], tok, SpeechVocab.of(tok), max_items=4)
-    model = load_model(checkpoint)
-    e = checkpoint_entry(suite, model, tokens=1000, flops=6e9, val_loss_speech=5.5, cooldown=True)
-    assert e == {"tokens": 1000, "flops": 6e9, "val_loss_speech": 5.5, "cooldown": True, **suite.run(model)}
-    assert set(e) >= {"swuggy", "tsc"} and all(0.0 <= e[k] <= 1.0 for k in ("swuggy", "tsc"))
-    assert checkpoint_entry(None, model, tokens=1, flops=2.0) == {"tokens": 1, "flops": 2.0}
+    root = Path(__file__).resolve().parents[1]
+    code = ("import argparse, sys; from trainer.eval import cli as e; from trainer.generate import cli as g; "
+            "p = argparse.ArgumentParser(); sub = p.add_subparsers(); e.register(sub); g.register(sub); "
+            "print([m for m in ('torch', 'transformers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env={"PYTHONPATH": str(root)})
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_submission_from_scaling_eval_scores_as_the_official_toolkit(checkpoint, tmp_path, capsys):
+    """A ZeroSpeech layout scored by the model: the submission files, fed to the official pandas steps,
+    give the accuracy and in-vocab score `scaling eval` reports."""
+    from helpers.zerospeech_official import official_from_submission
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "zr"
+    units = {}
+    rows = ["filename,id,voice,frequency,word,phones,length,correct"]
+    for i in range(12):
+        for v in ("A", "B", "C")[: 1 + i % 3]:  # 1 to 3 voices per id
+            units[f"w{i}{v}"] = rng.integers(0, 500, 6).tolist()
+            rows.append(f"w{i}{v},{i},{v},{[0, 2, 7, 40, 300][i % 5]},w,p,3,1")
+            for k in range(1 + i % 2):  # 1 or 2 non-words per id and voice
+                units[f"n{i}{v}{k}"] = rng.integers(0, 500, 6).tolist()
+                rows.append(f"n{i}{v}{k},{i},{v},,n,p,3,0")
+    (data / "swuggy").mkdir(parents=True)
+    (data / "swuggy" / "gold.csv").write_text("\n".join(rows) + "\n")
+    (data / "swuggy" / "units.jsonl").write_text("".join(json.dumps({"file_name": f"{k}.wav", "units": u}) + "\n"
+                                                         for k, u in units.items()))
+    out = tmp_path / "r.json"
+    assert main(["eval", str(checkpoint), "--data", str(data), "--benchmarks", "swuggy", "--submission",
+                 str(tmp_path / "sub"), "--json", str(out), "--resamples", "50", "--per-item", str(tmp_path / "items")]) == 0
+    with open(tmp_path / "items" / "swuggy.csv", newline="") as fh:
+        items = list(csv.DictReader(fh))
+    sub = dict(line.split(" ") for line in (tmp_path / "sub" / "lexical" / "dev.txt").read_text().splitlines())
+    for r in items:  # the submission holds the negated NLL of each pair's files
+        assert float(sub[r["file_pos"]]) == -float(r["nll_pos"]) and float(sub[r["file_neg"]]) == -float(r["nll_neg"])
+        assert r["group"] == r["id"].split("/")[0]
+    m = json.loads(out.read_text())["metrics"]["swuggy"]
+    all_, inv = official_from_submission(data / "swuggy" / "gold.csv", tmp_path / "sub" / "lexical" / "dev.txt", "lexical")
+    assert m["accuracy"] == pytest.approx(all_, abs=1e-12) and m["in_vocab"] == pytest.approx(inv, abs=1e-12)
+    assert [b["label"] for b in m["by_frequency"]] == ["oov", "1-5", "6-20", "21-100", ">100"]
+    assert "swuggy inv" in capsys.readouterr().out
+    assert main(["eval", str(checkpoint), "--data", str(data), "--benchmarks", "swuggy", "--submission",
+                 str(tmp_path / "sub2"), "--max-items", "3"]) == 2
+    assert not (tmp_path / "sub2").exists()
+
+
+@pytest.mark.parametrize("convention", ["ours", "slamkit"])
+def test_slamkit_storycloze_layouts_evaluate_without_conversion(checkpoint, tmp_path, convention):
+    rng = np.random.default_rng(1)
+
+    def units(root, names):
+        (root / "units.jsonl").write_text("".join(json.dumps({"file_name": n, "units": rng.integers(0, 500, 5).tolist()})
+                                                  + "\n" for n in names))
+
+    flat, ms, cm = tmp_path / "ssc", tmp_path / "ms_tsc", tmp_path / "cm"
+    names = []
+    flat.mkdir()
+    for i in range(3):
+        for k in ("correct", "incorrect"):
+            (flat / f"{i}_{k}.wav").write_bytes(b"")
+            names.append(f"{i}_{k}.wav")
+    units(flat, names)
+    names = []
+    for spk in ("a", "b"):
+        (ms / spk).mkdir(parents=True)
+        for i in range(2):
+            for k in ("correct", "incorrect"):
+                (ms / spk / f"{i}_{k}.wav").write_bytes(b"")
+                names.append(f"{spk}/{i}_{k}.wav")
+    units(ms, names)
+    names = []
+    cm.mkdir()
+    for b in range(4):
+        for part in ("mutual", "correct", "incorrect"):
+            (cm / f"{b}_{part}.wav").write_bytes(b"")
+            (cm / f"{b}_{part}.txt").write_text(f"the {part} part of story {b}")
+            names.append(f"{b}_{part}.wav")
+    units(cm, names)
+    out = tmp_path / "r.json"
+    assert main(["eval", str(checkpoint), "--data", str(tmp_path), "--benchmarks", "ssc,ms_tsc,cm,cm_s2t,cm_t2s,cm_t2t",
+                 "--convention", convention, "--json", str(out), "--resamples", "20"]) == 0
+    m = json.loads(out.read_text())["metrics"]
+    assert {k: v["items"] for k, v in m.items()} == {"ssc": 3, "ms_tsc": 4, "cm": 4, "cm_s2t": 4, "cm_t2s": 4, "cm_t2t": 4}
+    assert all(v["convention"] == convention and 0 <= v["accuracy"] <= 1 for v in m.values())

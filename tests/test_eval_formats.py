@@ -55,8 +55,13 @@ def test_zerospeech_syntactic_and_load_pairs_layout(tmp_path):
     d = tmp_path / "sblimp"
     d.mkdir()
     write_units(d / "tokens.jsonl", {"a.wav": [1, 2, 3], "b.wav": [4, 5], "c.wav": [6], "e.wav": [7, 8]}, repr_style=True)
+    # the official scorer pairs the k-th correct row with the k-th incorrect row: shuffled ids are refused
     write_csv(d / "gold.csv", "filename,type,subtype,correct,id",
               ["b,agr,x,0,10", "c,agr,x,1,11", "a,agr,x,1,10", "e,agr,x,0,11"])
+    with pytest.raises(ConfigError, match=r"line 3 \(id 11\) is paired with line 2 \(id 10\)"):
+        load_pairs(tmp_path, "sblimp")
+    write_csv(d / "gold.csv", "filename,type,subtype,correct,id",
+              ["b,agr,x,0,10", "a,agr,x,1,10", "c,agr,x,1,11", "e,agr,x,0,11"])
     pairs = load_pairs(tmp_path, "sblimp")
     assert [(p["id"], p["positive"][0]["units"], p["negative"][0]["units"]) for p in pairs] == \
         [("10", [1, 2, 3], [4, 5]), ("11", [6], [7, 8])]
@@ -77,11 +82,14 @@ def test_missing_files_and_bad_units_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="units file not found"):
         load_zerospeech(tmp_path / "gold.csv", tmp_path / "units.jsonl")
     write_units(tmp_path / "units.jsonl", {"a": [1, 500], "b": [2]})
-    with pytest.raises(ConfigError, match=r"a: unit 500 is outside 0..499"):
+    with pytest.raises(ConfigError, match=r"line 1 \(a\): unit 500 is outside 0..499"):
         load_zerospeech(tmp_path / "gold.csv", tmp_path / "units.jsonl")
     write_units(tmp_path / "units.jsonl", {"a": [1], "b": [2]})
     write_csv(tmp_path / "gold.csv", "filename,type,subtype,correct,id", ["a,t,s,1,7", "b,t,s,1,7"])
-    with pytest.raises(ConfigError, match=r"item 7: needs exactly one correct=1"):
+    with pytest.raises(ConfigError, match=r"2 correct=1 rows but 0 correct=0 rows"):
+        load_zerospeech(tmp_path / "gold.csv", tmp_path / "units.jsonl")
+    write_csv(tmp_path / "gold.csv", "filename,voice,frequency,correct,id", ["a,A,3,1,7", "b,A,3,1,7"])
+    with pytest.raises(ConfigError, match=r"item 7/A: needs exactly one correct=1"):
         load_zerospeech(tmp_path / "gold.csv", tmp_path / "units.jsonl")
     with pytest.raises(ConfigError, match=r"benchmark 'nope' not found"):
         load_pairs(tmp_path, "nope")
@@ -138,8 +146,13 @@ def test_storycloze_missing_text_names_the_item(tmp_path):
         fh.write(json.dumps({"id": "s3", "prompt": "s1/prompt.wav", "correct": "s1/correct.wav",
                              "incorrect": "s1/incorrect.wav"}) + "\n")
     assert len(load_pairs(tmp_path, "ssc")) == 3  # speech only: text not needed
-    with pytest.raises(ConfigError, match=r"item s3: no text for 'correct'"):
+    with pytest.raises(ConfigError, match=r"manifest.jsonl: field 'correct_text': item s3 \(line 3\): no text for 'correct'"):
         load_pairs(tmp_path, "ssc_s2t")
+    with open(root / "manifest.jsonl", "a") as fh:
+        fh.write(json.dumps({"id": "s4", "prompt": "s1/prompt.wav", "correct": "s1/correct.wav",
+                             "incorrect": "s1/incorrect.wav", "positive": []}) + "\n")
+    with pytest.raises(ConfigError, match=r"manifest.jsonl: field 'positive': line 4: key 'positive' is reserved"):
+        load_pairs(tmp_path, "ssc")
 
 
 @pytest.mark.parametrize("name,switch", [("ssc", False), ("ssc_s2t", True), ("ssc_t2s", True), ("ssc_t2t", False)])

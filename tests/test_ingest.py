@@ -110,3 +110,19 @@ def test_text_corpora(tmp_path):
     (tmp_path / "empty_features.jsonl").write_text("")
     with pytest.raises(ConfigError, match="features file is empty"):
         read_features(tmp_path / "empty_features.jsonl")
+
+
+def _utt(starts, ends, frames=100):
+    return {"id": "u", "source": "s.jsonl", "align_source": "al/u.json", "words": [f"w{k}" for k in range(len(starts))],
+            "starts": starts, "ends": ends, "durations": np.full(frames, 1)}  # 100 frames = 4 s
+
+
+def test_alignment_order_overlap_and_coverage():
+    assert check_alignment(_utt([0.0, 1.0, 2.0], [1.0, 2.0, 3.0])) == pytest.approx(0.75)  # 3 of 4 s inside words
+    assert check_alignment(_utt([0.0, 0.995], [1.0, 2.0])) == pytest.approx(0.5, abs=0.01)  # 5 ms: rounding, allowed
+    with pytest.raises(ConfigError, match="al/u.json.*overlapping words: word 1 'w1' starts at 0.9 s, before word 0 'w0' ends at 1.0 s"):
+        check_alignment(_utt([0.0, 0.9], [1.0, 2.0]))
+    with pytest.raises(ConfigError, match="al/u.json.*out of time order: word 2 'w2' starts at 0.5 s, before word 1 'w1' at 2.0 s"):
+        check_alignment(_utt([0.0, 2.0, 0.5], [1.0, 3.0, 0.6]))
+    with pytest.raises(ConfigError, match="word 'w1' spans \\[2.0, 1.5\\] s, it ends before it starts"):
+        check_alignment(_utt([0.0, 2.0], [1.0, 1.5]))

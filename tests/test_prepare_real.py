@@ -2,7 +2,6 @@
 import filecmp
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,7 +204,6 @@ def _bad_features(tmp_path, field, value):
 @pytest.mark.parametrize("case", ["unit_range", "time_range", "empty_text", "empty_features", "no_eos", "bad_tokens"])
 def test_errors_exit_2_and_write_nothing(inputs, tmp_path, capsys, case):
     out = tmp_path / "o"
-    kw = {}
     if case == "unit_range":
         args = _prepare_args(inputs, out, features=_bad_features(tmp_path, "units", 731))
         want = ["bad.jsonl", "field 'units'", "731", "line 2"]
@@ -250,12 +248,15 @@ def test_errors_exit_2_and_write_nothing(inputs, tmp_path, capsys, case):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]
 
 
-def test_failure_mid_write_keeps_previous_output(inputs, tmp_path, monkeypatch):
+def test_failure_mid_write_keeps_previous_output_and_resumes(inputs, tmp_path, monkeypatch):
+    """A failure that is not bad input (a full disk, a kill) leaves the previous output in place and the work
+    folder behind; the same call then resumes and gives what an uninterrupted run gives."""
+    kw = dict(features=EX / "features.jsonl", alignments=inputs / "al", text=inputs / "text.jsonl", tokenizer=inputs / "tok")
     out = tmp_path / "o"
-    prepare_real(out, features=EX / "features.jsonl", alignments=inputs / "al", text=inputs / "text.jsonl", tokenizer=inputs / "tok")
+    prepare_real(out, **kw)
     before = (out / "data.json").read_text()
     calls = []
-    real = shards.write_shard
+    real = shards.write_part
 
     def boom(*a):
         calls.append(a[1])
@@ -263,12 +264,16 @@ def test_failure_mid_write_keeps_previous_output(inputs, tmp_path, monkeypatch):
             raise OSError("disk full")
         return real(*a)
 
-    monkeypatch.setattr(shards, "write_shard", boom)
+    monkeypatch.setattr(shards, "write_part", boom)
     with pytest.raises(OSError):
-        prepare_real(out, features=EX / "features.jsonl", alignments=inputs / "al", text=inputs / "text.jsonl",
-                     tokenizer=inputs / "tok", seed=5)
+        prepare_real(out, seed=5, chunk=1, **kw)
     assert (out / "data.json").read_text() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".o.prepare", "o"]
+    monkeypatch.setattr(shards, "write_part", real)
+    resumed = prepare_real(out, seed=5, chunk=1, **kw)
+    clean = prepare_real(tmp_path / "clean", seed=5, chunk=1, **kw)
+    assert resumed["fingerprint"] == clean["fingerprint"] != json.loads(before)["fingerprint"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "o"]
 
 
 def test_refuses_foreign_output_folder(inputs, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scaling.rundir import RunDir
-from helpers import toy_spec as _spec, train_spec as _train
+from helpers.runs import toy_spec as _spec, train_spec as _train
 
 
 def _losses(run):

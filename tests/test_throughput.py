@@ -253,3 +253,36 @@ def test_bench_cli_rejects_published_shape_on_cpu_and_bad_variants():
     args = p.parse_args(["bench", "throughput", "--model", "nope", "--seq", "64"])
     with pytest.raises(ConfigError, match="unknown model"):
         args.func(args)
+
+
+def test_bench_gpu_runs_on_cpu_tiny(tmp_path, capsys):
+    """`scaling bench gpu --device cpu --tiny`: the GPU check's own code, on toy shapes."""
+    out = tmp_path / "gpu.json"
+    args = _parser().parse_args(["bench", "gpu", "--device", "cpu", "--tiny", "--steps", "1", "--warmup", "0", "--json", str(out)])
+    assert args.func(args) == 0
+    assert "FSDP" in capsys.readouterr().out
+    rec = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in rec["single"]}
+    assert set(rows) == {"baseline", "ckpt", "chunked", "chunked+ckpt"}  # no FlashAttention on CPU
+    assert rows["chunked+ckpt"]["activation_checkpointing"] and rows["chunked+ckpt"]["chunked_ce"]
+    assert not rows["baseline"]["activation_checkpointing"] and not rows["baseline"]["chunked_ce"]
+    # fp32 on CPU: every variant is the same objective on the same batch
+    assert max(rec["loss_agreement"].values()) <= 1e-4
+    fs = rec["fsdp"]
+    assert fs["fsdp"] and fs["activation_checkpointing"] and fs["chunked_ce"] and math.isfinite(fs["first_loss"])
+    assert math.isfinite(rec["validation"]["val_loss"]) and rec["evaluation"]["sequences"] == 16
+    assert all(r["memory_estimate_gib"] > 0 for r in rec["single"] + [fs]) and rec["finite"]
+
+
+def test_bench_gpu_refuses_published_shapes_on_cpu():
+    args = _parser().parse_args(["bench", "gpu", "--device", "cpu"])
+    with pytest.raises(ConfigError, match="--tiny"):
+        args.func(args)
+
+
+def test_bench_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, trainer.bench; assert 'torch' not in sys.modules, 'torch imported'"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

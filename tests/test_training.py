@@ -8,7 +8,7 @@ from scaling.rundir import RunDir
 from scaling.shapes import DEMO
 from scaling.spec import RunSpec, TrainConfig
 from scaling.datadir import DataDir
-from helpers import toy_spec as _spec, train_spec as _train
+from helpers.runs import toy_spec as _spec, train_spec as _train
 from trainer.model import build_model, extend_vocab
 from trainer.schedule import cosine_with_min_lr, warmup_steps
 
@@ -37,7 +37,8 @@ def test_checkpoint_reloads_with_auto_classes(prepared, tmp_path):
     from trainer.validate import val_loss, val_windows
 
     w = val_windows(DataDir.open(prepared).tokens("speech", "val"), 64, 4)
-    assert val_loss(model, w) == pytest.approx(rec["val_loss_speech"], rel=1e-5)
+    eos = tok.eos_token_id  # validation isolates documents as training does
+    assert val_loss(model, w, eos=eos) == pytest.approx(rec["val_loss_speech"], rel=1e-5)
 
 
 def test_text_lm_init_extends_vocabulary(prepared, tmp_path):
@@ -95,12 +96,25 @@ def test_same_seed_same_losses(prepared, tmp_path):
     assert a["val_loss_speech"] == b["val_loss_speech"] and a["final_train_loss"] == b["final_train_loss"]
 
 
-def test_chunked_ce_run_matches_plain_run(prepared, tmp_path):
+def test_chunked_ce_and_checkpointing_run_matches_plain_run(prepared, tmp_path):
+    """One process: chunked CE + activation checkpointing (no KV cache, checkpoint_wrapper) give the
+    plain run's losses, and the export is a plain HF folder (wrapper names gathered away)."""
     import dataclasses
+
+    from transformers import AutoModelForCausalLM
 
     spec = _spec(prepared, tokens=1024)
     _, plain = _train(tmp_path / "plain", spec)
-    chunked = dataclasses.replace(spec, train=dataclasses.replace(spec.train, chunked_ce=True))
-    _, rec = _train(tmp_path / "chunked", chunked)
+    chunked = dataclasses.replace(spec, train=dataclasses.replace(spec.train, chunked_ce=True, activation_checkpointing=True))
+    run, rec = _train(tmp_path / "chunked", chunked)
+    assert rec["effective"]["chunked_ce"] and rec["effective"]["activation_checkpointing"] and rec["effective"]["world_size"] == 1
     assert rec["final_train_loss"] == pytest.approx(plain["final_train_loss"], rel=1e-4)
     assert rec["val_loss_speech"] == pytest.approx(plain["val_loss_speech"], rel=1e-4)
+    model = AutoModelForCausalLM.from_pretrained(run.model_path)
+    assert sum(p.numel() for p in model.parameters()) == rec["params"]
+    from trainer.data.tokenizer import load_tokenizer
+    from trainer.validate import val_loss, val_windows
+
+    w = val_windows(DataDir.open(prepared).tokens("speech", "val"), 64, 4)
+    eos = load_tokenizer(run.model_path).eos_token_id
+    assert val_loss(model, w, eos=eos) == pytest.approx(rec["val_loss_speech"], rel=1e-5)  # the trained weights, all of them

@@ -217,3 +217,52 @@ def test_extract_rejects_wrong_frame_rate_and_dims(tmp_path, models, centroids):
         extract_units([A1], tmp_path / "o.jsonl", HubertExtractor(models["layer"], layer=1),
                       KMeansQuantizer(np.zeros((4, 8))), log=None)
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_extract_shards_merge_to_one_runs_file(tmp_path, models, centroids):
+    from trainer.units.extract import merge_shards, shard_output
+
+    ex = HubertExtractor(models["layer"], layer=2)
+    km = KMeansQuantizer.load(centroids)
+    import shutil
+
+    shutil.copy(A2, tmp_path / "copy.flac")
+    files = [A2, A1, str(tmp_path / "copy.flac")]  # three files: shard 0 of 2 holds two
+    whole = extract_units(files, tmp_path / "one.jsonl", ex, km, log=None)
+    assert whole["files"] == 3
+    out = tmp_path / "merged.jsonl"
+    with pytest.raises(ConfigError, match="2 shard output"):
+        merge_shards(files, out, 2)
+    assert [extract_units(files, out, ex, km, log=None, shard=(i, 2))["files"] for i in range(2)] == [2, 1]
+    assert shard_output(out, (1, 2)).name == "merged.00001-of-00002.jsonl"
+    assert merge_shards(files, out, 2) == 3
+    assert out.read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+    with pytest.raises(ConfigError, match="made from another list"):
+        merge_shards([files[1], files[0], files[2]], out, 2)
+
+
+def test_extract_output_is_locked(tmp_path, models, centroids):
+    from trainer.units.extract import locked
+
+    out = tmp_path / "f.jsonl"
+    with locked(out):
+        with pytest.raises(ConfigError, match=r"another extraction is writing this file \(lock held by pid"):
+            extract_units([A1], out, HubertExtractor(models["layer"], layer=2), KMeansQuantizer.load(centroids), log=None)
+    assert not out.exists()
+    assert extract_units([A1], out, HubertExtractor(models["layer"], layer=2), KMeansQuantizer.load(centroids), log=None)["files"] == 1
+
+
+def test_extract_from_a_datasets_folder(tmp_path, models, centroids, capsys):
+    """Audio published as a Hugging Face dataset (encoded bytes in an Audio column) gives the units of the files."""
+    datasets = pytest.importorskip("datasets")  # in the [test] extra
+    audio = [{"bytes": Path(f).read_bytes(), "path": Path(f).name} for f in (A1, A2)]
+    ds = datasets.Dataset.from_dict({"file_name": ["a/audio1.flac", "a/audio2.flac"], "audio": audio})
+    ds.cast_column("audio", datasets.Audio(decode=False)).save_to_disk(str(tmp_path / "ds"))
+    assert main(["data", "extract", str(tmp_path / "ds"), "--out", str(tmp_path / "ds.jsonl"), "--model",
+                 str(models["layer"]), "--kmeans", str(centroids), "--layer", "2"]) == 0
+    assert main(["data", "extract", str(AUDIO), "--out", str(tmp_path / "files.jsonl"), "--model", str(models["layer"]),
+                 "--kmeans", str(centroids), "--layer", "2"]) == 0
+    got = [json.loads(line) for line in (tmp_path / "ds.jsonl").read_text().splitlines()]
+    ref = [json.loads(line) for line in (tmp_path / "files.jsonl").read_text().splitlines()]
+    assert [r["file_name"] for r in got] == ["a/audio1.flac", "a/audio2.flac"]
+    assert [(r["units"], r["duration"]) for r in got] == [(r["units"], r["duration"]) for r in ref]

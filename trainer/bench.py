@@ -14,8 +14,16 @@ Variants are ``+``-joined features:
 - ``liger``: Liger's fused linear cross-entropy on CUDA when installed (else ``chunked``);
 - ``compile``: regional torch.compile of the decoder blocks;
 - ``ckpt``: activation checkpointing.
+- ``sdpa``: SDPA attention even where FlashAttention-2 is installed (to compare the two).
 Document masking (``doc_mask``, default on) applies to every variant, so the losses are the same
-objective and the first-step losses must agree.
+objective and the first-step losses must agree. Every variant is set up by the trainer's own
+``trainer.parallel.parallelize`` and scored by its one loss path (``trainer.attention.packed_inputs``
++ ``trainer.kernels.chunked_ce.lm_loss``), so what is measured is what trains.
+
+``scaling bench gpu`` is the one-command check of the scale path on a real GPU (see ``bench_gpu``);
+``--device cpu --tiny`` runs the same code on toy shapes in the test suite.
+
+torch is imported inside the functions: ``scaling --help`` and the torch-free commands never load it.
 """
 from __future__ import annotations
 
@@ -23,15 +31,14 @@ import math
 import resource
 import time
 import warnings
-from dataclasses import dataclass
-
+from dataclasses import dataclass, replace
 
 from scaling.errors import ConfigError
 from scaling.flops import flops_per_token_exact
 from scaling.shapes import DEMO, KNOWN, ModelShape, padded_vocab
 
 SPEECH_TOKENS = 502
-FEATURES = ("baseline", "chunked", "liger", "compile", "ckpt")
+FEATURES = ("baseline", "chunked", "liger", "compile", "ckpt", "sdpa")
 DEFAULT_VARIANTS = ("baseline", "chunked", "chunked+compile")
 
 
@@ -42,6 +49,7 @@ class Variant:
     liger: bool = False
     compile: bool = False
     ckpt: bool = False
+    sdpa: bool = False
 
     @property
     def baseline(self) -> bool:
@@ -56,16 +64,17 @@ def parse_variant(name: str) -> Variant:
     if "baseline" in parts and len(parts) > 1:
         raise ConfigError("'baseline' is the plain path and takes no other feature", field="variants", value=name)
     return Variant(name=name, chunked="chunked" in parts or "liger" in parts, liger="liger" in parts,
-                   compile="compile" in parts, ckpt="ckpt" in parts)
+                   compile="compile" in parts, ckpt="ckpt" in parts, sdpa="sdpa" in parts)
 
 
 def bench_vocab(shape: ModelShape) -> int:
     return padded_vocab(shape.vocab_size + SPEECH_TOKENS, 64)
 
 
-def make_batches(n: int, micro_batch: int, seq: int, vocab: int, eos: int, *, docs_per_row: int = 3, seed: int = 0) -> list[torch.Tensor]:
+def make_batches(n: int, micro_batch: int, seq: int, vocab: int, eos: int, *, docs_per_row: int = 3, seed: int = 0) -> list:
     """``n`` random [micro_batch, seq] batches, each row packed with ``docs_per_row`` eos-closed documents."""
     import torch
+
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
@@ -79,57 +88,57 @@ def make_batches(n: int, micro_batch: int, seq: int, vocab: int, eos: int, *, do
     return out
 
 
-def _peak_flops(device: torch.device) -> float | None:
+def _sync(device) -> None:
     import torch
-    if device.type != "cuda":
-        return None
-    from trainer.loop import PEAK_FLOPS
 
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-
-
-def _sync(device: torch.device) -> None:
-    import torch
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _peak_memory_gib(device: torch.device) -> tuple[float, str]:
+def _peak_memory_gib(device) -> tuple[float, str]:
     import torch
+
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30, "torch.cuda.max_memory_allocated"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "ru_maxrss (whole process, monotonic)"
 
 
-def _build(shape: ModelShape, v: Variant, seed: int, seq: int, device: torch.device, compile_backend: str):
+def _train_options(v: Variant, precision: str = "amp-bf16"):
+    from scaling.spec import TrainConfig
+
+    return TrainConfig(activation_checkpointing=v.ckpt, compile=v.compile, chunked_ce=v.chunked, precision=precision)
+
+
+def _build(shape: ModelShape, v: Variant, seed: int, seq: int, device, compile_backend: str, *, fsdp: bool = False):
     import torch
-    from trainer.kernels.chunked_ce import regional_compile
+
     from trainer.model import build_model, quiet_transformers
+    from trainer.parallel import parallelize
 
     quiet_transformers()
-    model = build_model(shape, seed, max_positions=max(4096, seq))
-    if v.baseline and model.config._attn_implementation != "sdpa":
-        model.set_attn_implementation("sdpa")
+    model = build_model(shape, seed, max_positions=max(4096, seq), attn="sdpa" if v.baseline or v.sdpa else None)
     model.to(device)
     model.train()
-    if v.ckpt:
-        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
-    compiled = regional_compile(model, backend=compile_backend) if v.compile else 0
+    model, compiled = parallelize(model, 1, _train_options(v), device=device, compile_backend=compile_backend, fsdp=fsdp)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=3e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
+                            lr=3e-4, betas=(0.9, 0.95), fused=device.type == "cuda" and not fsdp)
     return model, opt, compiled
 
 
-def bench_throughput(shape: ModelShape, *, seq: int, micro_batch: int, steps: int, warmup: int, device: str | torch.device = "cpu",
+def bench_throughput(shape: ModelShape, *, seq: int, micro_batch: int, steps: int, warmup: int, device="cpu",
                      variants=DEFAULT_VARIANTS, accumulation: int = 1, doc_mask: bool = True, seed: int = 0,
-                     chunk_size: int = 4096, compile_backend: str = "inductor", model_name: str | None = None) -> list[dict]:
-    """One record per variant: tokens/s, MFU, peak memory, first/final loss, ratios to the baseline."""
+                     chunk_size: int = 4096, compile_backend: str = "inductor", model_name: str | None = None,
+                     fsdp: bool = False, keep_model: bool = False) -> list[dict]:
+    """One record per variant: tokens/s, MFU, peak memory, first/final loss, ratios to the baseline.
+    ``fsdp``: the model under ``fully_shard`` (one process: the FSDP code path on one GPU)."""
     import torch
-    from trainer.attention import doc_inputs
+
+    from trainer.attention import packed_inputs
     from trainer.kernels.chunked_ce import lm_loss
+    from trainer.mfu import device_peak_flops, mfu
+    from trainer.model import autocast
 
     if seq < 2 or micro_batch < 1 or steps < 1 or warmup < 0 or accumulation < 1:
         raise ConfigError("need seq >= 2, micro_batch >= 1, steps >= 1, warmup >= 0, accumulation >= 1",
@@ -142,28 +151,27 @@ def bench_throughput(shape: ModelShape, *, seq: int, micro_batch: int, steps: in
     n_steps = warmup + steps
     batches = make_batches(n_steps * accumulation, micro_batch, seq, vocab, eos, seed=seed)
     fpt = flops_per_token_exact(shape, seq)
-    peak = _peak_flops(device)
-    use_amp = device.type == "cuda"
+    peak = device_peak_flops(device)
     tokens_per_step = micro_batch * seq * accumulation
     results = []
     for v in vs:
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        model, opt, compiled = _build(shape, v, seed, seq, device, compile_backend)
-        flash = model.config._attn_implementation == "flash_attention_2"
+        model, opt, compiled = _build(shape, v, seed, seq, device, compile_backend, fsdp=fsdp)
+        attn = model.config._attn_implementation
         params = list(model.parameters())
         valid = torch.ones(micro_batch, seq - 1, dtype=torch.bool, device=device)
         n_pred = valid.numel() * accumulation
         losses = []
 
-        def one_step(k: int) -> torch.Tensor:
+        def one_step(k: int):
             total = torch.zeros((), device=device)
             for a in range(accumulation):
                 ids = batches[k * accumulation + a].to(device, non_blocking=True)
-                extra = doc_inputs(ids, eos, flash=flash) if doc_mask else {}
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    s = lm_loss(model, ids, valid, extra, chunked=v.chunked, liger=v.liger, chunk_size=chunk_size)
+                ids, val, extra = packed_inputs(ids, valid, eos, attn=attn, doc_mask=doc_mask)
+                with autocast(device, "amp-bf16"):
+                    s = lm_loss(model, ids, val, extra, chunked=v.chunked, liger=v.liger, chunk_size=chunk_size)
                 (s / n_pred).backward()
                 total += s.detach()
             torch.nn.utils.clip_grad_norm_(params, 1.0)  # no .item(): no host-device sync
@@ -187,13 +195,15 @@ def bench_throughput(shape: ModelShape, *, seq: int, micro_batch: int, steps: in
             "variant": v.name, "model": model_name, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "seq": seq, "micro_batch": micro_batch, "accumulation": accumulation, "steps": steps, "warmup": warmup,
-            "doc_mask": doc_mask, "attn_implementation": model.config._attn_implementation,
+            "doc_mask": doc_mask, "attn_implementation": attn, "fsdp": fsdp,
             "chunked_ce": v.chunked, "liger": v.liger, "compiled_layers": compiled, "activation_checkpointing": v.ckpt,
             "tokens_per_step": tokens_per_step, "seconds": round(dt, 4), "warmup_seconds": round(t0 - t_compile, 4),
-            "tokens_per_s": tps, "flops_per_token": fpt, "mfu": tps * fpt / peak if peak else None,
+            "tokens_per_s": tps, "tokens_per_s_per_device": tps, "flops_per_token": fpt, "mfu": mfu(tps, fpt, 1, peak),
             "peak_memory_gib": mem, "peak_memory_source": mem_src,
             "first_loss": vals[0], "final_loss": vals[-1], "losses": vals,
         })
+        if keep_model:
+            results[-1]["_model"] = model
         del model, opt
     base = next((r for r in results if r["variant"] == "baseline"), None)
     for r in results:
@@ -219,7 +229,9 @@ def format_results(rows: list[dict]) -> str:
 
 def _cmd_throughput(args) -> int:
     import torch
+
     from scaling import atomic
+    from trainer.parallel import is_main
 
     if args.model not in KNOWN:
         raise ConfigError(f"unknown model '{args.model}'; known: {', '.join(KNOWN)}", field="model", value=args.model)
@@ -237,7 +249,7 @@ def _cmd_throughput(args) -> int:
                                 doc_mask=not args.no_doc_mask, seed=args.seed, chunk_size=args.chunk_size,
                                 compile_backend=args.compile_backend, model_name=args.model)
     print(format_results(rows))
-    if args.json:
+    if args.json and is_main():
         atomic.write_json(args.json, {"model": args.model, "seq": args.seq, "device": str(device), "results": rows})
     bad = [r["variant"] for r in rows if not all(math.isfinite(x) for x in r["losses"])]
     if bad:
@@ -265,8 +277,148 @@ def add_throughput_arguments(t) -> None:
     t.set_defaults(func=_cmd_throughput)
 
 
+# -- scaling bench gpu: the scale path on one real GPU, in one command --------------------------
+def _process_group(device) -> bool:
+    """A one-process group for FSDP on one device (when none is running); True if created here."""
+    import tempfile
+
+    import torch
+
+    if torch.distributed.is_initialized():
+        return False
+    store = torch.distributed.FileStore(tempfile.mktemp(prefix="scaling-bench-"), 1)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=0, world_size=1)
+    return True
+
+
+def _estimate(shape: ModelShape, name: str, micro_batch: int, seq: int, ckpt: bool, chunked: bool) -> float:
+    from scaling.memory import estimate
+
+    return round(estimate(shape, model=name, gpus=1, micro_batch=micro_batch, seq=seq, activation_checkpointing=ckpt,
+                          chunked_ce=chunked, overhead_gib=0.0).total_gib, 3)
+
+
+def bench_gpu(*, device="cuda", tiny: bool = False, steps: int = 4, warmup: int = 2, seed: int = 0) -> dict:
+    """The scale path on one device, everything the first GPU run needs to trust:
+
+    1. training steps of the Qwen2.5-0.5B shape with the speech vocabulary (``tiny``: toy-xs):
+       plain (SDPA, full logits) vs activation checkpointing, chunked CE, both, and SDPA vs
+       FlashAttention-2 when installed: tokens/s, MFU, peak memory next to ``scaling memory``'s
+       estimate, and the first-step loss of every variant against the plain one;
+    2. the Qwen2.5-7B width with 2 layers under FSDP (``fully_shard`` on a one-process group) with
+       checkpointing and chunked CE (``tiny``: toy-s with 2 layers);
+    3. validation (packed windows, document masks) and a few evaluation items on that FSDP model.
+    """
+    import torch
+
+    from scaling.memory import speech_shape
+    from trainer.eval.scoring import Encoded, sequence_nll
+    from trainer.model import attention_implementation
+    from trainer.validate import val_loss
+
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("no CUDA device here; use --device cpu --tiny for the CPU run of the same code", field="--device", value="cuda")
+    if tiny:
+        small_name, small, seq, mb = "toy-xs", DEMO["toy-xs"], 64, 2
+        big_name, big, big_seq, big_mb = "toy-s (2 layers)", replace(DEMO["toy-s"], num_layers=2), 64, 2
+    else:
+        small_name, seq, mb = "qwen2.5-0.5b", 2048, 4
+        small = speech_shape(small_name)
+        big_name, big_seq, big_mb = "qwen2.5-7b width, 2 layers", 2048, 2
+        big = replace(speech_shape("qwen2.5-7b"), num_layers=2)
+    variants = ["baseline", "ckpt", "chunked", "chunked+ckpt"]
+    flash = device.type == "cuda" and attention_implementation() == "flash_attention_2"
+    if flash:
+        variants.append("chunked+sdpa")  # the chunked variants above use FlashAttention-2
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = bench_throughput(small, seq=seq, micro_batch=mb, steps=steps, warmup=warmup, device=device, variants=variants,
+                                seed=seed, model_name=small_name)
+    for r in rows:
+        v = parse_variant(r["variant"])
+        r["memory_estimate_gib"] = _estimate(small.with_vocab(bench_vocab(small)), small_name, mb, seq, v.ckpt, v.chunked)
+    base = rows[0]["first_loss"]
+    created = _process_group(device)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fs = bench_throughput(big, seq=big_seq, micro_batch=big_mb, steps=steps, warmup=warmup, device=device,
+                                  variants=["chunked+ckpt"], seed=seed, model_name=big_name, fsdp=True, keep_model=True)[0]
+        model = fs.pop("_model")
+        fs["memory_estimate_gib"] = _estimate(big.with_vocab(bench_vocab(big)), big_name, big_mb, big_seq, True, True)
+        vocab = bench_vocab(big)
+        eos = vocab - SPEECH_TOKENS - 1
+        windows = torch.stack(make_batches(2, big_mb, big_seq, vocab, eos, seed=seed + 1)).reshape(-1, big_seq).numpy()
+        t = time.perf_counter()
+        vl = val_loss(model, windows, batch_size=big_mb, eos=eos, chunked=True)
+        validation = {"windows": len(windows), "seq": big_seq, "val_loss": vl, "seconds": round(time.perf_counter() - t, 3)}
+        g = torch.Generator().manual_seed(seed + 2)
+        items = [Encoded(torch.randint(0, eos, (int(n),), generator=g).tolist(), int(n) // 2)
+                 for n in torch.randint(8, max(9, big_seq // 4), (16,), generator=g)]
+        t = time.perf_counter()
+        nll = sequence_nll(model, items, batch_size=8).value("mean")
+        evaluation = {"sequences": len(items), "mean_nll": float(nll.mean()), "seconds": round(time.perf_counter() - t, 3)}
+        del model
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
+    finite = all(math.isfinite(x) for r in rows + [fs] for x in r["losses"]) and math.isfinite(vl) and math.isfinite(evaluation["mean_nll"])
+    return {
+        "device": str(device), "device_name": rows[0]["device_name"], "tiny": tiny, "flash_attention_2": flash,
+        "single": rows, "fsdp": fs, "validation": validation, "evaluation": evaluation,
+        "loss_agreement": {r["variant"]: abs(r["first_loss"] - base) for r in rows},
+        "finite": finite, "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def format_gpu(rec: dict) -> str:
+    head = (f"{'variant':<26} {'attention':<18} {'tokens/s':>11} {'MFU':>7} {'peak GiB':>9} {'est. GiB':>9} "
+            f"{'first loss':>11} {'|diff|':>9}")
+    out = [f"scaling bench gpu on {rec['device_name']} ({rec['device']}){' --tiny' if rec['tiny'] else ''}", head, "-" * len(head)]
+    for r in rec["single"] + [rec["fsdp"]]:
+        name = f"{r['variant']}{' (FSDP)' if r['fsdp'] else ''}"
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        diff = rec["loss_agreement"].get(r["variant"]) if not r["fsdp"] else None
+        out.append(f"{name:<26} {r['attn_implementation']:<18} {r['tokens_per_s']:>11.1f} {mfu:>7} {r['peak_memory_gib']:>9.3f} "
+                   f"{r['memory_estimate_gib']:>9.3f} {r['first_loss']:>11.5f} {'-' if diff is None else f'{diff:.2e}':>9}")
+    out.append(f"FSDP model ({rec['fsdp']['model']}): validation {rec['validation']['val_loss']:.4f} over "
+               f"{rec['validation']['windows']} windows in {rec['validation']['seconds']} s; evaluation "
+               f"{rec['evaluation']['sequences']} sequences in {rec['evaluation']['seconds']} s")
+    if rec["device"] == "cpu":
+        out.append("(CPU: peak memory is the process's ru_maxrss; MFU needs a known GPU)")
+    out.append(f"total {rec['seconds']} s; all losses finite: {rec['finite']}")
+    return "\n".join(out)
+
+
+def _cmd_gpu(args) -> int:
+    from scaling import atomic
+    from trainer.parallel import is_main
+
+    if args.device == "cpu" and not args.tiny:
+        raise ConfigError("the published shapes do not belong on a CPU; add --tiny", field="--device", value="cpu")
+    rec = bench_gpu(device=args.device, tiny=args.tiny, steps=args.steps, warmup=args.warmup, seed=args.seed)
+    if not is_main():
+        return 0
+    print(format_gpu(rec))
+    if args.json:
+        for r in rec["single"] + [rec["fsdp"]]:
+            r.pop("_model", None)
+        atomic.write_json(args.json, rec)
+    return 0 if rec["finite"] else 1
+
+
 def register(sub) -> None:
     b = sub.add_parser("bench", help="benchmarks of the training step")
     bsub = b.add_subparsers(dest="bench_command", required=True)
     t = bsub.add_parser("throughput", help="tokens/s, MFU and memory of the training step vs plain transformers")
     add_throughput_arguments(t)
+    g = bsub.add_parser("gpu", help="the scale path on one GPU in one command: variants, FSDP, validation, evaluation (JSON out)")
+    g.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --tiny, as the test suite runs it)")
+    g.add_argument("--tiny", action="store_true", help="toy shapes and short sequences: the same code in seconds")
+    g.add_argument("--steps", type=int, default=4, help="timed optimiser steps per variant")
+    g.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--json", help="write the record here")
+    g.set_defaults(func=_cmd_gpu)

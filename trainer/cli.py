@@ -35,6 +35,10 @@ def _cmd_train(args) -> int:
         Tracking(mode=args.wandb, group=spec.sweep, config={"sweep": spec.sweep, "arm": spec.arm, "model": spec.model,
                                                             "budget": spec.budget, "spec": spec.to_dict()}).write(run.path)
     rec = execute(run, force=args.force, echo=print, progress=not args.quiet)
+    from trainer.parallel import is_main
+
+    if not is_main():  # rank 0 alone prints and writes files
+        return 0
     print(json.dumps({k: rec[k] for k in ("run_id", "tokens", "flops", "val_loss_speech", "val_loss_text") if k in rec}, indent=2))
     if args.json:
         atomic.write_json(args.json, rec)
@@ -50,7 +54,7 @@ def _cmd_memory(args) -> int:
                           value=[args.gpus, args.micro_batch, args.seq])
     plan = estimate(speech_shape(args.model), model=args.model, gpus=args.gpus, micro_batch=args.micro_batch, seq=args.seq,
                     activation_checkpointing=not args.no_activation_checkpointing, chunked_ce=args.chunked_ce,
-                    offload=args.offload, gpu_memory_gib=args.gpu_memory)
+                    precision=args.precision, gpu_memory_gib=args.gpu_memory)
     print(format_plan(plan))
     if args.json:
         atomic.write_json(args.json, plan.to_dict())
@@ -61,6 +65,7 @@ def register(sub) -> None:
     from trainer import bench
     from trainer.data import cli as data_cli
     from trainer.eval import cli as eval_cli
+    from trainer.generate import cli as gen_cli
 
     data_cli.register(sub)
     t = sub.add_parser("train", help="train one run from a run spec (spec.yaml) or a planned run folder")
@@ -74,6 +79,7 @@ def register(sub) -> None:
     t.set_defaults(func=_cmd_train)
 
     eval_cli.register(sub)
+    gen_cli.register(sub)
     bench.register(sub)
 
     m = sub.add_parser("memory", help="estimate per-GPU memory of a training plan before launching it")
@@ -84,6 +90,7 @@ def register(sub) -> None:
     m.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (default 80, an H100)")
     m.add_argument("--no-activation-checkpointing", action="store_true")
     m.add_argument("--chunked-ce", action="store_true", help="LM head + cross-entropy in chunks (never the full logits)")
-    m.add_argument("--offload", action="store_true", help="optimizer state and master weights in host memory")
+    m.add_argument("--precision", choices=("amp-bf16", "bf16"), default="amp-bf16",
+                   help="amp-bf16: fp32 master weights and AdamW state (default); bf16: bf16 weights and state (train.precision)")
     m.add_argument("--json", help="also write the estimate as JSON")
     m.set_defaults(func=_cmd_memory)

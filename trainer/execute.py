@@ -40,6 +40,8 @@ def result_record(spec: RunSpec, summary: dict, metrics: dict, status: str = "do
         "seed": spec.seed, "steps": summary["steps"], "train_seconds": summary["train_seconds"],
         "tokens_per_s": summary["tokens_per_s"], "final_train_loss": summary["final_train_loss"],
         "tokens_per_stream": summary["tokens_per_stream"], "data_fingerprint": spec.data_fingerprint,
+        # what was in force (trainer.parallel.Applied): world size, checkpointing, compile, chunked CE, ...
+        "effective": summary.get("effective"),
         # One entry per evaluated checkpoint: periodic ones, each cooldown branch, and the end.
         "evals": summary["evals"],
     }
@@ -60,7 +62,7 @@ def _evaluator(spec: RunSpec):
 
     def run(model, tokenizer):
         if not suite:
-            suite.append(EvalSuite.from_data(Path(spec.data_dir) / "benchmarks", spec.benchmarks, tokenizer,
+            suite.append(EvalSuite.from_data(Path(spec.data_dir), spec.benchmarks, tokenizer,
                                              SpeechVocab.of(tokenizer), max_items=spec.bench_items))
         return suite[0].run(model)
 

@@ -4,8 +4,13 @@
 - schedules: cosine-with-min-lr, or warmup-stable-decay whose cooldown branches (one per budget
   in ``spec.cooldowns``) start from the stable trajectory, decay to their own budget, are
   validated/evaluated and saved under ``cooldowns/<tokens>/``, then the main run goes on;
-- gradient accumulation to the global batch, bf16 autocast on GPU with fp32 master weights;
-- document-aware attention on packed sequences;
+- gradient accumulation to the global batch; ``train.precision``: ``amp-bf16`` (bf16 autocast on
+  GPU, fp32 master weights) or ``bf16`` (bf16 weights and AdamW state);
+- one parallel set-up (trainer.parallel.parallelize: activation checkpointing, compile, FSDP2) and
+  one loss path (document-aware attention, chunked LM head) for training and validation alike;
+  what was in force is returned as ``effective`` (result.json);
+- big models start on the meta device: rank 0 alone reads (or builds) the weights and broadcasts
+  them into the sharded parameters;
 - resumable checkpoints (model, optimizer, data position, RNG): rerunning a killed run resumes
   from the newest complete checkpoint and reproduces the uninterrupted run's losses exactly;
 - a non-finite loss stops the run with a clear error; the last good checkpoint stays.
@@ -13,6 +18,7 @@
 from __future__ import annotations
 
 import math
+import random
 import resource
 import shutil
 import time
@@ -25,30 +31,25 @@ import torch
 from scaling import atomic
 from scaling.errors import ConfigError
 from scaling.flops import count_params, flops_6nd, flops_per_token_exact
+from scaling.initref import InitRef
 from scaling.rundir import RunDir
 from scaling.spec import RunSpec
 from trainer import checkpoint
-from trainer.attention import doc_inputs
+from trainer.attention import packed_inputs
 from trainer.data.mixture import Mixture
 from scaling.datadir import MIX_STREAMS, DataDir
 from trainer.data.tokenizer import SpeechVocab
-from trainer.kernels.chunked_ce import lm_loss, regional_compile
-from trainer.model import build_model, count_model_params, extend_vocab, load_model, quiet_transformers
+from trainer.kernels.chunked_ce import lm_loss
+from trainer.mfu import device_peak_flops, mfu
+from trainer.model import (autocast, build_meta, build_model, count_model_params, extend_vocab, full_state_dict, hf_config,
+                           load_config, load_model, quiet_transformers)
+from trainer.parallel import (Applied, barrier, broadcast_object, ensure_process_group, is_main, load_full_state, materialize,
+                              parallelize, plain_state_dict, world)
 from trainer.progress import ProgressLine
-from trainer.parallel import barrier, is_main, shard, world
 from trainer.schedule import cooldown_steps, cosine_with_min_lr, warmup_steps, wsd
 from trainer.validate import val_loss, val_windows
 
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}  # dense bf16
-
 Evaluator = Callable[[object, object], dict]  # (model, tokenizer) -> {metric: accuracy}
-
-
-def _peak_flops() -> float | None:
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
 def _peak_memory_gib() -> float:
@@ -62,38 +63,64 @@ def val_streams(spec: RunSpec, data: DataDir) -> list[str]:
     return ["textlm"] if "textlm" in spec.streams else [s for s in MIX_STREAMS if data.has(s, "val")]
 
 
-def resolve_init(spec: RunSpec, run: RunDir) -> Path | None:
-    if spec.init == "random":
-        return None
-    if spec.init.startswith("run:"):
-        return run.path.parent / spec.init[4:] / "model"
-    return Path(spec.init)
+def init_source(spec: RunSpec, run: RunDir) -> str | None:
+    """What ``from_pretrained`` loads for the spec's init (None: random)."""
+    ref = InitRef.parse(spec.init, source=str(run.spec_path))
+    if ref.kind == "run" and RunDir(run.path.parent / ref.value).status != "done":
+        raise ConfigError(f"initialisation run {ref.value} has not finished", source=str(run.spec_path), field="init", value=spec.init)
+    return ref.source(run.path.parent)
 
 
 def init_model(spec: RunSpec, run: RunDir, manifest: dict):
-    """Random init, or TWIST init from a text LM folder (embedding rows grown once, here)."""
-    src = resolve_init(spec, run)
+    """Random init, or TWIST init from a text LM (embedding rows grown once, here), in memory.
+    The one-process path; ``init_sharded`` is the same start for several processes."""
+    src = init_source(spec, run)
     if src is None:
         model = build_model(spec.shape, spec.seed)
     else:
-        if spec.init.startswith("run:") and RunDir(src.parent).status != "done":
-            raise ConfigError(f"initialisation run {src.parent.name} has not finished", source=str(run.spec_path), field="init", value=spec.init)
         model = load_model(src)
-        rows = model.get_input_embeddings().weight.shape[0]
-        if rows != spec.shape.vocab_size:
-            torch.manual_seed(spec.seed)
-            extend_vocab(model, spec.shape.vocab_size, real_rows=manifest["text_vocab_size"], init=spec.train.embedding_init)
-            if not spec.init.startswith("run:") and is_main() and not (run.path / "init").exists():
-                # an external text LM: keep the run's exact starting point (grown vocabulary) beside it
-                save_pretrained(model, DataDir.open(spec.data_dir, verify="none").load_tokenizer(), run.path / "init")
+        if model.get_input_embeddings().weight.shape[0] != spec.shape.vocab_size:
+            extend_vocab(model, spec.shape.vocab_size, real_rows=manifest["text_vocab_size"], init=spec.train.embedding_init,
+                         seed=spec.seed)
+    _check_params(model, spec)
+    return model
+
+
+def init_sharded(spec: RunSpec, run: RunDir, manifest: dict, device: torch.device, world_size: int):
+    """Every rank builds on the meta device and parallelizes; rank 0 alone reads the text LM's
+    safetensors (or builds the random model) and its tensors are broadcast into the shards.
+    Returns (model, compiled blocks). Equal, parameter for parameter, to ``init_model``."""
+    src = init_source(spec, run)
+    cfg = hf_config(spec.shape) if src is None else load_config(src)
+    cfg.vocab_size = spec.shape.vocab_size
+    model = build_meta(cfg)
+    if spec.train.precision == "bf16":
+        model.to(torch.bfloat16)
+    _check_params(model, spec)
+    model, compiled = parallelize(model, world_size, spec.train, device=device)
+    full = None
+    if is_main():
+        dtype = torch.bfloat16 if spec.train.precision == "bf16" else torch.float32
+        if src is None:
+            full = {k: v.to(dtype) for k, v in build_model(spec.shape, spec.seed).state_dict().items()}
+        else:
+            full = full_state_dict(src, new_rows=spec.shape.vocab_size, real_rows=manifest["text_vocab_size"],
+                                   init=spec.train.embedding_init, seed=spec.seed, dtype=dtype)
+    materialize(model, device)
+    load_full_state(model, full)
+    del full
+    return model, compiled
+
+
+def _check_params(model, spec: RunSpec) -> None:
     n = count_model_params(model)
     expected = count_params(spec.shape).total
     if n != expected:
         raise ConfigError(f"built model has {n} parameters but the shape accounts for {expected}", field="shape", value=spec.shape.to_dict())
-    return model
 
 
 def _optimizer(model, spec: RunSpec, fused: bool):
+    # with train.precision bf16 the parameters, and so AdamW's moments, are bf16 (SlamKit's setting)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": spec.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -116,9 +143,6 @@ class Progress:
 class Trainer:
     def __init__(self, run: RunDir, evaluator: Evaluator | None = None, *, progress: bool = False,
                  sink: Callable[[dict], None] | None = None):
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
-
         quiet_transformers()
         self.run, self.spec = run, run.spec()
         spec, tc = self.spec, self.spec.train
@@ -131,49 +155,53 @@ class Trainer:
             raise ConfigError(f"prepared data in {self.data_dir} (fingerprint {self.data.fingerprint}) differs from the "
                               "data this run was planned on", source=str(run.spec_path), field="data_fingerprint",
                               value=spec.data_fingerprint)
-        speech = spec.arm != "textlm"
+        speech = "textlm" not in spec.streams
         self.tokenizer = self.data.load_tokenizer(speech=speech)
         if speech:
-            SpeechVocab.of(self.tokenizer, source=str(self.data.tokenizer_dir()))
+            SpeechVocab.of(self.tokenizer, source=str(self.data.tokenizer_dir()))  # the 502 tokens are there
         if len(self.tokenizer) > spec.shape.vocab_size:
             raise ConfigError(f"the tokenizer has {len(self.tokenizer)} tokens but the model only {spec.shape.vocab_size} rows",
                               source=str(run.spec_path), field="shape.vocab_size", value=spec.shape.vocab_size)
-        val_from = val_streams(spec, self.data)
-        self.train_tokens = {s: self.data.tokens(s, "train") for s in spec.streams}
-        self.val_tokens = {s: self.data.tokens(s, "val") for s in val_from}
-        use_cuda = torch.cuda.is_available()
-        self.accelerator = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no")
-        set_seed(spec.seed)
-        model = init_model(spec, run, self.manifest)
+        train_tokens = {s: self.data.tokens(s, "train") for s in spec.streams}
+        val_tokens = {s: self.data.tokens(s, "val") for s in val_streams(spec, self.data)}
+        self.rank, self.world = world()
+        self.device = _device()
+        ensure_process_group(self.device)
+        _seed_everything(spec.seed)
         self.eos = self.tokenizer.eos_token_id
         self.T, self.B = tc.seq_len, tc.batch_size
         self.micro = tc.micro_batch_size or tc.batch_size
-        self.mixture = Mixture(self.train_tokens, spec.streams, self.T, spec.seed)
-        self.val = {s: val_windows(t, self.T, tc.val_sequences) for s, t in self.val_tokens.items()}
-        self.rank, self.world = world()
-        if self.world > 1:  # FSDP2, applied by us (accelerate would wrap the model in DDP on CPU)
-            model.to(self.accelerator.device)
-            model = shard(model, activation_checkpointing=tc.activation_checkpointing)
-            self.model, self.optimizer = model, _optimizer(model, spec, fused=False)
+        self.mixture = Mixture(train_tokens, spec.streams, self.T, spec.seed)
+        self.val = {s: val_windows(t, self.T, tc.val_sequences) for s, t in val_tokens.items()}
+        # the model: built (or read) once, then trainer.parallel.parallelize, the same for every path
+        if self.world > 1:
+            model, compiled = init_sharded(spec, run, self.manifest, self.device, self.world)
         else:
-            if tc.activation_checkpointing:
-                model.gradient_checkpointing_enable()
-            optimizer = _optimizer(model, spec, fused=use_cuda)
-            self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-            if tc.compile:
-                regional_compile(self.accelerator.unwrap_model(self.model))
-        self.raw_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
-        self.device = self.accelerator.device
-        self.flash = getattr(self.accelerator.unwrap_model(self.model).config, "_attn_implementation", "") == "flash_attention_2"
-        # calling model.model directly would skip FSDP's root pre-forward hook: chunked CE is single-process
-        self.chunked_ce = tc.chunked_ce and self.world == 1
+            model = init_model(spec, run, self.manifest)
+            if tc.precision == "bf16":
+                model.to(torch.bfloat16)
+            model.to(self.device)
+            model, compiled = parallelize(model, 1, tc, device=self.device)
+        self.model = model
+        self.optimizer = self.raw_optimizer = _optimizer(model, spec, fused=self.device.type == "cuda" and self.world == 1)
+        self.attn = model.config._attn_implementation
+        self.chunked_ce = tc.chunked_ce
+        accumulation = math.ceil(math.ceil(self.B / self.world) / self.micro)
+        self.effective = Applied(world_size=self.world, activation_checkpointing=tc.activation_checkpointing,
+                                 compile=compiled > 0, compiled_layers=compiled, chunked_ce=self.chunked_ce, attention=self.attn,
+                                 precision=tc.precision, micro_batch_size=self.micro, accumulation=accumulation,
+                                 fsdp=self.world > 1).to_dict()
+        # an external text LM: keep the run's exact starting point (grown vocabulary) beside it; the
+        # export is collective, so rank 0 decides for all (a shared filesystem may show its folder early)
+        if broadcast_object(InitRef.parse(spec.init).external and not (run.path / "init").exists() if is_main() else None):
+            self.export(run.path / "init")
         self.evaluator = evaluator
         self.sink = sink  # live mirror of metrics.jsonl (wandb), called on rank 0 after each row is written
         self.steps = spec.steps
         self.warm = warmup_steps(self.steps, tc.warmup_frac)
         self.params = count_params(spec.shape)
         self.fpt_exact = flops_per_token_exact(spec.shape, self.T)
-        self.peak = _peak_flops()
+        self.peak = device_peak_flops(self.device)  # per device; MFU divides by world x this
         self.ckpt_root = run.path / "checkpoints"
         self.ckpt_every = tc.checkpoint_every or max(1, self.steps // 10)
         self.log_every = max(1, self.steps // 50)
@@ -202,7 +230,7 @@ class Trainer:
         for i, r in enumerate(rows):
             ids[i, :len(r)] = r
             valid[i, :len(r) - 1] = True
-        extra = doc_inputs(ids, self.eos, flash=self.flash) if self.spec.train.doc_mask else {}
+        ids, valid, extra = packed_inputs(ids, valid, self.eos, attn=self.attn, doc_mask=self.spec.train.doc_mask)
         return lm_loss(self.model, ids, valid, extra, chunked=self.chunked_ce)
 
     def step(self, p: Progress, total_steps: int, limit: int) -> tuple[float, float, float]:
@@ -227,10 +255,10 @@ class Trainer:
             chunk, weight = local[k * self.micro:(k + 1) * self.micro], 1.0
             if not chunk:
                 chunk, weight = rows[:1], 0.0
-            with self.accelerator.autocast():
+            with autocast(self.device, self.spec.train.precision):
                 s = self._loss_sum(chunk) * weight
             # FSDP averages gradients over ranks, hence x world: the step's loss is sum / n_pred
-            self.accelerator.backward(s * (self.world / n_pred))
+            (s * (self.world / n_pred)).backward()
             total += s.detach()
         if self.world > 1:
             torch.distributed.all_reduce(total)
@@ -253,23 +281,29 @@ class Trainer:
 
     # -- evaluation -----------------------------------------------------------------------
     def validate(self) -> dict:
-        return {f"val_loss_{'text' if s == 'textlm' else s}": val_loss(self.model, w) for s, w in self.val.items()}
+        tc = self.spec.train
+        return {f"val_loss_{'text' if s == 'textlm' else s}":
+                # always the chunked head: without gradients it is the same loss, never [tokens, vocab] fp32 logits
+                val_loss(self.model, w, batch_size=self.micro, eos=self.eos if tc.doc_mask else None, chunked=True,
+                         precision=tc.precision)
+                for s, w in self.val.items()}
 
     def evaluate(self, tokens: int, kind: str) -> dict:
         entry = {"kind": kind, "tokens": tokens, "flops": flops_6nd(self.params.total, tokens), **self.validate()}
         if self.evaluator is not None:
-            entry.update(self.evaluator(self.accelerator.unwrap_model(self.model), self.tokenizer))
+            entry.update(self.evaluator(self.model, self.tokenizer))
         self.model.train()
         return entry
 
     # -- the run --------------------------------------------------------------------------
     def _resume(self) -> Progress:
-        ckpt = checkpoint.latest(self.ckpt_root)
+        # rank 0 chooses and broadcasts: ranks on a network filesystem cannot disagree
+        ckpt = broadcast_object(checkpoint.latest(self.ckpt_root) if is_main() else None)
         if ckpt is None:
             if is_main():
                 self.run.metrics_path.unlink(missing_ok=True)
             return Progress()
-        st = checkpoint.load(ckpt, self.accelerator.unwrap_model(self.model), self.raw_optimizer)
+        st = checkpoint.load(ckpt, self.model, self.raw_optimizer)
         p = Progress(step=st["step"], tokens=st["tokens"], seq_pos=st["seq_pos"], evals=st["evals"])
         done = set(self.cooldown_records())
         keep = [r for r in self.run.metrics() if r.get("at", 0) < p.step or (r.get("at") == p.step and "branch" not in r)
@@ -291,7 +325,7 @@ class Trainer:
         return out
 
     def _save(self, p: Progress) -> Path:
-        return checkpoint.save(self.ckpt_root, self.accelerator.unwrap_model(self.model), self.raw_optimizer, p.to_dict())
+        return checkpoint.save(self.ckpt_root, self.model, self.raw_optimizer, p.to_dict())
 
     def _log(self, row: dict) -> None:
         if is_main():
@@ -301,15 +335,17 @@ class Trainer:
 
     def export(self, out: Path) -> None:
         """The HF-format folder (config, safetensors, tokenizer); gathered to rank 0 when sharded."""
-        model = self.accelerator.unwrap_model(self.model)
-        if self.world > 1:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        model = self.model
+        if self.world > 1 or self.spec.train.activation_checkpointing or self.spec.train.compile:
+            # sharded or wrapped: gather the plain names and tensors, rank 0 writes a plain HF model
             from transformers import AutoModelForCausalLM
 
-            msd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            msd = plain_state_dict(model)
             if is_main():
-                plain = AutoModelForCausalLM.from_config(model.config)
-                plain.load_state_dict(msd)
+                with torch.device("meta"):
+                    plain = AutoModelForCausalLM.from_config(model.config)
+                plain.load_state_dict(msd, assign=True, strict=False)
+                plain.tie_weights()
                 save_pretrained(plain, self.tokenizer, out)
             barrier()
         else:
@@ -317,9 +353,10 @@ class Trainer:
 
     def _log_step(self, p: Progress, lr, loss, gnorm, t_last, tok_last, branch=None, at=None) -> tuple[float, int]:
         now = time.time()
-        tps = (p.tokens - tok_last) / max(now - t_last, 1e-9)
+        tps = (p.tokens - tok_last) / max(now - t_last, 1e-9)  # global: all ranks together
         row = {"step": p.step, "tokens": p.tokens, "flops": flops_6nd(self.params.total, p.tokens), "lr": lr, "loss": loss,
-               "grad_norm": gnorm, "tokens_per_s": round(tps, 1), "mfu": (tps * self.fpt_exact / self.peak) if self.peak else None,
+               "grad_norm": gnorm, "tokens_per_s": round(tps, 1), "tokens_per_s_per_device": round(tps / self.world, 1),
+               "mfu": mfu(tps, self.fpt_exact, self.world, self.peak),
                "peak_memory_gib": round(_peak_memory_gib(), 3), "at": p.step if at is None else at}
         if branch is not None:
             row["branch"] = branch
@@ -329,7 +366,7 @@ class Trainer:
     def _cooldown(self, p: Progress, budget: int, n_steps: int) -> None:
         """Run one cooldown branch from the current state, record it, then restore the state."""
         start = p.step
-        ckpt = checkpoint.latest(self.ckpt_root)
+        ckpt = broadcast_object(checkpoint.latest(self.ckpt_root) if is_main() else None)
         if ckpt is None or ckpt.name != f"step_{start:08d}":
             ckpt = self._save(p)
         b = Progress(step=p.step, tokens=p.tokens, seq_pos=p.seq_pos)
@@ -345,7 +382,7 @@ class Trainer:
             atomic.write_json(out / "record.json", entry)
         self._log({**entry, "branch": budget, "at": start})
         barrier()
-        checkpoint.load(ckpt, self.accelerator.unwrap_model(self.model), self.raw_optimizer)
+        checkpoint.load(ckpt, self.model, self.raw_optimizer)
         self.model.train()
 
     def train(self) -> dict:
@@ -355,8 +392,8 @@ class Trainer:
         t_last, tok_last = t_start, p.tokens
         self.model.train()
         last_loss = float("nan")
-        self.progress.start(p.tokens)
         done = set(self.cooldown_records())
+        self.progress.start(p.tokens)
         while p.step < self.steps:
             for c, n, s0 in self.branches:
                 if s0 == p.step and c not in done:
@@ -384,6 +421,7 @@ class Trainer:
         return {
             "steps": self.steps, "tokens": p.tokens, "train_seconds": round(train_seconds, 2),
             "tokens_per_s": round(p.tokens / max(train_seconds, 1e-9), 1), "final_train_loss": last_loss,
+            "effective": self.effective,
             "tokens_per_stream": self.mixture.tokens_per_stream(),
             "metrics": {k: v for k, v in final.items() if k not in ("kind", "tokens", "flops") and not k.startswith("val_loss_")},
             **{k: v for k, v in final.items() if k.startswith("val_loss_")},
@@ -397,7 +435,25 @@ def train_run(run: RunDir, evaluator: Evaluator | None = None, *, progress: bool
     returns (summary, trained model, tokenizer). ``sink(row)`` also receives every metrics row (rank 0)."""
     t = Trainer(run, evaluator, progress=progress, sink=sink)
     summary = t.train()
-    return summary, t.accelerator.unwrap_model(t.model), t.tokenizer
+    return summary, t.model, t.tokenizer
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        import os
+
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def save_pretrained(model, tokenizer, out: Path) -> None:

@@ -2,6 +2,15 @@
 
 All models are plain transformers classes (Qwen2ForCausalLM / LlamaForCausalLM), so every
 checkpoint loads with AutoModelForCausalLM alone.
+
+Every model built or loaded here has ``use_cache=False`` in its config: training, validation and
+evaluation never want a KV cache, and with activation checkpointing a recomputed layer would
+write its keys/values into the cache a second time (a shape error on the first backward).
+
+Big models without big hosts (``build_meta`` + ``full_state_dict``): every rank builds the model
+on the meta device (no memory), it is sharded, and only rank 0 reads the text LM's safetensors
+(file by file) and grows its embedding rows; ``trainer.parallel.load_full_state`` then
+broadcasts the tensors into the sharded parameters, one at a time.
 """
 from __future__ import annotations
 
@@ -12,13 +21,15 @@ import torch
 from scaling.errors import ConfigError
 from scaling.shapes import ModelShape
 
+PRECISIONS = ("amp-bf16", "bf16")
+
 
 def hf_config(shape: ModelShape, max_positions: int = 4096):
     common = dict(
         vocab_size=shape.vocab_size, hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
         num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
         num_key_value_heads=shape.num_kv_heads, max_position_embeddings=max_positions,
-        tie_word_embeddings=shape.tie_embeddings, rms_norm_eps=1e-6,
+        tie_word_embeddings=shape.tie_embeddings, rms_norm_eps=1e-6, use_cache=False,
     )
     if shape.family == "qwen2":
         from transformers import Qwen2Config
@@ -32,7 +43,8 @@ def hf_config(shape: ModelShape, max_positions: int = 4096):
 
 
 def attention_implementation() -> str:
-    """FlashAttention-2 (varlen for packed documents) on a GPU that has it, else SDPA."""
+    """FlashAttention-2 on a GPU that has it (packed documents go in as one row with restarting
+    position ids, see trainer.attention), else SDPA with a block-diagonal mask."""
     if torch.cuda.is_available():
         import importlib.util
 
@@ -41,16 +53,45 @@ def attention_implementation() -> str:
     return "sdpa"
 
 
-def build_model(shape: ModelShape, seed: int, max_positions: int = 4096):
+def no_cache(model):
+    """No KV cache, at the source: the config every forward reads."""
+    model.config.use_cache = False
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        gen.use_cache = False
+    return model
+
+
+def build_model(shape: ModelShape, seed: int, max_positions: int = 4096, *, attn: str | None = None):
     """A randomly initialised decoder of the given shape (deterministic in ``seed``)."""
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(seed)
-    cfg = hf_config(shape, max_positions)
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attention_implementation())
     if shape.family == "qwen2" and shape.qkv_bias is False:
         raise ConfigError("Qwen2 always has q/k/v biases", field="shape.qkv_bias", value=False)
-    return model
+    torch.manual_seed(seed)
+    cfg = hf_config(shape, max_positions)
+    return no_cache(AutoModelForCausalLM.from_config(cfg, attn_implementation=attn or attention_implementation()))
+
+
+def build_meta(config, *, attn: str | None = None):
+    """The model of ``config`` on the meta device: shapes only, no memory, no initialisation."""
+    from transformers import AutoModelForCausalLM
+
+    config = type(config).from_dict(config.to_dict())
+    config.use_cache = False
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn or attention_implementation())
+    return no_cache(model)
+
+
+def init_buffers(model, device) -> None:
+    """Recompute the non-persistent buffers (rotary frequencies) after ``to_empty``: they are not
+    in any state dict, so a meta-built model has garbage there until this runs."""
+    for name, m in model.named_modules():
+        if hasattr(m, "inv_freq") and "inv_freq" in m._buffers:
+            fresh = type(m)(config=m.config)
+            for b, v in fresh.named_buffers(recurse=False):
+                getattr(m, b).copy_(v.to(device))
 
 
 def quiet_transformers() -> None:
@@ -61,44 +102,123 @@ def quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
-def load_model(path: str | Path):
+def resolve_source(source: str | Path, *, field: str = "init") -> Path:
+    """A local Hugging Face folder for ``source``: the folder itself, or a hub id's snapshot in the
+    local HF cache. Never downloads: without a cached copy the error says how to fetch it first."""
+    path = Path(source)
+    if (path / "config.json").is_file():
+        return path
+    from scaling.initref import InitRef
+
+    ref = InitRef.parse(str(source), field=field)
+    if ref.kind != "hub":
+        raise ConfigError("not a Hugging Face model folder (no config.json)", source=str(path), field=field, value=str(source))
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(ref.value, local_files_only=True, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except Exception as e:  # noqa: BLE001 - any miss in the local cache: the same advice
+        raise ConfigError(
+            f"hub model '{ref.value}' is not in the local Hugging Face cache and runs never download "
+            f"({type(e).__name__}); fetch it beforehand on a machine with network: "
+            f"`huggingface-cli download {ref.value}` (same HF_HOME as the run), or set init to a local folder",
+            field=field, value=ref.value) from None
+
+
+def load_model(path: str | Path, *, attn: str | None = None, dtype=torch.float32):
+    """A text LM from a local folder or a cached hub id (fp32 master weights by default)."""
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
+    src = resolve_source(path)
+    return no_cache(AutoModelForCausalLM.from_pretrained(str(src), attn_implementation=attn or attention_implementation(), dtype=dtype))
 
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ConfigError("not a Hugging Face model folder (no config.json)", source=str(path))
-    return AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="sdpa", dtype=torch.float32)
+
+def load_config(path: str | Path):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(resolve_source(path)))
+
+
+def grown_rows(weight: torch.Tensor, new_rows: int, real_rows: int, init: str, *, seed: int, std: float) -> torch.Tensor:
+    """``weight`` [old, d] grown to [new_rows, d]; rows from ``real_rows`` on (padding in the text LM
+    and the new ones) re-initialised: ``mean`` of the real rows (Hewitt 2021: the new tokens start
+    near the average probability) or ``normal`` (std, from a generator seeded with ``seed``).
+    The one growth rule of every init path (in-memory model or safetensors on rank 0)."""
+    old, d = weight.shape
+    if real_rows > old or new_rows < old:
+        raise ConfigError(f"cannot grow {old} embedding rows to {new_rows} from {real_rows} real rows", field="vocab_size", value=new_rows)
+    out = torch.empty(new_rows, d, dtype=weight.dtype, device=weight.device)
+    out[:real_rows] = weight[:real_rows]
+    if init == "mean":
+        out[real_rows:] = weight[:real_rows].mean(dim=0, keepdim=True)
+    elif init == "normal":
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        out[real_rows:] = torch.empty(new_rows - real_rows, d, dtype=torch.float32).normal_(0.0, std, generator=g).to(out)
+    else:
+        raise ConfigError("unknown embedding init; use 'mean' or 'normal'", field="embedding_init", value=init)
+    return out
 
 
 @torch.no_grad()
-def extend_vocab(model, new_rows: int, real_rows: int, init: str = "mean") -> None:
-    """Resize the embeddings to ``new_rows`` and initialise every row from ``real_rows`` on.
-
-    ``real_rows`` is the text tokenizer's size: rows beyond it are padding in the text LM
-    and are re-initialised too. ``init``: ``mean`` (mean of the real rows, Hewitt 2021: keeps
-    the new tokens' initial probabilities close to the average), or ``normal`` (the model's
-    initializer range).
-    """
-    old = model.get_input_embeddings().weight.shape[0]
-    if real_rows > old or new_rows < old:
-        raise ConfigError(f"cannot grow {old} embedding rows to {new_rows} from {real_rows} real rows", field="vocab_size", value=new_rows)
-    model.resize_token_embeddings(new_rows, mean_resizing=False)
-    mats = [model.get_input_embeddings().weight]
+def extend_vocab(model, new_rows: int, real_rows: int, init: str = "mean", *, seed: int = 0) -> None:
+    """Resize the embeddings to ``new_rows`` and initialise every row from ``real_rows`` on
+    (``real_rows`` is the text tokenizer's size: rows beyond it are padding in the text LM)."""
+    emb = model.get_input_embeddings()
     out = model.get_output_embeddings()
-    if out is not None and out.weight.data_ptr() != mats[0].data_ptr():
-        mats.append(out.weight)
-    for w in mats:
-        if init == "mean":
-            w[real_rows:] = w[:real_rows].mean(dim=0, keepdim=True)
-        elif init == "normal":
-            w[real_rows:].normal_(0.0, model.config.initializer_range)
+    tied = out is not None and out.weight is emb.weight
+    std = model.config.initializer_range
+    grown = grown_rows(emb.weight, new_rows, real_rows, init, seed=seed, std=std)
+    new_emb = torch.nn.Embedding(new_rows, grown.shape[1], dtype=grown.dtype, device=grown.device)
+    new_emb.weight.copy_(grown)
+    model.set_input_embeddings(new_emb)
+    if out is not None:
+        if tied:
+            out.weight = new_emb.weight
         else:
-            raise ConfigError("unknown embedding init; use 'mean' or 'normal'", field="embedding_init", value=init)
+            w = grown_rows(out.weight, new_rows, real_rows, init, seed=seed + 1, std=std)
+            out.weight = torch.nn.Parameter(w)
+            out.out_features = new_rows
     model.config.vocab_size = new_rows
+
+
+def full_state_dict(source: str | Path, *, new_rows: int, real_rows: int, init: str, seed: int, dtype=torch.float32) -> dict:
+    """The text LM's weights read from its safetensors files (one file at a time), with the
+    embedding rows grown exactly as ``extend_vocab`` grows them. Rank 0 calls this; nothing is
+    built, so host memory is one copy of the weights."""
+    from safetensors import safe_open
+
+    src = resolve_source(source)
+    cfg = load_config(src)
+    files = sorted(src.glob("*.safetensors"))
+    if not files:
+        raise ConfigError("no *.safetensors weights in the model folder", source=str(src))
+    sd = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            for k in fh.keys():
+                sd[k] = fh.get_tensor(k).to(dtype)
+    std = cfg.initializer_range
+    emb_key, head_key = "model.embed_tokens.weight", "lm_head.weight"
+    sd[emb_key] = grown_rows(sd[emb_key], new_rows, real_rows, init, seed=seed, std=std)
+    if cfg.tie_word_embeddings:
+        sd.pop(head_key, None)
+        sd[head_key] = sd[emb_key]
+    else:
+        sd[head_key] = grown_rows(sd[head_key], new_rows, real_rows, init, seed=seed + 1, std=std)
+    return sd
 
 
 def count_model_params(model) -> int:
     """All distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def autocast(device: torch.device, precision: str = "amp-bf16"):
+    """The compute context of every forward: bf16 autocast on GPU with fp32 master weights
+    (``amp-bf16``); nothing for ``bf16`` weights (already bf16) or on CPU (exact fp32)."""
+    import contextlib
+
+    if torch.device(device).type == "cuda" and precision == "amp-bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,9 +1,18 @@
-"""Validation loss per stream on fixed held-out windows."""
+"""Validation loss per stream on fixed held-out windows, by the training loss path.
+
+The windows are packed like training sequences, so validation uses what training uses
+(``trainer.attention.packed_inputs``: document masks and restarting positions for the model's
+attention implementation; ``trainer.kernels.chunked_ce.lm_loss``: the chunked LM head, never the
+[tokens, vocab] float32 logits). With several processes each rank takes every world-th batch
+(all ranks run the same number of forwards, as FSDP's collectives need) and the sums are
+all-reduced.
+"""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def val_windows(tokens: np.ndarray, seq_len: int, n: int) -> np.ndarray:
@@ -16,16 +25,33 @@ def val_windows(tokens: np.ndarray, seq_len: int, n: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def val_loss(model, windows: np.ndarray, batch_size: int = 16) -> float:
-    """Mean next-token NLL (nats per predicted token)."""
+def val_loss(model, windows: np.ndarray, batch_size: int = 16, *, eos: int | None = None, chunked: bool = True,
+             precision: str = "amp-bf16") -> float:
+    """Mean next-token NLL (nats per predicted token); ``eos`` given: documents isolated as in training."""
+    from trainer.attention import packed_inputs
+    from trainer.kernels.chunked_ce import lm_loss
+    from trainer.model import autocast
+    from trainer.parallel import all_reduce_sum, world
+
+    rank, n_ranks = world() if torch.distributed.is_initialized() else (0, 1)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for b in range(0, len(windows), batch_size):
-        ids = torch.from_numpy(windows[b:b + batch_size]).to(device)
-        logits = model(input_ids=ids).logits.float()
-        total += F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum").item()
-        count += ids[:, 1:].numel()
-    model.train(was_training)
-    return total / count
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")
+    batches = [windows[b:b + batch_size] for b in range(0, len(windows), batch_size)]
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed NLL, predicted tokens
+    try:
+        for k in range(math.ceil(len(batches) / n_ranks)):
+            j = k * n_ranks + rank
+            ids = torch.from_numpy(batches[min(j, len(batches) - 1)]).to(device)
+            valid = torch.ones(ids.shape[0], ids.shape[1] - 1, dtype=torch.bool, device=device)
+            ids, valid, extra = packed_inputs(ids, valid, -1 if eos is None else eos, attn=attn, doc_mask=eos is not None)
+            with autocast(device, precision):
+                s = lm_loss(model, ids, valid, extra, chunked=chunked)
+            if j < len(batches):  # a rank past the end ran a padding forward for the collectives
+                sums[0] += s.double()
+                sums[1] += valid.sum()
+    finally:
+        model.train(was_training)
+    all_reduce_sum(sums)
+    return float(sums[0] / sums[1])

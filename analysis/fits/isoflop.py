@@ -1,17 +1,26 @@
 """Chinchilla approach 2: per-budget minimum of loss over N, then N_opt ~ C^a and D_opt ~ C^b.
 
 ``method="parabola"`` (Hoffmann et al.): a parabola in x = ln N per budget; its vertex gives
-N_opt and D_opt = C / (6 N_opt). A vertex outside the sampled range of N is kept but flagged
-(``extrapolated``). The parabola is symmetric in ln N while the true isoFLOP curve is not, so it
-is biased on wide or one-sided grids.
+N_opt and D_opt = C / (6 N_opt). A vertex outside the sampled range of N is an extrapolation of
+the parabola, not a measured minimum: it is flagged (``extrapolated``) and, unless
+``keep_extrapolated``, left out of the N_opt and D_opt power laws (``excluded``). The parabola is
+symmetric in ln N while the true isoFLOP curve is not, so it is biased on wide or one-sided grids.
 
 ``method="powersum"`` (the less biased alternative): along an isoFLOP line, D = C / 6N turns
 L = E + A/N^alpha + B/D^beta into L_C(N) = E_C + P_C N^-alpha + Q_C N^beta, exactly. We fit that
 form to every budget at once with exponents (alpha, beta) shared across budgets and (E_C, P_C,
 Q_C) free per budget: for fixed exponents the per-budget coefficients are linear least squares
 (variable projection), and the two exponents are found by a grid then Nelder-Mead. The minimum is
-closed-form, N_opt = (alpha P_C / (beta Q_C))^(1/(alpha+beta)). It needs the same 3 sizes per budget
-as the parabola and has no symmetry bias when the law holds.
+closed-form, N_opt = (alpha P_C / (beta Q_C))^(1/(alpha+beta)). With three sizes a budget's three
+coefficients fit its points exactly for any exponents, so the exponents (and the minima) would be
+arbitrary: budgets with fewer than 4 sizes are skipped. It has no symmetry bias when the law holds.
+
+Uncertainty: ``se`` holds the least-squares standard errors of the exponents a and b of the
+N_opt and D_opt power laws (NaN with two budgets); ``bootstrap`` > 0 adds percentile intervals
+(``ci``) from a residual bootstrap over runs: each run keeps its (C, N) and gets its budget's
+fitted loss plus a residual drawn from all runs' residuals, and the whole fit is repeated. (Drawing
+runs with replacement inside a budget of 5 sizes leaves fewer than 3 distinct sizes in a fifth of
+the draws, and the intervals it gave were meaningless.)
 """
 from __future__ import annotations
 
@@ -22,7 +31,7 @@ import numpy as np
 
 from scaling.errors import ConfigError
 
-from .powerlaw import PowerLawFit, fit_powerlaw
+from .powerlaw import fit_powerlaw
 
 
 @dataclass
@@ -38,7 +47,8 @@ class BudgetMinimum:
     n_max: float  # largest sampled N
     n_sizes: int
     extrapolated: bool
-    form: str = "parabola"  # "powersum": coef = [E_C, P_C, Q_C, alpha, beta, N_ref], N in units of N_ref
+    form: str = "parabola"
+    excluded: bool = False  # left out of the N_opt / D_opt power laws (an extrapolated vertex)  # "powersum": coef = [E_C, P_C, Q_C, alpha, beta, N_ref], N in units of N_ref
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +77,9 @@ class IsoflopFit:
     r2_d: float
     skipped: dict = field(default_factory=dict)  # budget -> reason
     method: str = "parabola"
-    ci: dict = field(default_factory=dict)  # "a", "b" -> [low, high] (bootstrap over runs within budgets)
+    ci: dict = field(default_factory=dict)  # "a", "b" -> [low, high] (residual bootstrap over runs)
+    se: dict = field(default_factory=dict)  # "a", "b" -> least-squares standard error of the exponent
+    bootstrap: dict = field(default_factory=dict)  # method, n_resamples, n_used, sd of a and b
 
     def n_opt(self, C):
         return self.k_n * np.asarray(C, dtype=float) ** self.a
@@ -78,19 +90,30 @@ class IsoflopFit:
     def to_dict(self) -> dict:
         return {"a": self.a, "b": self.b, "k_n": self.k_n, "k_d": self.k_d, "r2_n": self.r2_n,
                 "r2_d": self.r2_d, "minima": [m.to_dict() for m in self.minima],
-                "skipped": {str(k): v for k, v in self.skipped.items()}, "method": self.method, "ci": self.ci}
+                "skipped": {str(k): v for k, v in self.skipped.items()}, "method": self.method, "ci": self.ci,
+                "se": self.se, "bootstrap": self.bootstrap}
 
     @classmethod
     def from_dict(cls, d: dict) -> "IsoflopFit":
         return cls(minima=[BudgetMinimum(**m) for m in d["minima"]], a=float(d["a"]), b=float(d["b"]),
                    k_n=float(d["k_n"]), k_d=float(d["k_d"]), r2_n=float(d["r2_n"]), r2_d=float(d["r2_d"]),
-                   skipped=dict(d.get("skipped", {})), method=d.get("method", "parabola"), ci=dict(d.get("ci", {})))
+                   skipped=dict(d.get("skipped", {})), method=d.get("method", "parabola"), ci=dict(d.get("ci", {})),
+                   se=dict(d.get("se", {})), bootstrap=dict(d.get("bootstrap", {})))
 
     def summary(self) -> str:
-        lines = [f"isoFLOP fit ({self.method}): N_opt = {self.k_n:.4g} C^{self.a:.4f}   D_opt = {self.k_d:.4g} C^{self.b:.4f}",
+        def unc(k):
+            se = self.se.get(k)
+            ci = self.ci.get(k)
+            return ((f" (se {se:.3g})" if se is not None and np.isfinite(se) else "")
+                    + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+
+        lines = [f"isoFLOP fit ({self.method}): N_opt = {self.k_n:.4g} C^{self.a:.4f}{unc('a')}   "
+                 f"D_opt = {self.k_d:.4g} C^{self.b:.4f}{unc('b')}",
                  f"{'budget':>10} {'N_opt':>10} {'D_opt':>10} {'L_min':>8} {'sizes':>5}  note"]
+        if self.ci:
+            lines.insert(1, f"(intervals: 95% residual bootstrap over runs, {self.bootstrap.get('n_used')} resamples)")
         for m in self.minima:
-            note = "outside sampled N" if m.extrapolated else ""
+            note = ("outside sampled N, excluded from the fit" if m.excluded else "outside sampled N") if m.extrapolated else ""
             lines.append(f"{m.budget:>10.3g} {m.n_opt:>10.3g} {m.d_opt:>10.3g} {m.loss_min:>8.4f} {m.n_sizes:>5}  {note}")
         for bud, why in self.skipped.items():
             lines.append(f"{float(bud):>10.3g} skipped: {why}")
@@ -163,13 +186,25 @@ def powersum_minima(groups) -> tuple[list, dict]:
     return minima, skipped
 
 
+def _slope_se(x, y) -> float:
+    """Least-squares standard error of the slope of log y on log x (NaN with fewer than 3 points)."""
+    lx, ly = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
+    if lx.size < 3:
+        return math.nan
+    p = np.polyfit(lx, ly, 1)
+    resid = ly - np.polyval(p, lx)
+    sxx = float(np.sum((lx - lx.mean()) ** 2))
+    return float(math.sqrt(np.sum(resid ** 2) / (lx.size - 2) / sxx)) if sxx > 0 else math.nan
+
+
 def fit_isoflop(budget, params, tokens, loss, *, method: str = "parabola", bootstrap: int = 0,
-                seed: int = 0, level: float = 0.95) -> IsoflopFit:
+                seed: int = 0, level: float = 0.95, keep_extrapolated: bool = False) -> IsoflopFit:
     """Approach 2 over runs grouped by their nominal ``budget``.
 
     ``method``: "parabola" (Hoffmann) or "powersum" (less biased; see the module docstring).
-    ``bootstrap`` > 0 resamples runs within each budget that many times and stores percentile
-    intervals of a and b in ``ci`` (resamples that lose a budget's minimum are skipped).
+    Minima outside the sampled sizes of their budget are flagged and, unless ``keep_extrapolated``,
+    left out of the N_opt and D_opt power laws. ``bootstrap`` > 0: that many residual-bootstrap
+    resamples over runs, percentile intervals of a and b in ``ci`` (see the module docstring).
 
     ``tokens`` is accepted for symmetry and validation; D_opt uses C / (6 N_opt) with C the budget.
     """
@@ -185,27 +220,38 @@ def fit_isoflop(budget, params, tokens, loss, *, method: str = "parabola", boots
     if np.unique(C[ok]).size < 2:
         raise ConfigError(f"isoFLOP needs at least two budgets, got {np.unique(C[ok]).size} "
                           "(a single budget has no compute trend to fit)")
-    minima, skipped = _minima(C[ok], N[ok], L[ok], method)
-    if len(minima) < 2:
+    C, N, L = C[ok], N[ok], L[ok]
+    minima, skipped = _minima(C, N, L, method)
+    for m in minima:
+        m.excluded = bool(m.extrapolated and not keep_extrapolated)
+    used = [m for m in minima if not m.excluded]
+    if len(used) < 2:
         detail = "; ".join(f"{b:.3g}: {w}" for b, w in skipped.items())
-        raise ConfigError(f"isoFLOP needs at least two budgets with a parabola minimum, got {len(minima)}"
+        n_out = sum(m.excluded for m in minima)
+        raise ConfigError(f"isoFLOP needs at least two budgets with a minimum inside their sampled sizes, got {len(used)}"
+                          + (f" ({n_out} minima outside the sampled sizes were excluded; keep_extrapolated / "
+                             "--keep-extrapolated keeps them)" if n_out else "")
                           + (f" (skipped {detail})" if detail else ""))
-    cs = [m.budget for m in minima]
-    pn = fit_powerlaw(cs, [m.n_opt for m in minima], name="isoFLOP N_opt")
-    pd_ = fit_powerlaw(cs, [m.d_opt for m in minima], name="isoFLOP D_opt")
+    cs = [m.budget for m in used]
+    pn = fit_powerlaw(cs, [m.n_opt for m in used], name="isoFLOP N_opt")
+    pd_ = fit_powerlaw(cs, [m.d_opt for m in used], name="isoFLOP D_opt")
     fit = IsoflopFit(minima=minima, a=pn.p, b=pd_.p, k_n=pn.k, k_d=pd_.k, r2_n=pn.r2, r2_d=pd_.r2, skipped=skipped,
-                     method=method)
+                     method=method, se={"a": _slope_se(cs, [m.n_opt for m in used]),
+                                        "b": _slope_se(cs, [m.d_opt for m in used])})
     if bootstrap:
-        fit.ci = _bootstrap_exponents(C[ok], N[ok], L[ok], method, bootstrap, seed, level)
+        fit.ci, fit.bootstrap = _bootstrap_exponents(C, N, L, minima, method, bootstrap, seed, level, keep_extrapolated)
     return fit
 
 
 def _minima(C, N, L, method):
+    need = 4 if method == "powersum" else 3
     minima, skipped, groups = [], {}, []
     for c in np.unique(C):
         sel = C == c
-        if np.unique(N[sel]).size < 3:
-            skipped[float(c)] = f"needs at least 3 model sizes, has {np.unique(N[sel]).size}"
+        n_sizes = np.unique(N[sel]).size
+        if n_sizes < need:
+            why = " (with 3, the power-sum curve fits any exponents exactly)" if method == "powersum" else ""
+            skipped[float(c)] = f"needs at least {need} model sizes, has {n_sizes}{why}"
             continue
         if method == "powersum":
             groups.append((c, N[sel], L[sel]))
@@ -220,20 +266,29 @@ def _minima(C, N, L, method):
     return sorted(minima, key=lambda m: m.budget), skipped
 
 
-def _bootstrap_exponents(C, N, L, method, n_resamples, seed, level) -> dict:
+def _bootstrap_exponents(C, N, L, minima, method, n_resamples, seed, level, keep_extrapolated):
+    """Residual bootstrap over runs: fitted curve + resampled residual per run, the whole fit repeated."""
+    by_budget = {m.budget: m for m in minima}
+    fitted = np.array([by_budget[c].curve([n])[0] if c in by_budget else np.nan for c, n in zip(C, N)])
+    has = np.isfinite(fitted)
+    resid = (L - fitted)[has]
+    if resid.size < 2:
+        return {}, {}
     rng = np.random.default_rng(seed)
-    idx_by_c = [np.flatnonzero(C == c) for c in np.unique(C)]
     a_s, b_s = [], []
     for _ in range(int(n_resamples)):
-        pick = np.concatenate([rng.choice(ix, ix.size) for ix in idx_by_c])
-        minima, _ = _minima(C[pick], N[pick], L[pick], method)
-        if len(minima) < 2:
+        Lr = fitted[has] + resid[rng.integers(0, resid.size, resid.size)]
+        ms, _ = _minima(C[has], N[has], Lr, method)
+        ms = [m for m in ms if keep_extrapolated or not m.extrapolated]
+        if len(ms) < 2:
             continue
-        cs = np.log([m.budget for m in minima])
-        a_s.append(np.polyfit(cs, np.log([m.n_opt for m in minima]), 1)[0])
-        b_s.append(np.polyfit(cs, np.log([m.d_opt for m in minima]), 1)[0])
+        cs = np.log([m.budget for m in ms])
+        a_s.append(np.polyfit(cs, np.log([m.n_opt for m in ms]), 1)[0])
+        b_s.append(np.polyfit(cs, np.log([m.d_opt for m in ms]), 1)[0])
     if len(a_s) < 2:
-        return {}
+        return {}, {}
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    return {"a": [float(v) for v in np.percentile(a_s, q)], "b": [float(v) for v in np.percentile(b_s, q)],
-            "n_resamples": len(a_s)}
+    ci = {"a": [float(v) for v in np.percentile(a_s, q)], "b": [float(v) for v in np.percentile(b_s, q)]}
+    info = {"method": "residual", "n_resamples": int(n_resamples), "n_used": len(a_s), "level": float(level),
+            "sd": {"a": float(np.std(a_s, ddof=1)), "b": float(np.std(b_s, ddof=1))}}
+    return ci, info

@@ -16,13 +16,13 @@ from __future__ import annotations
 import random
 from typing import Callable, Iterable
 
-from scaling.datadir import BENCHMARK_NAMES
+from scaling.datadir import PAIR_BENCHMARKS
 from scaling.datadir import BENCHMARKS as REGISTRY
 
 from .speech import phonemes, render
 from .stories import Story, lexicon, make_story, norm, sblimp_violation
 
-BENCHMARKS = BENCHMARK_NAMES  # every benchmark of the registry (scaling.datadir) has a synthetic builder
+BENCHMARKS = PAIR_BENCHMARKS  # every pair benchmark of the registry (scaling.datadir) has a synthetic builder
 
 _VOWELS = "aeiou"
 _CONSONANTS = "bcdfghjklmnprstvwyz"

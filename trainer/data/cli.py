@@ -37,27 +37,84 @@ def _print_data_summary(data: dict) -> None:
 
 def _cmd_data_extract(args) -> int:
     from scaling.errors import ConfigError
-    from trainer.units.extract import extract_units, list_audio
-    from trainer.units.hubert import HubertExtractor
-    from trainer.units.kmeans import KMeansQuantizer
+    from trainer.units.extract import dataset_audio, is_dataset, list_audio, merge_shards
 
+    if args.merge:
+        files = dataset_audio(args.audio)[0] if is_dataset(args.audio) else list_audio(args.audio)
+        n = args.merge
+        if n < 1:
+            raise ConfigError("must be the number of shards (>= 1)", field="merge", value=n)
+        print(f"{merge_shards(files, args.out, n)} lines from {n} shards merged into {args.out}")
+        return 0
     if not args.kmeans:
         raise ConfigError("no k-means centroids given: pass --kmeans FILE (.npy, .safetensors or a weights-only .pt "
                           "holding an array [K, D])", field="kmeans")
-    files = list_audio(args.audio)
-    quantizer = KMeansQuantizer.load(args.kmeans)
-    extractor = HubertExtractor(args.model, layer=args.layer, device=args.device)
-    res = extract_units(files, args.out, extractor, quantizer, batch_seconds=args.batch_seconds)
-    print(f"{res['files']} files extracted, {res['skipped']} already done, {res['seconds']} s -> {args.out}")
+    settings = dict(model=args.model, kmeans=args.kmeans, layer=args.layer, device=args.device,
+                    batch_seconds=args.batch_seconds)
+    if args.submit:
+        from trainer.data.launch import launch_extract
+
+        launch_extract(args.audio, args.out, settings, shards=args.array, executor=args.submit, wait=not args.no_wait,
+                       timeout_min=args.timeout_min)
+        return 0
+    from trainer.data.launch import run_extract
+
+    res = run_extract(args.audio, args.out, settings, shard=_parse_shard(args.shard))
+    print(f"{res['files']} files extracted, {res['skipped']} already done, {res['seconds']} s -> {res['out']}")
     return 0
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    from scaling.errors import ConfigError
+
+    if text is None:
+        return None
+    i, sep, n = text.partition("/")
+    if not (sep and i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise ConfigError("must be i/N with 0 <= i < N (e.g. 3/16)", field="shard", value=text)
+    return int(i), int(n)
+
+
+def _parse_weights(items) -> dict[str, float]:
+    from scaling.errors import ConfigError
+
+    out = {}
+    for item in items or []:
+        name, sep, w = item.partition("=")
+        try:
+            out[name] = float(w)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ConfigError("must be NAME=WEIGHT (a source name and a number)", field="weight", value=item)
+    return out
+
+
+def _prepare_kwargs(args) -> dict:
+    return dict(features=args.features, tokenizer=args.tokenizer, text=args.text, alignments=args.alignments,
+                seed=args.seed, val_fraction=args.val_fraction, ratio=args.ratio, lam=args.poisson_lambda,
+                weights=_parse_weights(args.weight), dedup=args.dedup, max_unaligned=args.max_unaligned,
+                chunk=args.chunk, workers=args.workers)
 
 
 def _cmd_data_prepare(args) -> int:
     from trainer.data.prepare_real import prepare_real
 
-    data = prepare_real(args.out, features=args.features, tokenizer=args.tokenizer, text=args.text,
-                        alignments=args.alignments, seed=args.seed, val_fraction=args.val_fraction,
-                        ratio=args.ratio, lam=args.poisson_lambda)
+    if args.submit:
+        from trainer.data.launch import launch_prepare
+
+        res = launch_prepare(args.out, _prepare_kwargs(args), shards=args.array, executor=args.submit,
+                             wait=not args.no_wait, timeout_min=args.timeout_min)
+        if "manifest" not in res:
+            return 0
+        data = res["manifest"]
+    else:
+        shard = _parse_shard(args.shard)
+        data = prepare_real(args.out, shard=shard, merge_only=args.merge, **_prepare_kwargs(args))
+        if shard is not None:
+            print(f"shard {data['shard']}: {data['items_run']} work item(s) written to {data['work']}; when every "
+                  f"shard has finished, run the same command with --merge instead of --shard")
+            return 0
     fr = data["speech_fractions"]["train"]
     print(f"speech: {fr['utterances']} utterances, {fr['aligned_utterances']} with word alignments, {fr['words']} words")
     if "interleaved" not in data["streams"]:
@@ -65,6 +122,11 @@ def _cmd_data_prepare(args) -> int:
     if "text" not in data["streams"]:
         print("text: no stream (no --text)")
     _print_data_summary(data)
+    for name, src in (data.get("sources") or {}).items():
+        shares = ", ".join(f"{k} {v:.1%}" for k, v in src["share"].items() if k.endswith("_train"))
+        dropped = f", {src['dropped_duplicates']} duplicates dropped" if src["dropped_duplicates"] else ""
+        print(f"source {name} ({src['kind']}, weight {src['weight']:g}): {src['train']:,} train / {src['val']:,} val "
+              f"records{dropped}; share of train tokens: {shares}")
     mix = data.get("mixture") or {}
     if mix:
         print("equal-token mix, document sampling ratios: "
@@ -86,19 +148,44 @@ def register(sub) -> None:
     s.set_defaults(func=_cmd_data_synth)
 
     e = dsub.add_parser("extract", help="HuBERT units from audio: features.jsonl (SlamKit schema), resumable")
-    e.add_argument("audio", metavar="AUDIO_DIR_OR_LIST", help="a folder of audio files or a text file with one path per line")
+    e.add_argument("audio", metavar="AUDIO_DIR_OR_LIST", help="a folder of audio files, a text file with one path per line, or a "
+                   "datasets folder (save_to_disk) with an 'audio' column")
     e.add_argument("--out", required=True, help="features.jsonl to write (appended; files already in it are skipped)")
     e.add_argument("--model", default="slprl/mhubert-base-25hz", help="HubertModel folder (save_pretrained) or cached hub id")
     e.add_argument("--kmeans", help="centroids [K, D]: .npy, .safetensors or weights-only .pt")
     e.add_argument("--layer", type=int, default=11)
     e.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio seconds per batch")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--shard", metavar="i/N", help="extract files i, i+N, ... into OUT's <stem>.<i>-of-<N> file")
+    e.add_argument("--merge", type=int, metavar="N", help="interleave the N shard files back into OUT (list order)")
+    e.add_argument("--submit", choices=("slurm", "local"), help="run --array shards as a submitit job array, then merge")
+    e.add_argument("--array", type=int, default=8, help="array tasks for --submit")
+    e.add_argument("--no-wait", action="store_true", help="with --submit: return after submitting (merge later)")
+    e.add_argument("--timeout-min", type=int, default=24 * 60, help="with --submit: per-task time limit")
     e.set_defaults(func=_cmd_data_extract)
 
-    p = dsub.add_parser("prepare", help="tokenise and pack a real corpus into shards + data.json")
-    p.add_argument("--features", required=True, help="SlamKit features.jsonl / tokens.jsonl, or our speech JSONL")
+    p = dsub.add_parser("prepare", help="tokenise and pack a real corpus into shards + data.json (streaming, resumable)")
+    p.add_argument("--features", required=True, action="append", metavar="[NAME=]INPUT",
+                   help="speech units: SlamKit features.jsonl / tokens.jsonl, our speech JSONL, a folder of JSONL, "
+                        "parquet, a datasets save_to_disk folder, or hf:NAME[#SPLIT] (streamed); repeat for several "
+                        "sources (a mixture), named NAME=INPUT")
     p.add_argument("--alignments", help="folder of <stem>.json with aligned_text, or a JSONL with file_name + aligned_text")
-    p.add_argument("--text", help="text corpus: .jsonl with 'text', .txt (one document per line), or a folder")
+    p.add_argument("--text", action="append", metavar="[NAME=]INPUT",
+                   help="text corpus: .jsonl with 'text', .txt (one document per line), parquet, a datasets folder, "
+                        "hf:NAME[#SPLIT], or a folder of .jsonl/.txt; repeatable")
+    p.add_argument("--weight", action="append", metavar="NAME=W",
+                   help="a source's weight: each training document of it is used W times (2 doubles, 0.5 keeps half)")
+    p.add_argument("--dedup", action="store_true", help="drop repeated utterance ids (keeping the first) instead of failing")
+    p.add_argument("--max-unaligned", type=float, default=0.5,
+                   help="warn when aligned utterances have more than this share of their audio outside aligned words")
+    p.add_argument("--workers", type=int, default=1, help="processes on this machine")
+    p.add_argument("--chunk", type=int, default=2000, help="records per work item (the unit of resuming and sharding)")
+    p.add_argument("--shard", metavar="i/N", help="process work items k %% N == i only (one machine of N); then --merge")
+    p.add_argument("--merge", action="store_true", help="index the items every --shard job wrote and write data.json")
+    p.add_argument("--submit", choices=("slurm", "local"), help="run --array shards as a submitit job array, then merge")
+    p.add_argument("--array", type=int, default=8, help="array tasks for --submit")
+    p.add_argument("--no-wait", action="store_true", help="with --submit: return after submitting (merge later)")
+    p.add_argument("--timeout-min", type=int, default=24 * 60, help="with --submit: per-task time limit")
     p.add_argument("--tokenizer", required=True, help="the text LM's tokenizer folder; the 502 speech tokens are added to a copy")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)

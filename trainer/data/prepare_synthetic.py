@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 
 from scaling.datadir import MANIFEST, SPEECH_TOKENIZER, SPLITS, TEXT_TOKENIZER, make_manifest, vocab_block, vocab_sha, write_manifest
 from scaling.errors import ConfigError
@@ -91,6 +90,7 @@ def prepare_corpus(data_dir: str | Path, *, vocab_size: int = 512, seed: int = 0
         seed=seed, tokens=counts, fingerprint=fp, vocab=vocab_block(text_vocab, vocab.size, vocab.unit_offset),
         tokenizer_sha={TEXT_TOKENIZER: text_sha, SPEECH_TOKENIZER: vocab_sha(tok.get_vocab())},
         interleave={"ratio": ratio, "poisson_lambda": lam}, speech_fractions=fractions,
-        mixture=mixture_report(counts), source={"corpus": "synthetic", "vocab_size": vocab_size}, prepare_seconds=round(time.time() - t0, 2))
+        mixture=mixture_report(counts), source={"corpus": "synthetic", "vocab_size": vocab_size},
+        prepare_seconds=round(time.time() - t0, 2), format=1)  # single-file shards: the demo's fingerprint stays
     write_manifest(data_dir, manifest)
     return manifest

@@ -1,5 +1,8 @@
 """Token shards: the one writer of ``shards/`` (names and the reader are in :mod:`scaling.datadir`).
 
+:func:`write_shard` / :func:`pack` write format-1 single files (the synthetic builder, whose fingerprint
+must not change); :func:`write_part` / :func:`index_stream` write the numbered parts of format 2.
+
 One flat int32 token stream per (stream, split), documents separated by eos, with the document start
 offsets beside it. Training windows of any length are cut from the flat stream at load time
 (packing), so one preparation serves every context length.
@@ -11,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import atomic
-from scaling.datadir import SPLITS, STREAMS, fingerprint, shard_name, shard_sha256
+from scaling.datadir import SPLITS, STREAMS, fingerprint, shard_name, shard_sha256, stream_sha256
 from scaling.errors import ConfigError
 
 
@@ -51,3 +54,23 @@ def pack(shard_dir: Path, build, seed: int) -> tuple[dict, dict, str]:
             counts[shard_name(stream, split)] = info
             shas.append(info["sha256"])
     return counts, stats, fingerprint(shas)
+
+
+def write_part(shard_dir: Path, stream: str, split: str, part: str, docs) -> dict | None:
+    """Write one numbered part of a format-2 stream (``shards/<stream>_<split>/<part>.npy`` + ``.docs.npy``);
+    returns its index entry ``{"name", "tokens", "documents", "sha256"}``, or None for no documents."""
+    if not docs:
+        return None
+    folder = shard_dir / shard_name(stream, split)
+    lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+    flat = np.concatenate([np.asarray(d, dtype=np.int32) for d in docs])
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    atomic.write_with(folder / f"{part}.npy", lambda p: _save(p, flat))
+    atomic.write_with(folder / f"{part}.docs.npy", lambda p: _save(p, offsets))
+    return {"name": part, "tokens": int(flat.size), "documents": int(len(docs)), "sha256": shard_sha256(flat)}
+
+
+def index_stream(parts: list[dict]) -> dict:
+    """The data.json entry of a format-2 stream from its parts (in reading order)."""
+    return {"tokens": sum(p["tokens"] for p in parts), "documents": sum(p["documents"] for p in parts),
+            "sha256": stream_sha256([p["sha256"] for p in parts]), "parts": parts}

@@ -15,7 +15,14 @@ from trainer.data.tokenizer import SpeechVocab
 
 
 def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
-    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    """Token ids without special tokens; a fast tokenizer's Rust backend directly (what ``tokenizer(texts)``
+    calls, without building a BatchEncoding)."""
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
 def _units(u: dict) -> np.ndarray:
@@ -77,6 +84,9 @@ def build_streams(text_docs: list[str], utts: list[dict], tokenizer, vocab: Spee
         "speech_word_fraction": speech_words / max(words, 1),
         "speech_token_fraction": speech_tok / max(all_tok, 1),
         "words": words,
+        "speech_words": speech_words,  # the raw counts, so fractions of several parts can be combined
+        "speech_tokens": speech_tok,
+        "tokens": all_tok,
         "aligned_utterances": len(aligned),
         "utterances": len(utts),
     }

@@ -34,7 +34,8 @@ def train_text_tokenizer(texts: Iterable[str], vocab_size: int = 512):
 
 def add_speech_tokens(tokenizer) -> None:
     """Append the 502 speech-text tokens (once; idempotent)."""
-    missing = [t for t in (*UNIT_TOKENS, SPEECH_MARK, TEXT_MARK) if t not in tokenizer.get_vocab()]
+    vocab = tokenizer.get_vocab()  # once: building it costs milliseconds on a large vocabulary
+    missing = [t for t in (*UNIT_TOKENS, SPEECH_MARK, TEXT_MARK) if t not in vocab]
     if missing:
         tokenizer.add_tokens(missing)
 

@@ -1,30 +1,39 @@
-"""Benchmark files and the evaluation of a model on them.
+"""Finding a benchmark by name and loading its pairs, whichever layout holds it.
 
-The synthetic benchmarks are JSONL files, one pair per line:
-``{"id": str, "positive": [segment, ...], "negative": [segment, ...]}`` with segments
+The synthetic benchmarks are pair files of the registry (``scaling.datadir.BENCHMARKS``), one pair
+per line: ``{"id": str, "positive": [segment, ...], "negative": [segment, ...]}`` with segments
 ``{"modality": "speech", "units": [...]}`` or ``{"modality": "text", "text": "..."}``.
-The published layouts (ZeroSpeech gold.csv, spoken StoryCloze) load into the same pair list
+The published layouts (ZeroSpeech gold.csv, StoryCloze folders) load into the same pair list
 (see ``trainer.eval.formats``). Pairs are matched by their explicit id, never by file order.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from scaling.datadir import BENCHMARK_NAMES, BENCHMARKS, MANIFEST, DataDir
 from scaling.errors import ConfigError
 from scaling.jsonl import iter_jsonl
-from trainer.eval.formats import find_units, load_storycloze, load_zerospeech, split_cross_modal
+from trainer.eval.formats import RESERVED, check_segments, find_units, load_storycloze, load_zerospeech, split_cross_modal
 
-SYNTHETIC = ("swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t")
 # The published default is mean NLL over the whole sequence for every benchmark.
 DEFAULT_SCORING = {"norm": "mean", "span": "whole"}
+
+
+def _check_pair_segments(row: dict, path: Path, line: int) -> None:
+    for member in ("positive", "negative"):
+        check_segments(row[member], source=str(path), where=f"line {line} (id {row['id']})", field=member)
 
 
 def load_benchmark(path: Path, max_items: int | None = None) -> list[dict]:
     path = Path(path)
     items, seen = [], set()
-    for _, row in iter_jsonl(path, what="benchmark file", required=("id", "positive", "negative")):
+    for line, row in iter_jsonl(path, what="benchmark file", required=("id", "positive", "negative")):
         if row["id"] in seen:
-            raise ConfigError("duplicate pair id", source=str(path), field="id", value=row["id"])
+            raise ConfigError(f"line {line}: duplicate pair id", source=str(path), field="id", value=row["id"])
+        _check_pair_segments(row, path, line)
+        for k in RESERVED[2:]:
+            if k in row:
+                raise ConfigError(f"line {line}: key {k!r} is reserved for the loaders", source=str(path), field=k)
         seen.add(row["id"])
         items.append(row)
     if not items:
@@ -32,35 +41,40 @@ def load_benchmark(path: Path, max_items: int | None = None) -> list[dict]:
     return items[:max_items] if max_items else items
 
 
+def pair_file(root: str | Path, name: str) -> Path | None:
+    """The pair file of ``name``: through the data folder when ``root`` is one (``data.json``), else
+    ``<root>/benchmarks/<name>.jsonl`` or ``<root>/<name>.jsonl`` (a benchmarks folder of its own)."""
+    root = Path(root)
+    if (root / MANIFEST).is_file():
+        f = DataDir.open(root, verify="none").benchmark_file(name)
+        return f if f.is_file() else None
+    for f in (root / "benchmarks" / f"{name}.jsonl", root / f"{name}.jsonl"):
+        if f.is_file():
+            return f
+    return None
+
+
 def load_pairs(data_dir: str | Path, name: str, max_items: int | None = None) -> list[dict]:
     """The pairs of benchmark ``name`` under ``data_dir``, whichever layout holds it, first found:
 
-    1. ``<data>/benchmarks/<name>.jsonl`` or ``<data>/<name>.jsonl`` (synthetic pair files);
+    1. the registry's pair file (``benchmarks/<name>.jsonl`` of a data folder, or ``<name>.jsonl``);
     2. ``<data>/<name>/gold.csv`` + a units file beside it (ZeroSpeech sWUGGY / sBLIMP);
-    3. ``<data>/<base>/`` a StoryCloze folder (``manifest.jsonl`` or item folders) + units file, where
+    3. ``<data>/<base>/`` a StoryCloze folder (any layout of ``trainer.eval.formats``) + units file, where
        ``name`` = ``<base>[_s2s|_s2t|_t2s|_t2t]`` picks the prompt -> ending modalities (default S->S).
     """
     data = Path(data_dir)
-    for f in (data / "benchmarks" / f"{name}.jsonl", data / f"{name}.jsonl"):
-        if f.is_file():
-            return load_benchmark(f, max_items)
-    if (data / name / "gold.csv").is_file():
-        pairs = load_zerospeech(data / name / "gold.csv", find_units(data / name))
-    else:
-        base, prompt, ending = split_cross_modal(name)
-        root = data / base
-        if not root.is_dir():
-            raise ConfigError(f"benchmark {name!r} not found: looked for benchmarks/{name}.jsonl, {name}.jsonl, "
-                              f"{name}/gold.csv and the StoryCloze folder {base}/", source=str(data))
-        pairs = load_storycloze(root, prompt=prompt, ending=ending)
-    return pairs[:max_items] if max_items else pairs
-
-
-def evaluate(model, tokenizer, vocab, bench_dir: str | Path, names, *, max_items: int | None = None,
-             norm: str = "mean", span: str = "whole", batch_size: int = 32) -> dict[str, float]:
-    """Accuracy per benchmark (the model is loaded once by the caller and reused for all)."""
-    from trainer.eval.suite import EvalSuite
-
-    suite = EvalSuite.from_data(bench_dir, list(names), tokenizer, vocab, max_items=max_items,
-                                norm=norm, span=span, batch_size=batch_size)
-    return suite.run(model)
+    f = pair_file(data, name)
+    if f is not None:
+        return load_benchmark(f, max_items)
+    for root in (data, data / "benchmarks"):
+        if (root / name / "gold.csv").is_file():
+            pairs = load_zerospeech(root / name / "gold.csv", find_units(root / name))
+            return pairs[:max_items] if max_items else pairs
+    base, prompt, ending = split_cross_modal(name)
+    for root in (data, data / "benchmarks"):
+        if (root / base).is_dir():
+            pairs = load_storycloze(root / base, prompt=prompt, ending=ending)
+            return pairs[:max_items] if max_items else pairs
+    hint = f" (the registry's: {list(BENCHMARK_NAMES)})" if name not in BENCHMARKS else ""
+    raise ConfigError(f"benchmark {name!r} not found{hint}: looked for benchmarks/{name}.jsonl, {name}.jsonl, "
+                      f"{name}/gold.csv and the StoryCloze folder {base}/", source=str(data))

@@ -4,15 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def bench_root(data: str | Path) -> Path:
-    """The folder holding the benchmarks: ``<data>/benchmarks`` when it exists, else ``<data>``."""
-    data = Path(data)
-    return data / "benchmarks" if (data / "benchmarks").is_dir() else data
-
-
 def run_eval(checkpoint: str | Path, data: str | Path, names: list[str], *, max_items: int | None = None,
-             norm: str = "mean", span: str = "whole", batch_size: int = 32, n_resamples: int = 1000, seed: int = 0):
-    """Load the checkpoint once, score every benchmark; returns {name: MetricResult}."""
+             norm: str = "mean", span: str = "whole", batch_size: int = 32, n_resamples: int = 1000, seed: int = 0,
+             convention: str = "ours"):
+    """Load the checkpoint once, score every pair benchmark; returns {name: MetricResult}."""
     import torch
 
     from scaling.errors import ConfigError
@@ -28,8 +23,8 @@ def run_eval(checkpoint: str | Path, data: str | Path, names: list[str], *, max_
     tok = load_tokenizer(ckpt)
     vocab = SpeechVocab.of(tok, source=str(ckpt))
     # encode (and so validate) every benchmark before the model is loaded
-    suite = EvalSuite.from_data(bench_root(data), names, tok, vocab, max_items=max_items, norm=norm, span=span,
-                                batch_size=batch_size)
+    suite = EvalSuite.from_data(data, names, tok, vocab, max_items=max_items, norm=norm, span=span,
+                                batch_size=batch_size, convention=convention)
     model = model_mod.load_model(ckpt)
     emb = model.get_input_embeddings().weight.shape[0]
     if emb < vocab.size:
@@ -40,20 +35,54 @@ def run_eval(checkpoint: str | Path, data: str | Path, names: list[str], *, max_
     return suite.run_detailed(model, n_resamples=n_resamples, seed=seed)
 
 
+def write_submissions(results, out_dir: str | Path, *, split: str = "dev") -> list[Path]:
+    """The official ZeroSpeech submission files of the ZeroSpeech results among ``results``."""
+    from trainer.eval.zerospeech import submission_lines, write_submission
+
+    written = []
+    for name, r in results.items():
+        if r.task is None:
+            continue
+        # a log-probability: higher = more likely (the scored value is an NLL)
+        scores = submission_lines(r.files, -r.nll_pos, -r.nll_neg, source=name)
+        written.append(write_submission(out_dir, r.task, scores, split=split))
+    return written
+
+
 def _cmd_eval(args) -> int:
     from scaling import atomic
+    from scaling.errors import ConfigError
     from trainer.eval.results import format_table, results_json
 
     names = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
-    res = run_eval(args.checkpoint, args.data, names, max_items=args.max_items, norm=args.norm, span=args.span,
-                   batch_size=args.batch_size, n_resamples=args.resamples, seed=args.seed)
-    print(format_table(res))
+    if args.submission and args.max_items:
+        raise ConfigError("a submission must score every file of the set; drop --max-items", field="--submission")
+    gen = [n for n in names if n == "genppl"]
+    pairs = [n for n in names if n != "genppl"]
+    res = run_eval(args.checkpoint, args.data, pairs, max_items=args.max_items, norm=args.norm, span=args.span,
+                   batch_size=args.batch_size, n_resamples=args.resamples, seed=args.seed,
+                   convention=args.convention) if pairs else {}
+    if args.submission:
+        if not any(r.task for r in res.values()):
+            raise ConfigError("no ZeroSpeech benchmark (a folder with gold.csv) among --benchmarks", field="--submission")
+        for f in write_submissions(res, args.submission, split=args.submission_set):
+            print(f"wrote {f}")
+    meta = dict(checkpoint=str(args.checkpoint), norm=args.norm, span=args.span, resamples=args.resamples,
+                seed=args.seed, convention=args.convention)
+    summary = results_json(res, **meta)
+    if res:
+        print(format_table(res))
+    if gen:
+        from trainer.generate.genppl import genppl_from_args
+
+        g = genppl_from_args(args)
+        print(g.format())
+        summary["metrics"]["genppl"] = g.summary()
     if args.per_item:
         for name, r in res.items():
             r.write_csv(Path(args.per_item) / f"{name}.csv")
     if args.json:
-        atomic.write_json(args.json, results_json(res, checkpoint=str(args.checkpoint), norm=args.norm,
-                                                  span=args.span, resamples=args.resamples, seed=args.seed))
+        atomic.write_json(args.json, summary)
     return 0
 
 
@@ -67,12 +96,21 @@ def _positive(s: str) -> int:
 
 
 def register(sub) -> None:
-    e = sub.add_parser("eval", help="evaluate a checkpoint on likelihood benchmarks")
+    from scaling.datadir import BENCHMARK_NAMES, DEFAULT_BENCHMARKS
+    from trainer.generate import cli as gen_cli
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on likelihood benchmarks (and GenPPL)")
     e.add_argument("checkpoint", help="a model folder (config.json, safetensors, tokenizer with the speech tokens)")
-    e.add_argument("--benchmarks", default="swuggy,sblimp,ssc,tsc",
-                   help="comma-separated names: synthetic files, ZeroSpeech folders (<name>/gold.csv) or StoryCloze "
-                        "folders (<name>[_s2t|_t2s|_t2t])")
-    e.add_argument("--data", required=True, help="data folder holding benchmarks/ (or that folder itself)")
+    e.add_argument("--benchmarks", default=",".join(DEFAULT_BENCHMARKS),
+                   help=f"comma-separated names: the registry's {list(BENCHMARK_NAMES)}, ZeroSpeech folders "
+                        "(<name>/gold.csv) or StoryCloze folders (<name>[_s2t|_t2s|_t2t], any layout in the README); "
+                        "genppl generates and needs --prompts, --vocoder, --asr, --text-lm")
+    e.add_argument("--data", default=".", help="data folder (data.json + benchmarks/) or a folder of benchmarks")
+    e.add_argument("--convention", choices=["ours", "slamkit"], default="ours",
+                   help="how items become tokens (README: scoring conventions); slamkit reproduces SlamKit's encoding")
+    e.add_argument("--submission", metavar="DIR", help="write the official ZeroSpeech sLM21 submission files "
+                                                      "(DIR/lexical/<set>.txt, DIR/syntactic/<set>.txt)")
+    e.add_argument("--submission-set", choices=["dev", "test"], default="dev")
     e.add_argument("--max-items", type=_positive, default=None, help="first N pairs per benchmark")
     e.add_argument("--norm", choices=["mean", "sum"], default="mean", help="NLL normalisation (published default: mean)")
     e.add_argument("--span", choices=["whole", "continuation"], default="whole",
@@ -83,4 +121,6 @@ def register(sub) -> None:
     e.add_argument("--per-item", metavar="DIR", help="write DIR/<metric>.csv: id, nll_pos, nll_neg, n_tokens_pos, "
                                                       "n_tokens_neg, score")
     e.add_argument("--json", help="write the summary (accuracy, 95%% CI, items per metric) as JSON")
+    gen_cli.add_generation_args(e, required=False)
+    gen_cli.add_genppl_args(e)
     e.set_defaults(func=_cmd_eval)

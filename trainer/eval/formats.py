@@ -2,24 +2,33 @@
 
 Every loader returns the in-memory pair list the synthetic benchmarks use:
 ``[{"id", "positive": [segment, ...], "negative": [segment, ...], ...extra keys}]``.
-Pairs always come from an explicit id, never from file order.
+Pairs always come from an explicit id or file name, never from the order of a directory listing.
 
 - Units file (``units.jsonl``, SlamKit's ``features.jsonl`` / ``tokens.jsonl``): one line per audio
   file, ``{"file_name": ..., "units": [...]}`` or ``{"file_name": ..., "audio_repr": "<Un3><Un49>..."}``.
-  A file is found by its path without extension, or by a unique trailing part of it (``a/b.wav`` ~ ``b``).
-- ZeroSpeech 2021 sWUGGY / sBLIMP: ``gold.csv`` with ``filename, ..., correct, id`` (lexical adds
-  ``voice``): the files sharing an ``id`` (and ``voice``) form the pair(s); ``correct == 1`` is positive.
-- Spoken StoryCloze / tStoryCloze: ``manifest.jsonl`` with ``{"id", "prompt", "correct", "incorrect"}``
-  (unit-file references) and ``prompt_text``, ``correct_text``, ``incorrect_text``; or a folder per item
-  ``<root>/<id>/`` whose units are named ``<id>/prompt``, ``<id>/correct``, ``<id>/incorrect`` in the units
-  file and whose text is ``<root>/<id>/text.json`` (``{"prompt", "correct", "incorrect"}``).
+  A file is found by its path without extension, or by a unique trailing part of it (``a/b.wav`` ~ ``b``);
+  the index of every trailing part is built once, so a lookup is a dict access.
+- ZeroSpeech 2021 sWUGGY (lexical) / sBLIMP (syntactic): ``gold.csv``. Lexical: every word row is paired
+  with each non-word row of the same (id, voice), as the official scorer's merge does; the pairs of an id
+  form one group. Syntactic (``type`` column present): the k-th ``correct == 1`` row is paired with the
+  k-th ``correct == 0`` row, as the official scorer does (refused when the two rows differ in id or
+  voice); the group is (type, subtype, id). See ``trainer.eval.zerospeech`` for the aggregation.
+- StoryCloze (spoken / topic, any multi-speaker variant), detected in this order:
+  1. ``manifest.jsonl``: ``{"id", "prompt", "correct", "incorrect"}`` (unit-file references) and
+     ``prompt_text``, ``correct_text``, ``incorrect_text``;
+  2. SlamKit's cross-modal sets: ``<base>_mutual``, ``<base>_correct``, ``<base>_incorrect`` as ``.wav``
+     (units in the units file) and ``.txt`` files, flat or in speaker sub-folders;
+  3. SlamKit's whole-story sets: ``<i>_correct.wav`` / ``<i>_incorrect.wav`` (any suffix after the
+     index; the ``correct`` / ``incorrect`` word decides which is which), flat or in speaker sub-folders;
+  4. one folder per item ``<root>/<id>/`` with units ``<id>/prompt``, ``<id>/correct``, ``<id>/incorrect``
+     and optionally ``<root>/<id>/text.json`` (``{"prompt", "correct", "incorrect"}``).
 """
 from __future__ import annotations
 
 import csv
 import json
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from scaling.errors import ConfigError
 from scaling.jsonl import iter_jsonl
@@ -28,8 +37,28 @@ from trainer.data.tokenizer import N_UNITS
 UNIT_FILES = ("units.jsonl", "features.jsonl", "tokens.jsonl")
 _UNIT_TOKEN = re.compile(r"<Un(\d+)>")
 
-
 AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".npy", ".pt", ".units")
+#: Keys a loader sets on a pair; a gold.csv column of the same name would overwrite them.
+RESERVED = ("positive", "negative", "files", "group", "task", "cross_modal")
+_AMBIGUOUS = object()
+
+
+def check_segments(segs, *, source: str, where: str, field: str, modalities=("speech", "text")) -> list:
+    """``segs`` as a non-empty list of segments (``{"modality": "speech", "units": [...]}`` or
+    ``{"modality": "text", "text": "..."}``); errors name the file, ``where`` (line and item) and the field."""
+    if not isinstance(segs, list) or not segs:
+        raise ConfigError(f"{where}: needs a non-empty list of segments", source=source, field=field, value=segs)
+    for k, seg in enumerate(segs):
+        at = f"{field}[{k}]"
+        mod = seg.get("modality") if isinstance(seg, dict) else None
+        if mod == "speech" and not seg.get("units"):
+            raise ConfigError(f"{where}: speech segment without units", source=source, field=f"{at}.units",
+                              value=seg.get("units"))
+        if mod == "text" and (not isinstance(seg.get("text"), str) or not seg["text"].strip()):
+            raise ConfigError(f"{where}: text segment without text", source=source, field=f"{at}.text", value=seg.get("text"))
+        if mod not in modalities:
+            raise ConfigError(f"{where}: unknown modality", source=source, field=f"{at}.modality", value=mod)
+    return segs
 
 
 def _key(ref: str) -> tuple[str, ...]:
@@ -37,20 +66,29 @@ def _key(ref: str) -> tuple[str, ...]:
     s = str(ref).replace("\\", "/")
     if s.lower().endswith(AUDIO_EXT):
         s = s[: s.rindex(".")]
-    return tuple(x for x in PurePosixPath(s).parts if x not in (".", "..", "/"))
+    # plain string split: PurePosixPath costs ~10 us a name, which shows at 40k files
+    return tuple(x for x in s.split("/") if x not in ("", ".", ".."))
 
 
 class UnitIndex:
-    """Pre-extracted units by audio file name."""
+    """Pre-extracted units by audio file name.
+
+    Every trailing part of every name (``a/b/c``, ``b/c``, ``c``) is indexed once; a part shared by two
+    names is marked ambiguous, so a lookup is one dict access (40k files index in well under a second:
+    ``benchmarks/bench_unit_lookup.py``)."""
 
     def __init__(self, units: dict[str, list[int]], source: str = "units"):
         self.source = source
         self._full: dict[tuple[str, ...], list[int]] = {}
+        self._tail: dict[tuple[str, ...], object] = {}
         for name, u in units.items():
             k = _key(name)
             if k in self._full:
                 raise ConfigError("audio file listed twice", source=source, field="file_name", value=name)
             self._full[k] = u
+            for i in range(1, len(k)):
+                t = k[i:]
+                self._tail[t] = _AMBIGUOUS if t in self._tail else u
 
     @classmethod
     def load(cls, path: str | Path) -> "UnitIndex":
@@ -63,37 +101,46 @@ class UnitIndex:
             if "units" in row:
                 u = row["units"]
             elif "audio_repr" in row:
-                u = _parse_repr(row["audio_repr"], f"{path}: {name}")
+                u = _parse_repr(row["audio_repr"], f"line {i} ({name})", str(path))
             else:
                 raise ConfigError(f"line {i} ({name}) has neither 'units' nor 'audio_repr'", source=str(path), field="units")
+            field = "units" if "units" in row else "audio_repr"
             if not isinstance(u, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in u):
-                raise ConfigError(f"{name}: units must be a list of integers", source=str(path), field="units")
+                raise ConfigError(f"line {i} ({name}): units must be a list of integers", source=str(path), field=field)
+            if not u:
+                # an empty sequence has nothing to score: its NLL would be 0 and win every pair
+                raise ConfigError(f"line {i} ({name}): no units", source=str(path), field=field, value=u)
             bad = [x for x in u if not 0 <= x < N_UNITS]
             if bad:
-                raise ConfigError(f"{name}: unit {bad[0]} is outside 0..{N_UNITS - 1}", source=str(path), field="units", value=bad[0])
+                raise ConfigError(f"line {i} ({name}): unit {bad[0]} is outside 0..{N_UNITS - 1}", source=str(path),
+                                  field=field, value=bad[0])
             if str(name) in units:
-                raise ConfigError("audio file listed twice", source=str(path), field="file_name", value=name)
+                raise ConfigError(f"line {i}: audio file listed twice", source=str(path), field="file_name", value=name)
             units[str(name)] = u
         return cls(units, source=str(path))
+
+    def __contains__(self, ref: str) -> bool:
+        k = _key(ref)
+        return k in self._full or self._tail.get(k, _AMBIGUOUS) is not _AMBIGUOUS
 
     def get(self, ref: str, *, item: str) -> list[int]:
         """Units of the audio ``ref``; a ConfigError naming ``item`` when none or several match."""
         k = _key(ref)
         if k in self._full:
             return self._full[k]
-        hits = [v for kk, v in self._full.items() if len(k) <= len(kk) and kk[-len(k):] == k] if k else []
-        if len(hits) == 1:
-            return hits[0]
-        if not hits:
+        hit = self._tail.get(k) if k else None
+        if hit is None:
             raise ConfigError(f"item {item}: no units for audio file {ref!r}", source=self.source, field="file_name", value=ref)
-        raise ConfigError(f"item {item}: audio file {ref!r} matches {len(hits)} entries; name it by its path",
-                          source=self.source, field="file_name", value=ref)
+        if hit is _AMBIGUOUS:
+            raise ConfigError(f"item {item}: audio file {ref!r} matches several entries; name it by its path",
+                              source=self.source, field="file_name", value=ref)
+        return hit
 
 
-def _parse_repr(s: str, where: str) -> list[int]:
+def _parse_repr(s: str, where: str, source: str) -> list[int]:
     units = [int(m) for m in _UNIT_TOKEN.findall(s)]
     if _UNIT_TOKEN.sub("", s).strip():
-        raise ConfigError(f"{where}: audio_repr holds something other than <UnN> tokens", field="audio_repr")
+        raise ConfigError(f"{where}: audio_repr holds something other than <UnN> tokens", source=source, field="audio_repr")
     return units
 
 
@@ -108,23 +155,44 @@ def _speech(units: list[int]) -> dict:
     return {"modality": "speech", "units": units}
 
 
+# -- ZeroSpeech 2021 ---------------------------------------------------------------------------------
 def load_zerospeech(gold: str | Path, units: UnitIndex | str | Path) -> list[dict]:
-    """sWUGGY (lexical) or sBLIMP (syntactic) pairs from a ZeroSpeech 2021 gold.csv."""
+    """sWUGGY (lexical) or sBLIMP (syntactic) pairs from a ZeroSpeech 2021 gold.csv, each with
+    ``files`` (word, non-word file names), ``task`` ("lexical" / "syntactic"), ``group`` (the official
+    aggregation unit) and the gold columns of the correct row."""
     gold = Path(gold)
     if not gold.is_file():
         raise ConfigError("gold file not found", source=str(gold))
     index = units if isinstance(units, UnitIndex) else UnitIndex.load(units)
     with open(gold, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        header = reader.fieldnames or []
     if not rows:
         raise ConfigError("gold file is empty", source=str(gold))
+    for col in header:
+        if col in RESERVED:
+            raise ConfigError(f"line 1: column name {col!r} is reserved (the loader sets it on every pair); "
+                              "rename the column", source=str(gold), field=col)
     for col in ("filename", "correct", "id"):
-        if col not in rows[0]:
-            raise ConfigError("missing column", source=str(gold), field=col)
-    groups: dict[tuple[str, str], dict] = {}
+        if col not in header:
+            raise ConfigError("line 1: missing column", source=str(gold), field=col)
     for line, r in enumerate(rows, 2):
         if r["correct"] not in ("0", "1"):
             raise ConfigError(f"line {line}: 'correct' must be 0 or 1", source=str(gold), field="correct", value=r["correct"])
+        r["_line"] = line
+    if "type" in header:
+        return _syntactic_pairs(rows, index, str(gold))
+    return _lexical_pairs(rows, index, str(gold))
+
+
+def _extra(row: dict) -> dict:
+    return {c: v for c, v in row.items() if c not in ("filename", "correct", "id", "_line")}
+
+
+def _lexical_pairs(rows: list[dict], index: UnitIndex, source: str) -> list[dict]:
+    groups: dict[tuple[str, str], dict] = {}
+    for r in rows:
         g = groups.setdefault((r["id"], r.get("voice") or ""), {"pos": [], "neg": []})
         g["pos" if r["correct"] == "1" else "neg"].append(r)
     pairs = []
@@ -132,56 +200,156 @@ def load_zerospeech(gold: str | Path, units: UnitIndex | str | Path) -> list[dic
         name = f"{pid}/{voice}" if voice else pid
         if len(g["pos"]) != 1 or not g["neg"]:
             raise ConfigError(f"item {name}: needs exactly one correct=1 and at least one correct=0 file "
-                              f"(got {len(g['pos'])} and {len(g['neg'])})", source=str(gold), field="id", value=pid)
+                              f"(got {len(g['pos'])} and {len(g['neg'])})", source=source, field="id", value=pid)
         pos = g["pos"][0]
         pos_units = index.get(pos["filename"], item=name)
         for k, neg in enumerate(g["neg"]):
-            extra = {c: pos[c] for c in pos if c not in ("filename", "correct", "id")}
             pairs.append({
+                **_extra(pos),
                 "id": name if len(g["neg"]) == 1 else f"{name}#{k}",
                 "positive": [_speech(pos_units)], "negative": [_speech(index.get(neg["filename"], item=name))],
-                "files": [pos["filename"], neg["filename"]], **extra,
+                "files": [pos["filename"], neg["filename"]], "task": "lexical", "group": pid,
             })
     return pairs
 
 
+def _syntactic_pairs(rows: list[dict], index: UnitIndex, source: str) -> list[dict]:
+    good = [r for r in rows if r["correct"] == "1"]
+    bad = [r for r in rows if r["correct"] == "0"]
+    if len(good) != len(bad):
+        raise ConfigError(f"{len(good)} correct=1 rows but {len(bad)} correct=0 rows; the official scorer pairs "
+                          "them by position, so the counts must be equal", source=source, field="correct")
+    pairs, seen = [], {}
+    for p, q in zip(good, bad):
+        if (p["id"], p.get("voice")) != (q["id"], q.get("voice")):
+            raise ConfigError(f"line {p['_line']} (id {p['id']}) is paired with line {q['_line']} (id {q['id']}): the "
+                              "official scorer pairs the k-th correct row with the k-th incorrect row; order the "
+                              "rows so that each pair shares its id and voice", source=source, field="id", value=q["id"])
+        name = f"{p['id']}/{p['voice']}" if p.get("voice") else p["id"]
+        k = seen.get(name, 0)
+        seen[name] = k + 1
+        pairs.append({
+            **_extra(p),
+            "id": name if k == 0 else f"{name}#{k}",
+            "positive": [_speech(index.get(p["filename"], item=name))],
+            "negative": [_speech(index.get(q["filename"], item=name))],
+            "files": [p["filename"], q["filename"]], "task": "syntactic",
+            "group": f"{p.get('type', '')}/{p.get('subtype', '')}/{p['id']}",
+        })
+    return pairs
+
+
+# -- StoryCloze ---------------------------------------------------------------------------------------
 _SC_KEYS = ("prompt", "correct", "incorrect")
+_WHOLE = re.compile(r"^(\d+)_(.*)$")
 
 
 def _storycloze_pair(rec: dict, index: UnitIndex | None, prompt: str, ending: str, source: str) -> dict:
     """One StoryCloze item: prompt in modality ``prompt``, ending in ``ending`` (speech or text)."""
     item = rec["id"]
+    where = f"item {item}" + (f" (line {rec['_line']})" if "_line" in rec else "")
+    src = rec.get("_source", source)
 
     def seg(part: str, mod: str) -> dict:
         if mod == "speech":
             ref = rec.get(part)
             if ref is None:
-                raise ConfigError(f"item {item}: no audio for '{part}'", source=source, field=part)
+                raise ConfigError(f"{where}: no audio for '{part}'", source=src, field=part)
             return _speech(index.get(ref, item=item))
         text = rec.get(f"{part}_text")
         if not isinstance(text, str) or not text.strip():
-            raise ConfigError(f"item {item}: no text for '{part}'", source=source, field=f"{part}_text")
+            raise ConfigError(f"{where}: no text for '{part}'", source=rec.get(f"_{part}_source", src),
+                              field=f"{part}_text", value=text)
         return {"modality": "text", "text": text}
 
     ctx = seg("prompt", prompt)
-    extra = {k: v for k, v in rec.items() if k not in ("id",) + _SC_KEYS + tuple(f"{p}_text" for p in _SC_KEYS)}
-    return {"id": item, "positive": [ctx, seg("correct", ending)], "negative": [ctx, seg("incorrect", ending)], **extra}
+    extra = {k: v for k, v in rec.items() if not k.startswith("_") and k not in ("id",) + _SC_KEYS +
+             tuple(f"{p}_text" for p in _SC_KEYS)}
+    return {**extra, "id": item, "positive": [ctx, seg("correct", ending)], "negative": [ctx, seg("incorrect", ending)]}
+
+
+def _files(root: Path) -> list[Path]:
+    """Audio and text files of ``root`` and of its direct sub-folders (speaker folders), sorted."""
+    out = []
+    for p in sorted(root.iterdir()):
+        if p.is_file():
+            out.append(p)
+        elif p.is_dir():
+            out += sorted(x for x in p.iterdir() if x.is_file())
+    return [p for p in out if p.suffix.lower() in AUDIO_EXT + (".txt",)]
+
+
+def _rel(root: Path, p: Path) -> str:
+    return p.relative_to(root).with_suffix("").as_posix()
+
+
+def _cross_modal_records(root: Path, files: list[Path]) -> list[dict]:
+    """SlamKit's cross-modal sets: ``<base>_mutual|_correct|_incorrect`` (.wav units + .txt text)."""
+    bases = sorted({_rel(root, p)[: -len("_correct")] for p in files if _rel(root, p).endswith("_correct")})
+    recs = []
+    for b in bases:
+        r = {"id": b, "cross_modal": True, "prompt": f"{b}_mutual", "correct": f"{b}_correct", "incorrect": f"{b}_incorrect"}
+        for part, suf in zip(_SC_KEYS, ("_mutual", "_correct", "_incorrect")):
+            t = root / f"{b}{suf}.txt"
+            if t.is_file():
+                r[f"{part}_text"] = t.read_text(encoding="utf-8").strip()
+                r[f"_{part}_source"] = str(t)
+            joined = f"{b}_mutual+{part}"  # units extracted from the joined audio (see join_storycloze_audio)
+            if part != "prompt":
+                r[f"{part}_joined"] = joined
+        recs.append(r)
+    return recs
+
+
+def _whole_story_records(root: Path, files: list[Path]) -> list[dict]:
+    """SlamKit's whole-story sets: ``[<speaker>/]<i>_correct.wav`` and ``<i>_incorrect.wav``."""
+    stories: dict[str, dict] = {}
+    for p in files:
+        if p.suffix.lower() == ".txt":
+            continue
+        m = _WHOLE.match(p.stem)
+        if not m:
+            continue
+        words = set(re.split(r"[_\-.+]", m.group(2).lower()))
+        kind = "incorrect" if "incorrect" in words else ("correct" if "correct" in words else None)
+        if kind is None:
+            raise ConfigError("a whole-story file must say 'correct' or 'incorrect' after its index "
+                              "(e.g. 12_correct.wav)", source=str(p), field="file_name", value=p.name)
+        sid = (p.parent.relative_to(root) / m.group(1)).as_posix()
+        rec = stories.setdefault(sid, {"id": sid, "whole": True})
+        if kind in rec:
+            raise ConfigError(f"story {sid} has two {kind} files", source=str(p), field="file_name", value=p.name)
+        rec[kind] = _rel(root, p)
+    for sid, rec in stories.items():
+        for kind in ("correct", "incorrect"):
+            if kind not in rec:
+                raise ConfigError(f"story {sid} has no {kind} file", source=str(root), field="file_name", value=sid)
+    return sorted(stories.values(), key=lambda r: (str(Path(r["id"]).parent), int(Path(r["id"]).name)))
 
 
 def storycloze_records(root: str | Path) -> list[dict]:
-    """The items of a StoryCloze folder: ``manifest.jsonl`` or one sub-folder per item."""
+    """The items of a StoryCloze folder in whichever layout it uses (module docstring, 1-4)."""
     root = Path(root)
     man = root / "manifest.jsonl"
     if man.is_file():
         recs, seen = [], set()
-        for _, r in iter_jsonl(man, required=("id",)):
+        for line, r in iter_jsonl(man, required=("id",)):
             if r["id"] in seen:
-                raise ConfigError("duplicate item id", source=str(man), field="id", value=r["id"])
+                raise ConfigError(f"line {line}: duplicate item id", source=str(man), field="id", value=r["id"])
+            for k in RESERVED:
+                if k in r:
+                    raise ConfigError(f"line {line}: key {k!r} is reserved (the loader sets it on every pair)",
+                                      source=str(man), field=k)
             seen.add(r["id"])
-            recs.append(r)
+            recs.append({**r, "_line": line, "_source": str(man)})
         return recs
     if not root.is_dir():
         raise ConfigError("StoryCloze folder not found", source=str(root))
+    files = _files(root)
+    if any(_rel(root, p).endswith("_mutual") for p in files):
+        return _cross_modal_records(root, files)
+    if any(_WHOLE.match(p.stem) and p.suffix.lower() != ".txt" for p in files):
+        return _whole_story_records(root, files)
     recs = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         r = {"id": d.name, **{k: f"{d.name}/{k}" for k in _SC_KEYS}}
@@ -190,13 +358,14 @@ def storycloze_records(root: str | Path) -> list[dict]:
             r.update({f"{k}_text": t[k] for k in _SC_KEYS if k in t})
         recs.append(r)
     if not recs:
-        raise ConfigError("no manifest.jsonl and no item folders", source=str(root))
+        raise ConfigError("no manifest.jsonl, no SlamKit story files and no item folders", source=str(root))
     return recs
 
 
 def load_storycloze(root: str | Path, units: UnitIndex | str | Path | None = None, *,
                     prompt: str = "speech", ending: str = "speech") -> list[dict]:
-    """sStoryCloze / tStoryCloze (any multi-speaker variant) with the prompt and ending modalities given."""
+    """sStoryCloze / tStoryCloze (any layout, any multi-speaker variant) with the prompt and ending
+    modalities given. Whole-story sets are speech -> speech only (one segment per member)."""
     for f, v in (("prompt", prompt), ("ending", ending)):
         if v not in ("speech", "text"):
             raise ConfigError("must be 'speech' or 'text'", field=f, value=v)
@@ -205,7 +374,52 @@ def load_storycloze(root: str | Path, units: UnitIndex | str | Path | None = Non
     index = None
     if "speech" in (prompt, ending):
         index = units if isinstance(units, UnitIndex) else (UnitIndex.load(units) if units else find_units(root))
-    return [_storycloze_pair(r, index, prompt, ending, str(root)) for r in recs]
+    out = []
+    for r in recs:
+        if r.get("whole"):
+            if (prompt, ending) != ("speech", "speech"):
+                raise ConfigError(f"whole-story files hold no text: only the speech -> speech set can be built "
+                                  f"(asked {prompt} -> {ending})", source=str(root), field="benchmark")
+            item = r["id"]
+            out.append({"id": item, "positive": [_speech(index.get(r["correct"], item=item))],
+                        "negative": [_speech(index.get(r["incorrect"], item=item))]})
+        elif r.get("cross_modal") and (prompt, ending) == ("speech", "speech") and r["correct_joined"] in index \
+                and r["incorrect_joined"] in index:
+            # SlamKit joins the audio of prompt and ending before extracting units: use those units
+            item = r["id"]
+            out.append({"id": item, "cross_modal": True,
+                        "positive": [_speech(index.get(r["correct_joined"], item=item))],
+                        "negative": [_speech(index.get(r["incorrect_joined"], item=item))]})
+        else:
+            rec = {k: v for k, v in r.items() if not k.endswith("_joined")}
+            out.append(_storycloze_pair(rec, index, prompt, ending, str(root)))
+    return out
+
+
+def join_storycloze_audio(root: str | Path, out: str | Path | None = None) -> list[Path]:
+    """Write ``<base>_mutual+correct.wav`` and ``<base>_mutual+incorrect.wav`` (prompt audio followed by
+    the ending's) beside a cross-modal set's files, so units can be extracted from the joined audio as
+    SlamKit does for speech -> speech items. Returns the written files."""
+    import numpy as np
+    import soundfile as sf
+
+    from scaling import atomic
+
+    root = Path(root)
+    out = Path(out) if out else root
+    written = []
+    for r in _cross_modal_records(root, _files(root)):
+        a, sr = sf.read(root / f"{r['prompt']}.wav", dtype="float32")
+        for part in ("correct", "incorrect"):
+            b, sr2 = sf.read(root / f"{r[part]}.wav", dtype="float32")
+            if sr2 != sr:
+                raise ConfigError(f"sample rate {sr2} differs from the prompt's {sr}", source=str(root / f"{r[part]}.wav"))
+            dest = out / f"{r[f'{part}_joined']}.wav"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            joined = np.concatenate([a, b])
+            atomic.write_with(dest, lambda tmp, x=joined, r=sr: sf.write(str(tmp), x, r, format="WAV"))
+            written.append(dest)
+    return written
 
 
 CROSS_MODAL = {"": ("speech", "speech"), "_s2s": ("speech", "speech"), "_s2t": ("speech", "text"),

@@ -11,12 +11,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from scaling.errors import ConfigError
 
 NORMS = ("mean", "sum")
 SPANS = ("whole", "continuation")
+#: How a pair member becomes token ids (README "Scoring conventions"). ``ours``: a modality marker opens
+#: every sequence and every switch, a space before every text segment after the first. ``slamkit``:
+#: SlamKit's encoding (speech-only items carry no marker, text segments joined as written, the text
+#: tokenizer's own special tokens such as a Llama BOS around the whole sequence).
+CONVENTIONS = ("ours", "slamkit")
 
 
 @dataclass(frozen=True)
@@ -65,21 +69,74 @@ def encode_segments(segments: list[dict], tokenizer, vocab, *, item: str = "?") 
             cont_start = len(ids)
         if mod != prev:
             ids.append(vocab.speech if mod == "speech" else vocab.text)
+        _check_segment(seg, item=item, k=k)
         if mod == "speech":
-            if "units" not in seg:
-                raise ConfigError(f"item {item}: speech segment without units", field="units")
             try:
                 ids.extend(vocab.units_to_ids(seg["units"]))
             except ConfigError as e:
                 raise ConfigError(f"item {item}: {e}") from None
         else:
-            if "text" not in seg:
-                raise ConfigError(f"item {item}: text segment without text", field="text")
             # words after the first carry their space, after a marker too (as the interleaved stream does)
             text = seg["text"] if k == 0 else " " + seg["text"]
             ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
         prev = mod
     return Encoded(ids, cont_start)
+
+
+def _check_segment(seg: dict, *, item: str, k: int) -> str:
+    mod = seg.get("modality")
+    if mod not in ("speech", "text"):
+        raise ConfigError(f"item {item}: segment {k}: unknown modality", field="modality", value=mod)
+    if mod == "speech":
+        if not seg.get("units"):
+            raise ConfigError(f"item {item}: segment {k}: speech segment without units", field="units",
+                              value=seg.get("units"))
+    elif not isinstance(seg.get("text"), str) or not seg["text"].strip():
+        raise ConfigError(f"item {item}: segment {k}: text segment without text", field="text", value=seg.get("text"))
+    return mod
+
+
+def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer adds before and after a text when asked for special tokens (a Llama BOS;
+    nothing for Qwen): SlamKit tokenises every sequence that way."""
+    with_sp = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for i in range(len(with_sp) - len(plain) + 1):
+        if with_sp[i:i + len(plain)] == plain:
+            return list(with_sp[:i]), list(with_sp[i + len(plain):])
+    raise ConfigError("cannot locate the text inside the tokenizer's special-token frame", field="tokenizer")
+
+
+def encode_slamkit(segments: list[dict], tokenizer, vocab, *, item: str = "?", cross_modal: bool = False,
+                   frame: tuple[list[int], list[int]] | None = None) -> Encoded:
+    """Token ids as SlamKit builds them (``InterleavingTokeniser``): a speech-only item of a speech
+    benchmark is its units alone; an interleaved (or cross-modal) item opens every run of one modality
+    with its marker; consecutive text segments are joined as written and tokenised together; the whole
+    sequence sits inside the tokenizer's special tokens (``frame``, from :func:`special_tokens`)."""
+    if not segments:
+        raise ConfigError(f"item {item}: no segments", field="segments")
+    mods = [_check_segment(s, item=item, k=k) for k, s in enumerate(segments)]
+    pre, post = frame if frame is not None else special_tokens(tokenizer)
+    ids = list(pre)
+    if all(m == "speech" for m in mods) and not cross_modal:
+        for s in segments:
+            ids.extend(vocab.units_to_ids(s["units"]))
+        return Encoded(ids + list(post), 0)
+    k = 0
+    while k < len(segments):
+        j = k
+        while j < len(segments) and mods[j] == mods[k]:
+            j += 1
+        run = segments[k:j]
+        if mods[k] == "speech":
+            ids.append(vocab.speech)
+            for s in run:
+                ids.extend(vocab.units_to_ids(s["units"]))
+        else:
+            ids.append(vocab.text)
+            ids.extend(tokenizer("".join(s["text"] for s in run), add_special_tokens=False)["input_ids"])
+        k = j
+    return Encoded(ids + list(post), 0)
 
 
 def _autocast(device: torch.device):
@@ -89,13 +146,37 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+MAX_BATCH_TOKENS = 65536  # rows x width of one scoring forward: bounds evaluation memory at any length
+
+
+def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Consecutive runs of ``order`` (sorted by length) with at most ``batch_size`` rows and at most
+    ``max_tokens`` padded tokens each (a single longer sequence is a batch of its own)."""
+    out, cur = [], []
+    for i in order:
+        if cur and (len(cur) == batch_size or (len(cur) + 1) * max(lengths[i], lengths[cur[-1]]) > max_tokens):
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out
+
+
 @torch.no_grad()
 def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=None) -> SequenceNLL:
     """NLL of every sequence, batched by length (right padding + attention mask).
 
     Identical sequences are scored once, so they always get identical NLLs (an exact tie).
     Sums are accumulated in float64 so equal per-token losses give equal means at any length.
+    The loss is the training loss path's (``trainer.kernels.chunked_ce.token_nll``: the chunked
+    LM head, never [tokens, vocab] float32 logits), batches are bounded by ``MAX_BATCH_TOKENS``,
+    and under ``torch.distributed`` each rank scores every world-th batch (all ranks run the same
+    number of forwards, as FSDP needs) and the per-sequence sums are all-reduced: every rank
+    returns the same, complete result.
     """
+    from trainer.kernels.chunked_ce import token_nll
+
     if batch_size < 1:
         raise ConfigError("must be >= 1", field="batch_size", value=batch_size)
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -110,37 +191,43 @@ def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=Non
             uniq.append(s)
         where[i] = key_of[k]
     u = len(uniq)
-    ws, wn = np.zeros(u), np.zeros(u, dtype=np.int64)
-    cs, cn = np.zeros(u), np.zeros(u, dtype=np.int64)
-    order = sorted(range(u), key=lambda i: len(uniq[i].ids))  # length bucketing: little padding
-    for b in range(0, u, batch_size):
-        idx = order[b:b + batch_size]
-        width = max(len(uniq[i].ids) for i in idx)
-        if width < 2:  # nothing to predict in this batch
-            continue
+    lengths = [len(s.ids) for s in uniq]
+    # length bucketing (little padding); a sequence of < 2 tokens predicts nothing and is not run
+    order = sorted((i for i in range(u) if lengths[i] >= 2), key=lambda i: lengths[i])
+    batches = _batches(order, lengths, batch_size, max(MAX_BATCH_TOKENS, 2))
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank, n_ranks = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+    # per unique sequence: whole sum, whole count, continuation sum, continuation count
+    acc = torch.zeros(4, u, dtype=torch.float64, device=device)
+    for k in range(-(-len(batches) // n_ranks)):
+        j = k * n_ranks + rank
+        idx = batches[min(j, len(batches) - 1)]  # past the end: a padding forward, result dropped
+        width = max(lengths[i] for i in idx)
         ids = torch.zeros(len(idx), width, dtype=torch.long)
         mask = torch.zeros(len(idx), width, dtype=torch.long)
         start = torch.zeros(len(idx), 1, dtype=torch.long)
         for r, i in enumerate(idx):
-            ids[r, :len(uniq[i].ids)] = torch.tensor(uniq[i].ids, dtype=torch.long)
-            mask[r, :len(uniq[i].ids)] = 1
+            ids[r, :lengths[i]] = torch.tensor(uniq[i].ids, dtype=torch.long)
+            mask[r, :lengths[i]] = 1
             start[r, 0] = max(uniq[i].cont_start, 1)
         ids, mask, start = ids.to(device), mask.to(device), start.to(device)
         with _autocast(device):
-            logits = model(input_ids=ids, attention_mask=mask).logits
+            nll = token_nll(model, ids, {"attention_mask": mask}).double()
+        if j >= len(batches):
+            continue
         valid = mask[:, 1:].bool()  # causal attention: a valid position never sees the right padding
-        # the loss of the valid positions only, one contiguous row each: a row's value cannot depend on
-        # the batch's width or on its neighbours (a strided [B, V, T] reduction can, by an ulp)
-        flat = logits[:, :-1][valid].float().contiguous()
-        nll = torch.zeros(valid.shape, dtype=torch.float64, device=device)
-        nll[valid] = F.cross_entropy(flat, ids[:, 1:][valid], reduction="none").double()
+        nll = torch.where(valid, nll, torch.zeros_like(nll))
         pos = torch.arange(1, width, device=device).unsqueeze(0)
         cont = valid & (pos >= start)
-        rows = np.asarray(idx)
-        ws[rows] = (nll * valid).sum(1).cpu().numpy()
-        wn[rows] = valid.sum(1).cpu().numpy()
-        cs[rows] = (nll * cont).sum(1).cpu().numpy()
-        cn[rows] = cont.sum(1).cpu().numpy()
+        rows = torch.tensor(idx, device=device)
+        acc[0, rows] = nll.sum(1)
+        acc[1, rows] = valid.sum(1).double()
+        acc[2, rows] = (nll * cont).sum(1)
+        acc[3, rows] = cont.sum(1).double()
+    if n_ranks > 1:  # each sequence was scored by exactly one rank, the others hold zeros: the sum is exact
+        torch.distributed.all_reduce(acc)
+    a = acc.cpu().numpy()
+    ws, wn, cs, cn = a[0], a[1].astype(np.int64), a[2], a[3].astype(np.int64)
     return SequenceNLL(ws[where], wn[where], cs[where], cn[where])
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-
+from scaling.datadir import BENCHMARKS
+from scaling.errors import ConfigError
+from trainer.eval.benchmarks import load_pairs
 from trainer.eval.results import MetricResult
-from trainer.eval.scoring import Encoded, check_scoring, encode_segments, pair_scores, sequence_nll
+from trainer.eval.scoring import (CONVENTIONS, Encoded, check_scoring, encode_segments, encode_slamkit, sequence_nll,
+                                  special_tokens)
 
 
 @dataclass(frozen=True)
@@ -19,33 +22,54 @@ class EncodedBenchmark:
     ids: list[str]
     pos: list[Encoded]
     neg: list[Encoded]
+    meta: list[dict]  # each item without its segments (ZeroSpeech: group, task, files, gold columns)
+
+
+def encoder(tokenizer, vocab, convention: str = "ours"):
+    """``encode(item, member, where) -> Encoded`` for the named convention."""
+    if convention not in CONVENTIONS:
+        raise ConfigError(f"unknown scoring convention; known: {list(CONVENTIONS)}", field="convention", value=convention)
+    if convention == "ours":
+        return lambda it, member, where: encode_segments(it[member], tokenizer, vocab, item=where)
+    frame = special_tokens(tokenizer)
+    return lambda it, member, where: encode_slamkit(it[member], tokenizer, vocab, item=where,
+                                                    cross_modal=bool(it.get("cross_modal")), frame=frame)
 
 
 class EvalSuite:
     """Encoded pairs of several benchmarks; ``run(model)`` is cheap to call repeatedly."""
 
     def __init__(self, benchmarks: dict[str, list[dict]], tokenizer, vocab, *, norm: str = "mean",
-                 span: str = "whole", batch_size: int = 32):
+                 span: str = "whole", batch_size: int = 32, convention: str = "ours"):
         check_scoring(norm, span)
-        self.norm, self.span, self.batch_size = norm, span, batch_size
+        if convention == "slamkit" and span != "whole":
+            raise ConfigError("SlamKit scores the whole sequence only; use --span whole with --convention slamkit",
+                              field="span", value=span)
+        self.norm, self.span, self.batch_size, self.convention = norm, span, batch_size, convention
+        encode = encoder(tokenizer, vocab, convention)
         self.benchmarks: dict[str, EncodedBenchmark] = {}
         for name, items in benchmarks.items():
             ids, pos, neg = [], [], []
             for it in items:
                 where = f"{name}:{it['id']}"
                 ids.append(str(it["id"]))
-                pos.append(encode_segments(it["positive"], tokenizer, vocab, item=where))
-                neg.append(encode_segments(it["negative"], tokenizer, vocab, item=where))
-            self.benchmarks[name] = EncodedBenchmark(name, ids, pos, neg)
+                pos.append(encode(it, "positive", where))
+                neg.append(encode(it, "negative", where))
+            meta = [{k: v for k, v in it.items() if k not in ("positive", "negative")} for it in items]
+            self.benchmarks[name] = EncodedBenchmark(name, ids, pos, neg, meta)
 
     @classmethod
     def from_data(cls, data_dir: str | Path, names, tokenizer, vocab, *, max_items: int | None = None,
-                  norm: str = "mean", span: str = "whole", batch_size: int = 32) -> "EvalSuite":
-        """Benchmarks by name from a data folder, in any layout ``load_pairs`` understands."""
-        from trainer.eval.benchmarks import load_pairs
-
+                  norm: str = "mean", span: str = "whole", batch_size: int = 32,
+                  convention: str = "ours") -> "EvalSuite":
+        """Benchmarks by name from a data folder (or its benchmarks folder), in any layout ``load_pairs``
+        understands. Generation metrics (``genppl``) are not pair benchmarks: ``scaling eval`` runs them."""
+        for n in names:
+            if n in BENCHMARKS and BENCHMARKS[n].kind != "pairs":
+                raise ConfigError(f"{n!r} is a {BENCHMARKS[n].kind} metric, not a pair benchmark; `scaling eval` runs it",
+                                  field="benchmarks", value=n)
         return cls({n: load_pairs(data_dir, n, max_items) for n in names}, tokenizer, vocab,
-                   norm=norm, span=span, batch_size=batch_size)
+                   norm=norm, span=span, batch_size=batch_size, convention=convention)
 
     @property
     def names(self) -> list[str]:
@@ -65,20 +89,12 @@ class EvalSuite:
         for name, b in self.benchmarks.items():
             n = len(b.ids)
             p, q = slice(at, at + n), slice(at + n, at + 2 * n)
-            out[name] = MetricResult(name, b.ids, val[p], val[q], cnt[p], cnt[q], pair_scores(val[p], val[q]),
-                                     norm=self.norm, span=self.span).with_ci(n_resamples=n_resamples, seed=seed)
+            out[name] = MetricResult.of_pairs(name, b.meta, val[p], val[q], cnt[p], cnt[q], norm=self.norm,
+                                              span=self.span, convention=self.convention,
+                                              ).with_ci(n_resamples=n_resamples, seed=seed)
             at += 2 * n
         return out
 
     def run(self, model) -> dict[str, float]:
         """Accuracy per benchmark."""
         return {k: r.accuracy for k, r in self.run_detailed(model, n_resamples=0).items()}
-
-
-def checkpoint_entry(suite: EvalSuite | None, model, *, tokens: int, flops: float, **extra) -> dict:
-    """One ``evals`` entry of a run record (and a metrics.jsonl row): the compute so far and each metric.
-
-    ``extra`` carries what else was measured at that point (e.g. ``val_loss_speech``, ``step``, ``cooldown``).
-    """
-    metrics = suite.run(model) if suite is not None and suite.names else {}
-    return {"tokens": int(tokens), "flops": float(flops), **extra, **metrics}

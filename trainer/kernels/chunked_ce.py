@@ -128,7 +128,7 @@ def fused_lm_head_loss(hidden, weight, targets, valid_mask=None, *, chunk_size: 
     return chunked_lm_head_loss(hidden, weight, targets, valid_mask, chunk_size=chunk_size)
 
 
-# -- the model's loss -----------------------------------------------------------------------
+# -- the model's loss: the one loss path of training, validation, evaluation and the benchmark --
 def _unwrap(model):
     """The HF causal LM under DDP / torch.compile wrappers (accelerate keeps the class on 1 GPU)."""
     for _ in range(4):
@@ -139,36 +139,88 @@ def _unwrap(model):
     return model
 
 
+def decoder_hidden(model, ids: torch.Tensor, extra_inputs: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(final hidden states [B, T, d], LM-head weight) from the model's own forward.
+
+    The forward is the top-level one, so FSDP's root hooks gather the embeddings, the final norm and
+    the LM head (the root is not resharded after forward, so the returned weight is the gathered one
+    and its gradient is reduced by FSDP's post-backward); the LM head itself is applied to no
+    position (``logits_to_keep`` = an empty index), so no logits are ever built here."""
+    base = _unwrap(model)
+    head = base.lm_head
+    if getattr(head, "bias", None) is not None:
+        raise NotImplementedError("chunked LM head with a bias")
+    box = {}
+
+    def grab(_module, _args, out):
+        box["h"] = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+    hook = base.model.register_forward_hook(grab)
+    try:
+        model(input_ids=ids, logits_to_keep=torch.empty(0, dtype=torch.long, device=ids.device), **(extra_inputs or {}))
+    finally:
+        hook.remove()
+    return box["h"], base.lm_head.weight
+
+
 def plain_lm_loss(model, ids: torch.Tensor, valid: torch.Tensor, extra_inputs: dict | None = None) -> torch.Tensor:
-    """The reference path (trainer.loop.Trainer._loss_sum): full logits, float32 cross-entropy."""
+    """The reference path: full logits, float32 cross-entropy."""
     logits = model(input_ids=ids, **(extra_inputs or {})).logits
     nll = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), ids[:, 1:], reduction="none")
     return (nll * valid).sum()
+
+
+def _targets(ids: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # targets over all T positions (the last one never valid) so that hidden needs no copy
+    targets = torch.full_like(ids, IGNORE)
+    targets[:, :-1] = ids[:, 1:]
+    mask = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
+    mask[:, :-1] = valid.to(torch.bool)
+    return targets, mask
 
 
 def lm_loss(model, ids: torch.Tensor, valid: torch.Tensor, extra_inputs: dict | None = None, *,
             chunked: bool, chunk_size: int = 4096, liger: bool = False) -> torch.Tensor:
     """Summed next-token NLL of ``ids`` [B, T]; ``valid`` [B, T-1] marks the predicted positions
     that count (target ``ids[:, 1:]``). ``chunked``: decoder body, then the LM head + CE in chunks
-    (``liger``: Liger's kernel on CUDA when installed); else the plain full-logit path."""
+    (``liger``: Liger's kernel on CUDA when installed), under FSDP too; else the full-logit path."""
     if not chunked:
         return plain_lm_loss(model, ids, valid, extra_inputs)
-    base = _unwrap(model)
-    hidden = base.model(input_ids=ids, **(extra_inputs or {})).last_hidden_state  # [B, T, d]
-    head = base.lm_head
-    if getattr(head, "bias", None) is not None:
-        raise NotImplementedError("chunked LM head with a bias")
-    # targets over all T positions (last one never valid) so that hidden needs no copy
-    targets = torch.full_like(ids, IGNORE)
-    targets[:, :-1] = ids[:, 1:]
-    mask = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
-    mask[:, :-1] = valid.to(torch.bool)
+    hidden, weight = decoder_hidden(model, ids, extra_inputs)
+    targets, mask = _targets(ids, valid)
     fn = fused_lm_head_loss if liger else chunked_lm_head_loss
-    return fn(hidden, head.weight, targets, mask, chunk_size=chunk_size)
+    return fn(hidden, weight, targets, mask, chunk_size=chunk_size)
+
+
+@torch.no_grad()
+def token_nll(model, ids: torch.Tensor, extra_inputs: dict | None = None, *, chunked: bool = True,
+              chunk_size: int = 4096) -> torch.Tensor:
+    """Per-position next-token NLL [B, T-1] (float32) by the same forward as ``lm_loss``: with
+    ``chunked`` never more than ``chunk_size`` rows of float32 logits at once."""
+    base = _unwrap(model)
+    if not chunked or not (hasattr(base, "lm_head") and hasattr(base, "model")):  # not a decoder + head: plain logits
+        logits = model(input_ids=ids, **(extra_inputs or {})).logits
+        # one contiguous row per position: a row's value cannot depend on the batch's width or on its
+        # neighbours (a strided [B, V, T] reduction can, by an ulp)
+        flat = logits[:, :-1].float().reshape(-1, logits.shape[-1]).contiguous()
+        return F.cross_entropy(flat, ids[:, 1:].reshape(-1), reduction="none").view(ids.shape[0], -1)
+    hidden, weight = decoder_hidden(model, ids, extra_inputs)
+    B, T, d = hidden.shape
+    h = hidden[:, :-1].reshape(-1, d)
+    tgt = ids[:, 1:].reshape(-1)
+    cdtype = _compute_dtype(h)
+    w = weight.to(cdtype)
+    out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+    for s in range(0, h.shape[0], chunk_size):
+        e = min(s + chunk_size, h.shape[0])
+        logits = (h[s:e].to(cdtype) @ w.t()).float()
+        out[s:e] = torch.logsumexp(logits, dim=-1) - logits.gather(1, tgt[s:e].unsqueeze(1)).squeeze(1)
+    return out.view(B, T - 1)
 
 
 # -- regional compile -------------------------------------------------------------------------
-def _compile_unavailable(model, backend: str) -> str | None:
+def compile_unavailable(device, backend: str = "inductor") -> str | None:
+    """Why torch.compile cannot run on ``device`` with ``backend`` (None when it can)."""
     if not hasattr(torch, "compile"):
         return "this torch has no torch.compile"
     try:
@@ -178,7 +230,7 @@ def _compile_unavailable(model, backend: str) -> str | None:
             return "torch.compile (dynamo) is not supported on this Python"
     except Exception as e:  # noqa: BLE001
         return f"torch._dynamo unavailable ({e})"
-    dev = next(model.parameters()).device
+    dev = torch.device(device)
     if backend == "inductor" and dev.type == "cpu" and not any(shutil.which(c) for c in ("cc", "gcc", "clang", "c++", "g++")):
         return "inductor on CPU needs a C/C++ compiler and none was found"
     if backend == "inductor" and dev.type == "cuda" and importlib.util.find_spec("triton") is None:
@@ -198,7 +250,7 @@ def regional_compile(model, *, backend: str = "inductor", mode: str | None = Non
     if layers is None:
         warnings.warn("regional_compile: the model has no .model.layers; left eager", RuntimeWarning, stacklevel=2)
         return 0
-    why = _compile_unavailable(base, backend)
+    why = compile_unavailable(next(base.parameters()).device, backend)
     if why is None:
         try:
             from torch._dynamo import list_backends

@@ -1,4 +1,4 @@
-"""Helpers shared by test modules (fixtures live in conftest.py)."""
+"""Run specs and training shared by test modules (fixtures live in conftest.py)."""
 from __future__ import annotations
 
 from scaling.datadir import DataDir
