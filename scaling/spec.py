@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -16,7 +17,17 @@ from scaling.datadir import STREAMS
 from scaling.errors import ConfigError
 from scaling.shapes import ModelShape
 
-ARMS = ("interleaved", "textless", "textlm")
+TEXT_ARM = "textlm"  # the arm of text-LM pre-training runs (the init of text_lm arms)
+# Arm and model names become folder names (runs/<arm>-<model>-...): plain names only.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+
+
+def check_name(value, *, source: str | None = None, field: str = "name") -> str:
+    """``value`` if it is a plain name (letters, digits, '.', '_', '+', '-'; no path separator, no '..')."""
+    if not isinstance(value, str) or not NAME_RE.match(value) or ".." in value:
+        raise ConfigError("must be a plain name (letters, digits, '.', '_', '+', '-'; no '/', no '..')",
+                          source=source, field=field, value=value)
+    return value
 
 
 @dataclass
@@ -99,8 +110,8 @@ class RunSpec:
     sweep: str = ""  # name of the sweep this run belongs to (not part of the id)
 
     def validate(self, source: str | None = None) -> None:
-        if self.arm not in ARMS:
-            raise ConfigError(f"must be one of {ARMS}", source=source, field="arm", value=self.arm)
+        check_name(self.arm, source=source, field="arm")
+        check_name(self.model, source=source, field="model")
         if not isinstance(self.tokens, int) or self.tokens <= 0:
             raise ConfigError("must be a positive integer", source=source, field="tokens", value=self.tokens)
         if not self.streams:

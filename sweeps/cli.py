@@ -31,6 +31,10 @@ def _cmd_plan(args) -> int:
     rows = plan_rows(specs, mfu=args.mfu, gpu_flops=args.gpu_flops)
     print(format_plan(rows, totals=plan_totals(sweep, specs, rows, mfu=args.mfu, gpu_flops=args.gpu_flops)))
     if args.json:
+        from dataclasses import asdict
+
+        for spec, row in zip(specs, rows):  # what a cluster job of this run asks for (`--launcher slurm`)
+            row["resources"] = asdict(sweep.resources_for(spec.model))
         atomic.write_json(args.json, rows)
     return 0
 
@@ -44,45 +48,87 @@ def _cmd_status(args) -> int:
     print(format_plan(plan_rows(specs), states))
     counts = {st: list(states.values()).count(st) for st in ("pending", "running", "done", "failed")}
     print("  ".join(f"{k}: {v}" for k, v in counts.items()))
-    return 0
+    _print_failed(specs, states, reg)
+    return 1 if counts["failed"] else 0
+
+
+def _print_failed(specs, states, reg) -> None:
+    from scaling.initref import InitRef
+
+    for s in specs:
+        if states[s.run_id] == "failed":
+            dep = InitRef.parse(s.init).run_id
+            why = f"initialisation run {dep} failed" if dep and reg.state(dep) == "failed" else reg.failure(s.run_id)
+            print(f"FAILED {s.run_id}: {why}")
 
 
 def _require_data(sweep) -> None:
-    if sweep.data is None:
-        raise ConfigError("is required to run a sweep (plan works without it)", source=str(sweep.path), field="data")
+    """Every arm trains on a prepared data folder (plan works without one)."""
+    from scaling.datadir import MANIFEST
+
+    for arm in sweep.arms:
+        data = sweep.data_of(arm)
+        if sweep.tokenizer_of(arm) != "data" or data is None or not (data / MANIFEST).is_file():
+            field = f"arms.{arm}.data" if arm in sweep.arm_data else "data"
+            raise ConfigError(f"is required to run (arm '{arm}' has no prepared data folder; plan works without one)",
+                              source=str(sweep.path), field=field, value=str(data) if data else None)
 
 
 def _cmd_run(args) -> int:
-    from sweeps.local import run_sweep, run_workers
+    from sweeps.local import check_output, run_sweep, run_workers
 
     sweep, specs = _load_plan(args.sweep)
-    _require_data(sweep)
     if args.workers < 1:
         raise ConfigError("must be at least 1", field="--workers", value=args.workers)
+    if args.gpus_per_run < 1:
+        raise ConfigError("must be at least 1", field="--gpus-per-run", value=args.gpus_per_run)
     reg = _registry(sweep, args)
+    if args.dry_run:
+        if args.launcher != "slurm":
+            raise ConfigError("only applies to --launcher slurm (`scaling plan` shows any sweep's runs)",
+                              field="--dry-run", value=True)
+        from sweeps.slurm import dry_run
+
+        dry_run(sweep, specs, reg)  # what would be submitted: works before the data is prepared
+        return 0
+    _require_data(sweep)
+    check_output(sweep)
+    _check_wandb(args)
     if args.launcher == "slurm":
         from sweeps.slurm import run_slurm
 
-        counts = run_slurm(sweep, specs, reg, executor=args.executor, workers=args.workers)
+        counts = run_slurm(sweep, specs, reg, executor=args.executor, wait=not args.no_wait, wandb=args.wandb)
     elif args.launcher == "accelerate":
         from sweeps.accel import run_accelerate
 
-        counts = run_accelerate(sweep, specs, reg, extra=args.accelerate_args)
+        counts = run_accelerate(sweep, specs, reg, extra=args.accelerate_args, wandb=args.wandb)
     elif args.workers > 1:
-        counts = run_workers(sweep, specs, args.workers, reg, wandb=args.wandb)
+        counts = run_workers(sweep, specs, args.workers, reg, wandb=args.wandb, gpus_per_run=args.gpus_per_run)
     else:
-        counts = run_sweep(sweep, specs, registry=reg, sink=_sink(sweep, args))
-    print(f"trained {counts['trained']}, skipped {counts['skipped']} finished, failed {counts['failed']}; "
-          f"results in {sweep.results_csv}")
+        counts = run_sweep(sweep, specs, registry=reg, wandb=args.wandb, execute=_executor(args))
+    print(f"trained {counts['trained']}, skipped {counts['skipped']} finished, failed {counts['failed']}"
+          + (f", unfinished {counts['unfinished']}" if counts.get("unfinished") else "")
+          + f"; results in {sweep.results_csv}")
     return 1 if counts["failed"] or counts.get("unfinished") else 0
 
 
-def _sink(sweep, args):
-    if not getattr(args, "wandb", None):
-        return None
-    from sweeps.tracking import WandbSink
+def _check_wandb(args) -> None:
+    if args.wandb and args.wandb != "disabled":
+        from sweeps.tracking import require_wandb
 
-    return WandbSink(sweep, mode=args.wandb)
+        require_wandb(args.wandb)
+
+
+def _executor(args):
+    """In-process training, or torchrun on this worker's GPUs when a run takes more than one."""
+    if args.gpus_per_run <= 1:
+        return None
+    from sweeps.slurm import torchrun_command
+    from sweeps.schema import Resources
+    from sweeps.accel import command_executor
+
+    return command_executor(lambda run: torchrun_command(run.path, Resources(gpus_per_node=args.gpus_per_run),
+                                                         master="localhost", job_id="0"))
 
 
 def _cmd_worker(args) -> int:
@@ -90,8 +136,15 @@ def _cmd_worker(args) -> int:
 
     sweep, specs = _load_plan(args.sweep)
     _require_data(sweep)
-    counts = work(sweep, specs, _registry(sweep, args), sink=_sink(sweep, args))
+    _check_wandb(args)
+    counts = work(sweep, specs, _registry(sweep, args), wandb=args.wandb, execute=_executor(args))
     return 1 if counts["failed"] else 0
+
+
+def _wandb_arg(p) -> None:
+    p.add_argument("--wandb", nargs="?", const="offline", choices=("offline", "online", "disabled"), default=None,
+                   help="log every run live to Weights & Biases from rank 0 (offline unless 'online'; "
+                        "metrics.jsonl stays the record)")
 
 
 def _registry_args(p) -> None:
@@ -116,19 +169,25 @@ def register(sub) -> None:
 
     r = sub.add_parser("run", help="run a sweep's pending runs (finished runs are skipped) and write results.csv")
     r.add_argument("sweep")
-    r.add_argument("--workers", type=int, default=1, help="worker processes (local) or array tasks (slurm)")
+    r.add_argument("--workers", type=int, default=1,
+                   help="local launcher: worker processes sharing this machine (cores/K threads or one GPU set each)")
+    r.add_argument("--gpus-per-run", type=int, default=1,
+                   help="local launcher on a GPU host: devices per run (each worker holds its own; >1 runs torchrun)")
     r.add_argument("--launcher", choices=("local", "accelerate", "slurm"), default="local")
     r.add_argument("--executor", choices=("slurm", "local"), default="slurm",
-                   help="slurm launcher: submitit executor ('local' runs the array on this machine)")
+                   help="slurm launcher: submitit executor ('local' runs the jobs on this machine)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="slurm launcher: print each run's sbatch script and torchrun command; submit nothing")
+    r.add_argument("--no-wait", action="store_true", help="slurm launcher: return once the jobs are submitted")
     r.add_argument("--accelerate-args", default="", help="accelerate launcher: extra arguments for `accelerate launch`")
-    r.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None,
-                   help="also log each finished run to Weights & Biases (optional; offline unless 'online')")
+    _wandb_arg(r)
     _registry_args(r)
     r.set_defaults(func=_cmd_run)
 
     w = sub.add_parser("worker", help="one worker loop on a sweep: claim, train, repeat until no run is left")
     w.add_argument("sweep")
-    w.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None)
+    w.add_argument("--gpus-per-run", type=int, default=1)
+    _wandb_arg(w)
     _registry_args(w)
     w.set_defaults(func=_cmd_worker)
 

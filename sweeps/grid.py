@@ -15,43 +15,50 @@ one run to the largest token count with a cooldown branch at each smaller one.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
+from scaling.datadir import DataDir
 from scaling.errors import ConfigError
-from scaling.flops import count_params
+from scaling.flops import count_params, flops_6nd
+from scaling.initref import InitRef
 from scaling.shapes import PUBLISHED, SPEECH_TOKENS, ModelShape, padded_vocab
-from scaling.spec import RunSpec
-from sweeps.schema import TOKENIZERS, Sweep
+from scaling.spec import TEXT_ARM, RunSpec
+from sweeps.schema import FAMILY_SHAPE, TOKENIZERS, Sweep
 
 
-def _manifest(sweep: Sweep) -> dict:
-    if sweep.data is None:
+def _manifest(sweep: Sweep, arm: str | None = None) -> dict:
+    """The checked data.json of ``arm``'s data folder (the sweep's when None); {} when planning without data."""
+    data = sweep.data if arm is None else sweep.data_of(arm)
+    if data is None or sweep.tokenizer_of(arm) != "data":
         return {}
-    return json.loads((sweep.data / "data.json").read_text(encoding="utf-8"))
+    return DataDir.open(data).manifest
 
 
-def vocab_sizes(sweep: Sweep, model: str, manifest: dict) -> tuple[int | None, int]:
-    """(text LM rows, speech LM rows) of ``model`` under the sweep's tokenizer."""
-    if sweep.tokenizer == "data":
+def vocab_sizes(sweep: Sweep, model: str, manifest: dict, arm: str | None = None) -> tuple[int | None, int]:
+    """(text LM rows, speech LM rows) of ``model`` under ``arm``'s tokenizer."""
+    tok = sweep.tokenizer_of(arm)
+    if tok == "data":
         return manifest["text_model_vocab"], manifest["speech_model_vocab"]
-    if sweep.tokenizer == "units":
+    if tok == "units":
         return None, padded_vocab(SPEECH_TOKENS)
-    n = TOKENIZERS[sweep.tokenizer] if sweep.tokenizer in TOKENIZERS else int(sweep.tokenizer.split(":", 1)[1])
+    n = TOKENIZERS[tok] if tok in TOKENIZERS else int(tok.split(":", 1)[1])
     rows = PUBLISHED[model].vocab_size if model in PUBLISHED else padded_vocab(n)
     return max(rows, padded_vocab(n)), max(rows, padded_vocab(n + SPEECH_TOKENS))
 
 
-def shape_of(sweep: Sweep, model: str, manifest: dict, *, text: bool = False) -> ModelShape:
-    tv, sv = vocab_sizes(sweep, model, manifest)
-    return sweep.shapes[model].with_vocab(tv if text else sv)
+def shape_of(sweep: Sweep, model: str, manifest: dict, *, text: bool = False, arm: str | None = None) -> ModelShape:
+    """The model's shape with the vocabulary rows of the (text or speech) tokenizer, in ``arm``'s family."""
+    tv, sv = vocab_sizes(sweep, model, manifest, arm)
+    shape = sweep.shapes[model].with_vocab(tv if text else sv)
+    fam = sweep.family.get(arm) if arm else None
+    return replace(shape, **FAMILY_SHAPE[fam]) if fam and fam != shape.family else shape
 
 
-def _fingerprint(sweep: Sweep, manifest: dict) -> str:
-    return manifest["fingerprint"] if manifest else f"tokenizer:{sweep.tokenizer}"
+def _fingerprint(sweep: Sweep, manifest: dict, arm: str | None = None) -> str:
+    return manifest["fingerprint"] if manifest else f"tokenizer:{sweep.tokenizer_of(arm)}"
 
 
 def tuned_values(sweep: Sweep) -> dict[str, dict]:
@@ -84,24 +91,26 @@ def train_for(sweep: Sweep, model: str, tuned: dict[str, dict]):
     return replace(t, lr=lr, min_lr=t.min_lr * lr / t.lr, batch_size=int(v.get("batch_size", t.batch_size)))
 
 
-def text_lm_spec(sweep: Sweep, model: str, manifest: dict) -> RunSpec:
+def text_lm_spec(sweep: Sweep, model: str, manifest: dict, arm: str | None = None) -> RunSpec:
+    """The text LM that ``arm``'s runs of ``model`` start from (its family, its data folder's text stream)."""
     tp = sweep.text_pretrain
     train = replace(sweep.train, lr=tp.lr or sweep.train.lr, min_lr=tp.min_lr or sweep.train.min_lr, eval_every=0,
                     schedule="cosine")
-    return RunSpec(arm="textlm", model=model, shape=shape_of(sweep, model, manifest, text=True), tokens=tp.tokens,
-                   streams={"textlm": 1.0}, init="random", data_fingerprint=_fingerprint(sweep, manifest), train=train,
-                   seed=sweep.seed, data_dir=str(sweep.data or ""), sweep=sweep.name)
+    data = sweep.data_of(arm) if arm else sweep.data
+    return RunSpec(arm=TEXT_ARM, model=model, shape=shape_of(sweep, model, manifest, text=True, arm=arm), tokens=tp.tokens,
+                   streams={TEXT_ARM: 1.0}, init="random", data_fingerprint=_fingerprint(sweep, manifest, arm),
+                   train=train, seed=sweep.seed, data_dir=str(data or ""), sweep=sweep.name)
 
 
 def _points(sweep: Sweep, model: str, n: int, T: int) -> list[tuple[int, float, str]]:
     """(tokens, budget, where) of one model's grid points."""
     if sweep.grid == "isoflop":
-        return [(int(round(C / (6 * n) / T)) * T, C, f"budgets[{i}]") for i, C in enumerate(sweep.budgets)]
+        return [(int(round(C / flops_6nd(n, 1) / T)) * T, C, f"budgets[{i}]") for i, C in enumerate(sweep.budgets)]
     if sweep.grid == "tokens_per_param":
         pts = []
         for i, r in enumerate(sweep.tokens_per_param):
             d = int(round(r * n / T)) * T
-            pts.append((d, 6.0 * n * d, f"tokens_per_param[{i}]"))
+            pts.append((d, flops_6nd(n, d), f"tokens_per_param[{i}]"))
         return pts
     pts = []
     for i, r in enumerate(sweep.explicit):
@@ -109,9 +118,9 @@ def _points(sweep: Sweep, model: str, n: int, T: int) -> list[tuple[int, float, 
             continue
         if "tokens" in r:
             d = int(round(r["tokens"] / T)) * T
-            pts.append((d, 6.0 * n * d, f"runs[{i}]"))
+            pts.append((d, flops_6nd(n, d), f"runs[{i}]"))
         else:
-            pts.append((int(round(r["budget"] / (6 * n) / T)) * T, r["budget"], f"runs[{i}]"))
+            pts.append((int(round(r["budget"] / flops_6nd(n, 1) / T)) * T, r["budget"], f"runs[{i}]"))
     return pts
 
 
@@ -131,14 +140,15 @@ def _dropped_by(sweep: Sweep, n: int, tokens: int, steps: int) -> str | None:
 def resolve(sweep: Sweep, *, dropped: list | None = None) -> list[RunSpec]:
     """All runs of the sweep, dependencies (text LMs) first. Raises ConfigError on an infeasible grid.
     Points removed by the constraints are appended to ``dropped`` as (arm, model, tokens, reason)."""
-    manifest = _manifest(sweep)
     src = str(sweep.path)
     tuned = tuned_values(sweep)
     dropped = [] if dropped is None else dropped
     speech: list[RunSpec] = []
+    manifests = {arm: _manifest(sweep, arm) for arm in sweep.arms}
     for arm in sweep.arms:
-        for model in sweep.models:
-            shape = shape_of(sweep, model, manifest)
+        manifest = manifests[arm]
+        for model in sweep.models_of(arm):
+            shape = shape_of(sweep, model, manifest, arm=arm)
             n = count_params(shape).total
             train = train_for(sweep, model, tuned)
             T = train.seq_len
@@ -146,43 +156,50 @@ def resolve(sweep: Sweep, *, dropped: list | None = None) -> list[RunSpec]:
             for tokens, C, where in _points(sweep, model, n, T):
                 if tokens < train.tokens_per_step:
                     raise ConfigError(
-                        f"budget {C:.3g} gives {model} ({n:,} params) only {C / (6 * n):,.0f} tokens, less than one "
+                        f"budget {C:.3g} gives {model} ({n:,} params) only {C / flops_6nd(n, 1):,.0f} tokens, less than one "
                         f"optimiser step of {train.tokens_per_step} tokens", source=src, field=where, value=C)
                 why = _dropped_by(sweep, n, tokens, -(-tokens // train.tokens_per_step))
                 if why:
                     dropped.append((arm, model, tokens, why))
-                else:
-                    kept.append((tokens, C))
+                    continue
+                same = next((w for t, _, w in kept if t == tokens), None)
+                if same is not None:  # two grid points, one run: refuse rather than train it twice under two ids
+                    raise ConfigError(f"gives {model} the same {tokens:,} tokens as {same} (token counts are whole "
+                                      f"sequences of {T}); drop one of the two points", source=src, field=where, value=C)
+                kept.append((tokens, C, where))
             if not kept:
                 continue
             base = dict(arm=arm, model=model, shape=shape, streams=dict(sweep.streams[arm]),
-                        init=sweep.init[arm], data_fingerprint=_fingerprint(sweep, manifest), seed=sweep.seed,
+                        init=sweep.init[arm], data_fingerprint=_fingerprint(sweep, manifest, arm), seed=sweep.seed,
                         benchmarks=list(sweep.eval.benchmarks), bench_items=sweep.eval.max_items,
-                        data_dir=str(sweep.data or ""), sweep=sweep.name)
+                        data_dir=str(sweep.data_of(arm) or ""), sweep=sweep.name)
             if train.schedule == "wsd":
                 kept.sort()
-                tokens, C = kept[-1]
-                cds = sorted({t for t, _ in kept if t < tokens})
+                tokens, C, _ = kept[-1]
+                cds = sorted({t for t, _, _ in kept if t < tokens})
                 speech.append(RunSpec(tokens=tokens, budget=C, train=replace(train), cooldowns=cds, **base))
             else:
-                speech.extend(RunSpec(tokens=t, budget=C, train=replace(train), **base) for t, C in kept)
+                speech.extend(RunSpec(tokens=t, budget=C, train=replace(train), **base) for t, C, _ in kept)
     if not speech:
         reasons = sorted({d[3].split(" ", 1)[1] if " " in d[3] else d[3] for d in dropped})
         raise ConfigError(f"the constraints leave no runs ({len(dropped)} grid points dropped: {'; '.join(reasons)})",
                           source=src, field="constraints")
+    # One text LM per (model, family, data folder): arms that share those share their text LM.
     specs: list[RunSpec] = []
     text_lms: dict[str, RunSpec] = {}
-    for m in sweep.models:
-        if any(s.model == m and s.init == "text_lm" for s in speech):
-            text_lms[m] = text_lm_spec(sweep, m, manifest)
-            specs.append(text_lms[m])
     for s in speech:
         if s.init == "text_lm":
-            s.init = f"run:{text_lms[s.model].run_id}"
+            lm = text_lm_spec(sweep, s.model, manifests[s.arm], s.arm)
+            if lm.run_id not in text_lms:
+                lm.validate(src)
+                text_lms[lm.run_id] = lm
+                specs.append(lm)
+            s.init = str(InitRef("run", lm.run_id))
         elif s.init == "checkpoint":
             s.init = sweep.init_paths[s.arm][s.model]
         s.validate(src)
-        specs.append(s)
+    specs.sort(key=lambda lm: sweep.models.index(lm.model))  # text LMs by size, as before
+    specs.extend(speech)
     ids = [s.run_id for s in specs]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:

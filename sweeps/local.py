@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import subprocess
 import sys
 import time
@@ -17,10 +18,17 @@ import traceback
 from pathlib import Path
 
 from scaling import atomic
+from scaling.errors import ConfigError
+from scaling.initref import InitRef
 from scaling.rundir import RESULT_COLUMNS, RunDir
 from scaling.spec import RunSpec
 from sweeps.registry import Registry, worker_name
 from sweeps.schema import Sweep
+
+
+def _dep(spec: RunSpec) -> str | None:
+    """The run this run starts from (its text LM), if any."""
+    return InitRef.parse(spec.init).run_id
 
 
 def is_done(run: RunDir) -> bool:
@@ -28,10 +36,11 @@ def is_done(run: RunDir) -> bool:
 
 
 def work(sweep: Sweep, specs: list[RunSpec], registry: Registry, *, echo=print, poll: float = 0.5,
-         sink=None, execute=None) -> dict:
+         wandb: str | None = None, execute=None) -> dict:
     """Claim and train runs until every run is done or failed; returns this worker's counts
     {'trained', 'skipped', 'failed'} ('skipped' = done before this worker started).
-    ``execute(run) -> record`` trains one run (default: trainer.execute.execute, in this process)."""
+    ``execute(run) -> record`` trains one run (default: trainer.execute.execute, in this process).
+    ``wandb``: a mode; each claimed run gets its tracking.json, so it logs live from rank 0."""
     if execute is None:
         from trainer.execute import execute
 
@@ -43,11 +52,11 @@ def work(sweep: Sweep, specs: list[RunSpec], registry: Registry, *, echo=print, 
         claimed, waiting = False, False
         for spec in specs:
             st = registry.effective_state(spec)
+            dep = _dep(spec)
             if st in ("done", "failed"):
-                if st == "failed" and spec.init.startswith("run:") and registry.state(spec.init[4:]) == "failed":
+                if st == "failed" and dep and registry.state(dep) == "failed":
                     _mark_blocked(registry, spec)
                 continue
-            dep = spec.init[4:] if spec.init.startswith("run:") else None
             if st == "running" or (dep and registry.state(dep) != "done"):
                 waiting = True
                 continue
@@ -56,6 +65,10 @@ def work(sweep: Sweep, specs: list[RunSpec], registry: Registry, *, echo=print, 
                 waiting = True
                 continue
             claimed = True
+            if wandb:
+                from sweeps.tracking import tracking_for
+
+                tracking_for(sweep, spec, wandb).write(lease.run.path)
             tag = f"[{order[spec.run_id]}/{n}]"
             t0 = time.time()
             try:
@@ -64,14 +77,13 @@ def work(sweep: Sweep, specs: list[RunSpec], registry: Registry, *, echo=print, 
                 (lease.run.path / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
                 lease.finish("failed", error=f"{type(e).__name__}: {e}")
                 counts["failed"] += 1
-                echo(f"{tag} failed  {spec.run_id} (attempt {lease.number}/{registry.max_attempts}): {type(e).__name__}: {e}")
+                echo(f"{tag} failed  {spec.run_id} (attempt {registry.attempts(spec.run_id)}/{registry.max_attempts}): "
+                     f"{type(e).__name__}: {e}")
                 break
             lease.finish("done")
             counts["trained"] += 1
-            if sink is not None:
-                sink.log_run(spec, rec, lease.run)
             loss = rec.get("val_loss_speech") if rec["arm"] != "textlm" else rec.get("val_loss_text")
-            extra = " ".join(f"{k}={rec[k]:.3f}" for k in ("ssc", "tsc") if isinstance(rec.get(k), float))
+            extra = " ".join(f"{k}={rec[k]:.3f}" for k in spec.benchmarks[:3] if isinstance(rec.get(k), float))
             echo(f"{tag} done    {spec.run_id}  tokens={rec['tokens']:,}  loss={loss:.3f} {extra} ({time.time() - t0:.1f} s)")
             break  # rescan from the top: dependencies first
         if not claimed:
@@ -84,49 +96,114 @@ def _mark_blocked(registry: Registry, spec: RunSpec) -> None:
     run = registry.run(spec.run_id)
     if run.status != "failed":
         run.create(spec)
-        run.set_state("failed", error=f"initialisation run {spec.init[4:]} failed")
+        run.set_state("failed", error=f"initialisation run {_dep(spec)} failed")
 
 
-def run_sweep(sweep: Sweep, specs: list[RunSpec], *, echo=print, registry: Registry | None = None, sink=None) -> dict:
-    """Train every pending run in this process; returns counts {'trained', 'skipped', 'failed'}."""
+def check_output(sweep: Sweep) -> None:
+    """The output folder is writable (a clear error before any run starts, not a traceback later)."""
+    probe = sweep.runs_dir / f".write-test-{os.getpid()}"
+    try:
+        sweep.runs_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write there ({e.strerror})", source=str(sweep.path), field="output",
+                          value=str(sweep.output)) from None
+
+
+def outcome(sweep: Sweep, specs: list[RunSpec], registry: Registry, before: int, *, echo=print) -> dict:
+    """The sweep's counts as the registry sees them after the launcher returned (whoever trained or
+    failed a run), results.csv written, and one line per failed run saying why."""
+    states = {s.run_id: registry.effective_state(s) for s in specs}
+    write_results(sweep, specs, registry)
+    failed = [s for s in specs if states[s.run_id] == "failed"]
+    for s in failed:
+        dep = _dep(s)
+        why = f"initialisation run {dep} failed" if dep and registry.state(dep) == "failed" else registry.failure(s.run_id)
+        echo(f"FAILED {s.run_id}: {why} (see {registry.run(s.run_id).path})")
+    done = list(states.values()).count("done")
+    return {"trained": done - before, "skipped": before, "failed": len(failed),
+            "unfinished": len(specs) - done - len(failed), "failed_runs": [s.run_id for s in failed]}
+
+
+def run_sweep(sweep: Sweep, specs: list[RunSpec], *, echo=print, registry: Registry | None = None,
+              wandb: str | None = None, execute=None) -> dict:
+    """Train every pending run in this process; returns counts {'trained', 'skipped', 'failed', 'unfinished'}."""
     registry = registry or Registry(sweep.runs_dir)
-    counts = work(sweep, specs, registry, echo=echo, sink=sink)
-    if counts["trained"] == 0 and counts["failed"] == 0 and counts["skipped"] == len(specs):
+    before = sum(registry.is_done(s.run_id) for s in specs)
+    work(sweep, specs, registry, echo=echo, wandb=wandb, execute=execute)
+    if before == len(specs):
         echo(f"all {len(specs)} runs of sweep '{sweep.name}' are already done; nothing to train")
-    write_results(sweep, specs)
-    return counts
+    return outcome(sweep, specs, registry, before, echo=echo)
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def gpu_count() -> int:
+    """GPUs this process may use (CUDA_VISIBLE_DEVICES when set, else what torch sees)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def worker_envs(workers: int, *, cores: int | None = None, gpus: int | None = None, gpus_per_run: int = 1) -> list[dict]:
+    """Environment overrides of each of ``workers`` processes sharing this machine: on a GPU host,
+    ``gpus_per_run`` devices each (disjoint, so no run sees a device another worker holds); on a
+    CPU host, cores // workers threads each for torch and BLAS (K workers x all cores would
+    oversubscribe the CPU)."""
+    cores = cores or os.cpu_count() or 1
+    gpus = gpu_count() if gpus is None else gpus
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()] or \
+        [str(i) for i in range(gpus)]
+    if gpus:
+        if workers * gpus_per_run > gpus:
+            raise ConfigError(f"{workers} workers x {gpus_per_run} GPUs per run need {workers * gpus_per_run} GPUs; "
+                              f"this machine has {gpus}", field="--workers", value=workers)
+        per = [visible[i * gpus_per_run:(i + 1) * gpus_per_run] for i in range(workers)]
+        threads = max(1, cores // workers)
+        return [{"CUDA_VISIBLE_DEVICES": ",".join(p), **{v: str(threads) for v in THREAD_VARS}} for p in per]
+    threads = max(1, cores // workers)
+    return [{"CUDA_VISIBLE_DEVICES": "", **{v: str(threads) for v in THREAD_VARS}} for _ in range(workers)]
 
 
 def run_workers(sweep: Sweep, specs: list[RunSpec], workers: int, registry: Registry, *, echo=print,
-                wandb: str | None = None) -> dict:
-    """Start ``workers`` worker processes on the sweep, wait for them, write results.csv."""
+                wandb: str | None = None, gpus_per_run: int = 1) -> dict:
+    """Start ``workers`` worker processes on the sweep (each with its share of the machine), wait
+    for them, write results.csv."""
     before = sum(registry.is_done(s.run_id) for s in specs)
     cmd = [sys.executable, "-m", "scaling.cli", "worker", str(sweep.path),
            "--lease-timeout", str(registry.lease_timeout), "--heartbeat", str(registry.heartbeat),
-           "--max-attempts", str(registry.max_attempts)] + (["--wandb", wandb] if wandb else [])
-    procs = [subprocess.Popen(cmd) for _ in range(workers)]
+           "--max-attempts", str(registry.max_attempts), "--gpus-per-run", str(gpus_per_run)] + \
+        (["--wandb", wandb] if wandb else [])
+    envs = worker_envs(workers, gpus_per_run=gpus_per_run)
+    procs = [subprocess.Popen(cmd, env={**os.environ, **env}) for env in envs]
     codes = [p.wait() for p in procs]
-    write_results(sweep, specs)
-    states = [registry.effective_state(s) for s in specs]
-    counts = {"trained": states.count("done") - before, "skipped": before, "failed": states.count("failed"),
-              "unfinished": len(specs) - states.count("done") - states.count("failed"), "worker_exit_codes": codes}
+    counts = outcome(sweep, specs, registry, before, echo=echo)
+    counts["worker_exit_codes"] = codes
     return counts
 
 
-def collect_results(sweep: Sweep, specs: list[RunSpec]) -> list[dict]:
+def collect_results(sweep: Sweep, specs: list[RunSpec], registry: Registry | None = None) -> list[dict]:
+    """One row per run; the status of an unfinished run is the registry's (state.json may still say
+    'running' after its worker was killed)."""
+    registry = registry or Registry(sweep.runs_dir)
     rows = []
     for spec in specs:
-        run = RunDir(sweep.runs_dir / spec.run_id)
+        run = registry.run(spec.run_id)
         rec = run.result() if is_done(run) else None
         if rec is None:
             rec = {"run_id": spec.run_id, "arm": spec.arm, "model": spec.model, "budget": spec.budget,
-                   "tokens": spec.tokens, "status": run.status}
+                   "tokens": spec.tokens, "status": registry.effective_state(spec)}
         rows.append({c: rec.get(c) for c in RESULT_COLUMNS})
     return rows
 
 
-def write_results(sweep: Sweep, specs: list[RunSpec]) -> None:
-    rows = collect_results(sweep, specs)
+def write_results(sweep: Sweep, specs: list[RunSpec], registry: Registry | None = None) -> None:
+    rows = collect_results(sweep, specs, registry)
 
     def fmt(v):
         if v is None or (isinstance(v, float) and math.isnan(v)):

@@ -5,7 +5,7 @@ an H100's 989 TFLOP/s bf16 dense; REFERENCE section 4 measured 28-40% for the 1.
 """
 from __future__ import annotations
 
-from scaling.flops import count_params, flops_exact
+from scaling.flops import count_params, flops_6nd, flops_exact
 from scaling.spec import RunSpec
 
 
@@ -17,7 +17,7 @@ def plan_rows(specs: list[RunSpec], *, mfu: float = 0.4, gpu_flops: float = 989e
         rows.append({
             "run_id": s.run_id, "arm": s.arm, "model": s.model, "params": pc.total,
             "non_embedding_params": pc.non_embedding, "tokens": s.tokens, "budget": s.budget,
-            "flops": 6.0 * pc.total * s.tokens, "flops_exact": fx,
+            "flops": flops_6nd(pc.total, s.tokens), "flops_exact": fx,
             "steps": s.steps, "tokens_per_param": s.tokens / pc.total, "init": s.init,
             "schedule": s.train.schedule, "cooldowns": list(s.cooldowns), "lr": s.train.lr,
             "gpu_hours": fx / (mfu * gpu_flops) / 3600.0,

@@ -5,8 +5,10 @@ than the latest lease: whatever the number of workers (processes, nodes), exactl
 lease n. While it trains, a thread refreshes the lease's mtime (the heartbeat). When the run
 ends the worker rewrites the lease with its outcome (done or failed). A lease that is neither
 finished nor refreshed within ``lease_timeout`` seconds belongs to a dead worker: the run is
-claimable again, through lease n+1. The lease files are the attempt history: attempts = n,
-and a run whose ``max_attempts`` leases all failed (or died) stays failed.
+claimable again, through lease n+1. The lease files are the attempt history: attempts = leases
+that failed, died or are running, and a run whose ``max_attempts`` attempts all failed (or died)
+stays failed. A lease whose outcome is ``preempted`` (SLURM took the node back and requeued the
+job) or ``released`` is not an attempt: a run may be preempted any number of times.
 
 The run directory's result.json is the record; a run is done when state.json says done and
 result.json exists, whoever wrote it.
@@ -24,8 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaling import atomic
+from scaling.errors import ConfigError
+from scaling.initref import InitRef
 from scaling.rundir import RunDir
 from scaling.spec import RunSpec
+
+NOT_ATTEMPTS = ("preempted", "released")  # lease outcomes that do not use up an attempt
 
 LEASE_RE = re.compile(r"^lease\.(\d+)$")
 
@@ -87,6 +93,11 @@ class Registry:
         self.lease_timeout, self.heartbeat, self.max_attempts = lease_timeout, heartbeat, max_attempts
 
     def run(self, run_id: str) -> RunDir:
+        """The run's folder, proven to lie directly under ``runs_dir`` (a run id is a plain name)."""
+        root = self.runs_dir.resolve()
+        path = (root / run_id).resolve()
+        if path.parent != root or not run_id or run_id != path.name:
+            raise ConfigError(f"run folder {path} would lie outside {root}", field="run_id", value=run_id)
         return RunDir(self.runs_dir / run_id)
 
     def leases(self, run_id: str) -> list[tuple[int, Path]]:
@@ -97,8 +108,19 @@ class Registry:
         return sorted(out)
 
     def attempts(self, run_id: str) -> int:
-        ls = self.leases(run_id)
-        return ls[-1][0] if ls else 0
+        """Attempts used: leases that are not preempted or released."""
+        return sum((_read_lease(p) or {}).get("outcome") not in NOT_ATTEMPTS for _, p in self.leases(run_id))
+
+    def failure(self, run_id: str) -> str:
+        """Why a run failed, as its last attempt or state.json recorded it."""
+        for _, p in reversed(self.leases(run_id)):
+            body = _read_lease(p) or {}
+            if body.get("error"):
+                return body["error"]
+            if body.get("outcome") not in NOT_ATTEMPTS:
+                break
+        err = self.run(run_id).state().get("error")
+        return err or f"{self.attempts(run_id)} attempts ended without a result (worker killed or lost)"
 
     def is_done(self, run_id: str) -> bool:
         run = self.run(run_id)
@@ -123,12 +145,13 @@ class Registry:
         ls = self.leases(run_id)
         if ls and self._live(ls[-1][1]):
             return "running"
-        return "failed" if len(ls) >= self.max_attempts else "pending"
+        return "failed" if self.attempts(run_id) >= self.max_attempts else "pending"
 
     def effective_state(self, spec: RunSpec) -> str:
         """As state(), but a run whose initialisation run failed is failed too."""
         st = self.state(spec.run_id)
-        if st == "pending" and spec.init.startswith("run:") and self.state(spec.init[4:]) == "failed":
+        dep = InitRef.parse(spec.init).run_id
+        if st == "pending" and dep and self.state(dep) == "failed":
             return "failed"
         return st
 
@@ -140,9 +163,9 @@ class Registry:
         ls = self.leases(run_id)
         if ls and self._live(ls[-1][1]):
             return None
-        n = (ls[-1][0] if ls else 0) + 1
-        if n > self.max_attempts:
+        if self.attempts(run_id) >= self.max_attempts:
             return None
+        n = (ls[-1][0] if ls else 0) + 1
         run = self.run(run_id)
         run.path.mkdir(parents=True, exist_ok=True)
         path = run.path / f"lease.{n}"

@@ -2,18 +2,27 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
+from scaling.datadir import BENCHMARK_NAMES, MANIFEST, MIX_STREAMS, STREAMS, check_benchmarks
 from scaling.errors import ConfigError
+from scaling.initref import InitRef
 from scaling.shapes import KNOWN, ModelShape
-from scaling.spec import STREAMS, TrainConfig
+from scaling.spec import TEXT_ARM, TrainConfig, check_name
 
-SPEECH_ARMS = ("interleaved", "textless")
-DEFAULT_STREAMS = {"interleaved": {"text": 1.0, "interleaved": 1.0, "speech": 1.0}, "textless": {"speech": 1.0}}
+# Arms are data: any number of named arms, each with its init, streams (shares) and data folder.
+# These two names come with defaults (SIMS's main comparison); any other arm spells its own.
+PRESET_ARMS = ("interleaved", "textless")
+DEFAULT_STREAMS = {"interleaved": {s: 1.0 for s in MIX_STREAMS}, "textless": {"speech": 1.0}}
 DEFAULT_INIT = {"interleaved": "text_lm", "textless": "random"}
+ARM_KEYS = ("init", "streams", "data", "family", "models", "tokenizer")
+FAMILIES = ("qwen2", "llama")
+# What a family changes in a shape (biases and tied embeddings as the published models have them).
+FAMILY_SHAPE = {"qwen2": dict(family="qwen2", qkv_bias=True), "llama": dict(family="llama", qkv_bias=False)}
 
 
 @dataclass
@@ -25,7 +34,7 @@ class TextPretrain:
 
 @dataclass
 class EvalConfig:
-    benchmarks: list[str] = field(default_factory=lambda: ["swuggy", "sblimp", "ssc", "tsc", "ssc_s2t", "ssc_t2s", "ssc_t2t"])
+    benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARK_NAMES))
     max_items: int | None = None
 
 
@@ -58,6 +67,21 @@ class Tuning:
     output: str = "tuned.yaml"
 
 
+@dataclass
+class Resources:
+    """What one run's cluster job asks for (`scaling run --launcher slurm`): one task per node, each
+    starting torchrun with one process per GPU (one process on a CPU node)."""
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    time_min: int = 24 * 60
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+
+
 # Text tokenizers whose size is known without local data: (entries, name).
 TOKENIZERS = {"qwen2.5": 151665, "llama-3.2": 128256}
 
@@ -77,6 +101,10 @@ class Sweep:
     tokens_per_param: list[float] = field(default_factory=list)  # grid: tokens_per_param
     explicit: list[dict] = field(default_factory=list)  # grid: explicit, [{model, tokens | budget}]
     init_paths: dict[str, dict[str, str]] = field(default_factory=dict)  # arm -> model -> checkpoint
+    arm_data: dict[str, Path] = field(default_factory=dict)  # arm -> its own data folder (else `data`)
+    family: dict[str, str] = field(default_factory=dict)  # arm -> model family of its shapes (and text LM)
+    arm_models: dict[str, list[str]] = field(default_factory=dict)  # arm -> the models it runs (else all)
+    arm_tokenizer: dict[str, str] = field(default_factory=dict)  # arm -> its tokenizer when planning without data
     hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
     tuning: Tuning = field(default_factory=Tuning)
     seed: int = 0
@@ -86,6 +114,20 @@ class Sweep:
     text_pretrain: TextPretrain = field(default_factory=TextPretrain)
     eval: EvalConfig = field(default_factory=EvalConfig)
     constraints: Constraints = field(default_factory=Constraints)
+    resources: dict[str, Resources] = field(default_factory=lambda: {"default": Resources()})
+
+    def resources_for(self, model: str) -> Resources:
+        """The model's job resources: its own entry, else ``default``."""
+        return self.resources.get(model, self.resources["default"])
+
+    def data_of(self, arm: str) -> Path | None:
+        return self.arm_data.get(arm, self.data)
+
+    def tokenizer_of(self, arm: str | None) -> str:
+        return self.arm_tokenizer.get(arm, self.tokenizer) if arm else self.tokenizer
+
+    def models_of(self, arm: str) -> list[str]:
+        return self.arm_models.get(arm, self.models)
 
     @property
     def runs_dir(self) -> Path:
@@ -98,10 +140,45 @@ class Sweep:
 
 TOP_KEYS = {"name", "data", "output", "models", "budgets", "arms", "grid", "seed", "streams", "init", "train",
             "text_pretrain", "eval", "constraints", "tokenizer", "vocab", "tokens_per_param", "runs",
-            "hyperparameters", "tuning"}
+            "hyperparameters", "tuning", "resources"}
 GRIDS = ("isoflop", "tokens_per_param", "explicit")
 SHAPE_KEYS = {"name", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
               "tie_embeddings", "qkv_bias", "family", "head_dim"}
+
+
+_YAML_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _typed(value, hint: str, src: str, where: str):
+    """``value`` checked against a dataclass field's annotation (int, float, bool, str, list[...],
+    dict[...], optionally ``| None``); ints are accepted for floats. Never a traceback later."""
+    options = [h.strip() for h in hint.split("|")]
+    if value is None:
+        if "None" in options:
+            return None
+        raise ConfigError("must be given (it may not be empty)", source=src, field=where, value=value)
+    base = next(h for h in options if h != "None")
+    if base.startswith("list["):
+        if not isinstance(value, list):
+            raise ConfigError(f"must be a list ({base})", source=src, field=where, value=value)
+        item = base[5:-1]
+        return [_typed(v, item, src, f"{where}[{i}]") for i, v in enumerate(value)]
+    if base.startswith("dict["):
+        if not isinstance(value, dict):
+            raise ConfigError("must be a mapping", source=src, field=where, value=value)
+        return value
+    want = _SCALARS[base]
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is float and isinstance(value, str) and _YAML_FLOAT.match(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+        raise ConfigError(f"must be {'a number' if want is float else 'an integer' if want is int else f'a {base}'}"
+                          f" (got {type(value).__name__})", source=src, field=where, value=value)
+    if want is float and not math.isfinite(value):
+        raise ConfigError("must be finite", source=src, field=where, value=value)
+    return value
 
 
 def _sub(cls, raw, src: str, prefix: str):
@@ -109,11 +186,22 @@ def _sub(cls, raw, src: str, prefix: str):
         return cls()
     if not isinstance(raw, dict):
         raise ConfigError("must be a mapping", source=src, field=prefix, value=raw)
-    known = {f.name for f in fields(cls)}
+    hints = {f.name: f.type for f in fields(cls)}
     for k in raw:
-        if k not in known:
-            raise ConfigError(f"unknown key; known: {sorted(known)}", source=src, field=f"{prefix}.{k}")
-    return cls(**raw)
+        if k not in hints:
+            raise ConfigError(f"unknown key; known: {sorted(hints)}", source=src, field=f"{prefix}.{k}")
+    return cls(**{k: _typed(v, hints[k], src, f"{prefix}.{k}") for k, v in raw.items()})
+
+
+def _check_train(train: TrainConfig, src: str) -> None:
+    """Ranges TrainConfig.validate leaves to its callers: AdamW betas, a non-negative micro-batch."""
+    for k in ("beta1", "beta2"):
+        v = getattr(train, k)
+        if not 0 <= v < 1:
+            raise ConfigError("must be in [0, 1)", source=src, field=f"train.{k}", value=v)
+    if train.micro_batch_size < 0:
+        raise ConfigError("must be >= 0 (0: the whole batch in one pass)", source=src, field="train.micro_batch_size",
+                          value=train.micro_batch_size)
 
 
 def _number(v, src, fieldname) -> float:
@@ -146,11 +234,12 @@ def load_sweep(path: str | Path) -> Sweep:
     src = str(path)
     if not path.is_file():
         raise ConfigError("sweep file not found", source=src)
-    with open(path, encoding="utf-8") as fh:
-        try:
-            raw = yaml.safe_load(fh)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"not valid YAML: {e}", source=src) from None
+    try:
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text ({e})", source=src) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML: {e}", source=src) from None
     if not isinstance(raw, dict):
         raise ConfigError("a sweep file must be a mapping", source=src)
     for k in raw:
@@ -181,61 +270,21 @@ def load_sweep(path: str | Path) -> Sweep:
     elif "runs" in raw:
         raise ConfigError("only applies to grid: explicit", source=src, field="runs")
 
-    arms = raw["arms"]
-    if not isinstance(arms, list) or not arms:
-        raise ConfigError("must be a non-empty list", source=src, field="arms", value=arms)
-    for i, a in enumerate(arms):
-        if a not in SPEECH_ARMS:
-            raise ConfigError(f"unknown arm; known: {SPEECH_ARMS}", source=src, field=f"arms[{i}]", value=a)
-    if len(set(arms)) != len(arms):
-        raise ConfigError("lists an arm twice", source=src, field="arms", value=arms)
-
-    streams = {a: dict(DEFAULT_STREAMS[a]) for a in arms}
-    for a, mix in (raw.get("streams") or {}).items():
-        if a not in arms:
-            raise ConfigError("names an arm that is not in 'arms'", source=src, field=f"streams.{a}")
-        if not isinstance(mix, dict) or not mix:
-            raise ConfigError("must map stream names to shares", source=src, field=f"streams.{a}", value=mix)
-        for s_, w in mix.items():
-            if s_ not in STREAMS:
-                raise ConfigError(f"unknown stream; known: {STREAMS}", source=src, field=f"streams.{a}.{s_}")
-            if _number(w, src, f"streams.{a}.{s_}") <= 0:
-                raise ConfigError("share must be positive", source=src, field=f"streams.{a}.{s_}", value=w)
-        streams[a] = {s_: float(w) for s_, w in mix.items()}
-
-    init = {a: DEFAULT_INIT[a] for a in arms}
-    init_paths: dict[str, dict[str, str]] = {}
-    for a, v in (raw.get("init") or {}).items():
-        if a not in arms:
-            raise ConfigError("names an arm that is not in 'arms'", source=src, field=f"init.{a}")
-        if isinstance(v, dict):  # a pretrained checkpoint per model (a HF folder), as SIMS starts from Qwen2.5
-            for m in names:
-                if m not in v:
-                    raise ConfigError(f"gives no checkpoint for model '{m}'", source=src, field=f"init.{a}")
-            for m in v:
-                if m not in names:
-                    raise ConfigError("names a model that is not in 'models'", source=src, field=f"init.{a}.{m}")
-            init[a], init_paths[a] = "checkpoint", {m: _init_path(p, path.parent, src, f"init.{a}.{m}") for m, p in v.items()}
-            continue
-        if v not in ("text_lm", "random"):
-            raise ConfigError("must be 'text_lm', 'random' or a mapping model -> checkpoint", source=src,
-                              field=f"init.{a}", value=v)
-        init[a] = v
-
     tokenizer = _tokenizer(raw, src)
-    if tokenizer == "units":
-        for a in arms:
-            if init[a] != "random" or set(streams[a]) - {"speech"}:
-                raise ConfigError("tokenizer 'units' has no text vocabulary: only speech-only, randomly initialised "
-                                  "arms can use it", source=src, field=f"arms", value=a)
+    arms, streams, init, init_paths, arm_data, family, arm_models, arm_tok = _arms(raw, names, path.parent, src)
+    for a in arms:
+        if arm_tok.get(a, tokenizer) == "units" and (init[a] != "random" or set(streams[a]) - {"speech"}):
+            raise ConfigError("tokenizer 'units' has no text vocabulary: only speech-only, randomly initialised "
+                              "arms can use it", source=src, field="arms", value=a)
 
     train = _sub(TrainConfig, raw.get("train"), src, "train")
+    _check_train(train, src)
     train.validate(src)
     tp = _sub(TextPretrain, raw.get("text_pretrain"), src, "text_pretrain")
     if any(v == "text_lm" for v in init.values()) and (not isinstance(tp.tokens, int) or tp.tokens < train.tokens_per_step):
         raise ConfigError(f"must be an integer of at least one step ({train.tokens_per_step} tokens)",
                           source=src, field="text_pretrain.tokens", value=tp.tokens)
-    ev = _sub(EvalConfig, raw.get("eval"), src, "eval")
+    ev = _eval(raw.get("eval"), src)
     cons = _sub(Constraints, raw.get("constraints"), src, "constraints")
     for k in ("min_tokens_per_param", "max_tokens_per_param", "max_params"):
         v = getattr(cons, k)
@@ -248,7 +297,7 @@ def load_sweep(path: str | Path) -> Sweep:
     hp = _hyperparameters(raw.get("hyperparameters"), names, path.parent, src)
     tuning = _sub(Tuning, raw.get("tuning"), src, "tuning")
     if raw.get("tuning") is not None:
-        _check_tuning(tuning, train, src)
+        _check_tuning(tuning, train, src, arms)
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError("must be an integer", source=src, field="seed", value=seed)
@@ -256,22 +305,200 @@ def load_sweep(path: str | Path) -> Sweep:
     base = path.parent
     data = None
     if raw.get("data") is not None:
-        data = (base / str(raw["data"])).resolve()
-        if not (data / "data.json").is_file():
-            raise ConfigError(f"no prepared data at {data} (run `scaling data synth --out {data}`)", source=src,
-                              field="data", value=raw["data"])
+        data = _data_dir(raw["data"], base, src, "data")
         if tokenizer != "data":
             raise ConfigError("the vocabulary of a sweep with data is the prepared tokenizer's; 'tokenizer'/'vocab' are "
                               "for planning without data", source=src, field="tokenizer" if "tokenizer" in raw else "vocab")
-    elif tokenizer == "data":
-        raise ConfigError("is required unless the vocabulary is given by 'tokenizer' (qwen2.5, llama-3.2, units) "
-                          "or 'vocab'", source=src, field="data")
-    return Sweep(
+    # An arm that plans with data needs a prepared folder (its own or the sweep's); one that plans with a
+    # named tokenizer may name a data folder that is not prepared yet (`scaling run` will need it).
+    for a in arms:
+        tok = arm_tok.get(a, tokenizer)
+        if a in arm_data and tok == "data" and not (arm_data[a] / MANIFEST).is_file():
+            raise ConfigError(f"no prepared data at {arm_data[a]} (run `scaling data synth --out {arm_data[a]}`)",
+                              source=src, field=f"arms.{a}.data", value=str(arm_data[a]))
+        if tok == "data" and a not in arm_data and data is None:
+            raise ConfigError("is required unless the vocabulary is given by 'tokenizer' (qwen2.5, llama-3.2, units) "
+                              "or 'vocab', or every arm has its own data folder", source=src, field="data")
+    sweep = Sweep(
         path=path, name=str(raw.get("name", path.stem)), data=data, output=(base / str(raw.get("output", "."))).resolve(),
         models=names, budgets=budgets, arms=list(arms), grid=grid, seed=seed, streams=streams, init=init,
         train=train, text_pretrain=tp, eval=ev, constraints=cons, shapes=shapes, tokenizer=tokenizer,
-        tokens_per_param=tpp, explicit=explicit, init_paths=init_paths, hyperparameters=hp, tuning=tuning,
+        tokens_per_param=tpp, explicit=explicit, init_paths=init_paths, hyperparameters=hp, tuning=tuning, arm_data=arm_data, family=family, arm_models=arm_models, arm_tokenizer=arm_tok,
     )
+    sweep.resources = _resources(raw.get("resources"), names, src)
+    check_benchmark_files(sweep)
+    return sweep
+
+
+def _resources(raw, names, src) -> dict[str, Resources]:
+    """``resources: {default: {...}, <model>: {...}}``; a model's entry overrides the default's keys."""
+    if raw is None:
+        return {"default": Resources()}
+    if not isinstance(raw, dict):
+        raise ConfigError("must map 'default' or model names to job resources", source=src, field="resources", value=raw)
+    for k in raw:
+        if k != "default" and k not in names:
+            raise ConfigError("names a model that is not in 'models' (or use 'default')", source=src, field=f"resources.{k}")
+    default = raw.get("default") or {}
+    out = {}
+    for k in ["default", *[m for m in raw if m != "default"]]:
+        body = raw.get(k) or {}
+        if not isinstance(body, dict):
+            raise ConfigError("must be a mapping", source=src, field=f"resources.{k}", value=body)
+        merged = {**default, **body} if k != "default" else dict(default)
+        r = _sub(Resources, merged, src, f"resources.{k}")
+        for f in ("nodes", "time_min"):
+            if getattr(r, f) < 1:
+                raise ConfigError("must be at least 1", source=src, field=f"resources.{k}.{f}", value=getattr(r, f))
+        for f in ("gpus_per_node", "cpus_per_task", "mem_gb"):
+            v = getattr(r, f)
+            if v is not None and v < 0:
+                raise ConfigError("must not be negative", source=src, field=f"resources.{k}.{f}", value=v)
+        out[k] = r
+    return out
+
+
+def _eval(raw, src) -> EvalConfig:
+    if isinstance(raw, dict) and "benchmarks" in raw:  # a string or unknown name is refused before anything trains
+        check_benchmarks(raw["benchmarks"], source=src, field="eval.benchmarks")
+    ev = _sub(EvalConfig, raw, src, "eval")
+    if ev.max_items is not None and ev.max_items < 1:
+        raise ConfigError("must be a positive integer (or left out: every item)", source=src, field="eval.max_items",
+                          value=ev.max_items)
+    return ev
+
+
+def check_benchmark_files(sweep: "Sweep") -> None:
+    """Every pairwise benchmark of the sweep has its pair file in every data folder an arm reads."""
+    from scaling.datadir import BENCHMARKS
+
+    for arm in sweep.arms:
+        data = sweep.data_of(arm)
+        if data is None or sweep.tokenizer_of(arm) != "data":  # planned without data: checked when it runs
+            continue
+        for b in sweep.eval.benchmarks:
+            if BENCHMARKS[b].kind == "pairs" and not (data / BENCHMARKS[b].file).is_file():
+                raise ConfigError(f"the data folder {data} has no {BENCHMARKS[b].file} for arm '{arm}'",
+                                  source=str(sweep.path), field="eval.benchmarks", value=b)
+
+
+def _arms(raw, names: list[str], base: Path, src):
+    """Named arms: a list of names (``interleaved`` and ``textless`` have defaults) or a mapping
+    name -> {init, streams, data, family, models, tokenizer}; the older top-level ``streams:``/``init:``
+    tables (arm -> value) still apply on top. Returns per-arm tables
+    (names, streams, init, init_paths, data, family, models, tokenizer)."""
+    arms = raw["arms"]
+    if isinstance(arms, list):
+        if not arms:
+            raise ConfigError("must be a non-empty list or mapping of arms", source=src, field="arms", value=arms)
+        for i, a in enumerate(arms):
+            if not isinstance(a, str):
+                raise ConfigError("must be an arm name", source=src, field=f"arms[{i}]", value=a)
+        if len(set(arms)) != len(arms):
+            raise ConfigError("lists an arm twice", source=src, field="arms", value=arms)
+        table = {a: None for a in arms}
+    elif isinstance(arms, dict) and arms:
+        table = arms
+    else:
+        raise ConfigError("must be a non-empty list or mapping of arms", source=src, field="arms", value=arms)
+    streams, init, init_paths, data, family, models, toks = {}, {}, {}, {}, {}, {}, {}
+    for a, body in table.items():
+        where = f"arms.{a}" if isinstance(arms, dict) else f"arms[{list(table).index(a)}]"
+        check_name(a, source=src, field=where)
+        if a == TEXT_ARM:
+            raise ConfigError(f"'{TEXT_ARM}' is reserved for the text-LM pre-training runs", source=src, field=where, value=a)
+        body = {} if body is None else body
+        if not isinstance(body, dict):
+            raise ConfigError(f"must be a mapping with keys {', '.join(ARM_KEYS)}", source=src, field=where, value=body)
+        for k in body:
+            if k not in ARM_KEYS:
+                raise ConfigError(f"unknown arm key; known: {', '.join(ARM_KEYS)}", source=src, field=f"{where}.{k}")
+        if a not in PRESET_ARMS:
+            for k in ("init", "streams"):
+                if k not in body and a not in (raw.get(k) or {}):
+                    raise ConfigError(f"is required for arm '{a}' (only {', '.join(PRESET_ARMS)} have defaults)",
+                                      source=src, field=f"{where}.{k}")
+        if body.get("models") is not None:
+            ms = body["models"]
+            if not isinstance(ms, list) or not ms or any(m not in names for m in ms):
+                raise ConfigError(f"must be a non-empty list of the sweep's models ({', '.join(names)})", source=src,
+                                  field=f"{where}.models", value=ms)
+            models[a] = [m for m in names if m in ms]
+        streams[a] = _streams(body["streams"], src, f"{where}.streams") if "streams" in body else dict(DEFAULT_STREAMS.get(a, {}))
+        if body.get("init", DEFAULT_INIT.get(a)) is not None:  # else the top-level init table gives it
+            init[a], paths = _init(body.get("init", DEFAULT_INIT.get(a)), models.get(a, names), base, src, f"{where}.init")
+            if paths:
+                init_paths[a] = paths
+        if body.get("data") is not None:
+            if not isinstance(body["data"], str) or not body["data"]:
+                raise ConfigError("must be a folder path", source=src, field=f"{where}.data", value=body["data"])
+            data[a] = (base / body["data"]).resolve()  # prepared or not: load_sweep checks it against the tokenizer
+        if body.get("tokenizer") is not None:
+            toks[a] = _tokenizer({"tokenizer": body["tokenizer"]}, src, field=f"{where}.tokenizer")
+        if body.get("family") is not None:
+            if body["family"] not in FAMILIES:
+                raise ConfigError(f"unknown model family; known: {', '.join(FAMILIES)}", source=src,
+                                  field=f"{where}.family", value=body["family"])
+            family[a] = body["family"]
+    for k in ("streams", "init"):
+        extra = raw.get(k)
+        if extra is not None and not isinstance(extra, dict):
+            raise ConfigError("must map arm names to values", source=src, field=k, value=extra)
+    for a, mix in (raw.get("streams") or {}).items():
+        if a not in table:
+            raise ConfigError("names an arm that is not in 'arms'", source=src, field=f"streams.{a}")
+        streams[a] = _streams(mix, src, f"streams.{a}")
+    for a, v in (raw.get("init") or {}).items():
+        if a not in table:
+            raise ConfigError("names an arm that is not in 'arms'", source=src, field=f"init.{a}")
+        init[a], paths = _init(v, models.get(a, names), base, src, f"init.{a}")
+        init_paths.pop(a, None)
+        if paths:
+            init_paths[a] = paths
+    return list(table), streams, init, init_paths, data, family, models, toks
+
+
+def _streams(mix, src, where) -> dict[str, float]:
+    if not isinstance(mix, dict) or not mix:
+        raise ConfigError("must map stream names to shares", source=src, field=where, value=mix)
+    for s_, w in mix.items():
+        if s_ not in MIX_STREAMS:
+            raise ConfigError(f"unknown stream; known: {', '.join(MIX_STREAMS)}", source=src, field=f"{where}.{s_}",
+                              value=s_)
+        if _number(w, src, f"{where}.{s_}") <= 0:
+            raise ConfigError("share must be positive", source=src, field=f"{where}.{s_}", value=w)
+    return {s_: float(w) for s_, w in mix.items()}
+
+
+def _init(v, names, base: Path, src, where) -> tuple[str, dict[str, str]]:
+    """'text_lm' (a text LM pre-trained per size in the sweep), 'random', or a mapping model -> checkpoint
+    (a local Hugging Face folder or a hub id: a published text LM, e.g. a family's ladder)."""
+    if isinstance(v, dict):
+        for m in names:
+            if m not in v:
+                raise ConfigError(f"gives no checkpoint for model '{m}'", source=src, field=where)
+        paths = {}
+        for m, p in v.items():
+            if m not in names:
+                raise ConfigError("names a model that is not in 'models'", source=src, field=f"{where}.{m}")
+            ref = InitRef.parse(p, source=src, field=f"{where}.{m}")
+            if ref.kind not in ("local", "hub"):
+                raise ConfigError("must be a local model folder or a hub id", source=src, field=f"{where}.{m}", value=p)
+            paths[m] = _init_path(p, base, src, f"{where}.{m}")  # a local folder resolves against the sweep file
+        return "checkpoint", paths
+    if v not in ("text_lm", "random"):
+        raise ConfigError("must be 'text_lm', 'random' or a mapping model -> checkpoint", source=src, field=where, value=v)
+    return v, {}
+
+
+def _data_dir(value, base: Path, src, where) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError("must be a folder path", source=src, field=where, value=value)
+    data = (base / value).resolve()
+    if not (data / MANIFEST).is_file():
+        raise ConfigError(f"no prepared data at {data} (run `scaling data synth --out {data}`)", source=src,
+                          field=where, value=value)
+    return data
 
 
 def _models(models, src) -> tuple[list[str], dict[str, ModelShape]]:
@@ -297,7 +524,7 @@ def _models(models, src) -> tuple[list[str], dict[str, ModelShape]]:
         for k in ("name", "hidden_size", "num_layers"):
             if k not in m:
                 raise ConfigError("is required for an inline shape", source=src, field=f"{where}.{k}")
-        name = str(m["name"])
+        name = check_name(m["name"], source=src, field=f"{where}.name")  # it becomes part of folder names
         if name in KNOWN:
             raise ConfigError("an inline shape may not reuse a known model's name", source=src, field=f"{where}.name",
                               value=name)
@@ -379,7 +606,7 @@ def _explicit(runs, names, src) -> list[dict]:
     return out
 
 
-def _tokenizer(raw, src) -> str:
+def _tokenizer(raw, src, field: str = "tokenizer") -> str:
     tok, vocab = raw.get("tokenizer"), raw.get("vocab")
     if tok is not None and vocab is not None:
         raise ConfigError("give either 'tokenizer' or 'vocab', not both", source=src, field="vocab")
@@ -391,7 +618,7 @@ def _tokenizer(raw, src) -> str:
         return "data"
     if tok not in ("data", "units", *TOKENIZERS):
         raise ConfigError(f"unknown tokenizer; known: data, units, {', '.join(TOKENIZERS)}", source=src,
-                          field="tokenizer", value=tok)
+                          field=field, value=tok)
     return tok
 
 
@@ -412,9 +639,10 @@ def _hyperparameters(raw, names, base: Path, src) -> Hyperparameters:
     return hp
 
 
-def _check_tuning(t: Tuning, train: TrainConfig, src) -> None:
-    if t.arm not in SPEECH_ARMS:
-        raise ConfigError(f"unknown arm; known: {SPEECH_ARMS}", source=src, field="tuning.arm", value=t.arm)
+def _check_tuning(t: Tuning, train: TrainConfig, src, arms) -> None:
+    if t.arm not in arms:
+        raise ConfigError(f"names an arm that is not in 'arms' ({', '.join(arms)})", source=src, field="tuning.arm",
+                          value=t.arm)
     if not (isinstance(t.tokens, int) and t.tokens >= train.tokens_per_step):
         raise ConfigError(f"must be an integer of at least one step ({train.tokens_per_step} tokens)", source=src,
                           field="tuning.tokens", value=t.tokens)

@@ -1,98 +1,215 @@
-"""SLURM launcher: a submitit job array of worker loops on the sweep's registry.
+"""SLURM launcher: one submitit job per run, with that run's resources from the plan.
 
-Every array task runs the same worker loop as `scaling worker`, so tasks never need to be told
-which run is theirs: they claim runs through the lease files on the shared folder. On
-preemption or timeout submitit calls ``checkpoint()``, which marks the task's current attempt as
-preempted (the run becomes claimable at once instead of after the lease timeout) and requeues the
-task; the requeued worker, or any other, picks the run up again.
+A job asks for ``resources`` of its model (sweep file: nodes, GPUs per node, CPUs, memory, time,
+partition, account, qos, constraint) and runs one task per node. Every task starts ``torchrun``
+(``python -m torch.distributed.run``) with one process per GPU: on one node ``--standalone``,
+on several the c10d rendezvous at the job's first host (from ``SLURM_JOB_NODELIST``, through
+submitit's job environment) with the job id as rendezvous id, so the nodes find each other with
+nothing else shared. Each process runs ``scaling train runs/<id>``; the trainer shards with FSDP2
+and rank 0 records.
+
+The registry stays the source of attempts: node 0 claims the run's lease before torchrun and
+finishes it with the outcome. A run that starts from a text LM of the sweep is submitted with
+``--dependency=afterok:<its job>`` and also waits for it in the job (the local executor has no
+dependencies). On preemption or timeout submitit calls ``checkpoint()``: the lease is marked
+``preempted`` (not an attempt, claimable at once) and the job requeued; training resumes from the
+run's last checkpoint. ``--dry-run`` prints each job's sbatch script (as submitit would write
+it) and its torchrun command instead of submitting.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
 from pathlib import Path
 
-from sweeps.registry import Registry
-from sweeps.schema import Sweep
+from scaling.initref import InitRef
+from sweeps.registry import Registry, worker_name
+from sweeps.schema import Resources, Sweep
+
+RDZV_PORT_BASE = 29500
 
 
-class SweepWorker:
-    """A picklable worker loop (one array task)."""
+def rdzv_port(job_id: str) -> int:
+    """A port per job, so two jobs sharing a node do not collide."""
+    digits = "".join(c for c in str(job_id) if c.isdigit())
+    return RDZV_PORT_BASE + (int(digits) % 20000 if digits else 0)
 
-    def __init__(self, sweep_path: str, lease_timeout: float, heartbeat: float, max_attempts: int):
-        self.sweep_path, self.lease_timeout, self.heartbeat, self.max_attempts = (
-            sweep_path, lease_timeout, heartbeat, max_attempts)
 
-    def _registry(self, sweep: Sweep) -> Registry:
-        return Registry(sweep.runs_dir, lease_timeout=self.lease_timeout, heartbeat=self.heartbeat,
-                        max_attempts=self.max_attempts)
+def torchrun_command(run_path: str | Path, res: Resources, *, master: str, job_id: str) -> list[str]:
+    """The command each node's task runs (an argument list, never a shell string)."""
+    nproc = max(1, res.gpus_per_node)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(res.nodes), "--nproc-per-node", str(nproc)]
+    if res.nodes == 1:
+        cmd += ["--standalone"]
+    else:
+        cmd += ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"{master}:{rdzv_port(job_id)}", "--rdzv-id", str(job_id)]
+    return cmd + ["-m", "scaling.cli", "train", str(run_path)]
 
-    def __call__(self) -> dict:
-        from sweeps.grid import resolve
-        from sweeps.local import work
-        from sweeps.schema import load_sweep
 
-        sweep = load_sweep(self.sweep_path)
-        return work(sweep, resolve(sweep), self._registry(sweep))
+def sbatch_parameters(sweep: Sweep, spec, res: Resources, *, dependency: str | None = None) -> dict:
+    """The job's sbatch parameters, in submitit's SlurmExecutor names."""
+    p = {"job_name": f"{sweep.name}-{spec.run_id}"[:120], "nodes": res.nodes, "ntasks_per_node": 1,
+         "time": res.time_min, "stderr_to_stdout": True}
+    if res.gpus_per_node:
+        p["gpus_per_node"] = res.gpus_per_node
+    for k in ("cpus_per_task", "partition", "account", "qos", "constraint"):
+        if getattr(res, k) is not None:
+            p[k] = getattr(res, k)
+    if res.mem_gb is not None:
+        p["mem"] = f"{int(res.mem_gb)}GB"
+    if dependency:
+        p["dependency"] = dependency
+    return p
 
-    def checkpoint(self, *args, **kwargs):
-        """Called by submitit on preemption/timeout: release our live leases, then requeue."""
-        import os
 
-        import submitit
+def _thread_env(res: Resources) -> dict:
+    if not res.cpus_per_task:
+        return {}
+    n = str(max(1, res.cpus_per_task // max(1, res.gpus_per_node)))
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
 
-        from sweeps.grid import resolve
-        from sweeps.schema import load_sweep
 
-        sweep = load_sweep(self.sweep_path)
-        reg = self._registry(sweep)
-        for spec in resolve(sweep):
-            for _, path in reg.leases(spec.run_id)[-1:]:
-                body = _body(path)
-                if body.get("pid") == os.getpid() and not body.get("outcome"):
-                    from scaling import atomic
+class RunJob:
+    """One run as a submitit job (picklable): node 0 claims the lease, every node runs torchrun."""
 
-                    atomic.write_json(path, {**body, "outcome": "preempted"})
-        return submitit.helpers.DelayedSubmission(SweepWorker(*self._args()))
+    def __init__(self, sweep_path: str, run_id: str, res: dict, lease_timeout: float, heartbeat: float,
+                 max_attempts: int, wandb: str | None = None, poll: float = 5.0):
+        self.sweep_path, self.run_id, self.res = sweep_path, run_id, res
+        self.lease_timeout, self.heartbeat, self.max_attempts = lease_timeout, heartbeat, max_attempts
+        self.wandb, self.poll = wandb, poll
 
     def _args(self):
-        return self.sweep_path, self.lease_timeout, self.heartbeat, self.max_attempts
+        return (self.sweep_path, self.run_id, self.res, self.lease_timeout, self.heartbeat, self.max_attempts,
+                self.wandb, self.poll)
+
+    def _load(self):
+        from sweeps.grid import resolve
+        from sweeps.schema import load_sweep
+
+        sweep = load_sweep(self.sweep_path)
+        spec = next(s for s in resolve(sweep) if s.run_id == self.run_id)
+        reg = Registry(sweep.runs_dir, lease_timeout=self.lease_timeout, heartbeat=self.heartbeat,
+                       max_attempts=self.max_attempts)
+        return sweep, spec, reg
+
+    def __call__(self) -> str:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        res = Resources(**self.res)
+        sweep, spec, reg = self._load()
+        cmd = torchrun_command(reg.run(spec.run_id).path, res, master=env.hostnames[0], job_id=env.job_id)
+        proc_env = {**os.environ, **_thread_env(res)}
+        if env.node != 0:  # the other nodes only join the rendezvous
+            rc = subprocess.call(cmd, env=proc_env)
+            return "done" if rc == 0 else f"exit {rc}"
+        dep = InitRef.parse(spec.init).run_id
+        while dep and reg.state(dep) not in ("done", "failed"):
+            time.sleep(self.poll)
+        if dep and reg.state(dep) == "failed":
+            from sweeps.local import _mark_blocked
+
+            _mark_blocked(reg, spec)
+            return "blocked"
+        lease = reg.claim(spec, worker_name())
+        if lease is None:
+            return reg.state(spec.run_id)  # done already, or another job holds it
+        if self.wandb:
+            from sweeps.tracking import tracking_for
+
+            tracking_for(sweep, spec, self.wandb).write(lease.run.path)
+        rc = subprocess.call(cmd, env=proc_env)
+        if rc == 0 and reg.is_done(spec.run_id):
+            lease.finish("done")
+            return "done"
+        lease.finish("failed", error=lease.run.state().get("error") or f"torchrun exited with status {rc}")
+        return "failed"
+
+    def checkpoint(self, *args, **kwargs):
+        """Called by submitit on preemption or timeout: this job's lease becomes 'preempted' (not an
+        attempt; the run is claimable at once), then the same job is requeued."""
+        import submitit
+
+        from scaling import atomic
+        from sweeps.registry import _read_lease
+
+        _, spec, reg = self._load()
+        for _, path in reg.leases(spec.run_id)[-1:]:
+            body = _read_lease(path) or {}
+            if body.get("pid") == os.getpid() and body.get("outcome") != "done":
+                atomic.write_json(path, {**body, "outcome": "preempted", "finished_at": time.time()})
+        return submitit.helpers.DelayedSubmission(RunJob(*self._args()))
 
 
-def _body(path: Path) -> dict:
-    import json
-
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+def pending_jobs(sweep: Sweep, specs, registry: Registry) -> list[tuple]:
+    """(spec, resources) of every run still to train, dependencies first."""
+    return [(s, sweep.resources_for(s.model)) for s in specs if registry.effective_state(s) == "pending"]
 
 
-def make_executor(sweep: Sweep, kind: str, workers: int, *, timeout_min: int = 24 * 60, **slurm):
+def dry_run(sweep: Sweep, specs, registry: Registry, *, echo=print) -> int:
+    """Print, per pending run, the sbatch script submitit would submit and the torchrun command of
+    its tasks; submit nothing. Returns the number of jobs."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    jobs = pending_jobs(sweep, specs, registry)
+    folder = sweep.output / "slurm" / "%j"
+    submit = f"{sys.executable} -u -m submitit.core._submit {folder}"
+    for spec, res in jobs:
+        dep = InitRef.parse(spec.init).run_id
+        params = sbatch_parameters(sweep, spec, res, dependency="afterok:<job of run %s>" % dep if dep and
+                                   any(s.run_id == dep for s, _ in jobs) else None)
+        echo(f"# run {spec.run_id}: {res.nodes} node(s) x {res.gpus_per_node} GPU(s)")
+        echo(_make_sbatch_string(command=submit, folder=folder, **params).rstrip())
+        cmd = torchrun_command(registry.run(spec.run_id).path, res, master="$MASTER_ADDR", job_id="$SLURM_JOB_ID")
+        echo(f"# each of the {res.nodes} task(s) runs, with MASTER_ADDR = first host of $SLURM_JOB_NODELIST:")
+        echo("torchrun: " + " ".join(cmd))
+        echo("")
+    echo(f"dry run: {len(jobs)} job(s) would be submitted (nothing was)")
+    return len(jobs)
+
+
+def make_executor(sweep: Sweep, kind: str):
     import submitit
 
     folder = sweep.output / "slurm" / "%j"
-    if kind == "local":
-        ex = submitit.LocalExecutor(folder=folder)
-        ex.update_parameters(timeout_min=timeout_min)
-    else:
-        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-        ex.update_parameters(timeout_min=timeout_min, slurm_array_parallelism=workers, **slurm)
-    return ex
+    return submitit.LocalExecutor(folder=folder) if kind == "local" else submitit.SlurmExecutor(folder=folder)
 
 
-def run_slurm(sweep: Sweep, specs, registry: Registry, *, executor: str = "slurm", workers: int = 1,
-              wait: bool = True, echo=print) -> dict:
-    """Submit ``workers`` array tasks; with ``wait``, block until they end and write results.csv."""
-    from sweeps.local import write_results
+def run_slurm(sweep: Sweep, specs, registry: Registry, *, executor: str = "slurm", wait: bool = True,
+              wandb: str | None = None, echo=print) -> dict:
+    """Submit one job per pending run; with ``wait``, block until they end and write results.csv."""
+    from sweeps.local import outcome
 
     before = sum(registry.is_done(s.run_id) for s in specs)
-    ex = make_executor(sweep, executor, workers)
-    w = SweepWorker(str(sweep.path), registry.lease_timeout, registry.heartbeat, registry.max_attempts)
-    jobs = ex.submit_array([w] * workers) if hasattr(ex, "submit_array") else [ex.submit(w) for _ in range(workers)]
-    echo(f"submitted {len(jobs)} array tasks: {', '.join(str(j.job_id) for j in jobs)} (logs in {sweep.output / 'slurm'})")
+    ex = make_executor(sweep, executor)
+    jobs, job_of = [], {}
+    for spec, res in pending_jobs(sweep, specs, registry):
+        dep = InitRef.parse(spec.init).run_id
+        if executor == "local":
+            if res.nodes > 1:
+                from scaling.errors import ConfigError
+
+                raise ConfigError("the local executor runs one node; use --executor slurm", source=str(sweep.path),
+                                  field=f"resources.{spec.model}.nodes", value=res.nodes)
+            ex.update_parameters(timeout_min=res.time_min, gpus_per_node=res.gpus_per_node, tasks_per_node=1, nodes=1)
+        else:
+            ex.update_parameters(**sbatch_parameters(
+                sweep, spec, res, dependency=f"afterok:{job_of[dep]}" if dep in job_of else None))
+        job = ex.submit(RunJob(str(sweep.path), spec.run_id, asdict(res), registry.lease_timeout, registry.heartbeat,
+                               registry.max_attempts, wandb, poll=0.5 if executor == "local" else 5.0))
+        job_of[spec.run_id] = job.job_id
+        jobs.append(job)
+    echo(f"submitted {len(jobs)} jobs: {', '.join(str(j.job_id) for j in jobs)} (logs in {sweep.output / 'slurm'})")
     if not wait:
-        return {"trained": 0, "skipped": before, "failed": 0, "jobs": [j.job_id for j in jobs]}
-    per_task = [j.result() for j in jobs]
-    write_results(sweep, specs)
-    states = [registry.effective_state(s) for s in specs]
-    return {"trained": states.count("done") - before, "skipped": before, "failed": states.count("failed"),
-            "unfinished": len(specs) - states.count("done") - states.count("failed"), "tasks": per_task}
+        return {"trained": 0, "skipped": before, "failed": 0, "unfinished": 0, "jobs": [j.job_id for j in jobs]}
+    for j in jobs:
+        try:
+            j.result()
+        except Exception as e:  # noqa: BLE001 - the registry says what became of the run
+            echo(f"job {j.job_id} ended with an error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    counts = outcome(sweep, specs, registry, before, echo=echo)
+    counts["jobs"] = [j.job_id for j in jobs]
+    return counts

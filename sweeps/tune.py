@@ -18,7 +18,7 @@ from scaling import atomic
 from scaling.errors import ConfigError
 from scaling.rundir import RunDir
 from scaling.spec import RunSpec
-from sweeps.schema import DEFAULT_STREAMS, Sweep, _check_tuning
+from sweeps.schema import Sweep, _check_tuning
 
 
 def default_storage(sweep: Sweep) -> str:
@@ -28,14 +28,15 @@ def default_storage(sweep: Sweep) -> str:
 def trial_spec(sweep: Sweep, model: str, lr: float, batch_size: int) -> RunSpec:
     from sweeps.grid import _fingerprint, _manifest, shape_of
 
-    t, manifest = sweep.tuning, _manifest(sweep)
+    t = sweep.tuning
+    manifest = _manifest(sweep, t.arm)
     train = replace(sweep.train, lr=lr, min_lr=sweep.train.min_lr * lr / sweep.train.lr, batch_size=batch_size,
                     schedule="cosine", eval_every=0)
     tokens = max(train.tokens_per_step, t.tokens // train.seq_len * train.seq_len)
-    return RunSpec(arm=t.arm, model=model, shape=shape_of(sweep, model, manifest), tokens=tokens,
-                   streams=dict(sweep.streams.get(t.arm) or DEFAULT_STREAMS[t.arm]), init="random",
-                   data_fingerprint=_fingerprint(sweep, manifest), train=train, seed=sweep.seed,
-                   data_dir=str(sweep.data), sweep=f"{sweep.name}-tuning")
+    return RunSpec(arm=t.arm, model=model, shape=shape_of(sweep, model, manifest, arm=t.arm),
+                   tokens=tokens, streams=dict(sweep.streams[t.arm]), init="random",
+                   data_fingerprint=_fingerprint(sweep, manifest, t.arm), train=train, seed=sweep.seed,
+                   data_dir=str(sweep.data_of(t.arm)), sweep=f"{sweep.name}-tuning")
 
 
 def tune(sweep: Sweep, *, trials: int | None = None, storage: str | None = None, models: list[str] | None = None,
@@ -47,7 +48,7 @@ def tune(sweep: Sweep, *, trials: int | None = None, storage: str | None = None,
 
     if sweep.data is None:
         raise ConfigError("is required to tune (trials train)", source=str(sweep.path), field="data")
-    _check_tuning(sweep.tuning, sweep.train, str(sweep.path))
+    _check_tuning(sweep.tuning, sweep.train, str(sweep.path), sweep.arms)
     t = sweep.tuning
     trials = trials or t.trials
     storage = storage or t.storage or default_storage(sweep)

@@ -63,6 +63,7 @@ def test_sharded_checkpoint_resumes_in_one_process(prepared, tmp_path):
     assert [c.name for c in ckpts] == ["step_00000003", "step_00000006"]
     assert (ckpts[-1] / ".metadata").is_file() and not (ckpts[-1] / "model.pt").exists()  # sharded, not gathered
     shutil.rmtree(run.model_path)
+    run.result_path.unlink()  # as if killed after its last checkpoint: a finished run is not retrained
     from trainer.execute import execute
 
     rec = execute(run)  # this process: resumes from step 6 of the sharded checkpoint

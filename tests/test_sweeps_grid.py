@@ -133,7 +133,7 @@ def test_wsd_grid_one_run_per_size_with_cooldowns(prepared, tmp_path, capsys):
     ({"constraints": {"max_params": 10}}, "constraints", "leave no runs"),
     ({"constraints": {"min_tokens_per_param": 1e6}}, "constraints", "leave no runs"),
     ({"grid": "explicit", "runs": [{"model": "toy-xs", "tokens": 6400}, {"model": "toy-xs", "tokens": 6400}]},
-     "explicit", "same run id"),
+     "runs[1]", "same 6,400 tokens as runs[0]"),
     ({"grid": "explicit", "runs": [{"model": "toy-xl", "tokens": 6400}]}, "runs[0].model", "not in 'models'"),
     ({"grid": "tokens_per_param"}, "tokens_per_param", "non-empty"),
     ({"grid": "chinchilla"}, "grid", "unknown grid"),

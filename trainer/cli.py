@@ -12,7 +12,7 @@ def _cmd_train(args) -> int:
     from scaling import atomic
     from scaling.rundir import RunDir
     from scaling.spec import RunSpec
-    from trainer.execute import execute
+    from trainer.execute import checked_spec, execute
 
     target = Path(args.spec)
     if target.is_dir():
@@ -23,8 +23,18 @@ def _cmd_train(args) -> int:
         if not spec.data_dir:
             raise ConfigError("is required to train a run on its own", source=str(target), field="data_dir")
         out = Path(args.run_dir) if args.run_dir else target.parent / "runs" / spec.run_id
+        if RunDir(out).spec_path.is_file() and checked_spec(RunDir(out)).run_id != spec.run_id:
+            raise ConfigError(f"already holds another run ({checked_spec(RunDir(out)).run_id}, not {spec.run_id})",
+                              source=str(out), field="--run-dir", value=str(out))
         run = RunDir(out).create(spec)
-    rec = execute(run, progress=not args.quiet)
+    if args.wandb:  # the run's tracking.json: execute logs live from rank 0 (a rerun resumes the wandb run)
+        from scaling.tracking import Tracking, require_wandb
+
+        require_wandb(args.wandb)
+        spec = run.spec()
+        Tracking(mode=args.wandb, group=spec.sweep, config={"sweep": spec.sweep, "arm": spec.arm, "model": spec.model,
+                                                            "budget": spec.budget, "spec": spec.to_dict()}).write(run.path)
+    rec = execute(run, force=args.force, echo=print, progress=not args.quiet)
     from trainer.parallel import is_main
 
     if not is_main():  # rank 0 alone prints and writes files
@@ -62,6 +72,9 @@ def register(sub) -> None:
     t.add_argument("spec", help="RUN.yaml or runs/<run_id>/")
     t.add_argument("--run-dir", help="where to put the run (default: runs/<run_id> beside the spec)")
     t.add_argument("--json", help="also write the result record here")
+    t.add_argument("--force", action="store_true", help="train a finished run again, from scratch")
+    t.add_argument("--wandb", nargs="?", const="offline", choices=("offline", "online", "disabled"), default=None,
+                   help="log live to Weights & Biases from rank 0 (offline unless 'online')")
     t.add_argument("--quiet", action="store_true", help="no progress lines while training")
     t.set_defaults(func=_cmd_train)
 

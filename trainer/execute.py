@@ -1,12 +1,27 @@
-"""Execute one planned run: train, evaluate the final checkpoint, write the result record."""
+"""Execute one planned run: train, evaluate the final checkpoint, write the result record.
+
+Safe to call on any run folder, by any launcher: the spec must still match the run id it was
+planned under (an edited spec.yaml is refused, not resumed from the old checkpoint), a finished
+run is not trained again unless ``force``, and rank 0 holds the folder's ``train.lock`` (an
+exclusive ``flock``, released by the kernel if the process dies) while it trains, so a second
+process on the same run is refused at once.
+"""
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
 
+import yaml
+
+from scaling.errors import ConfigError
 from scaling.flops import count_params, flops_6nd, flops_exact
 from scaling.rundir import RunDir
 from scaling.spec import RunSpec
+
+LOCK_FILE = "train.lock"
+_RUN_ID_TAIL = re.compile(r"-[0-9a-f]{10}$")
 
 
 def result_record(spec: RunSpec, summary: dict, metrics: dict, status: str = "done") -> dict:
@@ -54,24 +69,86 @@ def _evaluator(spec: RunSpec):
     return run
 
 
-def execute(run: RunDir, *, progress: bool = False) -> dict:
-    """Train + evaluate ``run``; marks it running, then done (or failed, re-raising the error). ``progress``
-    prints a line every few steps (``scaling train``; sweep runners print one line per run instead)."""
+def checked_spec(run: RunDir) -> RunSpec:
+    """The run's spec, refused when its content no longer gives the run id it was planned under
+    (the id recorded in spec.yaml, and the folder's name when it is a planned run folder)."""
+    spec = run.spec()
+    recorded = (yaml.safe_load(run.spec_path.read_text(encoding="utf-8")) or {}).get("run_id")
+    for what, rid in (("the run_id recorded in spec.yaml", recorded),
+                      ("the run folder's name", run.path.name if _RUN_ID_TAIL.search(run.path.name) else None)):
+        if rid is not None and rid != spec.run_id:
+            raise ConfigError(f"the spec now gives run id {spec.run_id}, not {what} ({rid}): it was edited after the "
+                              "run was planned. Plan it as a new run (its own folder) instead of reusing this one",
+                              source=str(run.spec_path), field="run_id", value=rid)
+    return spec
+
+
+def is_finished(run: RunDir) -> bool:
+    return run.status == "done" and run.result() is not None
+
+
+@contextlib.contextmanager
+def run_lock(run: RunDir):
+    """Hold the run folder's lock while training (one process per run); refuse if another holds it."""
+    import fcntl
+
+    run.path.mkdir(parents=True, exist_ok=True)
+    path = run.path / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text(encoding="utf-8", errors="replace").strip() or "another process"
+            raise ConfigError(f"is being trained by {holder}; wait for it to finish (or stop it) before training it "
+                              "again", source=str(run.path), field=LOCK_FILE, value=holder) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def execute(run: RunDir, *, force: bool = False, echo=None, progress: bool = False) -> dict:
+    """Train + evaluate ``run``; marks it running, then done (or failed, re-raising the error).
+    A finished run returns its record untouched unless ``force``. ``progress`` prints a line every
+    few steps (``scaling train``; sweep runners print one line per run instead)."""
     from trainer.loop import train_run
     from trainer.parallel import is_main
 
-    spec = run.spec()
+    spec = checked_spec(run)
+    if is_finished(run) and not force:  # every rank sees the same files: all return together
+        if echo is not None:
+            echo(f"run {spec.run_id} is already done ({run.result_path}); nothing to train (--force trains it again)")
+        return run.result()
     if not is_main():  # other ranks of a distributed run train; rank 0 records
         return train_run(run, _evaluator(spec), progress=progress)[0]
-    run.set_state("running", pid=os.getpid(), host=os.uname().nodename)
-    try:
-        t0 = time.time()
-        summary, _, _ = train_run(run, _evaluator(spec), progress=progress)
-        rec = result_record(spec, summary, summary["metrics"])
-        rec["wall_seconds"] = round(time.time() - t0, 2)
-        run.write_result(rec)
-        run.set_state("done")
-        return rec
-    except BaseException as e:
-        run.set_state("failed", error=f"{type(e).__name__}: {e}")
-        raise
+    with run_lock(run):
+        if is_finished(run) and not force:  # finished while we waited for the lock
+            return run.result()
+        if force:  # from scratch: no old result, checkpoint or cooldown branch is reused
+            import shutil
+
+            run.result_path.unlink(missing_ok=True)
+            for d in ("checkpoints", "cooldowns"):
+                shutil.rmtree(run.path / d, ignore_errors=True)
+        run.set_state("running", pid=os.getpid(), host=os.uname().nodename)
+        tracker = None
+        try:
+            from scaling.tracking import tracker_for
+
+            tracker = tracker_for(run)
+            t0 = time.time()
+            summary, _, _ = train_run(run, _evaluator(spec), progress=progress, sink=tracker)
+            rec = result_record(spec, summary, summary["metrics"])
+            rec["wall_seconds"] = round(time.time() - t0, 2)
+            run.write_result(rec)
+            run.set_state("done")
+            if tracker is not None:
+                tracker.finish(rec)
+            return rec
+        except BaseException as e:
+            run.set_state("failed", error=f"{type(e).__name__}: {e}")
+            if tracker is not None:
+                tracker.finish(exit_code=1)
+            raise

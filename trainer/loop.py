@@ -141,7 +141,8 @@ class Progress:
 
 
 class Trainer:
-    def __init__(self, run: RunDir, evaluator: Evaluator | None = None, *, progress: bool = False):
+    def __init__(self, run: RunDir, evaluator: Evaluator | None = None, *, progress: bool = False,
+                 sink: Callable[[dict], None] | None = None):
         quiet_transformers()
         self.run, self.spec = run, run.spec()
         spec, tc = self.spec, self.spec.train
@@ -195,6 +196,7 @@ class Trainer:
         if broadcast_object(InitRef.parse(spec.init).external and not (run.path / "init").exists() if is_main() else None):
             self.export(run.path / "init")
         self.evaluator = evaluator
+        self.sink = sink  # live mirror of metrics.jsonl (wandb), called on rank 0 after each row is written
         self.steps = spec.steps
         self.warm = warmup_steps(self.steps, tc.warmup_frac)
         self.params = count_params(spec.shape)
@@ -328,6 +330,8 @@ class Trainer:
     def _log(self, row: dict) -> None:
         if is_main():
             self.run.log(row)
+            if self.sink is not None:
+                self.sink(row)
 
     def export(self, out: Path) -> None:
         """The HF-format folder (config, safetensors, tokenizer); gathered to rank 0 when sharded."""
@@ -425,10 +429,11 @@ class Trainer:
         }
 
 
-def train_run(run: RunDir, evaluator: Evaluator | None = None, *, progress: bool = False) -> tuple[dict, object, object]:
+def train_run(run: RunDir, evaluator: Evaluator | None = None, *, progress: bool = False,
+              sink=None) -> tuple[dict, object, object]:
     """Train ``run`` to its exact token budget (a progress line every few steps when ``progress``);
-    returns (summary, trained model, tokenizer)."""
-    t = Trainer(run, evaluator, progress=progress)
+    returns (summary, trained model, tokenizer). ``sink(row)`` also receives every metrics row (rank 0)."""
+    t = Trainer(run, evaluator, progress=progress, sink=sink)
     summary = t.train()
     return summary, t.model, t.tokenizer
 
