@@ -7,6 +7,7 @@ scipy and matplotlib are imported inside the ``run_*`` functions. Bad input rais
 from __future__ import annotations
 
 import argparse
+import sys
 
 LAWS = ("parametric", "isoflop", "envelope", "all")
 
@@ -325,7 +326,7 @@ def run_report(args: argparse.Namespace) -> int:
     from .figures import DEFAULT_REFERENCES, draw_figures
     from .fits.reference import reference_law
     from .report import write_report
-    from .study import fit_study
+    from .study import fit_study, fitted_laws
     from .tables import latex_table, markdown_table
 
     if args.bootstrap < 0:
@@ -342,7 +343,10 @@ def run_report(args: argparse.Namespace) -> int:
     out = Path(args.out)
     fits = fit_study(df, loss_col=loss_col, huber_delta=args.huber_delta, bootstrap=args.bootstrap, seed=args.seed,
                      curves=curves, bootstrap_method=args.bootstrap_method, keep_extrapolated=args.keep_extrapolated,
-                     dropped_top=args.drop_top, require_fit=True)
+                     dropped_top=args.drop_top, require_fit=True, require_law=False)
+    if not fitted_laws(fits):  # the report still documents the runs (observed losses, envelopes, metrics)
+        print("warning: no scaling law could be fitted (parametric, isoFLOP): the report shows the runs, "
+              "their envelopes and metrics only; see fits.json for each law's reason", file=sys.stderr)
     stage = _staging(out)
     try:
         write_json(stage / "fits.json", fits)

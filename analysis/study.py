@@ -212,7 +212,8 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
               metrics=None, huber_delta: float = 1e-3, reduce: str = "sum",
               arms=None, bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None,
               directions: dict | None = None, bootstrap_method: str = "pairs",
-              keep_extrapolated: bool = False, dropped_top: int = 0, require_fit: bool = False) -> dict:
+              keep_extrapolated: bool = False, dropped_top: int = 0, require_fit: bool = False,
+              require_law: bool | None = None) -> dict:
     """Fit parametric, isoFLOP and envelope laws per speech arm; returns a JSON-serialisable dict.
 
     Structure: ``{"loss_col", "huber_delta", "reduce", "metrics", "n_runs", "notes", "arms": {arm: {
@@ -230,7 +231,8 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
     (``bootstrap_method`` for the parametric one: pairs, residual or parametric).
     Envelope directions come from the benchmark registry, ``directions`` (column -> higher is
     better) overriding it. ``require_fit``: raise ConfigError when an arm's data cannot be fitted
-    at all (constant loss, one budget, no usable loss) or when no law was fitted.
+    at all (constant loss, one budget, no usable loss) or when no law was fitted; ``require_law=False``
+    keeps the first check only (a report documents the runs even when no law could be fitted).
     """
     if metrics is None:  # every pair benchmark (a missing column is reported), generation metrics when present
         metrics = [m for m in METRIC_COLUMNS if m in df.columns or BENCHMARKS[m].kind == "pairs"]
@@ -253,7 +255,7 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
         result["arms"][arm] = fit_arm(rows, loss_col=loss_col, metrics=metrics, huber_delta=huber_delta, reduce=reduce,
                                       bootstrap=bootstrap, seed=seed, curves=curves, directions=directions,
                                       bootstrap_method=bootstrap_method, keep_extrapolated=keep_extrapolated)
-    if require_fit and not fitted_laws(result):
+    if (require_fit if require_law is None else require_law) and not fitted_laws(result):
         errors = "; ".join(f"{arm}/{k}: {e[k]['error']}" for arm, e in result["arms"].items() for k in LAW_KEYS
                            if isinstance(e.get(k), dict) and "error" in e[k])
         raise ConfigError(f"no law could be fitted ({errors})", source=df.attrs.get("source"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from scaling.datadir import BENCHMARK_NAMES, MANIFEST, MIX_STREAMS, STREAMS, check_benchmarks
+from scaling.datadir import BENCHMARKS, MANIFEST, MIX_STREAMS, PAIR_BENCHMARKS, STREAMS, check_benchmarks
 from scaling.errors import ConfigError
 from scaling.initref import InitRef
 from scaling.shapes import KNOWN, ModelShape
@@ -34,7 +34,7 @@ class TextPretrain:
 
 @dataclass
 class EvalConfig:
-    benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARK_NAMES))
+    benchmarks: list[str] = field(default_factory=lambda: list(PAIR_BENCHMARKS))  # what runs evaluate while training
     max_items: int | None = None
 
 
@@ -361,6 +361,11 @@ def _resources(raw, names, src) -> dict[str, Resources]:
 def _eval(raw, src) -> EvalConfig:
     if isinstance(raw, dict) and "benchmarks" in raw:  # a string or unknown name is refused before anything trains
         check_benchmarks(raw["benchmarks"], source=src, field="eval.benchmarks")
+        for b in raw["benchmarks"]:
+            if BENCHMARKS[b].kind != "pairs":  # runs evaluate pair benchmarks while they train
+                raise ConfigError(f"'{b}' is a {BENCHMARKS[b].kind} metric: runs evaluate pair benchmarks while they "
+                                  f"train ({list(PAIR_BENCHMARKS)}); score it afterwards with `scaling eval`",
+                                  source=src, field="eval.benchmarks", value=b)
     ev = _sub(EvalConfig, raw, src, "eval")
     if ev.max_items is not None and ev.max_items < 1:
         raise ConfigError("must be a positive integer (or left out: every item)", source=src, field="eval.max_items",
@@ -370,8 +375,6 @@ def _eval(raw, src) -> EvalConfig:
 
 def check_benchmark_files(sweep: "Sweep") -> None:
     """Every pairwise benchmark of the sweep has its pair file in every data folder an arm reads."""
-    from scaling.datadir import BENCHMARKS
-
     for arm in sweep.arms:
         data = sweep.data_of(arm)
         if data is None or sweep.tokenizer_of(arm) != "data":  # planned without data: checked when it runs

@@ -122,6 +122,7 @@ def test_registry_refuses_a_run_folder_outside_runs(tmp_path):
 @pytest.mark.parametrize("override,field,words", [
     ({"eval": {"benchmarks": ["swuggy", "sglue"]}}, "eval.benchmarks", "unknown benchmark"),
     ({"eval": {"benchmarks": "swuggy"}}, "eval.benchmarks", "must be a list"),
+    ({"eval": {"benchmarks": ["swuggy", "genppl"]}}, "eval.benchmarks", "generation metric"),
     ({"eval": {"max_items": -3}}, "eval.max_items", "positive integer"),
     ({"train": {"seq_len": 64, "batch_size": 4, "micro_batch_size": "2"}}, "train.micro_batch_size", "an integer"),
     ({"train": {"seq_len": 64, "batch_size": 4, "beta1": 5}}, "train.beta1", "[0, 1)"),
