@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scaling.rundir import RunDir
-from helpers.runs import toy_spec as _spec, train_spec as _train
+from helpers.runs import crash_at_step, toy_spec as _spec, train_spec as _train
 
 
 def _losses(run):
@@ -27,12 +27,7 @@ def test_resume_after_crash_reproduces_losses(prepared, tmp_path, monkeypatch):
     spec = _with(_spec(prepared, tokens=256 * 12), checkpoint_every=3, keep_checkpoints=True)
     ref_run, ref = _train(tmp_path / "ref", spec)
 
-    real_step = loop.Trainer.step
-    def crashing(self, p, total, limit):
-        if p.step == 7:
-            raise KeyboardInterrupt("simulated kill")
-        return real_step(self, p, total, limit)
-    monkeypatch.setattr(loop.Trainer, "step", crashing)
+    real_step = crash_at_step(monkeypatch, 7)
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "crash", spec)
     run = RunDir(tmp_path / "crash" / "runs" / spec.run_id)

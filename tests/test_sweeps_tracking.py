@@ -10,6 +10,7 @@ import pytest
 import wandb  # noqa: F401 - the real package (the test extra installs it)
 
 from conftest import write_sweep
+from helpers.runs import crash_at_step
 from scaling.errors import ConfigError
 from scaling.rundir import RunDir
 from sweeps.grid import resolve
@@ -95,14 +96,7 @@ def test_restarted_run_continues_the_same_wandb_run(prepared, tmp_path, monkeypa
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     sw, spec, run = _tracked_run(prepared, tmp_path)
-    real_step = loop.Trainer.step
-
-    def crashing(self, p, total, limit):
-        if p.step == 7:
-            raise KeyboardInterrupt("simulated kill")
-        return real_step(self, p, total, limit)
-
-    monkeypatch.setattr(loop.Trainer, "step", crashing)
+    real_step = crash_at_step(monkeypatch, 7)
     with pytest.raises(KeyboardInterrupt):
         execute(run)
     monkeypatch.setattr(loop.Trainer, "step", real_step)

@@ -24,3 +24,19 @@ def train_spec(tmp_path, spec):
 
     run = RunDir(tmp_path / "runs" / spec.run_id).create(spec)
     return run, execute(run)
+
+
+def crash_at_step(monkeypatch, at: int):
+    """Make ``Trainer.step`` raise KeyboardInterrupt (a simulated kill) when a run reaches step ``at``;
+    returns the real step, to put back with ``monkeypatch.setattr(loop.Trainer, "step", real)``."""
+    from trainer import loop
+
+    real = loop.Trainer.step
+
+    def crashing(self, p, total, limit):
+        if p.step == at:
+            raise KeyboardInterrupt("simulated kill")
+        return real(self, p, total, limit)
+
+    monkeypatch.setattr(loop.Trainer, "step", crashing)
+    return real
