@@ -159,3 +159,21 @@ def test_prepare_again_leaves_no_stale_manifest_when_interrupted(data, monkeypat
         prepare_synthetic.prepare_corpus(data, vocab_size=320, seed=0)
     with pytest.raises(ConfigError, match="no data.json"):
         DataDir.open(data)
+
+
+def test_synth_reuses_a_folder_built_from_the_same_settings_only(data):
+    """`scaling data synth` skips work only for a complete, undamaged folder of the same corpus, seed and vocabulary."""
+    from dataclasses import asdict
+
+    from conftest import TINY_SYNTH
+    from trainer.data.prepare_synthetic import is_prepared
+    from trainer.data.synthetic import SynthConfig
+
+    cfg = asdict(SynthConfig(seed=0, **TINY_SYNTH))
+    assert is_prepared(data, cfg, vocab_size=320, seed=0).fingerprint == DataDir.open(data).fingerprint
+    assert is_prepared(data, cfg, vocab_size=512, seed=0) is None
+    assert is_prepared(data, cfg, vocab_size=320, seed=1) is None
+    assert is_prepared(data, dict(cfg, n_speakers=2), vocab_size=320, seed=0) is None
+    p = data / "shards" / "text_val.npy"
+    p.write_bytes(p.read_bytes()[:-4])  # a damaged folder is rebuilt, not reused
+    assert is_prepared(data, cfg, vocab_size=320, seed=0) is None

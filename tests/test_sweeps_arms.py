@@ -79,6 +79,15 @@ def test_four_arms_run_and_the_report_compares_them(prepared, nosynth, tmp_path,
         assert arm in report
 
 
+def _refused_at_plan_time(sweep, base, capsys, field, words):
+    """`plan` and `run` both exit 2 naming the sweep file, the field and the reason, and write nothing."""
+    for cmd in (["plan", str(sweep)], ["run", str(sweep)]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert str(sweep) in err and f"'{field}'" in err and words in err, err
+    assert _no_output(base)
+
+
 @pytest.mark.parametrize("arms,field,words", [
     ({"../x": {"init": "random", "streams": {"speech": 1}}}, "arms.../x", "plain name"),
     ({"a/b": {"init": "random", "streams": {"speech": 1}}}, "arms.a/b", "plain name"),
@@ -91,12 +100,7 @@ def test_four_arms_run_and_the_report_compares_them(prepared, nosynth, tmp_path,
     ({"mine": {"init": "run:x", "streams": {"speech": 1}}}, "arms.mine.init", "must be 'text_lm'"),
 ])
 def test_bad_arms_refused_at_plan_time(prepared, tmp_path, capsys, arms, field, words):
-    sweep = write_sweep(tmp_path / "sweep.yaml", prepared, arms=arms)
-    for cmd in (["plan", str(sweep)], ["run", str(sweep)]):
-        assert main(cmd) == 2
-        err = capsys.readouterr().err
-        assert str(sweep) in err and f"'{field}'" in err and words in err, err
-    assert _no_output(tmp_path)
+    _refused_at_plan_time(write_sweep(tmp_path / "sweep.yaml", prepared, arms=arms), tmp_path, capsys, field, words)
 
 
 def test_inline_model_named_like_a_path_is_refused(prepared, tmp_path, capsys):
@@ -134,12 +138,7 @@ def test_registry_refuses_a_run_folder_outside_runs(tmp_path):
     ({"resources": {"toy-xl": {"nodes": 2}}}, "resources.toy-xl", "not in 'models'"),
 ])
 def test_bad_fields_refused_at_plan_time(prepared, tmp_path, capsys, override, field, words):
-    sweep = write_sweep(tmp_path / "sweep.yaml", prepared, **override)
-    for cmd in (["plan", str(sweep)], ["run", str(sweep)]):
-        assert main(cmd) == 2
-        err = capsys.readouterr().err
-        assert str(sweep) in err and f"'{field}'" in err and words in err, err
-    assert _no_output(tmp_path)
+    _refused_at_plan_time(write_sweep(tmp_path / "sweep.yaml", prepared, **override), tmp_path, capsys, field, words)
 
 
 def test_benchmark_missing_from_the_data_folder_refused(prepared, tmp_path, capsys):

@@ -8,15 +8,15 @@ from pathlib import Path
 def _cmd_data_synth(args) -> int:
     from dataclasses import asdict
 
-    from scaling.datadir import DataDir
     from trainer.data.prepare_synthetic import is_prepared, prepare_corpus
     from trainer.data.synthetic import SynthConfig, generate
 
     out = Path(args.out)
     cfg = SynthConfig.quick(seed=args.seed) if args.quick else SynthConfig(seed=args.seed)
-    if not args.force and is_prepared(out, asdict(cfg), vocab_size=args.vocab_size, seed=args.seed):
+    current = None if args.force else is_prepared(out, asdict(cfg), vocab_size=args.vocab_size, seed=args.seed)
+    if current is not None:
         print(f"reusing the prepared data in {out} (same corpus settings and seed; --force rebuilds it)")
-        _print_data_summary(DataDir.open(out).manifest)
+        _print_data_summary(current.manifest)
         return 0
     generate(cfg, out)
     print(f"corpus written to {out}/corpus and {out}/benchmarks")

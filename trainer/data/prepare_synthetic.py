@@ -45,8 +45,9 @@ def check_utterance(utt: dict, source: str) -> None:
                 source=source, field="starts/ends", value=[s, e])
 
 
-def is_prepared(data_dir: str | Path, config: dict, *, vocab_size: int, seed: int) -> bool:
-    """Whether ``data_dir`` already holds a complete data folder built from this synthetic config."""
+def is_prepared(data_dir: str | Path, config: dict, *, vocab_size: int, seed: int):
+    """The opened (checked) data folder when ``data_dir`` already holds a complete one built from this
+    synthetic config, else None."""
     import json
 
     from scaling.datadir import DataDir
@@ -56,9 +57,10 @@ def is_prepared(data_dir: str | Path, config: dict, *, vocab_size: int, seed: in
         data = DataDir.open(data_dir)
         made_from = json.loads(corpus.read_text(encoding="utf-8")).get("config")
     except (ConfigError, OSError, ValueError):
-        return False
-    return (made_from == config and data.seed == seed
+        return None
+    same = (made_from == config and data.seed == seed
             and data.manifest.get("source") == {"corpus": "synthetic", "vocab_size": vocab_size})
+    return data if same else None
 
 
 def prepare_corpus(data_dir: str | Path, *, vocab_size: int = 512, seed: int = 0, ratio: float = 0.3,
