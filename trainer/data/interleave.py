@@ -71,11 +71,15 @@ def unit_times(durations) -> tuple[np.ndarray, np.ndarray]:
     return ends - d * FRAME_S, ends
 
 
-def unit_range(durations, t0: float, t1: float, *, times: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[int, int]:
-    """Indices [i, j) of the deduplicated units whose time interval overlaps [t0, t1) (``times`` =
-    :func:`unit_times` of ``durations``, when the caller already has it)."""
-    starts, ends = times if times is not None else unit_times(durations)
+def units_overlapping(times: tuple[np.ndarray, np.ndarray], t0: float, t1: float) -> tuple[int, int]:
+    """Indices [i, j) of the units (``times`` = :func:`unit_times`) whose time interval overlaps [t0, t1)."""
+    starts, ends = times
     eps = 1e-9
     i = int(np.searchsorted(ends, t0 + eps, side="right"))
     j = int(np.searchsorted(starts, t1 - eps, side="left"))
     return i, max(i, j)
+
+
+def unit_range(durations, t0: float, t1: float) -> tuple[int, int]:
+    """Indices [i, j) of the deduplicated units whose time interval overlaps [t0, t1)."""
+    return units_overlapping(unit_times(durations), t0, t1)

@@ -10,7 +10,7 @@ import numpy as np
 
 from scaling.datadir import N_UNITS
 from scaling.errors import ConfigError
-from trainer.data.interleave import plan_spans, unit_range, unit_times
+from trainer.data.interleave import plan_spans, unit_times, units_overlapping
 from trainer.data.tokenizer import SpeechVocab
 
 
@@ -66,7 +66,7 @@ def build_streams(text_docs: list[str], utts: list[dict], tokenizer, vocab: Spee
         parts = []
         for sp in spans:
             if sp.modality == "speech":
-                i, j = unit_range(None, u["starts"][sp.start], u["ends"][sp.end - 1], times=times)
+                i, j = units_overlapping(times, u["starts"][sp.start], u["ends"][sp.end - 1])
                 parts.append(np.asarray([vocab.speech], dtype=np.int64))
                 parts.append(x[i:j] + off)
                 speech_words += sp.end - sp.start
