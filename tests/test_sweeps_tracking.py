@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-import wandb  # noqa: F401 - the real package (the test extra installs it)
+import wandb  # the real package (the test extra installs it)
 
 from conftest import write_sweep
 from helpers.runs import crash_at_step
@@ -42,10 +42,15 @@ def _records(path):
 
 
 def _offline_runs(run):
-    """[(run id, config, history rows)] of every offline wandb run under the run folder, oldest first."""
+    """[(run id, config, history rows)] of every offline wandb run under the run folder, oldest first.
+
+    ``run.finish()`` waits for the exit record, not for the service to close its files: the tail of
+    the transaction log can still be in the service's buffer (seen once in CI: the last 11 history
+    rows missing). ``wandb.teardown()`` stops the service, which closes every file, before reading."""
+    wandb.teardown()
     out = []
     for f in sorted((run.path / "wandb").glob("offline-run-*/run-*.wandb")):
-        rid, config, rows = None, {}, []
+        rid, config, rows, kind = None, {}, [], None
         for rec in _records(f):
             kind = rec.WhichOneof("record_type")
             if kind == "run":
@@ -55,6 +60,7 @@ def _offline_runs(run):
                 config.update({i.key: json.loads(i.value_json) for i in rec.config.update})
             elif kind == "history":
                 rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+        assert kind == "exit", f"{f}: the log ends with a {kind} record, not the run's exit record"
         out.append((rid, config, rows))
     return out
 
