@@ -1,7 +1,7 @@
 """`scaling demo`: the whole study on the built-in synthetic corpus, by chaining the
 subcommands a user would run one by one:
 
-    scaling data synth --out DIR/data [--quick]      (reused when already there with the same settings)
+    scaling data synth --out DIR/data [--quick | --large]   (reused when already there with the same settings)
     scaling plan DIR/sweep.yaml
     scaling run DIR/sweep.yaml
     scaling report DIR --out DIR      (fits.json with bootstrap intervals, figures/, coefficient tables, report.md)
@@ -18,8 +18,17 @@ import yaml
 from scaling import atomic
 
 
-def demo_sweep_text(quick: bool, seed: int) -> str:
-    name = "demo_quick.yaml" if quick else "demo.yaml"
+#: sweep file and data-synth size flag of each demo: the quick smoke test, the CPU study, the GPU study
+PRESETS = {"quick": ("demo_quick.yaml", ["--quick"]), "cpu": ("demo.yaml", []), "gpu": ("demo_gpu.yaml", ["--large"])}
+
+
+def preset_of(quick: bool, scale: str = "cpu") -> str:
+    """``--quick`` is the smoke test at either scale (it is what CI runs); otherwise the scale's study."""
+    return "quick" if quick else scale
+
+
+def demo_sweep_text(quick: bool, seed: int, scale: str = "cpu") -> str:
+    name = PRESETS[preset_of(quick, scale)][0]
     text = resources.files("sweeps").joinpath("configs", name).read_text(encoding="utf-8")
     cfg = yaml.safe_load(text)
     if cfg.get("seed") != seed:  # keep the shipped file's comments when the seed is the default
@@ -27,7 +36,7 @@ def demo_sweep_text(quick: bool, seed: int) -> str:
     return text
 
 
-def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]], int]) -> int:
+def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]], int], scale: str = "cpu") -> int:
     """Run the stages through ``command`` (the CLI's main), stopping at the first that fails."""
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -39,11 +48,11 @@ def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]]
         print(f"\n== {step}. {title}  (t = {time.time() - t0:.0f} s)", flush=True)
 
     stage("synthetic speech-text corpus, tokenizer, packed shards")
-    rc = command(["data", "synth", "--out", str(out / "data"), "--seed", str(seed)] + (["--quick"] if quick else []))
+    rc = command(["data", "synth", "--out", str(out / "data"), "--seed", str(seed)] + PRESETS[preset_of(quick, scale)][1])
     if rc:
         return rc
     sweep = out / "sweep.yaml"
-    atomic.write_text(sweep, demo_sweep_text(quick, seed))
+    atomic.write_text(sweep, demo_sweep_text(quick, seed, scale))
 
     stage(f"plan ({sweep})")
     rc = command(["plan", str(sweep), "--json", str(out / "plan.json")])
@@ -61,12 +70,16 @@ def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]]
 
 def _cmd_demo(args) -> int:
     # args.cli is the CLI's main, handed over by scaling.cli (this module never imports scaling.cli)
-    return run_demo(Path(args.out), quick=args.quick, seed=args.seed, command=args.cli)
+    return run_demo(Path(args.out), quick=args.quick, seed=args.seed, command=args.cli, scale=args.scale)
 
 
 def register(sub) -> None:
     d = sub.add_parser("demo", help="the whole study end to end on the built-in synthetic corpus (CPU, no downloads)")
     d.add_argument("--out", required=True, help="output folder (data/, runs/, results.csv, fits.json, figures/, report.md)")
-    d.add_argument("--quick", action="store_true", help="3 sizes x 3 budgets per arm, a few minutes on 2 cores")
+    d.add_argument("--quick", action="store_true", help="smoke test: 3 sizes x 3 budgets per arm, under 3 minutes on 2 cores")
+    d.add_argument("--scale", choices=("cpu", "gpu"), default="cpu",
+                   help="cpu: 5 toy sizes x 5 budgets per arm, ~15 min on 2 cores; gpu: 1.3M-30M non-embedding "
+                        "parameters on a ~30M-token corpus, sized for ~10 min on one H100/H200 (the trainer uses CUDA "
+                        "when present)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)

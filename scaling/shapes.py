@@ -79,8 +79,16 @@ DEMO: dict[str, ModelShape] = {
     "toy-xs": ModelShape(32, 2, 4, 2, 96, 1024),
     "toy-s": ModelShape(48, 2, 4, 2, 128, 1024),
     "toy-m": ModelShape(64, 3, 4, 2, 192, 1024),
+    "toy-ml": ModelShape(80, 4, 4, 2, 224, 1024),
     "toy-l": ModelShape(96, 4, 4, 2, 256, 1024),
     "toy-xl": ModelShape(128, 4, 4, 2, 384, 1024),
+    # the GPU demo ladder (scaling demo --scale gpu), named by non-embedding parameters: 1.3M-30M,
+    # every size non-embedding dominated at the demo's 1,024 rows
+    "mini-1m": ModelShape(128, 6, 4, 2, 448, 1024),
+    "mini-3m": ModelShape(192, 6, 6, 2, 640, 1024),
+    "mini-7m": ModelShape(256, 8, 8, 2, 896, 1024),
+    "mini-15m": ModelShape(384, 8, 6, 2, 1280, 1024),
+    "mini-30m": ModelShape(512, 10, 8, 2, 1536, 1024),
 }
 
 KNOWN: dict[str, ModelShape] = {**PUBLISHED, **DEMO}

@@ -13,7 +13,7 @@ def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(["scaling", "demo", "--quick", "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "[21/21] done" in proc.stdout  # one progress line per finished run
+    assert "[9/9] done" in proc.stdout  # one progress line per finished run: 3 text LMs + one wsd run per (arm, size)
 
     with open(out / "results.csv") as fh:
         rows = list(csv.DictReader(fh))

@@ -12,7 +12,8 @@ def _cmd_data_synth(args) -> int:
     from trainer.data.synthetic import SynthConfig, generate
 
     out = Path(args.out)
-    cfg = SynthConfig.quick(seed=args.seed) if args.quick else SynthConfig(seed=args.seed)
+    cfg = (SynthConfig.quick(seed=args.seed) if args.quick else SynthConfig.large(seed=args.seed) if args.large
+           else SynthConfig(seed=args.seed))
     current = None if args.force else is_prepared(out, asdict(cfg), vocab_size=args.vocab_size, seed=args.seed)
     if current is not None:
         print(f"reusing the prepared data in {out} (same corpus settings and seed; --force rebuilds it)")
@@ -141,7 +142,9 @@ def register(sub) -> None:
     dsub = data.add_subparsers(dest="data_command", required=True)
     s = dsub.add_parser("synth", help="generate the synthetic speech-text corpus and benchmarks, train the tokenizer, pack shards")
     s.add_argument("--out", required=True)
-    s.add_argument("--quick", action="store_true", help="a smaller corpus")
+    size = s.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a smaller corpus (the quick demo)")
+    size.add_argument("--large", action="store_true", help="a ~30M-speech-token corpus (the GPU demo, scaling demo --scale gpu)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary of the text tokenizer")
     s.add_argument("--force", action="store_true", help="rebuild even when OUT already holds this corpus")

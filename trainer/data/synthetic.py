@@ -47,6 +47,13 @@ class SynthConfig:
                    n_speakers=8, n_bench_items=96)
 
     @classmethod
+    def large(cls, seed: int = 0) -> "SynthConfig":
+        """The GPU demo's corpus: ~30M speech tokens, so its smallest model (mini-1m, ~44M tokens at
+        the largest budget) repeats the speech stream under two epochs."""
+        return cls(seed=seed, n_text_stories=150000, n_speech_stories=70000, n_val_stories=500,
+                   n_speakers=8)
+
+    @classmethod
     def from_dict(cls, d: dict, source: str | None = None) -> "SynthConfig":
         known = {f.name for f in fields(cls)}
         for k in d:
