@@ -48,10 +48,16 @@ def budget_of(df: pd.DataFrame) -> np.ndarray:
     return np.where(np.isfinite(b) & (b > 0), b, rounded)
 
 
-def _run_ids(rows: pd.DataFrame, mask) -> list[str]:
-    ids = rows["run_id"].astype(str) if "run_id" in rows.columns else pd.Series([f"row {i + 1}" for i in rows.index],
-                                                                                  index=rows.index)
+def _point_ids(rows: pd.DataFrame, mask) -> list[str]:
+    """Ids of the masked rows: point ids (a wsd run has several points, one run id), else run ids."""
+    col = next((c for c in ("point_id", "run_id") if c in rows.columns), None)
+    ids = rows[col].astype(str) if col else pd.Series([f"row {i + 1}" for i in rows.index], index=rows.index)
     return ids[np.asarray(mask)].tolist()
+
+
+def n_runs_of(rows: pd.DataFrame) -> int:
+    """Training runs behind ``rows`` (a wsd run gives several points)."""
+    return int(rows["run_id"].nunique()) if "run_id" in rows.columns else int(len(rows))
 
 
 def usable_losses(rows: pd.DataFrame, loss_col: str) -> tuple[pd.DataFrame, dict | None]:
@@ -65,7 +71,7 @@ def usable_losses(rows: pd.DataFrame, loss_col: str) -> tuple[pd.DataFrame, dict
     for name, m in (("missing (NaN)", np.isnan(L)), ("infinite", np.isinf(L)), ("<= 0", np.isfinite(L) & (L <= 0))):
         if m.any():
             kinds.append(f"{int(m.sum())} {name}")
-    ids = _run_ids(rows, bad)
+    ids = _point_ids(rows, bad)
     note = {"count": int(bad.sum()), "runs": ids, "reason": f"{loss_col}: " + ", ".join(kinds)}
     return rows[~bad], note
 
@@ -149,11 +155,13 @@ def _attempt(fn):
 
 def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, reduce: str = "sum",
             bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None, directions: dict | None = None,
-            bootstrap_method: str = "pairs", keep_extrapolated: bool = False) -> dict:
-    """All fits for one arm; a fit that lacks data becomes ``{"error": reason}``."""
-    out: dict = {"n_runs": int(len(rows))}
+            bootstrap_method: str = "pairs", keep_extrapolated: bool = False, samples_out: dict | None = None) -> dict:
+    """All fits for one arm; a fit that lacks data becomes ``{"error": reason}``. ``samples_out``
+    receives the bootstrap optima of the parametric law (key "parametric"), for the comparison of arms."""
+    # One row per point: a run's end and each of its cooldown branches (scaling.points).
+    out: dict = {"n_runs": n_runs_of(rows), "n_points": int(len(rows))}
     lossy, dropped = usable_losses(rows, loss_col)
-    out["n_runs_with_loss"] = int(len(lossy))
+    out["n_runs_with_loss"] = int(len(lossy))  # points, as every fit below counts them
     if dropped:
         out["dropped"] = dropped
     N = lossy["params"].to_numpy(dtype=float)
@@ -165,6 +173,16 @@ def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, r
         fit = fit_parametric(N, D, L, huber_delta=huber_delta, reduce=reduce)
         if not bootstrap:
             return fit
+        # Pairs resampling is over points, cooldown branches included, not over runs. A branch end
+        # matches a separately trained run of its length (Hägele et al. 2024), and what it shares
+        # with its run (init, data order) is shared in an isoFLOP sweep too by every run of one size
+        # and seed; resampling the 5-6 runs of an arm instead would leave resamples with 2-3 model
+        # sizes, where alpha is not identified at all.
+        samples = bootstrap_parametric(fit, N, D, L, n_resamples=bootstrap, seed=seed, method=bootstrap_method,
+                                       return_samples=True)
+        if samples_out is not None:
+            samples_out["parametric"] = samples[2]
+        return samples[0]
         return bootstrap_parametric(fit, N, D, L, n_resamples=bootstrap, seed=seed, method=bootstrap_method)
 
     out["parametric"] = _attempt(parametric)
@@ -247,14 +265,25 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
               "metrics": list(metrics), "n_runs": int(len(df)), "bootstrap": int(bootstrap),
               "bootstrap_method": bootstrap_method if bootstrap else None,
               "notes": data_notes(df, loss_col, dropped_top=dropped_top), "arms": {}}
+    samples: dict = {}
     for arm in chosen:
         rows = arm_rows(df, arm)
         if rows.empty:
             result["arms"][arm] = {"n_runs": 0, "error": f"no runs for arm '{arm}'"}
             continue
+        got: dict = {}
         result["arms"][arm] = fit_arm(rows, loss_col=loss_col, metrics=metrics, huber_delta=huber_delta, reduce=reduce,
                                       bootstrap=bootstrap, seed=seed, curves=curves, directions=directions,
-                                      bootstrap_method=bootstrap_method, keep_extrapolated=keep_extrapolated)
+                                      bootstrap_method=bootstrap_method, keep_extrapolated=keep_extrapolated,
+                                      samples_out=got)
+        if "parametric" in got:
+            samples[arm] = got["parametric"]
+    result["n_points"] = int(len(df))
+    result["n_runs"] = n_runs_of(df)
+    if len(result["arms"]) >= 2:
+        from .compare import compare_arms
+
+        result["compare"] = compare_arms(df, result, samples, seed=seed, directions=directions)
     if (require_fit if require_law is None else require_law) and not fitted_laws(result):
         errors = "; ".join(f"{arm}/{k}: {e[k]['error']}" for arm, e in result["arms"].items() for k in LAW_KEYS
                            if isinstance(e.get(k), dict) and "error" in e[k])

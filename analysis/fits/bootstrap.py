@@ -59,6 +59,10 @@ def _derived(x: np.ndarray, C: float) -> dict:
     return dict(E=E, A=A, B=B, alpha=al, beta=be, a=ea, b=eb, G=G, n_opt=n, d_opt=d, loss_opt=lo)
 
 
+#: Public name: the comparison of arms evaluates resampled laws at given budgets.
+derived = _derived
+
+
 def _band(x: np.ndarray, c_lo: float, c_hi: float, q, n: int = 24) -> dict:
     """Percentile bands of N_opt, D_opt and L_opt over a log grid of compute, for figures."""
     cs = np.geomspace(c_lo, c_hi, n)
