@@ -267,14 +267,24 @@ def write_report(df: pd.DataFrame, fits: dict, figure_paths, out_path, *, link_f
              f"Source: `{df.attrs.get('source', 'in-memory table')}`; loss column `{loss_col}`.", ""]
     lines += _runs_section(df, loss_col)
     lines += _notes_section(fits)
-    lines += ["## Findings", ""] + [f"- {s}" for s in findings(df, fits)] + [""]
-    lines += compare_section(fits)
-    lines += _laws_section(fits)
-    lines += _exponents_section(fits)
-    lines += _extrapolation_section(fits)
-    lines += _isoflop_section(fits)
-    lines += _envelope_section(fits)
     pngs = [Path(p) for p in figure_paths if Path(p).suffix == ".png"]
+    links = {p.stem: Path(os.path.relpath(p.resolve(), link_base.parent.resolve())).as_posix() for p in pngs}
+
+    def see(*stems) -> list[str]:
+        """A line linking the figures of the section above (those drawn)."""
+        got = [f"[{s}]({links[s]})" for s in stems if s in links]
+        return [f"Figure{'s' if len(got) > 1 else ''}: " + ", ".join(got) + ".", ""] if got else []
+
+    metrics = [m for m in fits.get("metrics", []) if f"isoflop_{m}" in links]
+    lines += ["## Findings", ""] + [f"- {s}" for s in findings(df, fits)] + [""]
+    lines += see("loss_vs_compute", "metrics_vs_compute")
+    cmp = compare_section(fits)
+    lines += cmp + (see("arms_compared", "loss_vs_compute", *[f"isoflop_{m}" for m in metrics]) if cmp else [])
+    lines += _laws_section(fits) + see("parametric_contours", "loss_vs_compute")
+    lines += _exponents_section(fits) + see("compute_optimal", "metric_compute_optimal")
+    lines += _extrapolation_section(fits)
+    lines += _isoflop_section(fits) + see("isoflop")
+    lines += _envelope_section(fits) + see("metrics_vs_compute", *[f"isoflop_{m}" for m in metrics])
     if pngs:
         lines += ["## Figures", ""]
         for p in pngs:

@@ -8,7 +8,7 @@ from scaling.datadir import BENCHMARKS, higher_is_better
 from scaling.errors import ConfigError
 from scaling.flops import flops_6nd
 
-from .fits.bootstrap import bootstrap_parametric
+from .fits.bootstrap import bootstrap_parametric, isoflop_band
 from .fits.curve_envelope import fit_curve_envelope
 from .fits.envelope import fit_envelope
 from .fits.extrapolation import extrapolation_check
@@ -182,6 +182,9 @@ def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, r
                                        return_samples=True)
         if samples_out is not None:
             samples_out["parametric"] = samples[2]
+        # the law's band along each budget's isoFLOP curve, over the sizes sampled there (figures)
+        ranges = [(c, N[C == c].min() / 1.3, N[C == c].max() * 1.3) for c in sorted(set(C[np.isfinite(C)]))]
+        samples[0].bootstrap["isoflop_band"] = isoflop_band(samples[2], ranges, level=samples[0].bootstrap["level"])
         return samples[0]
         return bootstrap_parametric(fit, N, D, L, n_resamples=bootstrap, seed=seed, method=bootstrap_method)
 

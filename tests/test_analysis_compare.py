@@ -110,3 +110,68 @@ def test_one_arm_has_no_comparison(clear, tmp_path):
     fits = fit_study(one, metrics=["ssc"])
     assert "compare" not in fits
     assert "## Arms compared" not in write_report(one, fits, [], tmp_path / "r.md").read_text()
+
+
+# ---------------------------------------------------------------- figures
+def test_metric_figures_read_the_table(clear):
+    from analysis.figures_metrics import binomial_halfwidth, draw_metric_isoflop, metric_optima
+    from analysis.paperstyle import pyplot
+
+    df, fits = clear
+    assert binomial_halfwidth(0.5, 1000) == pytest.approx(1.959964 * 0.5 / np.sqrt(1000))
+    assert np.isnan(binomial_halfwidth(0.5, np.nan))
+    rows = df[df.arm == "textless"]
+    opt = metric_optima(rows, "ssc", True)
+    for c, n, d, v in opt:  # the best point of each budget: its N, D and value
+        at = rows[rows.budget == c]
+        best = at.loc[at["ssc"].idxmax()]
+        assert (n, d, v) == (best["params"], best["tokens"], best["ssc"])
+    plt = pyplot()
+    fig = draw_metric_isoflop(plt, df, fits, "ssc")
+    try:
+        ax = fig.axes[0]  # interleaved: one error-bar series per budget, bars of the binomial half-width
+        bars = [c for c in ax.collections if c.__class__.__name__ == "LineCollection"]
+        assert len(bars) == len(BUDGETS)
+        seg = bars[0].get_segments()[0]
+        first = df[(df.arm == "interleaved") & (df.budget == BUDGETS[0])].sort_values("params").iloc[0]
+        assert (seg[1][1] - seg[0][1]) / 2 == pytest.approx(binomial_halfwidth(first["ssc"], ITEMS))
+    finally:
+        plt.close(fig)
+
+
+def test_loss_figures_draw_the_law_with_its_band(clear, tmp_path):
+    from analysis.figures import draw_figures
+
+    df, fits = clear
+    paths = draw_figures(df, fits, tmp_path / "figs")
+    names = {p.name for p in paths}
+    for stem in ("isoflop", "loss_vs_compute", "isoflop_ssc", "metric_compute_optimal", "arms_compared"):
+        assert {f"{stem}.png", f"{stem}.pdf"} <= names
+    band = fits["arms"]["interleaved"]["parametric"]["bootstrap"]["isoflop_band"]
+    assert [b["budget"] for b in band] == list(BUDGETS)
+    for b in band:  # the law's band brackets the law along each budget's curve
+        from analysis.fits.parametric import ParametricFit
+
+        par = ParametricFit.from_dict(fits["arms"]["interleaved"]["parametric"])
+        ns = np.array(b["N"])
+        law = par.predict(ns, b["budget"] / (6 * ns))
+        assert np.all(np.array(b["lo"]) <= law + 1e-9) and np.all(law <= np.array(b["hi"]) + 1e-9)
+    report = write_report(df, fits, paths, tmp_path / "figs" / "report.md").read_text()
+    cmp = _section(report)
+    assert "[arms_compared](arms_compared.png)" in cmp and "[isoflop_ssc](isoflop_ssc.png)" in cmp
+
+
+def test_arms_compared_figure_plots_the_computed_differences(clear):
+    from analysis.figures_metrics import draw_arms_compared
+    from analysis.paperstyle import pyplot
+
+    df, fits = clear
+    plt = pyplot()
+    fig = draw_arms_compared(plt, df, fits)
+    try:
+        line = fig.axes[0].lines[0]
+        rows = fits["compare"]["pairs"][0]["frontier"]["budgets"]
+        assert list(line.get_xdata()) == [r["budget"] for r in rows]
+        assert list(line.get_ydata()) == pytest.approx([r["difference"] for r in rows])
+    finally:
+        plt.close(fig)

@@ -79,6 +79,24 @@ def _band(x: np.ndarray, c_lo: float, c_hi: float, q, n: int = 24) -> dict:
     return out
 
 
+def isoflop_band(x: np.ndarray, ranges, level: float = 0.95, n: int = 40) -> list[dict]:
+    """Percentile bands of L(N, C / 6N) along each budget's isoFLOP curve, for figures: ``ranges`` is
+    [(C, N_low, N_high)], ``x`` the bootstrap optima (a, b, e, alpha, beta)."""
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    A, B, E = np.exp(x[:, 0])[:, None], np.exp(x[:, 1])[:, None], np.exp(x[:, 2])[:, None]
+    al, be = x[:, 3][:, None], x[:, 4][:, None]
+    out = []
+    for C, lo, hi in ranges:
+        ns = np.geomspace(lo, hi, n)
+        with np.errstate(all="ignore"):
+            L = E + A / ns[None, :] ** al + B / (C / (6.0 * ns[None, :])) ** be
+        L = np.where(np.isfinite(L), L, np.nan)
+        p = np.nanpercentile(L, q, axis=0) if L.size else np.full((2, n), np.nan)
+        out.append({"budget": float(C), "N": [float(v) for v in ns], "lo": [float(v) for v in p[0]],
+                    "hi": [float(v) for v in p[1]]})
+    return out
+
+
 METHODS = ("pairs", "residual", "parametric")
 #: Relative stopping test of the resample fits (objective and gradient divided by the starting
 #: objective): tight enough that the percentiles do not move (bench_coverage.py --check).
