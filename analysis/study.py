@@ -109,7 +109,8 @@ def data_notes(df: pd.DataFrame, loss_col: str, *, dropped_top: int = 0) -> list
     """Conventions a reader of the fits should know about the table: Chinchilla's data (Epoch drop
     the 5 highest losses), and tables not on an isoFLOP grid (one run per budget)."""
     notes = []
-    if set(df.columns) == _CHINCHILLA_COLUMNS and dropped_top == 0 and len(df) >= 200:
+    given = set(df.columns) - {"point_id", "kind"}  # the loader adds these to any table
+    if given == _CHINCHILLA_COLUMNS and dropped_top == 0 and len(df) >= 200:
         notes.append("this table looks like Chinchilla's points (params, tokens, flops, loss): Epoch AI drop the 5 "
                      "highest-loss points before fitting; pass --drop-top 5 to do the same")
     elif dropped_top:
