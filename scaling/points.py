@@ -16,15 +16,21 @@ from scaling.datadir import BENCHMARK_NAMES
 from scaling.flops import flops_6nd
 from scaling.rundir import RESULT_COLUMNS
 
-#: Columns of results.csv, in order: a point's id, the run's columns, and the kind of point
-#: ("final": the run's end; "cooldown": a branch end). Item-count columns (``<bench>_n``) follow
-#: when the evaluations recorded them.
-POINT_COLUMNS = ["point_id", *RESULT_COLUMNS, "kind"]
+#: Columns of results.csv, in order: the run's columns, a point's id and kind ("final": the run's
+#: end; "cooldown": a branch end), ``status`` last as before points (run_id first and status last
+#: keep scripts that read the CSV by position working). :func:`columns` adds item counts.
+assert RESULT_COLUMNS[-1] == "status"
+POINT_COLUMNS = [*RESULT_COLUMNS[:-1], "point_id", "kind", "status"]
 #: Columns a branch shares with its run (the run's model and state).
 RUN_LEVEL = ("run_id", "arm", "model", "params", "non_embedding_params", "status")
 #: Per-benchmark item counts: the binomial intervals of the figures need them.
 ITEM_COUNT_COLUMNS = tuple(f"{b}_n" for b in BENCHMARK_NAMES)
 _VALUES = set(RESULT_COLUMNS) - set(RUN_LEVEL) - {"tokens", "flops", "flops_exact", "budget"}
+
+
+def columns(counts=()) -> list[str]:
+    """POINT_COLUMNS with the item-count columns ``counts`` (``<bench>_n``) before ``status``."""
+    return [*POINT_COLUMNS[:-1], *counts, "status"]
 
 
 def branch_point_id(run_id: str, tokens: int) -> str:
@@ -47,7 +53,7 @@ def point_rows(rec: dict) -> list[dict]:
     the item counts present."""
     run_id = str(rec.get("run_id"))
     counts = [c for c in ITEM_COUNT_COLUMNS if c in rec or any(c in e for e in rec.get("evals") or [])]
-    cols = POINT_COLUMNS + counts
+    cols = columns(counts)
     rows = []
     params, final_tokens = _finite(rec.get("params")), _finite(rec.get("tokens"))
     exact = _finite(rec.get("flops_exact"))

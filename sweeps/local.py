@@ -20,7 +20,7 @@ from pathlib import Path
 from scaling import atomic
 from scaling.errors import ConfigError
 from scaling.initref import InitRef
-from scaling.points import ITEM_COUNT_COLUMNS, POINT_COLUMNS, point_rows
+from scaling.points import ITEM_COUNT_COLUMNS, columns, point_rows
 from scaling.rundir import RunDir
 from scaling.spec import RunSpec
 from sweeps.registry import Registry, worker_name
@@ -207,7 +207,7 @@ def collect_results(sweep: Sweep, specs: list[RunSpec], registry: Registry | Non
 def write_results(sweep: Sweep, specs: list[RunSpec], registry: Registry | None = None) -> None:
     rows = collect_results(sweep, specs, registry)
     # the item counts any point recorded, in the registry's order, after the fixed columns
-    fields = POINT_COLUMNS + [c for c in ITEM_COUNT_COLUMNS if any(c in r for r in rows)]
+    fields = columns([c for c in ITEM_COUNT_COLUMNS if any(c in r for r in rows)])
 
     def fmt(v):
         if v is None or (isinstance(v, float) and math.isnan(v)):
