@@ -135,13 +135,14 @@ def _exponent(p0: ParametricFit, p1: ParametricFit, s0, s1, level, rng) -> dict:
             "difference": float(p0.a - p1.a), "difference_ci": ci, "verdict": verdict(ci)}
 
 
-def compare_arms(df: pd.DataFrame, fits: dict, samples: dict, *, level: float = LEVEL, seed: int = 0,
-                 directions: dict | None = None) -> dict:
+def compare_arms(df: pd.DataFrame, fits: dict, samples: dict, *, arm_rows, budget_of, direction,
+                 level: float = LEVEL, seed: int = 0) -> dict:
     """The ``compare`` entry of fits.json: ``{"reference": first arm, "pairs": [{"arms": [first,
     other], "frontier", "metrics", "exponent"}]}``, or ``{"error"}`` when fewer than two arms have
     a parametric law. ``samples``: arm -> the bootstrap optima of its parametric fit (from
-    :func:`analysis.fits.bootstrap.bootstrap_parametric` with ``return_samples``)."""
-    from .study import arm_rows, budget_of, direction_of
+    :func:`analysis.fits.bootstrap.bootstrap_parametric` with ``return_samples``). ``arm_rows``,
+    ``budget_of`` and ``direction`` (metric -> higher is better) are analysis.study's, passed in by
+    fit_study (which imports this module)."""
 
     loss_col = fits.get("loss_col", "val_loss_speech")
     pars = {}
@@ -170,7 +171,7 @@ def compare_arms(df: pd.DataFrame, fits: dict, samples: dict, *, level: float = 
                 metrics[m] = {"error": "the arms share no compute budget"}
                 continue
             try:
-                hib = direction_of(m, directions)
+                hib = direction(m)
             except Exception as exc:  # noqa: BLE001 - an unknown direction is reported, not fatal
                 metrics[m] = {"error": str(exc)}
                 continue

@@ -287,7 +287,8 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
     if len(result["arms"]) >= 2:
         from .compare import compare_arms
 
-        result["compare"] = compare_arms(df, result, samples, seed=seed, directions=directions)
+        result["compare"] = compare_arms(df, result, samples, seed=seed, arm_rows=arm_rows, budget_of=budget_of,
+                                         direction=lambda m: direction_of(m, directions))
     if (require_fit if require_law is None else require_law) and not fitted_laws(result):
         errors = "; ".join(f"{arm}/{k}: {e[k]['error']}" for arm, e in result["arms"].items() for k in LAW_KEYS
                            if isinstance(e.get(k), dict) and "error" in e[k])
