@@ -194,6 +194,9 @@ def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, r
     out["isoflop"] = _attempt(lambda: fit_isoflop(C, N, D, L, bootstrap=nb, seed=seed, keep_extrapolated=keep_extrapolated))
     out["isoflop_powersum"] = _attempt(lambda: fit_isoflop(C, N, D, L, method="powersum", bootstrap=min(nb, 200),
                                                            seed=seed, keep_extrapolated=keep_extrapolated))
+    # Held out: every point at the largest budget. In a wsd sweep those are run ends whose own
+    # cooldown branches (smaller budgets) stay in the training set, as a size's smaller runs do in
+    # an isoFLOP sweep: the check still predicts (N, D) points the fit never saw.
     out["extrapolation"] = _attempt(lambda: extrapolation_check(C, N, D, L, huber_delta=huber_delta, reduce=reduce))
     if curves is not None and "arm" in curves.columns:
         arm_curves = curves[curves["arm"].isin(pd.unique(rows["arm"]))] if "arm" in rows.columns else curves
