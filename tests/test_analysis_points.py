@@ -118,3 +118,19 @@ def test_wsd_grid_carries_branch_budgets_outside_the_run_id(prepared, tmp_path):
         assert dataclasses.replace(spec, cooldown_budgets=[]).run_id == spec.run_id
     with pytest.raises(ConfigError, match="one budget per cooldown branch"):
         dataclasses.replace(spec, cooldown_budgets=[1e9]).validate()
+
+
+def test_training_curves_keep_each_branch_apart(wsd_sweep):
+    from analysis.curves import load_curves
+
+    root, specs = wsd_sweep
+    curves = load_curves(root)
+    for spec in specs:
+        c = curves[curves.run_id == spec.run_id]
+        assert set(c["curve"]) == {spec.run_id, *(f"{spec.run_id}@{t}" for t in spec.cooldowns)}
+        main = c[(c.curve == spec.run_id) & (c.kind == "train")]
+        assert main["tokens"].is_monotonic_increasing and main["tokens"].max() == spec.tokens
+        for t in spec.cooldowns:  # a branch's lines end at its own budget, with its cooldown evaluation
+            b = c[c.curve == f"{spec.run_id}@{t}"]
+            assert b[b.kind == "train"]["tokens"].max() == t
+            assert b[b.kind == "val"]["eval_kind"].tolist() == ["cooldown"]
