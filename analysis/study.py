@@ -187,7 +187,6 @@ def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, r
         ranges = [(c, N[C == c].min() / 1.3, N[C == c].max() * 1.3) for c in sorted(set(C[np.isfinite(C)]))]
         samples[0].bootstrap["isoflop_band"] = isoflop_band(samples[2], ranges, level=samples[0].bootstrap["level"])
         return samples[0]
-        return bootstrap_parametric(fit, N, D, L, n_resamples=bootstrap, seed=seed, method=bootstrap_method)
 
     out["parametric"] = _attempt(parametric)
     nb = min(bootstrap, 1000)  # isoFLOP resamples are a Python loop: 1,000 is plenty for a percentile interval
@@ -269,7 +268,7 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
         for arm in chosen:
             check_fittable(usable_losses(arm_rows(df, arm), loss_col)[0], loss_col, source=df.attrs.get("source"), arm=arm)
     result = {"loss_col": loss_col, "huber_delta": float(huber_delta), "reduce": reduce,
-              "metrics": list(metrics), "n_runs": int(len(df)), "bootstrap": int(bootstrap),
+              "metrics": list(metrics), "n_runs": n_runs_of(df), "n_points": int(len(df)), "bootstrap": int(bootstrap),
               "bootstrap_method": bootstrap_method if bootstrap else None,
               "notes": data_notes(df, loss_col, dropped_top=dropped_top), "arms": {}}
     samples: dict = {}
@@ -285,8 +284,6 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
                                       samples_out=got)
         if "parametric" in got:
             samples[arm] = got["parametric"]
-    result["n_points"] = int(len(df))
-    result["n_runs"] = n_runs_of(df)
     if len(result["arms"]) >= 2:
         from .compare import compare_arms
 
