@@ -122,7 +122,7 @@ def _print_study(fits: dict) -> None:
     _print_notes(fits)
     boot = f"   bootstrap: {fits['bootstrap']} ({fits.get('bootstrap_method')})" if fits.get("bootstrap") else ""
     print(f"loss column: {fits['loss_col']}   huber delta: {fits['huber_delta']}   reduce: {fits['reduce']}{boot}")
-    hdr = f"{'arm':<12} {'runs':>5} {'E':>8} {'A':>10} {'B':>10} {'alpha':>7} {'beta':>7} {'a':>6} {'b':>6} {'a_iso':>6}"
+    hdr = f"{'arm':<12} {'runs':>5} {'points':>6} {'E':>8} {'A':>10} {'B':>10} {'alpha':>7} {'beta':>7} {'a':>6} {'b':>6} {'a_iso':>6}"
     print(hdr)
     print("-" * len(hdr))
     cautions = []
@@ -137,9 +137,14 @@ def _print_study(fits: dict) -> None:
             if f.ill_conditioned:
                 cautions.append(f"CAUTION ({arm}): parametric fit ill-conditioned: " + "; ".join(f.diagnostics()[:2]))
         a_iso = f"{IsoflopFit.from_dict(iso).a:>6.3f}" if iso and "error" not in iso else f"{'–':>6}"
-        print(f"{arm:<12} {e.get('n_runs', 0):>5} {cols} {a_iso}")
+        print(f"{arm:<12} {e.get('n_runs', 0):>5} {e.get('n_points', e.get('n_runs', 0)):>6} {cols} {a_iso}")
     for line in cautions:  # below the table, so its columns stay aligned
         print(line)
+    for pair in (fits.get("compare") or {}).get("pairs", []):  # the verdicts; report.md has the numbers
+        a0, a1 = pair["arms"]
+        fr = pair["frontier"]
+        print(f"{a0} vs {a1}: frontier loss {fr.get('verdict', fr.get('error'))}; exponent a "
+              f"{pair['exponent']['verdict']}; " + ", ".join(f"{m} {v.get('verdict', 'n/a')}" for m, v in pair["metrics"].items()))
     for arm, e in fits["arms"].items():
         envs = e.get("metric_envelopes", {})
         ok = {m: EnvelopeFit.from_dict(v).gamma for m, v in envs.items() if "error" not in v}

@@ -40,7 +40,9 @@ def _records(path):
 
 
 def load_curves(path, *, only_done: bool = True) -> pd.DataFrame:
-    """One row per logged line of every run: run columns, ``kind`` ("train" or "val"), and the line's values."""
+    """One row per logged line of every run: run columns, ``kind`` ("train" or "val"; an evaluation's
+    own kind, periodic / cooldown / final, is ``eval_kind``), ``curve`` (the run id, or
+    ``<run_id>@<tokens>`` for a cooldown branch's lines), and the line's values."""
     rows = []
     for run_dir, rec in _records(path):
         if only_done and str(rec.get("status", "done")).lower() != "done":
@@ -54,12 +56,16 @@ def load_curves(path, *, only_done: bool = True) -> pd.DataFrame:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"line {exc.lineno} is not valid JSON", source=str(mfile)) from None
         for d in lines:
-            rows.append({**base, "kind": "val" if "val_loss_speech" in d else "train", **d})
+            # a wsd run logs each cooldown branch (rows with "branch": its token budget) beside its
+            # main trajectory: each is its own curve, or sorting by tokens would zig-zag between them
+            curve = base["run_id"] if d.get("branch") is None else f"{base['run_id']}@{d['branch']}"
+            rows.append({**base, **d, "kind": "val" if "val_loss_speech" in d else "train", "eval_kind": d.get("kind"),
+                         "curve": curve})
     if not rows:
         raise ConfigError("no metrics.jsonl lines found", source=str(path))
     df = pd.DataFrame(rows)
     for c in df.columns:
-        if c not in ("run_id", "arm", "model", "status", "kind"):
+        if c not in ("run_id", "arm", "model", "status", "kind", "eval_kind", "curve", "event", "checkpoint"):
             df[c] = pd.to_numeric(df[c], errors="coerce")
     return df
 

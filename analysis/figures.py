@@ -74,6 +74,17 @@ def _draw_isoflop(plt, df, fits, loss_col):
         budgets = sorted(set(C[np.isfinite(C)]))
         iso = _fit_obj(fits["arms"][arm].get("isoflop"), IsoflopFit)
         minima = {m.budget: m for m in iso.minima} if iso else {}
+        par = _fit_obj(fits["arms"][arm].get("parametric"), ParametricFit)
+        if par is not None and not par.ill_conditioned:  # an ill-conditioned law leaves the data's range
+            bands = {round(float(e["budget"]), 6): e for e in par.bootstrap.get("isoflop_band", [])}
+            for b in budgets:
+                ns = np.geomspace(rows["params"][C == b].min() / 1.3, rows["params"][C == b].max() * 1.3, 60)
+                ax.plot(ns, par.predict(ns, b / (6.0 * ns)), color=colours[b], lw=1.0, ls="--", alpha=0.9,
+                        label="parametric law L(N, C/6N)")
+                band = bands.get(round(float(b), 6))
+                if band:
+                    ax.fill_between(band["N"], band["lo"], band["hi"], color=colours[b], alpha=0.12, lw=0,
+                                    label="law's 95% bootstrap band")
         for b in budgets:
             sel = C == b
             ax.scatter(rows["params"][sel], rows[loss_col][sel], s=16, color=colours[b], zorder=3,
@@ -98,8 +109,17 @@ def _draw_isoflop(plt, df, fits, loss_col):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    if handles:
+    if handles:  # law and band entries last, in grey: their colour is the budget's
         from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        for lab, grey in (("parametric law L(N, C/6N)", Line2D([], [], color="grey", ls="--")),
+                          ("law's 95% bootstrap band", Patch(color="grey", alpha=0.25))):
+            if lab in labels:
+                i = labels.index(lab)
+                del handles[i], labels[i]
+                handles.append(grey)
+                labels.append(lab)
 
         handles.append(Line2D([], [], marker="*", color="grey", markeredgecolor="black", ls="", markersize=9))
         labels.append("parabola minimum")
@@ -214,10 +234,13 @@ def draw_figures(df: pd.DataFrame, fits: dict, out_dir, *, curves: pd.DataFrame 
 
     Always: isoflop, loss_vs_compute (with the ``references`` laws dashed), metrics_vs_compute,
     compute_optimal (N_opt and D_opt vs C, both laws) and parametric_contours; training_curves
-    when ``curves`` (from :func:`analysis.curves.load_curves`) is given.
+    when ``curves`` (from :func:`analysis.curves.load_curves`) is given; ``isoflop_<metric>`` for
+    each metric with values, ``metric_compute_optimal`` and, with a comparison of arms in ``fits``,
+    ``arms_compared``.
     """
     from .figures_curves import draw_training_curves
     from .figures_frontier import draw_compute_optimal, draw_parametric_contours
+    from .figures_metrics import draw_arms_compared, draw_metric_isoflop, draw_metric_optima
 
     plt = _plt()
     out_dir = Path(out_dir)
@@ -231,6 +254,13 @@ def draw_figures(df: pd.DataFrame, fits: dict, out_dir, *, curves: pd.DataFrame 
             ("parametric_contours", lambda: draw_parametric_contours(plt, df, fits))]
     if curves is not None:
         jobs.append(("training_curves", lambda: draw_training_curves(plt, curves, fits, df)))
+    metrics = [m for m in fits.get("metrics", []) if m in df.columns and np.isfinite(df[m].to_numpy(dtype=float)).any()]
+    for m in metrics:
+        jobs.append((f"isoflop_{m}", lambda m=m: draw_metric_isoflop(plt, df, fits, m)))
+    if metrics:
+        jobs.append(("metric_compute_optimal", lambda: draw_metric_optima(plt, df, fits)))
+    if "pairs" in (fits.get("compare") or {}):
+        jobs.append(("arms_compared", lambda: draw_arms_compared(plt, df, fits)))
     for name, draw in jobs:
         fig = draw()
         try:

@@ -17,7 +17,7 @@ def draw_training_curves(plt, curves, fits, df=None):
     colour = {n: OKABE_ITO[i % len(OKABE_ITO)] for i, n in enumerate(sizes)}
     for ax, arm in zip(axes[0], arms):
         c = curves[curves["arm"] == arm] if "arm" in curves.columns and arm != "all" else curves
-        for run_id, g in c.groupby("run_id"):
+        for _, g in c.groupby("curve" if "curve" in c.columns else "run_id"):  # a wsd branch is its own line
             n = g["params"].iloc[0]
             tr = g[(g["kind"] == "train") & np.isfinite(g["loss"].to_numpy(dtype=float))].sort_values("tokens")
             lab = f"N = {n:.3g}"

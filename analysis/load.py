@@ -1,4 +1,6 @@
-"""Load the results table (one row per training run) from a CSV or from run directories."""
+"""Load the results table from a CSV or from run directories: one row per point (a run's final
+state, and each cooldown branch of a wsd run: scaling.points), ``point_id`` unique, ``run_id`` the
+run a point came from."""
 from __future__ import annotations
 
 import json
@@ -10,6 +12,7 @@ import pandas as pd
 from scaling.datadir import BENCHMARK_NAMES
 from scaling.errors import ConfigError
 from scaling.flops import flops_6nd
+from scaling.points import point_rows
 
 #: Any one of these is enough for a table to be fittable.
 LOSS_COLUMNS = ("val_loss_speech", "val_loss_text", "val_loss_interleaved", "loss")
@@ -30,8 +33,7 @@ def _read_runs_dir(runs: Path) -> pd.DataFrame:
         if not isinstance(rec, dict):
             raise ConfigError("result.json must hold a JSON object", source=str(p), value=type(rec).__name__)
         rec.setdefault("run_id", p.parent.name)
-        rec["_source"] = str(p)
-        rows.append(rec)
+        rows += [{**r, "_source": str(p)} for r in point_rows(rec)]
     if not rows:
         raise ConfigError("no runs/*/result.json files found", source=str(runs))
     return pd.DataFrame(rows)
@@ -41,7 +43,9 @@ def load_results(path, *, only_done: bool = True) -> pd.DataFrame:
     """Read and validate a results table.
 
     ``path`` is a CSV file, a directory holding ``results.csv``, or a directory holding
-    ``runs/*/result.json`` (flat dicts with the CSV's column names). Rows whose ``status`` is not
+    ``runs/*/result.json`` (flat dicts with the CSV's column names; a wsd run gives one row per
+    cooldown branch and one for its end, as results.csv does). A table without ``point_id`` (one row
+    per run, written before points) gets the run ids; duplicate point ids are an error. Rows whose ``status`` is not
     ``done`` are dropped when ``only_done``. Numeric columns are coerced (empty -> NaN); a
     non-numeric value, a missing required column or a non-positive params/tokens raises
     :class:`ConfigError` naming the file, the column and the value. ``flops`` is filled with
@@ -110,6 +114,27 @@ def _validate(df: pd.DataFrame, source: str, only_done: bool) -> pd.DataFrame:
     df["flops"] = df["flops"].fillna(six_nd) if "flops" in df.columns else six_nd
     if "arm" in df.columns:
         df["arm"] = df["arm"].astype(str).str.strip()
+    _point_ids(df, source)
     df = df.drop(columns=["_source"], errors="ignore")
     df.attrs["source"] = source
     return df
+
+
+def _point_ids(df: pd.DataFrame, source: str) -> None:
+    """Fill ``point_id`` (and ``kind``) in an older one-row-per-run table; refuse duplicates, which
+    every per-point step (dropped-row notes, figures, the comparison of arms) relies on not having."""
+    if "point_id" not in df.columns:
+        ids = df["run_id"].astype(str) if "run_id" in df.columns else pd.Series([f"row {i + 1}" for i in range(len(df))])
+        k = ids.groupby(ids).cumcount().to_numpy()  # a run listed twice (hand-made tables): second is "id#2"
+        df["point_id"] = [i if j == 0 else f"{i}#{j + 1}" for i, j in zip(ids, k)]
+    else:
+        missing = df["point_id"].isna() | (df["point_id"].astype(str).str.strip() == "")
+        if missing.any() and "run_id" in df.columns:
+            df.loc[missing, "point_id"] = df.loc[missing, "run_id"]
+        df["point_id"] = df["point_id"].astype(str).str.strip()
+    if "kind" not in df.columns:
+        df["kind"] = "final"
+    dup = df["point_id"].duplicated()
+    if dup.any():
+        raise ConfigError("duplicate point id: each row must be one point", source=source, field="point_id",
+                          value=df["point_id"][dup].iloc[0])

@@ -14,7 +14,8 @@ from .fits.extrapolation import ExtrapolationCheck
 from .fits.isoflop import IsoflopFit
 from .fits.parametric import ParametricFit
 from .fits.reference import REFERENCE_LAWS
-from .study import arm_rows, budget_of
+from .study import arm_rows, budget_of, n_runs_of
+from .report_compare import compare_section
 from .tables import markdown_table
 
 
@@ -26,18 +27,27 @@ def _get(entry, cls):
     return None if not entry or "error" in entry else cls.from_dict(entry)
 
 
+def _n_branches(rows: pd.DataFrame) -> int:
+    return int((rows["kind"].astype(str) == "cooldown").sum()) if "kind" in rows.columns else 0
+
+
 def _runs_section(df: pd.DataFrame, loss_col: str) -> list[str]:
     lines = ["## Runs", ""]
     if "arm" in df.columns:
-        lines += ["| arm | runs | model sizes | budgets | N range | with loss |", "|---|---|---|---|---|---|"]
+        lines += ["| arm | runs | points (cooldown branches) | model sizes | budgets | N range | points with loss |",
+                  "|---|---|---|---|---|---|---|"]
         for arm, rows in df.groupby("arm", sort=True):
             C = budget_of(rows)
             n_loss = int(np.isfinite(rows[loss_col].to_numpy(dtype=float)).sum()) if loss_col in rows else 0
             note = " (text pre-training, not fitted)" if arm == "textlm" else ""
-            lines.append(f"| {arm}{note} | {len(rows)} | {rows['params'].nunique()} | "
+            lines.append(f"| {arm}{note} | {n_runs_of(rows)} | {len(rows)} ({_n_branches(rows)}) | {rows['params'].nunique()} | "
                          f"{len(set(C[np.isfinite(C)]))} | {_g(rows['params'].min(), 3)} – {_g(rows['params'].max(), 3)} | {n_loss} |")
     else:
-        lines.append(f"{len(df)} runs, one arm (no `arm` column).")
+        lines.append(f"{n_runs_of(df)} runs, {len(df)} points, one arm (no `arm` column).")
+    if _n_branches(df):
+        lines += ["", "A point is a run's end or the end of one of its cooldown branches (wsd schedule): each branch "
+                  "decays the learning rate over its own budget, so its end stands for a run of that length "
+                  "(Hägele et al. 2024). Periodic evaluations are not points."]
     return lines + [""]
 
 
@@ -257,13 +267,24 @@ def write_report(df: pd.DataFrame, fits: dict, figure_paths, out_path, *, link_f
              f"Source: `{df.attrs.get('source', 'in-memory table')}`; loss column `{loss_col}`.", ""]
     lines += _runs_section(df, loss_col)
     lines += _notes_section(fits)
-    lines += ["## Findings", ""] + [f"- {s}" for s in findings(df, fits)] + [""]
-    lines += _laws_section(fits)
-    lines += _exponents_section(fits)
-    lines += _extrapolation_section(fits)
-    lines += _isoflop_section(fits)
-    lines += _envelope_section(fits)
     pngs = [Path(p) for p in figure_paths if Path(p).suffix == ".png"]
+    links = {p.stem: Path(os.path.relpath(p.resolve(), link_base.parent.resolve())).as_posix() for p in pngs}
+
+    def see(*stems) -> list[str]:
+        """A line linking the figures of the section above (those drawn)."""
+        got = [f"[{s}]({links[s]})" for s in stems if s in links]
+        return [f"Figure{'s' if len(got) > 1 else ''}: " + ", ".join(got) + ".", ""] if got else []
+
+    metrics = [m for m in fits.get("metrics", []) if f"isoflop_{m}" in links]
+    lines += ["## Findings", ""] + [f"- {s}" for s in findings(df, fits)] + [""]
+    lines += see("loss_vs_compute", "metrics_vs_compute")
+    cmp = compare_section(fits)
+    lines += cmp + (see("arms_compared", "loss_vs_compute", *[f"isoflop_{m}" for m in metrics]) if cmp else [])
+    lines += _laws_section(fits) + see("parametric_contours", "loss_vs_compute")
+    lines += _exponents_section(fits) + see("compute_optimal", "metric_compute_optimal")
+    lines += _extrapolation_section(fits)
+    lines += _isoflop_section(fits) + see("isoflop")
+    lines += _envelope_section(fits) + see("metrics_vs_compute", *[f"isoflop_{m}" for m in metrics])
     if pngs:
         lines += ["## Figures", ""]
         for p in pngs:

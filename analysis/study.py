@@ -8,7 +8,7 @@ from scaling.datadir import BENCHMARKS, higher_is_better
 from scaling.errors import ConfigError
 from scaling.flops import flops_6nd
 
-from .fits.bootstrap import bootstrap_parametric
+from .fits.bootstrap import bootstrap_parametric, isoflop_band
 from .fits.curve_envelope import fit_curve_envelope
 from .fits.envelope import fit_envelope
 from .fits.extrapolation import extrapolation_check
@@ -48,10 +48,16 @@ def budget_of(df: pd.DataFrame) -> np.ndarray:
     return np.where(np.isfinite(b) & (b > 0), b, rounded)
 
 
-def _run_ids(rows: pd.DataFrame, mask) -> list[str]:
-    ids = rows["run_id"].astype(str) if "run_id" in rows.columns else pd.Series([f"row {i + 1}" for i in rows.index],
-                                                                                  index=rows.index)
+def _point_ids(rows: pd.DataFrame, mask) -> list[str]:
+    """Ids of the masked rows: point ids (a wsd run has several points, one run id), else run ids."""
+    col = next((c for c in ("point_id", "run_id") if c in rows.columns), None)
+    ids = rows[col].astype(str) if col else pd.Series([f"row {i + 1}" for i in rows.index], index=rows.index)
     return ids[np.asarray(mask)].tolist()
+
+
+def n_runs_of(rows: pd.DataFrame) -> int:
+    """Training runs behind ``rows`` (a wsd run gives several points)."""
+    return int(rows["run_id"].nunique()) if "run_id" in rows.columns else int(len(rows))
 
 
 def usable_losses(rows: pd.DataFrame, loss_col: str) -> tuple[pd.DataFrame, dict | None]:
@@ -65,7 +71,7 @@ def usable_losses(rows: pd.DataFrame, loss_col: str) -> tuple[pd.DataFrame, dict
     for name, m in (("missing (NaN)", np.isnan(L)), ("infinite", np.isinf(L)), ("<= 0", np.isfinite(L) & (L <= 0))):
         if m.any():
             kinds.append(f"{int(m.sum())} {name}")
-    ids = _run_ids(rows, bad)
+    ids = _point_ids(rows, bad)
     note = {"count": int(bad.sum()), "runs": ids, "reason": f"{loss_col}: " + ", ".join(kinds)}
     return rows[~bad], note
 
@@ -103,7 +109,8 @@ def data_notes(df: pd.DataFrame, loss_col: str, *, dropped_top: int = 0) -> list
     """Conventions a reader of the fits should know about the table: Chinchilla's data (Epoch drop
     the 5 highest losses), and tables not on an isoFLOP grid (one run per budget)."""
     notes = []
-    if set(df.columns) == _CHINCHILLA_COLUMNS and dropped_top == 0 and len(df) >= 200:
+    given = set(df.columns) - {"point_id", "kind"}  # the loader adds these to any table
+    if given == _CHINCHILLA_COLUMNS and dropped_top == 0 and len(df) >= 200:
         notes.append("this table looks like Chinchilla's points (params, tokens, flops, loss): Epoch AI drop the 5 "
                      "highest-loss points before fitting; pass --drop-top 5 to do the same")
     elif dropped_top:
@@ -149,11 +156,13 @@ def _attempt(fn):
 
 def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, reduce: str = "sum",
             bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None, directions: dict | None = None,
-            bootstrap_method: str = "pairs", keep_extrapolated: bool = False) -> dict:
-    """All fits for one arm; a fit that lacks data becomes ``{"error": reason}``."""
-    out: dict = {"n_runs": int(len(rows))}
+            bootstrap_method: str = "pairs", keep_extrapolated: bool = False, samples_out: dict | None = None) -> dict:
+    """All fits for one arm; a fit that lacks data becomes ``{"error": reason}``. ``samples_out``
+    receives the bootstrap optima of the parametric law (key "parametric"), for the comparison of arms."""
+    # One row per point: a run's end and each of its cooldown branches (scaling.points).
+    out: dict = {"n_runs": n_runs_of(rows), "n_points": int(len(rows))}
     lossy, dropped = usable_losses(rows, loss_col)
-    out["n_runs_with_loss"] = int(len(lossy))
+    out["n_runs_with_loss"] = int(len(lossy))  # points, as every fit below counts them
     if dropped:
         out["dropped"] = dropped
     N = lossy["params"].to_numpy(dtype=float)
@@ -165,13 +174,28 @@ def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, r
         fit = fit_parametric(N, D, L, huber_delta=huber_delta, reduce=reduce)
         if not bootstrap:
             return fit
-        return bootstrap_parametric(fit, N, D, L, n_resamples=bootstrap, seed=seed, method=bootstrap_method)
+        # Pairs resampling is over points, cooldown branches included, not over runs. A branch end
+        # matches a separately trained run of its length (Hägele et al. 2024), and what it shares
+        # with its run (init, data order) is shared in an isoFLOP sweep too by every run of one size
+        # and seed; resampling the 5-6 runs of an arm instead would leave resamples with 2-3 model
+        # sizes, where alpha is not identified at all.
+        samples = bootstrap_parametric(fit, N, D, L, n_resamples=bootstrap, seed=seed, method=bootstrap_method,
+                                       return_samples=True)
+        if samples_out is not None:
+            samples_out["parametric"] = samples[2]
+        # the law's band along each budget's isoFLOP curve, over the sizes sampled there (figures)
+        ranges = [(c, N[C == c].min() / 1.3, N[C == c].max() * 1.3) for c in sorted(set(C[np.isfinite(C)]))]
+        samples[0].bootstrap["isoflop_band"] = isoflop_band(samples[2], ranges, level=samples[0].bootstrap["level"])
+        return samples[0]
 
     out["parametric"] = _attempt(parametric)
     nb = min(bootstrap, 1000)  # isoFLOP resamples are a Python loop: 1,000 is plenty for a percentile interval
     out["isoflop"] = _attempt(lambda: fit_isoflop(C, N, D, L, bootstrap=nb, seed=seed, keep_extrapolated=keep_extrapolated))
     out["isoflop_powersum"] = _attempt(lambda: fit_isoflop(C, N, D, L, method="powersum", bootstrap=min(nb, 200),
                                                            seed=seed, keep_extrapolated=keep_extrapolated))
+    # Held out: every point at the largest budget. In a wsd sweep those are run ends whose own
+    # cooldown branches (smaller budgets) stay in the training set, as a size's smaller runs do in
+    # an isoFLOP sweep: the check still predicts (N, D) points the fit never saw.
     out["extrapolation"] = _attempt(lambda: extrapolation_check(C, N, D, L, huber_delta=huber_delta, reduce=reduce))
     if curves is not None and "arm" in curves.columns:
         arm_curves = curves[curves["arm"].isin(pd.unique(rows["arm"]))] if "arm" in rows.columns else curves
@@ -244,17 +268,27 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
         for arm in chosen:
             check_fittable(usable_losses(arm_rows(df, arm), loss_col)[0], loss_col, source=df.attrs.get("source"), arm=arm)
     result = {"loss_col": loss_col, "huber_delta": float(huber_delta), "reduce": reduce,
-              "metrics": list(metrics), "n_runs": int(len(df)), "bootstrap": int(bootstrap),
+              "metrics": list(metrics), "n_runs": n_runs_of(df), "n_points": int(len(df)), "bootstrap": int(bootstrap),
               "bootstrap_method": bootstrap_method if bootstrap else None,
               "notes": data_notes(df, loss_col, dropped_top=dropped_top), "arms": {}}
+    samples: dict = {}
     for arm in chosen:
         rows = arm_rows(df, arm)
         if rows.empty:
             result["arms"][arm] = {"n_runs": 0, "error": f"no runs for arm '{arm}'"}
             continue
+        got: dict = {}
         result["arms"][arm] = fit_arm(rows, loss_col=loss_col, metrics=metrics, huber_delta=huber_delta, reduce=reduce,
                                       bootstrap=bootstrap, seed=seed, curves=curves, directions=directions,
-                                      bootstrap_method=bootstrap_method, keep_extrapolated=keep_extrapolated)
+                                      bootstrap_method=bootstrap_method, keep_extrapolated=keep_extrapolated,
+                                      samples_out=got)
+        if "parametric" in got:
+            samples[arm] = got["parametric"]
+    if len(result["arms"]) >= 2:
+        from .compare import compare_arms
+
+        result["compare"] = compare_arms(df, result, samples, seed=seed, arm_rows=arm_rows, budget_of=budget_of,
+                                         direction=lambda m: direction_of(m, directions))
     if (require_fit if require_law is None else require_law) and not fitted_laws(result):
         errors = "; ".join(f"{arm}/{k}: {e[k]['error']}" for arm, e in result["arms"].items() for k in LAW_KEYS
                            if isinstance(e.get(k), dict) and "error" in e[k])

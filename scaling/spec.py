@@ -106,6 +106,9 @@ class RunSpec:
     benchmarks: list[str] = field(default_factory=list)
     bench_items: int | None = None  # cap on items per benchmark (None = all)
     cooldowns: list[int] = field(default_factory=list)  # wsd: token budgets of cooldown branches (< tokens)
+    # wsd: the nominal compute budget C each cooldown branch was planned for (same order as cooldowns;
+    # a label, like budget in the results table, so not part of the id)
+    cooldown_budgets: list[float] = field(default_factory=list)
     data_dir: str = ""  # where the prepared data lives on this machine (not part of the id)
     sweep: str = ""  # name of the sweep this run belongs to (not part of the id)
 
@@ -128,6 +131,9 @@ class RunSpec:
             if sorted(set(self.cooldowns)) != self.cooldowns or not all(0 < c < self.tokens for c in self.cooldowns):
                 raise ConfigError(f"must be increasing token budgets below tokens={self.tokens}", source=source,
                                   field="cooldowns", value=self.cooldowns)
+        if self.cooldown_budgets and len(self.cooldown_budgets) != len(self.cooldowns):
+            raise ConfigError(f"needs one budget per cooldown branch ({len(self.cooldowns)})", source=source,
+                              field="cooldown_budgets", value=self.cooldown_budgets)
         if self.tokens < self.train.tokens_per_step:
             raise ConfigError(
                 f"budget of {self.tokens} tokens is smaller than one optimiser step "
@@ -240,4 +246,4 @@ def id_payload(spec: dict, *, train_defaults: dict | None = None, spec_defaults:
 
 
 #: Spec fields that say where or in which sweep a run lives on this machine, never what it computes.
-NOT_HASHED = ("data_dir", "sweep")
+NOT_HASHED = ("data_dir", "sweep", "cooldown_budgets")

@@ -176,8 +176,9 @@ def resolve(sweep: Sweep, *, dropped: list | None = None) -> list[RunSpec]:
             if train.schedule == "wsd":
                 kept.sort()
                 tokens, C, _ = kept[-1]
-                cds = sorted({t for t, _, _ in kept if t < tokens})
-                speech.append(RunSpec(tokens=tokens, budget=C, train=replace(train), cooldowns=cds, **base))
+                cds = [(t, c) for t, c, _ in kept if t < tokens]  # token counts are distinct (checked above)
+                speech.append(RunSpec(tokens=tokens, budget=C, train=replace(train), cooldowns=[t for t, _ in cds],
+                                      cooldown_budgets=[float(c) for _, c in cds], **base))
             else:
                 speech.extend(RunSpec(tokens=t, budget=C, train=replace(train), **base) for t, C, _ in kept)
     if not speech:

@@ -20,7 +20,8 @@ from pathlib import Path
 from scaling import atomic
 from scaling.errors import ConfigError
 from scaling.initref import InitRef
-from scaling.rundir import RESULT_COLUMNS, RunDir
+from scaling.points import ITEM_COUNT_COLUMNS, columns, point_rows
+from scaling.rundir import RunDir
 from scaling.spec import RunSpec
 from sweeps.registry import Registry, worker_name
 from sweeps.schema import Sweep
@@ -188,8 +189,9 @@ def run_workers(sweep: Sweep, specs: list[RunSpec], workers: int, registry: Regi
 
 
 def collect_results(sweep: Sweep, specs: list[RunSpec], registry: Registry | None = None) -> list[dict]:
-    """One row per run; the status of an unfinished run is the registry's (state.json may still say
-    'running' after its worker was killed)."""
+    """One row per point (scaling.points.point_rows): a finished run's cooldown branches, then its
+    final state; one row for a run not done, whose status is the registry's (state.json may still
+    say 'running' after its worker was killed)."""
     registry = registry or Registry(sweep.runs_dir)
     rows = []
     for spec in specs:
@@ -198,12 +200,14 @@ def collect_results(sweep: Sweep, specs: list[RunSpec], registry: Registry | Non
         if rec is None:
             rec = {"run_id": spec.run_id, "arm": spec.arm, "model": spec.model, "budget": spec.budget,
                    "tokens": spec.tokens, "status": registry.effective_state(spec)}
-        rows.append({c: rec.get(c) for c in RESULT_COLUMNS})
+        rows.extend(point_rows(rec))
     return rows
 
 
 def write_results(sweep: Sweep, specs: list[RunSpec], registry: Registry | None = None) -> None:
     rows = collect_results(sweep, specs, registry)
+    # the item counts any point recorded, in the registry's order, after the fixed columns
+    fields = columns([c for c in ITEM_COUNT_COLUMNS if any(c in r for r in rows)])
 
     def fmt(v):
         if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -212,9 +216,9 @@ def write_results(sweep: Sweep, specs: list[RunSpec], registry: Registry | None 
 
     def writer(p: Path):
         with open(p, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS)
+            w = csv.DictWriter(fh, fieldnames=fields)
             w.writeheader()
             for r in rows:
-                w.writerow({k: fmt(v) for k, v in r.items()})
+                w.writerow({k: fmt(r.get(k)) for k in fields})
 
     atomic.write_with(sweep.results_csv, writer)

@@ -43,9 +43,18 @@ def result_record(spec: RunSpec, summary: dict, metrics: dict, status: str = "do
         # what was in force (trainer.parallel.Applied): world size, checkpointing, compile, chunked CE, ...
         "effective": summary.get("effective"),
         # One entry per evaluated checkpoint: periodic ones, each cooldown branch, and the end.
-        "evals": summary["evals"],
+        "evals": [_with_budget(e, spec) for e in summary["evals"]],
     }
     return rec
+
+
+def _with_budget(entry: dict, spec: RunSpec) -> dict:
+    """A cooldown branch's eval entry with the nominal budget C it was planned for (the results
+    table groups points by budget; 6ND of the branch's whole sequences is only close to it)."""
+    if entry.get("kind") != "cooldown" or not spec.cooldown_budgets:
+        return entry
+    by_tokens = dict(zip(spec.cooldowns, spec.cooldown_budgets))
+    return {**entry, "budget": by_tokens[entry["tokens"]]} if entry.get("tokens") in by_tokens else entry
 
 
 def _evaluator(spec: RunSpec):

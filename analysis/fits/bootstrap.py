@@ -59,6 +59,10 @@ def _derived(x: np.ndarray, C: float) -> dict:
     return dict(E=E, A=A, B=B, alpha=al, beta=be, a=ea, b=eb, G=G, n_opt=n, d_opt=d, loss_opt=lo)
 
 
+#: Public name: the comparison of arms evaluates resampled laws at given budgets.
+derived = _derived
+
+
 def _band(x: np.ndarray, c_lo: float, c_hi: float, q, n: int = 24) -> dict:
     """Percentile bands of N_opt, D_opt and L_opt over a log grid of compute, for figures."""
     cs = np.geomspace(c_lo, c_hi, n)
@@ -72,6 +76,24 @@ def _band(x: np.ndarray, c_lo: float, c_hi: float, q, n: int = 24) -> dict:
             lo.append(float(p[0]))
             hi.append(float(p[1]))
         out[name] = [lo, hi]
+    return out
+
+
+def isoflop_band(x: np.ndarray, ranges, level: float = 0.95, n: int = 40) -> list[dict]:
+    """Percentile bands of L(N, C / 6N) along each budget's isoFLOP curve, for figures: ``ranges`` is
+    [(C, N_low, N_high)], ``x`` the bootstrap optima (a, b, e, alpha, beta)."""
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    A, B, E = np.exp(x[:, 0])[:, None], np.exp(x[:, 1])[:, None], np.exp(x[:, 2])[:, None]
+    al, be = x[:, 3][:, None], x[:, 4][:, None]
+    out = []
+    for C, lo, hi in ranges:
+        ns = np.geomspace(lo, hi, n)
+        with np.errstate(all="ignore"):
+            L = E + A / ns[None, :] ** al + B / (C / (6.0 * ns[None, :])) ** be
+        L = np.where(np.isfinite(L), L, np.nan)
+        p = np.nanpercentile(L, q, axis=0) if L.size else np.full((2, n), np.nan)
+        out.append({"budget": float(C), "N": [float(v) for v in ns], "lo": [float(v) for v in p[0]],
+                    "hi": [float(v) for v in p[1]]})
     return out
 
 

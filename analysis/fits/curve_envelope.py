@@ -59,7 +59,8 @@ def fit_curve_envelope(curves: pd.DataFrame, *, loss_col: str = "loss", n_bins: 
     if missing := need - set(curves.columns):
         raise ConfigError(f"training curves lack column(s) {', '.join(sorted(missing))}")
     per_run = []
-    for _, g in curves[np.isfinite(curves[loss_col].to_numpy(dtype=float))].groupby("run_id"):
+    key = "curve" if "curve" in curves.columns else "run_id"  # a wsd run's branches are curves of their own
+    for _, g in curves[np.isfinite(curves[loss_col].to_numpy(dtype=float))].groupby(key):
         g = g.sort_values("flops")
         f, loss, tok = (g[c].to_numpy(dtype=float) for c in ("flops", loss_col, "tokens"))
         ok = f > min_fraction * f.max()
