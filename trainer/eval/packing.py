@@ -139,7 +139,7 @@ def build_batch(rows: list[list[int]], trees: list[Tree], cont_start: list[int],
     shared = (bi.unsqueeze(1) == 0) | (bi.unsqueeze(2) == bi.unsqueeze(1))  # the key is the prefix or my branch
     causal = torch.ones(width, width, dtype=torch.bool).tril()
     mask = (same & shared & causal) | torch.eye(width, dtype=torch.bool)
-    cat = lambda xs, dt=torch.long: torch.from_numpy(np.concatenate(xs)).to(device=device, dtype=dt)  # noqa: E731
+    cat = lambda xs, dt=torch.long: torch.from_numpy(np.concatenate(xs)).to(device=device, dtype=dt)
     return Batch(torch.from_numpy(ids).to(device),
                  {"position_ids": torch.from_numpy(pos).to(device), "attention_mask": mask.unsqueeze(1).to(device)},
                  cat(hid), cat(target), cat(tok), cat(seq), cat(cont, torch.bool))

@@ -163,8 +163,11 @@ def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: 
     return out
 
 
-PACKED_BATCH_TOKENS = 16384  # rows x width of one packed forward (its 4D mask is rows x width^2 booleans)
-ROW_TOKENS = 256  # the narrowest packed row: short items share it instead of each being a padded row
+# Packed scoring (trainer.eval.packing), tuned with benchmarks/bench_eval.py on toy models (CPU): narrow
+# rows keep the attention cost of short items low, and the token budget (not a row count) bounds a forward
+# (its 4D mask is rows x width^2 booleans).
+ROW_TOKENS = 64
+PACKED_BATCH_TOKENS = 8192
 
 
 def can_pack(model) -> bool:
@@ -186,7 +189,8 @@ def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=Non
     Sums are accumulated in float64 so equal per-token losses give equal means at any length.
     ``packed`` (default: whenever :func:`can_pack`): the sequences of each of ``groups`` (index tuples,
     e.g. the two members of a pair) share their common prefix, and short groups share a row
-    (``trainer.eval.packing``); the scores equal the plain path's to float rounding. Plain: batched by
+    (``trainer.eval.packing``), a forward bounded by ``PACKED_BATCH_TOKENS`` (``batch_size`` is not used);
+    the scores equal the plain path's to float rounding. Plain: batched by
     length (right padding + attention mask), at most ``batch_size`` rows and ``MAX_BATCH_TOKENS``.
     The loss is the training loss path's LM head (chunked: never [tokens, vocab] float32 logits),
     and under ``torch.distributed`` each rank scores every world-th batch (all ranks run the same
@@ -276,7 +280,7 @@ def _packed(model, uniq: list[Encoded], where, groups, batch_size: int, device):
     trees = [make_tree(m, [uniq[i].ids for i in m]) for m in members]
     trees = [t for t in trees if (t.parent >= 0).any()]  # nothing to predict (1-token sequences): no row
     cont_start = [s.cont_start for s in uniq]
-    batches = pack_batches(trees, row_tokens=ROW_TOKENS, max_tokens=PACKED_BATCH_TOKENS, max_rows=batch_size)
+    batches = pack_batches(trees, row_tokens=ROW_TOKENS, max_tokens=PACKED_BATCH_TOKENS, max_rows=PACKED_BATCH_TOKENS)
 
     def step(rows, acc):
         b = build_batch(rows, trees, cont_start, device)
