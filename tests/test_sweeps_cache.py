@@ -3,6 +3,7 @@ text LM instead of training it; a damaged entry is retrained; SPEECH_SCALING_CAC
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -17,9 +18,23 @@ from sweeps.schema import load_sweep
 from trainer import runcache
 
 
+@pytest.fixture(scope="module")
+def golden(prepared, tmp_path_factory):
+    """A cache holding the text LM of ``_sweep``, trained once (sweep folder ``a``) for the module."""
+    base = tmp_path_factory.mktemp("golden")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(runcache.ENV, str(base / "cache"))
+        sw, specs = _sweep(prepared, base / "a")
+        lm, run = _text_lm(sw, specs)
+        assert run_sweep(sw, [lm], echo=lambda *_: None)["failed"] == 0
+    return base / "cache", lm, run
+
+
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
+def cache(golden, tmp_path, monkeypatch):
+    """This test's cache: a copy of the golden one."""
     root = tmp_path / "cache"
+    shutil.copytree(golden[0], root)
     monkeypatch.setenv(runcache.ENV, str(root))
     return root
 
@@ -55,19 +70,17 @@ def _model_bytes(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_second_sweep_in_another_folder_reuses_the_cached_text_lm(prepared, tmp_path, cache, trained):
-    sw_a, specs_a = _sweep(prepared, tmp_path / "a")
-    specs_a = [s for s in specs_a if s.arm == TEXT_ARM]  # the text LM only
-    assert run_sweep(sw_a, specs_a, echo=lambda *_: None)["failed"] == 0
-    lm, run_a = _text_lm(sw_a, specs_a)
+def test_second_sweep_in_another_folder_reuses_the_cached_text_lm(prepared, tmp_path, golden, cache, trained):
+    _, lm, run_a = golden  # trained by a sweep in another folder, which stored it
     entry = cache / TEXT_ARM / lm.run_id
-    assert trained == [TEXT_ARM] and runcache.check_entry(entry, lm.run_id) is None
+    assert runcache.check_entry(entry, lm.run_id) is None
     index = json.loads((entry / runcache.INDEX).read_text())
     assert index["run_id"] == lm.run_id and any(f.startswith("model/") for f in index["files"])
+    assert _model_bytes(entry / "model") == _model_bytes(run_a.model_path)
 
     trained.clear()
     sw_b, specs_b = _sweep(prepared, tmp_path / "b")
-    assert sw_b.runs_dir != sw_a.runs_dir and _text_lm(sw_b, specs_b)[0].run_id == lm.run_id
+    assert sw_b.runs_dir != run_a.path.parent and _text_lm(sw_b, specs_b)[0].run_id == lm.run_id
     lines = []
     assert run_sweep(sw_b, specs_b, echo=lines.append)["failed"] == 0
     _, run_b = _text_lm(sw_b, specs_b)
@@ -84,19 +97,15 @@ def test_second_sweep_in_another_folder_reuses_the_cached_text_lm(prepared, tmp_
     assert rec["flops"] == flops_6nd(count_params(speech.shape).total, rec["tokens"])
 
 
-@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "other spec"])
-def test_a_damaged_cache_entry_is_retrained_and_replaced(prepared, tmp_path, cache, trained, damage):
-    sw_a, specs_a = _sweep(prepared, tmp_path / "a")
-    lm, _ = _text_lm(sw_a, specs_a)
-    run_sweep(sw_a, [lm], echo=lambda *_: None)
+@pytest.mark.parametrize("damage", ["flip a byte", "other spec"])
+def test_a_damaged_cache_entry_is_retrained_and_replaced(prepared, tmp_path, golden, cache, trained, damage):
+    lm = golden[1]
     entry = cache / TEXT_ARM / lm.run_id
     weights = next((entry / "model").glob("*.safetensors"))
     data = bytearray(weights.read_bytes())
     if damage == "flip a byte":
         data[len(data) // 2] ^= 0xFF
         weights.write_bytes(bytes(data))
-    elif damage == "truncate":
-        weights.write_bytes(bytes(data[:-10]))
     else:  # an entry whose spec is not the one asked for (its content gives another run id)
         spec = (entry / "spec.yaml").read_text().replace(f"tokens: {lm.tokens}", f"tokens: {lm.tokens * 2}")
         (entry / "spec.yaml").write_text(spec)
@@ -123,23 +132,18 @@ def test_cache_root_default_and_env_override(tmp_path, monkeypatch):
         assert runcache.cache_root() is None
 
 
-def test_env_override_decides_where_a_sweep_stores_and_looks(prepared, tmp_path, monkeypatch, trained):
-    sw, specs = _sweep(prepared, tmp_path / "a")
-    lm, _ = _text_lm(sw, specs)
-    monkeypatch.setenv(runcache.ENV, str(tmp_path / "one"))
+def test_env_override_decides_where_a_sweep_looks_and_stores(prepared, tmp_path, golden, monkeypatch, trained):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(runcache.ENV, str(golden[0]))
+    sw, specs = _sweep(prepared, tmp_path / "b")
+    lm, run = _text_lm(sw, specs)
     run_sweep(sw, [lm], echo=lambda *_: None)
-    assert runcache.check_entry(tmp_path / "one" / TEXT_ARM / lm.run_id, lm.run_id) is None
-    monkeypatch.setenv(runcache.ENV, str(tmp_path / "two"))  # another cache: a miss, so it trains
-    trained.clear()
-    sw_b, _ = _sweep(prepared, tmp_path / "b")
-    run_sweep(sw_b, [lm], echo=lambda *_: None)
-    assert trained == [TEXT_ARM] and (tmp_path / "two" / TEXT_ARM / lm.run_id).is_dir()
+    assert trained == [] and run.state()["cached_from"] == str(golden[0] / TEXT_ARM / lm.run_id)
+    assert not (tmp_path / "home").exists()  # the default root was never looked at
 
 
-def test_no_cache_trains_and_stores_nothing(prepared, tmp_path, cache, trained, capsys):
-    sw_a, specs_a = _sweep(prepared, tmp_path / "a")
-    lm, _ = _text_lm(sw_a, specs_a)
-    run_sweep(sw_a, [lm], echo=lambda *_: None)
+def test_no_cache_trains_and_stores_nothing(prepared, tmp_path, golden, cache, trained):
+    lm = golden[1]
     entry = cache / TEXT_ARM / lm.run_id
     before = _model_bytes(entry)
     trained.clear()
@@ -147,6 +151,5 @@ def test_no_cache_trains_and_stores_nothing(prepared, tmp_path, cache, trained, 
                           arms=["interleaved"])
     assert main(["run", str(sweep_b), "--no-cache"]) == 0
     assert trained == [TEXT_ARM, "interleaved"]  # a valid entry was there, and not used
-    assert _model_bytes(entry) == before
-    # a disabled cache is never written: a fresh root stays empty
-    assert runcache.cache_root() is None
+    assert _model_bytes(entry) == before  # and nothing stored over it
+    assert [p.name for p in (cache / TEXT_ARM).iterdir()] == [lm.run_id]
