@@ -153,3 +153,19 @@ def test_no_cache_trains_and_stores_nothing(prepared, tmp_path, golden, cache, t
     assert trained == [TEXT_ARM, "interleaved"]  # a valid entry was there, and not used
     assert _model_bytes(entry) == before  # and nothing stored over it
     assert [p.name for p in (cache / TEXT_ARM).iterdir()] == [lm.run_id]
+
+
+def test_concurrent_writers_leave_one_sound_entry(golden, tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, lm, run = golden
+    root = tmp_path / "fresh"
+    monkeypatch.setenv(runcache.ENV, str(root))
+    with ThreadPoolExecutor(4) as pool:
+        stored = list(pool.map(lambda _: runcache.store(run, lm), range(8)))
+    entry = root / TEXT_ARM / lm.run_id
+    assert all(p in (None, entry) for p in stored) and entry in stored
+    assert runcache.check_entry(entry, lm.run_id) is None
+    assert [p.name for p in (root / TEXT_ARM).iterdir()] == [lm.run_id]  # no temp or trash folder left
+    inode = (entry / runcache.INDEX).stat().st_ino
+    assert runcache.store(run, lm) is None and (entry / runcache.INDEX).stat().st_ino == inode  # a sound entry stays

@@ -144,9 +144,14 @@ def execute(run: RunDir, *, force: bool = False, echo=None, progress: bool = Fal
         if not is_main():
             return runcache.cached_result(cached)
         with run_lock(run):
-            rec = runcache.restore(run, cached, echo=say)
-            run.set_state("done", cached_from=str(cached))
-            return rec
+            try:
+                rec = runcache.restore(run, cached, echo=say)
+            except OSError as e:  # the entry changed under us (replaced by another writer): train instead
+                say(f"text LM {spec.run_id} could not be copied from the cache ({e}); training it")
+                rec = None
+            if rec is not None:
+                run.set_state("done", cached_from=str(cached))
+                return rec
     if not is_main():  # other ranks of a distributed run train; rank 0 records
         return train_run(run, _evaluator(spec), progress=progress)[0]
     with run_lock(run):

@@ -136,7 +136,10 @@ def store(run: RunDir, spec: RunSpec, *, echo=None) -> Path | None:
         shutil.copytree(run.model_path, tmp / MODEL)
         files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(tmp)}
         atomic.write_json(tmp / INDEX, {"run_id": spec.run_id, "files": files})
-        if dst.exists():  # a damaged entry: move it aside first (a rename onto a non-empty folder fails)
+        if dst.exists():
+            if check_entry(dst, spec.run_id) is None:  # another writer stored it meanwhile: theirs stands
+                return dst
+            # a damaged entry: move it aside first (a rename onto a non-empty folder fails)
             trash = dst.parent / f".trash-{spec.run_id}-{uuid.uuid4().hex[:8]}"
             try:
                 os.replace(dst, trash)
