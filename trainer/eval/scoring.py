@@ -277,7 +277,15 @@ def _packed(model, uniq: list[Encoded], where, groups, batch_size: int, device):
             owner[list(m)] = len(members)
             members.append(m)
     members += [(i,) for i in np.nonzero(owner < 0)[0].tolist()]
-    trees = [make_tree(m, [uniq[i].ids for i in m]) for m in members]
+    trees = []
+    for m in members:
+        t = make_tree(m, [uniq[i].ids for i in m])
+        # attention costs width^2 a row (the mask does not skip work): a short common prefix (sBLIMP's
+        # violation early in the sentence) makes one tree dearer than its members apart
+        if len(m) > 1 and len(t) ** 2 > sum(len(uniq[i].ids) ** 2 for i in m):
+            trees += [make_tree((i,), [uniq[i].ids]) for i in m]
+        else:
+            trees.append(t)
     trees = [t for t in trees if (t.parent >= 0).any()]  # nothing to predict (1-token sequences): no row
     cont_start = [s.cont_start for s in uniq]
     batches = pack_batches(trees, row_tokens=ROW_TOKENS, max_tokens=PACKED_BATCH_TOKENS, max_rows=PACKED_BATCH_TOKENS)
