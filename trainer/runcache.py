@@ -111,8 +111,11 @@ def restore(run: RunDir, src: Path, *, echo=None) -> dict:
     """Copy the (verified) cache entry ``src`` into ``run``; returns the run's result."""
     run.path.mkdir(parents=True, exist_ok=True)
     tmp = run.path / f".{MODEL}.cache-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(src / MODEL, tmp)
-    atomic.replace_dir(tmp, run.model_path)
+    try:
+        shutil.copytree(src / MODEL, tmp)
+        atomic.replace_dir(tmp, run.model_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     for f in ("metrics.jsonl", "result.json"):  # the result last: a run is finished once it is there
         if (src / f).is_file():
             atomic.write_with(run.path / f, lambda p, f=f: shutil.copyfile(src / f, p))
