@@ -228,14 +228,14 @@ def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=Non
     return SequenceNLL(ws[where], wn[where], cs[where], cn[where])
 
 
-def _plain(model, uniq: list[Encoded], where, groups, batch_size: int, device):
-    """One padded row per sequence, length-bucketed: (batches, ``step(batch, acc)``), a step adding its
-    sums into ``acc`` (``acc=None``: the forward only)."""
+def _plain(model, uniq: list[Encoded], where, groups, batch_size: int, device, only=None):
+    """One padded row per sequence (of ``only``, default all), length-bucketed: (batches,
+    ``step(batch, acc)``), a step adding its sums into ``acc`` (``acc=None``: the forward only)."""
     from trainer.kernels.chunked_ce import token_nll
 
     lengths = [len(s.ids) for s in uniq]
     # length bucketing (little padding); a sequence of < 2 tokens predicts nothing and is not run
-    order = sorted((i for i in range(len(uniq)) if lengths[i] >= 2), key=lambda i: lengths[i])
+    order = sorted((i for i in (range(len(uniq)) if only is None else only) if lengths[i] >= 2), key=lambda i: lengths[i])
     batches = _batches(order, lengths, batch_size, max(MAX_BATCH_TOKENS, 2))
 
     def step(idx, acc):
@@ -265,7 +265,9 @@ def _plain(model, uniq: list[Encoded], where, groups, batch_size: int, device):
 
 
 def _packed(model, uniq: list[Encoded], where, groups, batch_size: int, device):
-    """Prefix trees of the groups, packed into rows (``trainer.eval.packing``); (batches, step) as above."""
+    """Prefix trees of the groups, packed into rows (``trainer.eval.packing``); (batches, step) as above.
+    A sequence that would sit alone in its row (no shared prefix, longer than half a row) takes the
+    plain path."""
     from trainer.eval.packing import build_batch, gathered_nll, make_tree, pack_batches
     from trainer.kernels.chunked_ce import decoder_hidden
 
@@ -277,20 +279,29 @@ def _packed(model, uniq: list[Encoded], where, groups, batch_size: int, device):
             owner[list(m)] = len(members)
             members.append(m)
     members += [(i,) for i in np.nonzero(owner < 0)[0].tolist()]
-    trees = []
+    trees, alone = [], []
     for m in members:
         t = make_tree(m, [uniq[i].ids for i in m])
         # attention costs width^2 a row (the mask does not skip work): a short common prefix (sBLIMP's
         # violation early in the sentence) makes one tree dearer than its members apart
         if len(m) > 1 and len(t) ** 2 > sum(len(uniq[i].ids) ** 2 for i in m):
-            trees += [make_tree((i,), [uniq[i].ids]) for i in m]
-        else:
-            trees.append(t)
+            m = [(i,) for i in m]
+            t = None
+        for mm in ([m] if t is not None else m):
+            if len(mm) == 1 and len(uniq[mm[0]].ids) > ROW_TOKENS // 2:
+                alone.append(mm[0])  # shares neither a prefix nor a row: a plain row is cheaper (no 4D mask)
+            else:
+                trees.append(t if t is not None else make_tree(mm, [uniq[mm[0]].ids]))
     trees = [t for t in trees if (t.parent >= 0).any()]  # nothing to predict (1-token sequences): no row
     cont_start = [s.cont_start for s in uniq]
-    batches = pack_batches(trees, row_tokens=ROW_TOKENS, max_tokens=PACKED_BATCH_TOKENS, max_rows=PACKED_BATCH_TOKENS)
+    packed = pack_batches(trees, row_tokens=ROW_TOKENS, max_tokens=PACKED_BATCH_TOKENS, max_rows=PACKED_BATCH_TOKENS)
+    plain, plain_step = _plain(model, uniq, where, groups, batch_size, device, only=alone)
+    batches = [(True, b) for b in packed] + [(False, b) for b in plain]
 
-    def step(rows, acc):
+    def step(batch, acc):
+        is_tree, rows = batch
+        if not is_tree:
+            return plain_step(rows, acc)
         b = build_batch(rows, trees, cont_start, device)
         with _autocast(device):
             hidden, weight = decoder_hidden(model, b.ids, b.inputs)
