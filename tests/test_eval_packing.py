@@ -74,9 +74,9 @@ def test_packed_scores_equal_plain_scores_on_the_benchmarks(toy, prepared):
 def test_packed_handles_repeats_prefixes_and_one_token_sequences(toy):
     model, _, _ = toy
     rng = np.random.default_rng(1)
-    base = rng.integers(10, 300, 40).tolist()
-    seqs = [Encoded(base, 5), Encoded(base[:25], 5), Encoded(base, 5), Encoded(base[:1], 0),
-            Encoded(rng.integers(10, 300, 12).tolist(), 3), Encoded(base[:30] + [201, 202], 30)]
+    base = rng.integers(10, 300, 200).tolist()  # long enough for a prefix tree (>= ROW_TOKENS shared)
+    seqs = [Encoded(base, 5), Encoded(base[:150], 5), Encoded(base, 5), Encoded(base[:1], 0),
+            Encoded(rng.integers(10, 300, 12).tolist(), 3), Encoded(base[:120] + [201, 202], 120)]
     groups = [(0, 1), (2, 3), (4, 5), (5, 0)]  # a sequence in two groups, a repeated one, a 1-token one
     plain = sequence_nll(model, seqs, groups=groups, packed=False)
     packed = sequence_nll(model, seqs, groups=groups, packed=True)

@@ -282,9 +282,11 @@ def _packed(model, uniq: list[Encoded], where, groups, batch_size: int, device):
     trees, alone = [], []
     for m in members:
         t = make_tree(m, [uniq[i].ids for i in m])
-        # attention costs width^2 a row (the mask does not skip work): a short common prefix (sBLIMP's
-        # violation early in the sentence) makes one tree dearer than its members apart
-        if len(m) > 1 and len(t) ** 2 > sum(len(uniq[i].ids) ** 2 for i in m):
+        # attention costs width^2 a row (the mask does not skip work), and a masked row is dearer than a
+        # plain causal one: only a long common prefix (a StoryCloze story, not sBLIMP's sentence start)
+        # pays for a tree
+        prefix = int((t.branch == 0).sum())
+        if len(m) > 1 and (prefix < ROW_TOKENS or len(t) ** 2 > sum(len(uniq[i].ids) ** 2 for i in m)):
             m = [(i,) for i in m]
             t = None
         for mm in ([m] if t is not None else m):
