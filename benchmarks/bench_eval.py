@@ -29,8 +29,8 @@ def main() -> None:
     ap.add_argument("--loads", action="store_true", help="also time 1 eval call vs 4 (the model loads)")
     args = ap.parse_args()
 
-    from scaling.shapes import DEMO
     from scaling.datadir import DataDir
+    from scaling.shapes import DEMO
     from trainer.data.tokenizer import load_tokenizer
     from trainer.model import build_model, quiet_transformers
 
