@@ -126,9 +126,9 @@ def _executor(args):
     """In-process training, or torchrun on this worker's GPUs when a run takes more than one."""
     if args.gpus_per_run <= 1:
         return None
-    from sweeps.accel import command_executor
-    from sweeps.schema import Resources
     from sweeps.slurm import torchrun_command
+    from sweeps.schema import Resources
+    from sweeps.accel import command_executor
 
     return command_executor(lambda run: torchrun_command(run.path, Resources(gpus_per_node=args.gpus_per_run),
                                                          master="localhost", job_id="0"))

@@ -6,8 +6,8 @@ import json
 import shutil
 
 import pytest
-from conftest import write_sweep
 
+from conftest import write_sweep
 from scaling.cli import main
 from scaling.flops import count_params, flops_6nd
 from scaling.rundir import RunDir
