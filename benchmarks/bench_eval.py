@@ -1,9 +1,12 @@
-"""Time 4 metrics in one `scaling eval` call (model loaded once) vs 4 separate calls (4 loads).
+"""Scoring throughput per benchmark, plain (one padded row per sequence) vs packed (a pair's members
+share their prefix, short pairs share a row: ``trainer.eval.packing``), on a toy model; with --loads,
+4 metrics in one `scaling eval` call (model loaded once) vs 4 separate calls (4 loads).
 
-Usage: OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_eval.py [--data PREPARED] [--model toy-s]
-       [--max-items 40] [--repeats 3]
+Usage: OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_eval.py [--data PREPARED] [--model toy-m]
+       [--max-items 200] [--repeats 2] [--loads]
 Without --data it generates and prepares a small synthetic corpus in a temporary folder first
-(not timed). Prints the best-of-N wall time of each way and checks they give the same accuracies.
+(not timed). Prints items/s and tokens/s (tokens of the plain sequences, both members) per benchmark
+and way, the max |NLL difference| between the ways, and whether the accuracies are equal.
 """
 from __future__ import annotations
 
@@ -20,17 +23,15 @@ NAMES = list(DEFAULT_BENCHMARKS)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="a prepared data folder (default: a fresh small synthetic one)")
-    ap.add_argument("--model", default="toy-s")
-    ap.add_argument("--max-items", type=int, default=40)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default="toy-m")
+    ap.add_argument("--max-items", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--loads", action="store_true", help="also time 1 eval call vs 4 (the model loads)")
     args = ap.parse_args()
 
-    import torch
-
-    from scaling.shapes import DEMO
     from scaling.datadir import DataDir
+    from scaling.shapes import DEMO
     from trainer.data.tokenizer import load_tokenizer
-    from trainer.eval.cli import run_eval
     from trainer.model import build_model, quiet_transformers
 
     quiet_transformers()
@@ -50,6 +51,54 @@ def main() -> None:
     model.save_pretrained(str(ckpt))
     load_tokenizer(data / "tokenizer").save_pretrained(str(ckpt))
     del model
+
+    throughput(ckpt, data, args)
+    if args.loads:
+        loads(ckpt, data, args)
+
+
+def throughput(ckpt, data, args) -> None:
+    import numpy as np
+    import torch
+
+    from trainer.data.tokenizer import SpeechVocab, load_tokenizer
+    from trainer.eval.scoring import pair_scores, sequence_nll
+    from trainer.eval.suite import EvalSuite
+    from trainer.model import load_model
+
+    model = load_model(ckpt).eval()
+    tok = load_tokenizer(ckpt)
+    suite = EvalSuite.from_data(data, NAMES, tok, SpeechVocab.of(tok), max_items=args.max_items)
+    print(f"model {args.model}, torch threads {torch.get_num_threads()}, best of {args.repeats}")
+    print(f"{'benchmark':<10} {'items':>6} {'tok/item':>8} {'plain items/s':>14} {'tok/s':>9} "
+          f"{'packed items/s':>15} {'tok/s':>9} {'speed-up':>8} {'max|dNLL|':>10} same-acc")
+    total = {False: 0.0, True: 0.0}
+    for name, b in suite.benchmarks.items():
+        n = len(b.ids)
+        seqs = b.pos + b.neg
+        groups = [(i, n + i) for i in range(n)]
+        tokens = sum(len(s.ids) for s in seqs)
+        best, vals = {}, {}
+        for packed in (False, True):
+            t = float("inf")
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                vals[packed] = sequence_nll(model, seqs, groups=groups, packed=packed).value("mean")
+                t = min(t, time.perf_counter() - t0)
+            best[packed] = t
+            total[packed] += t
+        diff = float(np.max(np.abs(vals[True] - vals[False])))
+        same = bool(np.array_equal(pair_scores(vals[True][:n], vals[True][n:]), pair_scores(vals[False][:n], vals[False][n:])))
+        print(f"{name:<10} {n:>6} {tokens / (2 * n):>8.1f} {n / best[False]:>14.0f} {tokens / best[False]:>9.0f} "
+              f"{n / best[True]:>15.0f} {tokens / best[True]:>9.0f} {best[False] / best[True]:>7.2f}x {diff:>10.1e} {same}")
+    print(f"all {len(NAMES)} benchmarks: plain {total[False]:.2f} s, packed {total[True]:.2f} s "
+          f"({total[False] / total[True]:.2f}x)")
+
+
+def loads(ckpt, data, args) -> None:
+    import torch
+
+    from trainer.eval.cli import run_eval
 
     def together():
         return {k: r.accuracy for k, r in run_eval(ckpt, data, NAMES, max_items=args.max_items).items()}

@@ -101,6 +101,12 @@ DEFAULT_BENCHMARKS = ("swuggy", "sblimp", "ssc", "tsc")
 LOWER_IS_BETTER = ("loss", "ppl", "perplexity", "genppl", "nll")
 
 
+def count_column(name: str) -> str:
+    """The results column holding how many items a benchmark's accuracy ``name`` was computed on
+    (``swuggy`` -> ``swuggy_n``), so that figures can draw binomial intervals."""
+    return f"{name}_n"
+
+
 def check_benchmarks(names, *, source: str | None = None, field: str = "benchmarks") -> list[str]:
     """``names`` as a list of registered benchmark names (a clear error for a string or an unknown name)."""
     if isinstance(names, str) or not isinstance(names, (list, tuple)):

@@ -1,6 +1,8 @@
 """The sweep subcommands of `scaling`: plan, status, run, worker, tune. Registered by scaling.cli."""
 from __future__ import annotations
 
+import os
+
 from scaling.errors import ConfigError
 
 
@@ -77,6 +79,7 @@ def _require_data(sweep) -> None:
 def _cmd_run(args) -> int:
     from sweeps.local import check_output, run_sweep, run_workers
 
+    _cache_arg_env(args)
     sweep, specs = _load_plan(args.sweep)
     if args.workers < 1:
         raise ConfigError("must be at least 1", field="--workers", value=args.workers)
@@ -134,11 +137,26 @@ def _executor(args):
 def _cmd_worker(args) -> int:
     from sweeps.local import work
 
+    _cache_arg_env(args)
     sweep, specs = _load_plan(args.sweep)
     _require_data(sweep)
     _check_wandb(args)
     counts = work(sweep, specs, _registry(sweep, args), wandb=args.wandb, execute=_executor(args))
     return 1 if counts["failed"] else 0
+
+
+def _cache_arg(p) -> None:
+    p.add_argument("--no-cache", action="store_true",
+                   help="train the text LMs even when the user cache (~/.cache/speech-scaling, or "
+                        "$SPEECH_SCALING_CACHE) holds them, and store nothing there")
+
+
+def _cache_arg_env(args) -> None:
+    """--no-cache for this process and the workers it starts (they inherit the environment)."""
+    if getattr(args, "no_cache", False):
+        from trainer.runcache import ENV
+
+        os.environ[ENV] = "off"
 
 
 def _wandb_arg(p) -> None:
@@ -181,6 +199,7 @@ def register(sub) -> None:
     r.add_argument("--no-wait", action="store_true", help="slurm launcher: return once the jobs are submitted")
     r.add_argument("--accelerate-args", default="", help="accelerate launcher: extra arguments for `accelerate launch`")
     _wandb_arg(r)
+    _cache_arg(r)
     _registry_args(r)
     r.set_defaults(func=_cmd_run)
 
@@ -188,6 +207,7 @@ def register(sub) -> None:
     w.add_argument("sweep")
     w.add_argument("--gpus-per-run", type=int, default=1)
     _wandb_arg(w)
+    _cache_arg(w)
     _registry_args(w)
     w.set_defaults(func=_cmd_worker)
 

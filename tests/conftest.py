@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests never read or fill the user's text-LM cache (~/.cache/speech-scaling); the cache tests point it at tmp_path.
+os.environ["SPEECH_SCALING_CACHE"] = "off"
 REPO = Path(__file__).resolve().parents[1]
 #: small real data copied into the repository (sources and licences in tests/data/README.md)
 TEST_DATA = REPO / "tests" / "data"

@@ -73,6 +73,7 @@ def test_eval_cli_loads_once_and_writes_table_json_csv(checkpoint, prepared, tmp
 
 
 def test_cli_matches_in_process_evaluate_and_suite_reuse(checkpoint, prepared, tmp_path):
+    from scaling.datadir import count_column
     from trainer.data.tokenizer import SpeechVocab, load_tokenizer
     from trainer.eval.suite import EvalSuite
     from trainer.model import load_model
@@ -80,7 +81,10 @@ def test_cli_matches_in_process_evaluate_and_suite_reuse(checkpoint, prepared, t
     out = tmp_path / "r.json"
     assert main(["eval", str(checkpoint), "--data", str(prepared / "benchmarks"), "--benchmarks", "swuggy,ssc",
                  "--max-items", "5", "--norm", "sum", "--span", "continuation", "--json", str(out)]) == 0
-    cli = {k: v["accuracy"] for k, v in json.loads(out.read_text())["metrics"].items()}
+    metrics = json.loads(out.read_text())["metrics"]
+    # the suite's columns: each accuracy and its item count (``<name>_n``, for binomial intervals)
+    cli = {**{k: v["accuracy"] for k, v in metrics.items()}, **{count_column(k): v["items"] for k, v in metrics.items()}}
+    assert set(cli) == {"swuggy", "ssc", "swuggy_n", "ssc_n"} and cli["ssc_n"] == 5
     tok = load_tokenizer(checkpoint)
     model = load_model(checkpoint)
     vocab = SpeechVocab.of(tok)

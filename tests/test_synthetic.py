@@ -266,3 +266,36 @@ def test_config_from_dict_and_quick():
     q = SynthConfig.quick(seed=5)
     q.validate()
     assert q.seed == 5 and q.n_text_stories < SynthConfig().n_text_stories
+
+
+def _item_key(it: dict) -> str:
+    return json.dumps(it.get("words") or it.get("texts"))
+
+
+def test_default_benchmarks_have_1000_distinct_items_outside_the_corpus():
+    """The default data's benchmarks: >= 1,000 items each (a 95% interval of about +-3 points), no two
+    alike, no story of the training / validation corpora (the same exclusion generate() applies)."""
+    from trainer.data.synthetic import _stories
+
+    cfg = SynthConfig()
+    assert cfg.n_bench_items >= 1000
+    corpus = {t for stream in ("text:train", "speech:train") for t in _stories(cfg.seed, stream, 3000)}
+    benches = B.build_benchmarks(cfg.n_bench_items, cfg.n_speakers, cfg.seed, exclude_texts=corpus)
+    assert set(benches) == set(B.BENCHMARKS)
+    for name, items in benches.items():
+        assert len(items) == cfg.n_bench_items, name
+        keys = [_item_key(it) for it in items]
+        assert len(set(keys)) == len(keys), f"{name}: repeated items"
+        for it in items:
+            texts = it.get("texts", [])
+            if len(texts) == 3:  # StoryCloze: context, ending, wrong ending
+                assert f"{texts[0]} {texts[1]}" not in corpus
+
+
+def test_too_few_distinct_items_is_a_clear_error(monkeypatch):
+    # one word with one non-word: one distinct sWUGGY item exists, a second cannot be drawn
+    monkeypatch.setattr(B, "lexicon", lambda: frozenset({"cat"}))
+    monkeypatch.setattr(B, "make_nonword", lambda w, rng, lex=None: "cax")
+    assert [it["words"] for it in B.build_swuggy(1, 2, random.Random(0))] == [["cat", "cax"]]
+    with pytest.raises(ValueError, match="swuggy: cannot draw a distinct item 1"):
+        B.build_swuggy(2, 2, random.Random(0))

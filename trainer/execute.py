@@ -24,6 +24,20 @@ LOCK_FILE = "train.lock"
 _RUN_ID_TAIL = re.compile(r"-[0-9a-f]{10}$")
 
 
+def init_compute(spec: RunSpec, run: RunDir) -> dict | None:
+    """The compute of the run this run starts from (its text LM: tokens, 6ND), stated in the result and
+    not counted in its budget (as in SIMS); None for a random init or an init from outside the sweep."""
+    from scaling.initref import InitRef
+
+    ref = InitRef.parse(spec.init)
+    if ref.kind != "run":
+        return None
+    rec = RunDir(run.path.parent / ref.value).result() or {}
+    if rec.get("tokens") is None:
+        return None
+    return {"run_id": ref.value, "tokens": rec["tokens"], "flops": rec.get("flops"), "counted_in_budget": False}
+
+
 def result_record(spec: RunSpec, summary: dict, metrics: dict, status: str = "done") -> dict:
     pc = count_params(spec.shape)
     tokens = summary["tokens"]
@@ -121,7 +135,10 @@ def run_lock(run: RunDir):
 def execute(run: RunDir, *, force: bool = False, echo=None, progress: bool = False) -> dict:
     """Train + evaluate ``run``; marks it running, then done (or failed, re-raising the error).
     A finished run returns its record untouched unless ``force``. ``progress`` prints a line every
-    few steps (``scaling train``; sweep runners print one line per run instead)."""
+    few steps (``scaling train``; sweep runners print one line per run instead). A text LM is copied
+    from the user cache when a verified entry of its run id is there, and stored there once trained
+    (``trainer.runcache``)."""
+    from trainer import runcache
     from trainer.loop import train_run
     from trainer.parallel import is_main
 
@@ -130,6 +147,20 @@ def execute(run: RunDir, *, force: bool = False, echo=None, progress: bool = Fal
         if echo is not None:
             echo(f"run {spec.run_id} is already done ({run.result_path}); nothing to train (--force trains it again)")
         return run.result()
+    say = echo or print
+    cached = runcache.usable(spec, echo=say if is_main() else None) if runcache.cacheable(spec) and not force else None
+    if cached is not None:  # every rank sees the same cache: rank 0 copies it, all return without training
+        if not is_main():
+            return runcache.cached_result(cached)
+        with run_lock(run):
+            try:
+                rec = runcache.restore(run, cached, echo=say)
+            except OSError as e:  # the entry changed under us (replaced by another writer): train instead
+                say(f"text LM {spec.run_id} could not be copied from the cache ({e}); training it")
+                rec = None
+            if rec is not None:
+                run.set_state("done", cached_from=str(cached))
+                return rec
     if not is_main():  # other ranks of a distributed run train; rank 0 records
         return train_run(run, _evaluator(spec), progress=progress)[0]
     with run_lock(run):
@@ -151,8 +182,16 @@ def execute(run: RunDir, *, force: bool = False, echo=None, progress: bool = Fal
             summary, _, _ = train_run(run, _evaluator(spec), progress=progress, sink=tracker)
             rec = result_record(spec, summary, summary["metrics"])
             rec["wall_seconds"] = round(time.time() - t0, 2)
+            init = init_compute(spec, run)
+            if init is not None:
+                rec["init_compute"] = init
             run.write_result(rec)
             run.set_state("done")
+            if runcache.cacheable(spec):
+                try:
+                    runcache.store(run, spec, echo=say)
+                except OSError as e:  # the run is done; only later sweeps miss the cache
+                    say(f"text LM {spec.run_id} not stored in the cache: {e}")
             if tracker is not None:
                 tracker.finish(rec)
             return rec

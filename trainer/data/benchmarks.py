@@ -5,7 +5,9 @@ Each item is ``{"id", "positive": [segments], "negative": [segments], "speaker",
 where a segment is ``{"modality": "speech", "units": [...]}`` or
 ``{"modality": "text", "text": "..."}``. Both members of a pair use the same speaker; items
 draw speakers at random (multi-speaker). Items come from fresh rng streams and skip any story
-whose text is in ``exclude_texts`` (the training / validation corpora).
+whose text is in ``exclude_texts`` (the training / validation corpora). Items of one benchmark are
+distinct: a draw that repeats an earlier item's texts (word and non-word, sentence and violation,
+story and endings) is skipped, so n items are n independent trials (binomial intervals).
 
 ``variant`` tells how the negative was made (e.g. 'obj' / 'col' / 'place' / 'pos' / 'N' for
 sSC, 'swap' / 'article' / 'agreement' for sBLIMP, 'substitute' for sWUGGY, 'other_story'
@@ -64,13 +66,31 @@ def _fresh_story(rng: random.Random, exclude: set[str] | frozenset[str]) -> Stor
             return s
 
 
+MAX_DRAWS = 50  # draws per item before a builder gives up finding a new distinct item
+
+
+def _distinct(seen: set, key, name: str, i: int, tries: int) -> bool:
+    """True (and remembered) when ``key`` is new; raises once ``tries`` draws in a row repeated."""
+    if key not in seen:
+        seen.add(key)
+        return True
+    if tries >= MAX_DRAWS:
+        raise ValueError(f"{name}: cannot draw a distinct item {i} in {MAX_DRAWS} tries; ask for fewer items")
+    return False
+
+
 def build_swuggy(n: int, n_speakers: int, rng: random.Random, exclude=frozenset()) -> list[dict]:
     lex = lexicon()
     words = sorted(w for w in lex if len(w) >= 3 and w.isalpha())
-    items = []
+    items, seen = [], set()
     for i in range(n):
-        w = rng.choice(words)
-        nw = make_nonword(w, rng, lex)
+        tries = 0
+        while True:
+            w = rng.choice(words)
+            nw = make_nonword(w, rng, lex)
+            tries += 1
+            if _distinct(seen, (w, nw), "swuggy", i, tries):
+                break
         spk = rng.randrange(n_speakers)
         items.append({"id": f"swuggy-{i:05d}", "positive": [_speech([w], spk, rng)],
                       "negative": [_speech([nw], spk, rng)], "speaker": spk,
@@ -79,11 +99,16 @@ def build_swuggy(n: int, n_speakers: int, rng: random.Random, exclude=frozenset(
 
 
 def build_sblimp(n: int, n_speakers: int, rng: random.Random, exclude=frozenset()) -> list[dict]:
-    items = []
+    items, seen = [], set()
     for i in range(n):
-        story = _fresh_story(rng, exclude)
-        sent = rng.choice(story.sentences)
-        bad, kind = sblimp_violation(sent, rng)
+        tries = 0
+        while True:
+            story = _fresh_story(rng, exclude)
+            sent = rng.choice(story.sentences)
+            bad, kind = sblimp_violation(sent, rng)
+            tries += 1
+            if _distinct(seen, (sent, bad), "sblimp", i, tries):
+                break
         spk = rng.randrange(n_speakers)
         items.append({"id": f"sblimp-{i:05d}", "positive": [_speech(sent.split(), spk, rng)],
                       "negative": [_speech(bad.split(), spk, rng)], "speaker": spk,
@@ -96,16 +121,21 @@ def _storycloze(name: str) -> Callable[..., list[dict]]:
     topic = name == "tsc"
 
     def build(n: int, n_speakers: int, rng: random.Random, exclude=frozenset()) -> list[dict]:
-        items = []
+        items, seen = [], set()
         for i in range(n):
-            story = _fresh_story(rng, exclude)
-            if topic:
-                other = _fresh_story(rng, exclude)
-                while norm(other.ctx["N"]) == norm(story.ctx["N"]) or other.ending == story.ending:
+            tries = 0
+            while True:
+                story = _fresh_story(rng, exclude)
+                if topic:
                     other = _fresh_story(rng, exclude)
-                wrong, kind = other.ending, "other_story"
-            else:
-                wrong, kind = story.wrong_ending(rng)
+                    while norm(other.ctx["N"]) == norm(story.ctx["N"]) or other.ending == story.ending:
+                        other = _fresh_story(rng, exclude)
+                    wrong, kind = other.ending, "other_story"
+                else:
+                    wrong, kind = story.wrong_ending(rng)
+                tries += 1
+                if _distinct(seen, story.context, name, i, tries):
+                    break
             spk = rng.randrange(n_speakers)
             ctx_seg = _segment(story.context, ctx_mod, spk, rng)
             items.append({

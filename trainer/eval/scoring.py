@@ -163,20 +163,40 @@ def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: 
     return out
 
 
-@torch.no_grad()
-def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=None) -> SequenceNLL:
-    """NLL of every sequence, batched by length (right padding + attention mask).
+# Packed scoring (trainer.eval.packing), tuned with benchmarks/bench_eval.py on toy models (CPU): narrow
+# rows keep the attention cost of short items low, and the token budget (not a row count) bounds a forward
+# (its 4D mask is rows x width^2 booleans).
+ROW_TOKENS = 64
+PACKED_BATCH_TOKENS = 8192
+
+
+def can_pack(model) -> bool:
+    """Packed prefix-tree rows need an HF decoder (hidden states + LM head) whose attention takes an
+    explicit 4D mask: SDPA. FlashAttention / eager models are scored plainly (one padded row each)."""
+    from trainer.kernels.chunked_ce import _unwrap
+
+    base = _unwrap(model)
+    return (hasattr(base, "lm_head") and hasattr(base, "model")
+            and getattr(getattr(base, "config", None), "_attn_implementation", None) == "sdpa")
+
+
+@torch.inference_mode()
+def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=None,
+                 groups: list[tuple[int, ...]] | None = None, packed: bool | None = None) -> SequenceNLL:
+    """NLL of every sequence.
 
     Identical sequences are scored once, so they always get identical NLLs (an exact tie).
     Sums are accumulated in float64 so equal per-token losses give equal means at any length.
-    The loss is the training loss path's (``trainer.kernels.chunked_ce.token_nll``: the chunked
-    LM head, never [tokens, vocab] float32 logits), batches are bounded by ``MAX_BATCH_TOKENS``,
+    ``packed`` (default: whenever :func:`can_pack`): the sequences of each of ``groups`` (index tuples,
+    e.g. the two members of a pair) share their common prefix, and short groups share a row
+    (``trainer.eval.packing``), a forward bounded by ``PACKED_BATCH_TOKENS`` (``batch_size`` is not used);
+    the scores equal the plain path's to float rounding. Plain: batched by
+    length (right padding + attention mask), at most ``batch_size`` rows and ``MAX_BATCH_TOKENS``.
+    The loss is the training loss path's LM head (chunked: never [tokens, vocab] float32 logits),
     and under ``torch.distributed`` each rank scores every world-th batch (all ranks run the same
     number of forwards, as FSDP needs) and the per-sequence sums are all-reduced: every rank
     returns the same, complete result.
     """
-    from trainer.kernels.chunked_ce import token_nll
-
     if batch_size < 1:
         raise ConfigError("must be >= 1", field="batch_size", value=batch_size)
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -190,18 +210,35 @@ def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=Non
             key_of[k] = len(uniq)
             uniq.append(s)
         where[i] = key_of[k]
-    u = len(uniq)
-    lengths = [len(s.ids) for s in uniq]
-    # length bucketing (little padding); a sequence of < 2 tokens predicts nothing and is not run
-    order = sorted((i for i in range(u) if lengths[i] >= 2), key=lambda i: lengths[i])
-    batches = _batches(order, lengths, batch_size, max(MAX_BATCH_TOKENS, 2))
+    if packed is None:
+        packed = can_pack(model)
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank, n_ranks = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
     # per unique sequence: whole sum, whole count, continuation sum, continuation count
-    acc = torch.zeros(4, u, dtype=torch.float64, device=device)
+    acc = torch.zeros(4, len(uniq), dtype=torch.float64, device=device)
+    batches, step = (_packed if packed else _plain)(model, uniq, where, groups, batch_size, device)
     for k in range(-(-len(batches) // n_ranks)):
         j = k * n_ranks + rank
-        idx = batches[min(j, len(batches) - 1)]  # past the end: a padding forward, result dropped
+        # past the end: a padding forward (all ranks run the same number, as FSDP needs), result dropped
+        step(batches[min(j, len(batches) - 1)], acc if j < len(batches) else None)
+    if n_ranks > 1:  # each sequence was scored by exactly one rank, the others hold zeros: the sum is exact
+        torch.distributed.all_reduce(acc)
+    a = acc.cpu().numpy()
+    ws, wn, cs, cn = a[0], a[1].astype(np.int64), a[2], a[3].astype(np.int64)
+    return SequenceNLL(ws[where], wn[where], cs[where], cn[where])
+
+
+def _plain(model, uniq: list[Encoded], where, groups, batch_size: int, device, only=None):
+    """One padded row per sequence (of ``only``, default all), length-bucketed: (batches,
+    ``step(batch, acc)``), a step adding its sums into ``acc`` (``acc=None``: the forward only)."""
+    from trainer.kernels.chunked_ce import token_nll
+
+    lengths = [len(s.ids) for s in uniq]
+    # length bucketing (little padding); a sequence of < 2 tokens predicts nothing and is not run
+    order = sorted((i for i in (range(len(uniq)) if only is None else only) if lengths[i] >= 2), key=lambda i: lengths[i])
+    batches = _batches(order, lengths, batch_size, max(MAX_BATCH_TOKENS, 2))
+
+    def step(idx, acc):
         width = max(lengths[i] for i in idx)
         ids = torch.zeros(len(idx), width, dtype=torch.long)
         mask = torch.zeros(len(idx), width, dtype=torch.long)
@@ -213,8 +250,8 @@ def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=Non
         ids, mask, start = ids.to(device), mask.to(device), start.to(device)
         with _autocast(device):
             nll = token_nll(model, ids, {"attention_mask": mask}).double()
-        if j >= len(batches):
-            continue
+        if acc is None:
+            return
         valid = mask[:, 1:].bool()  # causal attention: a valid position never sees the right padding
         nll = torch.where(valid, nll, torch.zeros_like(nll))
         pos = torch.arange(1, width, device=device).unsqueeze(0)
@@ -224,11 +261,62 @@ def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=Non
         acc[1, rows] = valid.sum(1).double()
         acc[2, rows] = (nll * cont).sum(1)
         acc[3, rows] = cont.sum(1).double()
-    if n_ranks > 1:  # each sequence was scored by exactly one rank, the others hold zeros: the sum is exact
-        torch.distributed.all_reduce(acc)
-    a = acc.cpu().numpy()
-    ws, wn, cs, cn = a[0], a[1].astype(np.int64), a[2], a[3].astype(np.int64)
-    return SequenceNLL(ws[where], wn[where], cs[where], cn[where])
+    return batches, step
+
+
+def _packed(model, uniq: list[Encoded], where, groups, batch_size: int, device):
+    """Prefix trees of the groups, packed into rows (``trainer.eval.packing``); (batches, step) as above.
+    A sequence that would sit alone in its row (no shared prefix, longer than half a row) takes the
+    plain path."""
+    from trainer.eval.packing import build_batch, gathered_nll, make_tree, pack_batches
+    from trainer.kernels.chunked_ce import decoder_hidden
+
+    owner = np.full(len(uniq), -1, dtype=np.int64)  # a unique sequence joins the first group it is in
+    members: list[tuple[int, ...]] = []
+    for g in groups or ():
+        m = tuple(dict.fromkeys(int(where[i]) for i in g if owner[where[i]] < 0))
+        if m:
+            owner[list(m)] = len(members)
+            members.append(m)
+    members += [(i,) for i in np.nonzero(owner < 0)[0].tolist()]
+    trees, alone = [], []
+    for m in members:
+        t = make_tree(m, [uniq[i].ids for i in m])
+        # attention costs width^2 a row (the mask does not skip work), and a masked row is dearer than a
+        # plain causal one: only a long common prefix (a StoryCloze story, not sBLIMP's sentence start)
+        # pays for a tree
+        prefix = int((t.branch == 0).sum())
+        if len(m) > 1 and (prefix < ROW_TOKENS or len(t) ** 2 > sum(len(uniq[i].ids) ** 2 for i in m)):
+            m = [(i,) for i in m]
+            t = None
+        for mm in ([m] if t is not None else m):
+            if len(mm) == 1 and len(uniq[mm[0]].ids) > ROW_TOKENS // 2:
+                alone.append(mm[0])  # shares neither a prefix nor a row: a plain row is cheaper (no 4D mask)
+            else:
+                trees.append(t if t is not None else make_tree(mm, [uniq[mm[0]].ids]))
+    trees = [t for t in trees if (t.parent >= 0).any()]  # nothing to predict (1-token sequences): no row
+    cont_start = [s.cont_start for s in uniq]
+    packed = pack_batches(trees, row_tokens=ROW_TOKENS, max_tokens=PACKED_BATCH_TOKENS, max_rows=PACKED_BATCH_TOKENS)
+    plain, plain_step = _plain(model, uniq, where, groups, batch_size, device, only=alone)
+    batches = [(True, b) for b in packed] + [(False, b) for b in plain]
+
+    def step(batch, acc):
+        is_tree, rows = batch
+        if not is_tree:
+            return plain_step(rows, acc)
+        b = build_batch(rows, trees, cont_start, device)
+        with _autocast(device):
+            hidden, weight = decoder_hidden(model, b.ids, b.inputs)
+            nll = gathered_nll(hidden, weight, b.hid, b.target).double()
+        if acc is None:
+            return
+        part = nll[b.tok]
+        one = torch.ones_like(part)
+        acc[0].index_add_(0, b.seq, part)
+        acc[1].index_add_(0, b.seq, one)
+        acc[2].index_add_(0, b.seq, part * b.cont)
+        acc[3].index_add_(0, b.seq, one * b.cont)
+    return batches, step
 
 
 def pair_scores(nll_pos: np.ndarray, nll_neg: np.ndarray) -> np.ndarray:
@@ -241,5 +329,6 @@ def score_pairs(model, pairs: list[tuple[Encoded, Encoded]], *, norm: str = "mea
                 batch_size: int = 32) -> np.ndarray:
     check_scoring(norm, span)
     seqs = [p for pair in pairs for p in pair]
-    val = sequence_nll(model, seqs, batch_size=batch_size).value(norm, span)
+    groups = [(2 * k, 2 * k + 1) for k in range(len(pairs))]
+    val = sequence_nll(model, seqs, batch_size=batch_size, groups=groups).value(norm, span)
     return pair_scores(val[0::2], val[1::2])

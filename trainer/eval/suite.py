@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaling.datadir import BENCHMARKS
+from scaling.datadir import BENCHMARKS, count_column
 from scaling.errors import ConfigError
 from trainer.eval.benchmarks import load_pairs
 from trainer.eval.results import MetricResult
@@ -77,11 +77,16 @@ class EvalSuite:
 
     def run_detailed(self, model, *, n_resamples: int = 1000, seed: int = 0) -> dict[str, MetricResult]:
         """Per-item results and a bootstrap interval per metric (all sequences scored in one pass)."""
-        seqs = [s for b in self.benchmarks.values() for s in b.pos + b.neg]
+        seqs, groups = [], []
+        for b in self.benchmarks.values():
+            n = len(b.ids)
+            # a pair's members share their common prefix (a StoryCloze story is scored once)
+            groups += [(len(seqs) + i, len(seqs) + n + i) for i in range(n)]
+            seqs += b.pos + b.neg
         was_training = model.training
         model.eval()
         try:
-            nll = sequence_nll(model, seqs, batch_size=self.batch_size)
+            nll = sequence_nll(model, seqs, batch_size=self.batch_size, groups=groups)
         finally:
             model.train(was_training)
         val, cnt = nll.value(self.norm, self.span), nll.count(self.span)
@@ -96,5 +101,9 @@ class EvalSuite:
         return out
 
     def run(self, model) -> dict[str, float]:
-        """Accuracy per benchmark."""
-        return {k: r.accuracy for k, r in self.run_detailed(model, n_resamples=0).items()}
+        """Accuracy per benchmark, and its item count (column ``<name>_n``, for binomial intervals)."""
+        out = {}
+        for k, r in self.run_detailed(model, n_resamples=0).items():
+            out[k] = r.accuracy
+            out[count_column(k)] = len(r.cluster_scores())  # independent units (ZeroSpeech: groups)
+        return out
