@@ -36,7 +36,8 @@ def demo_sweep_text(quick: bool, seed: int, scale: str = "cpu") -> str:
     return text
 
 
-def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]], int], scale: str = "cpu") -> int:
+def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]], int], scale: str = "cpu",
+             no_cache: bool = False) -> int:
     """Run the stages through ``command`` (the CLI's main), stopping at the first that fails."""
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +60,7 @@ def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]]
     if rc:
         return rc
     stage("train and evaluate every run (finished runs are skipped)")
-    rc_run = command(["run", str(sweep)])
+    rc_run = command(["run", str(sweep)] + (["--no-cache"] if no_cache else []))
     stage("fit scaling laws, draw the figures, write the report")
     rc = command(["report", str(out), "--out", str(out)])
     if rc:
@@ -70,7 +71,8 @@ def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]]
 
 def _cmd_demo(args) -> int:
     # args.cli is the CLI's main, handed over by scaling.cli (this module never imports scaling.cli)
-    return run_demo(Path(args.out), quick=args.quick, seed=args.seed, command=args.cli, scale=args.scale)
+    return run_demo(Path(args.out), quick=args.quick, seed=args.seed, command=args.cli, scale=args.scale,
+                    no_cache=args.no_cache)
 
 
 def register(sub) -> None:
@@ -82,4 +84,6 @@ def register(sub) -> None:
                         "parameters on a ~30M-token corpus, sized for ~10 min on one H100/H200 (the trainer uses CUDA "
                         "when present)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-cache", action="store_true",
+                   help="train the text LMs even when the text-LM cache (~/.cache/speech-scaling, SPEECH_SCALING_CACHE) holds them")
     d.set_defaults(func=_cmd_demo)
