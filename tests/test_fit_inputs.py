@@ -205,3 +205,27 @@ def test_a_diverging_parametric_fit_is_an_error_not_a_crash(tmp_path, capsys):
     # no law of this arm can be fitted (its isoFLOP curves have no interior minimum either): exit 2, named
     assert scaling_main(["fit", str(tmp_path / "results.csv"), "--law", "all", "--json", str(out)]) == 2
     assert "interleaved/parametric: the parametric fit diverged" in capsys.readouterr().err and not out.exists()
+
+
+# The interleaved arm of the wsd quick demo (2026-11-30): the fit sends alpha to -897 while log A falls to
+# -900, so A underflows to 0 (the bootstrap then crashed taking log A). A degenerate law, reported per arm.
+DEGENERATE = [(57632, 115712, 3.661232825750163), (57632, 231424, 2.4643216665010397),
+              (57632, 462848, 2.116997307605084), (100272, 66560, 4.249280398294806),
+              (100272, 133120, 2.8233265537727292), (100272, 265728, 2.2725827689273483),
+              (213824, 31232, 4.748647989669969), (213824, 62464, 4.688937292329175),
+              (213824, 124928, 4.056812980636925)]
+
+
+def test_a_degenerate_parametric_fit_is_an_error_not_a_crash():
+    from analysis.fits.parametric import fit_parametric
+    from analysis.study import fit_arm
+    from scaling.errors import ConfigError
+
+    N, D, L = (np.array(c, dtype=float) for c in zip(*DEGENERATE))
+    with pytest.raises(ConfigError, match="degenerate"):
+        fit_parametric(N, D, L)
+    rows = pd.DataFrame([dict(run_id=f"r{i}", point_id=f"r{i}", arm="interleaved", params=n, tokens=d, flops=6 * n * d,
+                              budget=6 * n * d, val_loss_speech=l, status="done") for i, (n, d, l) in enumerate(DEGENERATE)])
+    # the study records the failure for this law (with the reason) and goes on with the others, bootstrap included
+    out = fit_arm(rows, loss_col="val_loss_speech", metrics=[], huber_delta=1e-3, bootstrap=20, seed=0)
+    assert "degenerate" in str(out["parametric"])

@@ -602,6 +602,12 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
         raise ConfigError(f"the parametric fit diverged (log A = {a:.0f}, log B = {b:.0f}, log E = {e:.0f}, alpha = "
                           f"{alpha:.3g}, beta = {beta:.3g}): {len(L)} runs do not constrain L(N, D); add sizes or budgets, "
                           "or use --bounded and read the isoFLOP and envelope fits")
+    if min(a, b) < -_MAX_LOG:
+        # a term's coefficient underflows to 0 while its exponent runs off (alpha = -897 with log A = -900 on
+        # the quick demo's 9 points): the term is not identified, and A = 0 cannot be reported or resampled
+        raise ConfigError(f"the parametric fit is degenerate (log A = {a:.0f}, log B = {b:.0f}, alpha = {alpha:.3g}, "
+                          f"beta = {beta:.3g}): a coefficient underflows to 0, so {len(L)} runs do not identify that "
+                          "term; add sizes or budgets, or use --bounded and read the isoFLOP and envelope fits")
     extra.update({"n_evals": int(obj.n_evals),
                   "screen": None if method == "loop" or screen is None else int(screen),
                   "bounds": None if bounds is None else [list(b) for b in bounds],
