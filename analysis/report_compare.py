@@ -95,10 +95,14 @@ def _exponent_lines(pair: dict) -> list[str]:
 
 
 def compare_section(fits: dict) -> list[str]:
-    """Markdown lines of the comparison, or nothing when fewer than two arms have a parametric law."""
+    """Markdown lines of the comparison; when it could not be made (fewer than two arms with a parametric
+    law) the section says why, so a reader of a multi-arm study is not left to guess."""
     cmp = fits.get("compare")
-    if not cmp or "error" in cmp:
+    if not cmp:
         return []
+    if "error" in cmp:
+        arms = [a for a in fits.get("arms", {}) if a != "textlm"]
+        return [] if len(arms) < 2 else ["## Arms compared", "", f"Not compared: {cmp['error']}.", ""]
     loss_col = cmp.get("loss_col", fits.get("loss_col", "val_loss_speech"))
     lines = ["## Arms compared", "",
              f"Differences are {cmp['reference']} minus the other arm, with {cmp.get('level', 0.95):.0%} intervals; a "

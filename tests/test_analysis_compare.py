@@ -175,3 +175,12 @@ def test_arms_compared_figure_plots_the_computed_differences(clear):
         assert list(line.get_ydata()) == pytest.approx([r["difference"] for r in rows])
     finally:
         plt.close(fig)
+
+
+def test_report_says_why_two_arms_were_not_compared():
+    from analysis.report_compare import compare_section
+
+    fits = {"arms": {"interleaved": {}, "textless": {}}, "compare": {"error": "1 arm(s) with a parametric law: nothing to compare"}}
+    lines = compare_section(fits)
+    assert lines[0] == "## Arms compared" and "Not compared: 1 arm(s) with a parametric law" in "\n".join(lines)
+    assert compare_section({"arms": {"all": {}}, "compare": {"error": "one arm"}}) == []  # a single-arm study has no section
