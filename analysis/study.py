@@ -149,8 +149,9 @@ def _attempt(fn):
 
 def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, reduce: str = "sum",
             bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None, directions: dict | None = None,
-            bootstrap_method: str = "pairs", keep_extrapolated: bool = False) -> dict:
-    """All fits for one arm; a fit that lacks data becomes ``{"error": reason}``."""
+            bootstrap_method: str = "pairs", keep_extrapolated: bool = False, extrapolation: bool = True) -> dict:
+    """All fits for one arm; a fit that lacks data becomes ``{"error": reason}``. ``extrapolation=False``
+    leaves out the extrapolation check (a second full parametric fit)."""
     out: dict = {"n_runs": int(len(rows))}
     lossy, dropped = usable_losses(rows, loss_col)
     out["n_runs_with_loss"] = int(len(lossy))
@@ -172,7 +173,8 @@ def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, r
     out["isoflop"] = _attempt(lambda: fit_isoflop(C, N, D, L, bootstrap=nb, seed=seed, keep_extrapolated=keep_extrapolated))
     out["isoflop_powersum"] = _attempt(lambda: fit_isoflop(C, N, D, L, method="powersum", bootstrap=min(nb, 200),
                                                            seed=seed, keep_extrapolated=keep_extrapolated))
-    out["extrapolation"] = _attempt(lambda: extrapolation_check(C, N, D, L, huber_delta=huber_delta, reduce=reduce))
+    if extrapolation:
+        out["extrapolation"] = _attempt(lambda: extrapolation_check(C, N, D, L, huber_delta=huber_delta, reduce=reduce))
     if curves is not None and "arm" in curves.columns:
         arm_curves = curves[curves["arm"].isin(pd.unique(rows["arm"]))] if "arm" in rows.columns else curves
         out["curve_envelope"] = _attempt(lambda: fit_curve_envelope(arm_curves, loss_col="loss"))
@@ -213,7 +215,7 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
               arms=None, bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None,
               directions: dict | None = None, bootstrap_method: str = "pairs",
               keep_extrapolated: bool = False, dropped_top: int = 0, require_fit: bool = False,
-              require_law: bool | None = None) -> dict:
+              require_law: bool | None = None, extrapolation: bool = True) -> dict:
     """Fit parametric, isoFLOP and envelope laws per speech arm; returns a JSON-serialisable dict.
 
     Structure: ``{"loss_col", "huber_delta", "reduce", "metrics", "n_runs", "notes", "arms": {arm: {
@@ -225,7 +227,8 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
     :func:`data_notes`.
 
     Also per arm: ``isoflop_powersum`` (the less biased approach 2), ``extrapolation`` (fit without
-    the largest budget, error on it), ``two_step`` (metric from loss through a sigmoid, per metric)
+    the largest budget, error on it; ``extrapolation=False`` leaves this second full parametric fit
+    out, as ``scaling fit`` does when it writes no JSON: it prints no part of it), ``two_step`` (metric from loss through a sigmoid, per metric)
     and, when ``curves`` (from :func:`analysis.curves.load_curves`) is given, ``curve_envelope``
     (approach 1). ``bootstrap`` > 0 adds ``ci`` intervals to the parametric and isoFLOP fits
     (``bootstrap_method`` for the parametric one: pairs, residual or parametric).
@@ -254,7 +257,8 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
             continue
         result["arms"][arm] = fit_arm(rows, loss_col=loss_col, metrics=metrics, huber_delta=huber_delta, reduce=reduce,
                                       bootstrap=bootstrap, seed=seed, curves=curves, directions=directions,
-                                      bootstrap_method=bootstrap_method, keep_extrapolated=keep_extrapolated)
+                                      bootstrap_method=bootstrap_method, keep_extrapolated=keep_extrapolated,
+                                      extrapolation=extrapolation)
     if (require_fit if require_law is None else require_law) and not fitted_laws(result):
         errors = "; ".join(f"{arm}/{k}: {e[k]['error']}" for arm, e in result["arms"].items() for k in LAW_KEYS
                            if isinstance(e.get(k), dict) and "error" in e[k])

@@ -205,3 +205,16 @@ def test_a_diverging_parametric_fit_is_an_error_not_a_crash(tmp_path, capsys):
     # no law of this arm can be fitted (its isoFLOP curves have no interior minimum either): exit 2, named
     assert scaling_main(["fit", str(tmp_path / "results.csv"), "--law", "all", "--json", str(out)]) == 2
     assert "interleaved/parametric: the parametric fit diverged" in capsys.readouterr().err and not out.exists()
+
+
+def test_law_all_prints_the_same_table_with_or_without_json(tmp_path, capsys):
+    # Without --json, `scaling fit` leaves out the extrapolation check (a second full parametric fit that
+    # the table does not show); with --json, fits.json holds it.
+    csv = grid_csv(tmp_path)
+    code, plain, err = run_cli(["fit", csv], capsys)
+    assert code == 0, err
+    code, with_json, err = run_cli(["fit", csv, "--json", tmp_path / "fits.json"], capsys)
+    assert code == 0, err
+    assert with_json.splitlines()[:-1] == plain.splitlines() and with_json.splitlines()[-1].startswith("wrote ")
+    check = json.loads((tmp_path / "fits.json").read_text())["arms"]["all"]["extrapolation"]
+    assert "error" not in check and check["held_out_budget"] == 1e20 and check["n_test"] == 5
