@@ -48,11 +48,11 @@ class _Objective:
 
     Written for speed: Huber's derivative is ``clip(r, -delta, delta)`` and its value
     ``dr * (r - dr / 2)``; batches are processed in chunks of :attr:`CHUNK` rows whose work arrays
-    are allocated once and reused by every call (chunk sizes 64-256 timed the same); the clip of the exponent arguments
-    at +-700 is skipped when no row of the chunk can reach it; and the screening pass computes each
-    distinct A / N^alpha and B / D^beta row once (the start grid holds 30 of each for 4,500 starts).
-    None of this changes a bit of the results: see :meth:`_chunk`. The work arrays make an instance
-    unsafe to call from two threads at once (give each thread its own).
+    are allocated once and reused by every call (chunks of 64-256 rows timed the same); the clip of
+    the exponent arguments at +-700 is skipped when no row of the chunk can reach it; and the
+    screening pass computes each distinct A / N^alpha and B / D^beta row once (the start grid
+    holds 30 of each for 4,500 starts). None of this changes a bit of the results (see
+    :meth:`_chunk`). The work arrays make an instance unsafe to call from two threads at once.
     """
 
     CHUNK = 128
@@ -81,13 +81,14 @@ class _Objective:
         if self.weights is not None or self.per_row_l:
             return self(theta)[0]
         self.n_evals += theta.shape[0]
-        # The exponent terms depend on (a, alpha) and (b, beta) only: compute each distinct one once
-        # (distinct bit patterns, so every row gets exactly the numbers it would compute itself).
+        # The exponent terms depend on (a, alpha) and (b, beta) only: compute each distinct one once.
+        # Rows are compared bit for bit (but for the sign of a zero, which changes no term), so each
+        # row gets exactly the numbers it would compute itself.
         pa, _, ia = _distinct_rows(theta[:, (0, 3)])
         pb, _, ib = _distinct_rows(theta[:, (1, 4)])
         with np.errstate(all="ignore"):
-            t1 = self._power_term(pa[:, :1], pa[:, 1:], self.log_n, self._n_ends, np.empty((pa.shape[0], self.log_n.size)))
-            t2 = self._power_term(pb[:, :1], pb[:, 1:], self.log_d, self._d_ends, np.empty((pb.shape[0], self.log_d.size)))
+            t1 = self._power_term(pa[:, :1], pa[:, 1:], self.log_n, self._n_ends, np.empty((len(pa), self.log_n.size)))
+            t2 = self._power_term(pb[:, :1], pb[:, 1:], self.log_d, self._d_ends, np.empty((len(pb), self.log_d.size)))
             c = self.CHUNK
             out = np.empty(theta.shape[0])
             for i in range(0, theta.shape[0], c):
