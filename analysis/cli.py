@@ -46,7 +46,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--bounded", action="store_true",
                         help="parametric fit inside a box (exponents <= 2.5, E >= 0.05): a guard for ill-conditioned "
                              "small sweeps, off by default; the published fits are unbounded")
-    parser.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the fit(s) as JSON here")
+    parser.add_argument("--json", dest="json_out", default=None, metavar="OUT",
+                        help="write the fit(s) as JSON here (with --law all it also holds the extrapolation check, "
+                             "which is run only then: the table does not show it)")
     return parser
 
 
@@ -175,7 +177,8 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.law == "all":
         out = fit_study(df, loss_col=loss_col, huber_delta=args.huber_delta, reduce=args.reduce, arms=arms,
                         bootstrap=nboot, seed=seed, bootstrap_method=method, keep_extrapolated=keep,
-                        dropped_top=getattr(args, "drop_top", 0) or 0, require_fit=True)
+                        dropped_top=getattr(args, "drop_top", 0) or 0, require_fit=True,
+                        extrapolation=bool(args.json_out))  # a second full fit, printed nowhere: only for --json
         _print_study(out)
     else:
         _print_notes({"notes": data_notes(df, loss_col, dropped_top=getattr(args, "drop_top", 0) or 0)})

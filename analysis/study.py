@@ -156,9 +156,11 @@ def _attempt(fn):
 
 def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, reduce: str = "sum",
             bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None, directions: dict | None = None,
-            bootstrap_method: str = "pairs", keep_extrapolated: bool = False, samples_out: dict | None = None) -> dict:
+            bootstrap_method: str = "pairs", keep_extrapolated: bool = False, samples_out: dict | None = None,
+            extrapolation: bool = True) -> dict:
     """All fits for one arm; a fit that lacks data becomes ``{"error": reason}``. ``samples_out``
-    receives the bootstrap optima of the parametric law (key "parametric"), for the comparison of arms."""
+    receives the bootstrap optima of the parametric law (key "parametric"), for the comparison of arms.
+    ``extrapolation=False`` leaves out the extrapolation check (a second full parametric fit)."""
     # One row per point: a run's end and each of its cooldown branches (scaling.points).
     out: dict = {"n_runs": n_runs_of(rows), "n_points": int(len(rows))}
     lossy, dropped = usable_losses(rows, loss_col)
@@ -196,7 +198,8 @@ def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, r
     # Held out: every point at the largest budget. In a wsd sweep those are run ends whose own
     # cooldown branches (smaller budgets) stay in the training set, as a size's smaller runs do in
     # an isoFLOP sweep: the check still predicts (N, D) points the fit never saw.
-    out["extrapolation"] = _attempt(lambda: extrapolation_check(C, N, D, L, huber_delta=huber_delta, reduce=reduce))
+    if extrapolation:
+        out["extrapolation"] = _attempt(lambda: extrapolation_check(C, N, D, L, huber_delta=huber_delta, reduce=reduce))
     if curves is not None and "arm" in curves.columns:
         arm_curves = curves[curves["arm"].isin(pd.unique(rows["arm"]))] if "arm" in rows.columns else curves
         out["curve_envelope"] = _attempt(lambda: fit_curve_envelope(arm_curves, loss_col="loss"))
@@ -237,7 +240,7 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
               arms=None, bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None,
               directions: dict | None = None, bootstrap_method: str = "pairs",
               keep_extrapolated: bool = False, dropped_top: int = 0, require_fit: bool = False,
-              require_law: bool | None = None) -> dict:
+              require_law: bool | None = None, extrapolation: bool = True) -> dict:
     """Fit parametric, isoFLOP and envelope laws per speech arm; returns a JSON-serialisable dict.
 
     Structure: ``{"loss_col", "huber_delta", "reduce", "metrics", "n_runs", "notes", "arms": {arm: {
@@ -249,7 +252,8 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
     :func:`data_notes`.
 
     Also per arm: ``isoflop_powersum`` (the less biased approach 2), ``extrapolation`` (fit without
-    the largest budget, error on it), ``two_step`` (metric from loss through a sigmoid, per metric)
+    the largest budget, error on it; ``extrapolation=False`` leaves this second full parametric fit
+    out, as ``scaling fit`` does when it writes no JSON: it prints no part of it), ``two_step`` (metric from loss through a sigmoid, per metric)
     and, when ``curves`` (from :func:`analysis.curves.load_curves`) is given, ``curve_envelope``
     (approach 1). ``bootstrap`` > 0 adds ``ci`` intervals to the parametric and isoFLOP fits
     (``bootstrap_method`` for the parametric one: pairs, residual or parametric).
@@ -281,7 +285,7 @@ def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
         result["arms"][arm] = fit_arm(rows, loss_col=loss_col, metrics=metrics, huber_delta=huber_delta, reduce=reduce,
                                       bootstrap=bootstrap, seed=seed, curves=curves, directions=directions,
                                       bootstrap_method=bootstrap_method, keep_extrapolated=keep_extrapolated,
-                                      samples_out=got)
+                                      samples_out=got, extrapolation=extrapolation)
         if "parametric" in got:
             samples[arm] = got["parametric"]
     if len(result["arms"]) >= 2:

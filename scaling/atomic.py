@@ -12,8 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -51,6 +49,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def write_yaml(path: str | os.PathLike, obj: Any) -> Path:
+    import yaml  # here, not at module level: `scaling fit` writes JSON only and starts faster without yaml
+
     return write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 

@@ -11,7 +11,6 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import yaml
 
 from scaling.datadir import STREAMS
 from scaling.errors import ConfigError
@@ -184,6 +183,8 @@ class RunSpec:
         path = Path(path)
         if not path.is_file():
             raise ConfigError("run spec not found", source=str(path))
+        import yaml  # here, not at import: `scaling fit` reaches this module through the results columns
+
         with open(path, encoding="utf-8") as fh:
             d = yaml.safe_load(fh)
         if not isinstance(d, dict):

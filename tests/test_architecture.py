@@ -160,3 +160,34 @@ def test_cli_commands_that_do_not_train_never_import_torch(argv):
     proc = _fresh_python(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "RC 0 HEAVY []", proc.stdout[-2000:]
+
+
+def test_command_table_names_the_module_that_registers_each_command():
+    # `scaling CMD` builds only COMMANDS[CMD]'s parser: a command missing from the table, or listed
+    # under the wrong module, would fail to parse (or parse another module's arguments).
+    import argparse
+    import importlib
+
+    from scaling.cli import COMMANDS, PACKAGES
+
+    registered = {}
+    for name in PACKAGES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(name).register(sub)
+        registered.update(dict.fromkeys(sub.choices, name))
+    assert registered == COMMANDS
+
+
+def test_scaling_fit_starts_without_other_packages_clis_or_plotting():
+    # `scaling fit` must stay well under a second: nothing it does not use is imported, not even by
+    # the parser (sweeps' schema, yaml, the trainer's CLI modules) or by the fits (matplotlib, scipy's
+    # optimisers: the default parametric fit needs numpy only).
+    code = ("import sys, contextlib, io\nfrom scaling.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    rc = main(['fit', 'tests/data/chinchilla_epoch.csv'])\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'matplotlib', 'yaml',"
+            " 'sweeps', 'trainer') or m in ('scipy.optimize', 'scaling.demo'))\n"
+            "print('RC', rc, 'HEAVY', heavy)\n")
+    proc = _fresh_python(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "RC 0 HEAVY []", proc.stdout[-2000:]

@@ -229,3 +229,16 @@ def test_a_degenerate_parametric_fit_is_an_error_not_a_crash():
     # the study records the failure for this law (with the reason) and goes on with the others, bootstrap included
     out = fit_arm(rows, loss_col="val_loss_speech", metrics=[], huber_delta=1e-3, bootstrap=20, seed=0)
     assert "degenerate" in str(out["parametric"])
+
+
+def test_law_all_prints_the_same_table_with_or_without_json(tmp_path, capsys):
+    # Without --json, `scaling fit` leaves out the extrapolation check (a second full parametric fit that
+    # the table does not show); with --json, fits.json holds it.
+    csv = grid_csv(tmp_path)
+    code, plain, err = run_cli(["fit", csv], capsys)
+    assert code == 0, err
+    code, with_json, err = run_cli(["fit", csv, "--json", tmp_path / "fits.json"], capsys)
+    assert code == 0, err
+    assert with_json.splitlines()[:-1] == plain.splitlines() and with_json.splitlines()[-1].startswith("wrote ")
+    check = json.loads((tmp_path / "fits.json").read_text())["arms"]["all"]["extrapolation"]
+    assert "error" not in check and check["held_out_budget"] == 1e20 and check["n_test"] == 5
