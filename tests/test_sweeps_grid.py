@@ -61,13 +61,16 @@ def test_cuervo_ladder_plan(tmp_path):
 
 
 def test_demo_configs_still_load_and_plan(prepared, tmp_path):
-    for name in ("demo_quick.yaml", "demo.yaml"):
+    for name in ("demo_quick.yaml", "demo.yaml", "demo_gpu.yaml"):
         cfg = yaml.safe_load((CONFIGS / name).read_text())
         cfg["data"] = str(prepared)
         p = tmp_path / name
         p.write_text(yaml.safe_dump(cfg))
         specs = resolve(load_sweep(p))
-        assert len(specs) == len(cfg["models"]) * (1 + 2 * len(cfg["budgets"]))
+        # wsd: per size one text LM and one run per arm, each with a cooldown branch at every smaller budget
+        assert len(specs) == len(cfg["models"]) * (1 + 2), name
+        speech = [s for s in specs if s.arm != "textlm"]
+        assert all(len(s.cooldowns) + 1 == len(cfg["budgets"]) for s in speech), name
 
 
 def test_tokens_per_param_and_explicit_grids(prepared, tmp_path):
