@@ -7,7 +7,7 @@ from scaling.flops import flops_6nd
 
 from .fits.isoflop import IsoflopFit
 from .fits.parametric import ParametricFit
-from .paperstyle import arm_style, merged_legend_items, readable_log_axis
+from .paperstyle import arm_style, finish_opt_panels, merged_legend_items, readable_log_axis
 from .study import arm_rows
 
 
@@ -52,16 +52,7 @@ def draw_compute_optimal(plt, df, fits):
                     ax.fill_between(band["C"], band[q][0], band[q][1], color=colour, alpha=0.15, lw=0,
                                     label=f"{arm} {par.bootstrap.get('level', 0.95):.0%} bootstrap band" if j == 0 else None)
             ax.set_xlim(cs[0], cs[-1])
-    for ax, q in zip(axes, ("$N_{opt}$ (parameters)", "$D_{opt}$ (tokens)")):
-        readable_log_axis(ax, "x")
-        readable_log_axis(ax, "y")
-        ax.set_xlabel("compute C (FLOPs)")
-        ax.set_ylabel(q)
-    handles, labels = merged_legend_items(axes)
-    fig.tight_layout(rect=(0, 0.24, 1, 1))
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 0.0), fontsize=7)
-    return fig
+    return finish_opt_panels(fig, axes, ncol=2, bottom=0.24)
 
 
 def draw_parametric_contours(plt, df, fits):

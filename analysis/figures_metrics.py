@@ -8,7 +8,7 @@ import numpy as np
 from scaling.datadir import BENCHMARKS
 
 from .fits.parametric import ParametricFit
-from .paperstyle import OKABE_ITO, arm_style, merged_legend_items, readable_log_axis
+from .paperstyle import OKABE_ITO, arm_style, finish_opt_panels, merged_legend_items, readable_log_axis
 from .study import arm_rows, budget_of, direction_of
 
 #: z of a two-sided 95% normal interval (binomial error bars: normal approximation).
@@ -110,17 +110,9 @@ def draw_metric_optima(plt, df, fits):
                 if band and not par.ill_conditioned:
                     ax.fill_between(band["C"], band[q][0], band[q][1], color=colour, alpha=0.15, lw=0,
                                     label=f"{arm}: loss law 95% band" if q == "n_opt" else None)
-    for ax, lab in zip(axes, ("$N_{opt}$ (parameters)", "$D_{opt}$ (tokens)")):
+    for ax in axes:
         ax.set_xlim(cs[0], cs[-1])
-        readable_log_axis(ax, "x")
-        readable_log_axis(ax, "y")
-        ax.set_xlabel("compute C (FLOPs)")
-        ax.set_ylabel(lab)
-    handles, labels = merged_legend_items(axes)
-    fig.tight_layout(rect=(0, 0.22, 1, 1))
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, 0.0), fontsize=7)
-    return fig
+    return finish_opt_panels(fig, axes, ncol=3, bottom=0.22)
 
 
 def draw_arms_compared(plt, df, fits):

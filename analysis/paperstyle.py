@@ -99,3 +99,17 @@ def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
         paths.append(write_with(Path(out_dir) / f"{name}.{fmt}",
                                 lambda p, fmt=fmt: fig.savefig(p, format=fmt, bbox_inches="tight")))
     return paths
+
+
+def finish_opt_panels(fig, axes, *, ncol: int, bottom: float):
+    """The two compute-optimal panels (N_opt and D_opt against C): log axes, labels, one legend below."""
+    for ax, label in zip(axes, ("$N_{opt}$ (parameters)", "$D_{opt}$ (tokens)")):
+        readable_log_axis(ax, "x")
+        readable_log_axis(ax, "y")
+        ax.set_xlabel("compute C (FLOPs)")
+        ax.set_ylabel(label)
+    handles, labels = merged_legend_items(axes)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 0.0), fontsize=7)
+    return fig
