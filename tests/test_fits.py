@@ -483,3 +483,17 @@ def test_compute_optimal_coefficient_is_nan_without_an_optimum():
 def _good_fit_dict():
     return {"E": 1.8, "A": 400.0, "B": 1500.0, "alpha": 0.34, "beta": 0.28, "objective": 0.0, "n_points": 10,
             "n_starts": 1, "converged": True, "huber_delta": 1e-3, "reduce": "sum"}
+
+
+def test_a_nearly_flat_isoflop_parabola_is_skipped_not_a_crash():
+    # a bootstrap resample of the default demo (2026-11-30) gave a parabola whose vertex sat at log N ~ -800:
+    # exp underflowed to 0 and D_opt = C / (6 N_opt) divided by zero
+    from analysis.fits.isoflop import budget_minimum
+    from scaling.errors import ConfigError
+
+    N = np.array([1e5, 2e5, 4e5, 8e5])
+    L = 3.0 - 0.05 * np.log(N) + 1e-6 * np.log(N) ** 2  # almost a straight line in log N
+    with pytest.raises(ConfigError, match="nearly flat"):
+        budget_minimum(1e12, N, L)
+    curved = 3.0 + 0.1 * (np.log(N) - np.log(3e5)) ** 2
+    assert budget_minimum(1e12, N, curved).n_opt == pytest.approx(3e5, rel=1e-6)

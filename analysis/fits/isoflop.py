@@ -123,6 +123,11 @@ class IsoflopFit:
         return self.summary()
 
 
+#: How far (in log N) a parabola's vertex may sit from the sampled sizes' mean before the curve counts as
+#: flat: e^30 ~ 1e13 times outside the ladder (a bootstrap resample of the default demo put it at e^-800).
+_FLAT = 30.0
+
+
 def budget_minimum(budget: float, params, loss) -> BudgetMinimum:
     """Fit one isoFLOP parabola; raises ConfigError with the reason when it has no minimum."""
     N = np.asarray(params, dtype=float)
@@ -135,6 +140,9 @@ def budget_minimum(budget: float, params, loss) -> BudgetMinimum:
     if not c2 > 0:
         raise ConfigError("parabola opens downwards (no interior minimum)")
     xs = -c1 / (2 * c2)
+    if abs(xs - x.mean()) > _FLAT:  # a nearly flat parabola: its vertex (and exp of it) is meaningless
+        raise ConfigError(f"parabola is nearly flat (vertex at log N = {xs:.3g}, far outside the sampled "
+                          f"{x.min():.3g}-{x.max():.3g}; no interior minimum)")
     n_opt = math.exp(xs)
     return BudgetMinimum(budget=float(budget), n_opt=n_opt, d_opt=float(budget) / (6 * n_opt),
                          loss_min=float(c0 - c1 * c1 / (4 * c2)), coef=[float(c2), float(c1), float(c0)],
