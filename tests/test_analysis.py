@@ -12,6 +12,7 @@ from analysis.figures import draw_figures
 from analysis.fits.envelope import EnvelopeFit
 from analysis.fits.isoflop import IsoflopFit
 from analysis.fits.parametric import ParametricFit
+from analysis.fits.synthetic import Law
 from analysis.load import load_results
 from analysis.report import write_report
 from analysis.study import fit_study
@@ -29,12 +30,11 @@ def synthetic_table(seed=0, budgets=(1e18, 3e18, 1e19, 3e19, 1e20)) -> pd.DataFr
     rng = np.random.default_rng(seed)
     rows = []
     for arm, p in LAWS.items():
-        G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
-        a = p["beta"] / (p["alpha"] + p["beta"])
+        law = Law(**p)
         for C in budgets:
-            for N in G * (C / 6) ** a * np.geomspace(1 / 4, 4, 5):
+            for N in law.n_opt(C) * np.geomspace(1 / 4, 4, 5):
                 D = C / (6 * N)
-                loss = (p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"]) * np.exp(rng.normal(0, 0.002))
+                loss = law.loss(N, D) * np.exp(rng.normal(0, 0.002))
                 row = dict(run_id=f"{arm}-{C:.0e}-{N:.2e}", arm=arm, model=f"m{N:.1e}", params=N,
                            non_embedding_params=0.8 * N, tokens=D, flops=6 * N * D, flops_exact=6.6 * N * D,
                            budget=C, val_loss_speech=loss, val_loss_text=loss + 0.5, val_loss_interleaved=loss + 0.2,

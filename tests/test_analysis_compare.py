@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from analysis.report import write_report
+from analysis.fits.synthetic import Law
 from analysis.study import fit_study
 
 BETTER = dict(E=1.6, A=300.0, B=900.0, alpha=0.33, beta=0.30)
@@ -21,12 +22,11 @@ def law_table(laws: dict, acc: dict, seed: int = 0, noise: float = 0.004) -> pd.
     rng = np.random.default_rng(seed)
     rows = []
     for arm, p in laws.items():
-        G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
-        a = p["beta"] / (p["alpha"] + p["beta"])
+        law = Law(**p)
         for C in BUDGETS:
-            for N in G * (C / 6) ** a * np.geomspace(1 / 4, 4, 5):
+            for N in law.n_opt(C) * np.geomspace(1 / 4, 4, 5):
                 D = C / (6 * N)
-                loss = (p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"]) * np.exp(rng.normal(0, noise))
+                loss = law.loss(N, D) * np.exp(rng.normal(0, noise))
                 rows.append(dict(run_id=f"{arm}-{C:.0e}-{N:.2e}", arm=arm, params=N, tokens=D, flops=6 * N * D, budget=C,
                                  val_loss_speech=loss, ssc=rng.binomial(ITEMS, acc[arm]) / ITEMS, ssc_n=ITEMS,
                                  swuggy=0.7, status="done"))
