@@ -58,25 +58,41 @@ def _one_law(job):
             "n_refined": fit.extra["n_refined"], "n_at_best": fit.extra["n_at_best"], "widened": fit.extra["widened"]}
 
 
-def optimum_benchmark(n_laws: int, loop_every: int, jobs: int, first_seed: int) -> None:
-    jobs_list = [(first_seed + i, loop_every) for i in range(n_laws)]
+def _append(out: Path | None, row: dict) -> None:
+    """One law's row appended to ``out`` as soon as it is done (a long run stopped half-way keeps them)."""
+    if out is None:
+        return
+    new = not out.exists()
+    with out.open("a") as f:
+        if new:
+            f.write(",".join(row) + "\n")
+        f.write(",".join(str(v) for v in row.values()) + "\n")
+        f.flush()
+
+
+def optimum_benchmark(n_laws: int, loop_every: int, jobs: int, first_seed: int, out: Path | None = None) -> None:
+    done = set(pd.read_csv(out).seed) if out is not None and out.exists() else set()
+    jobs_list = [(first_seed + i, loop_every) for i in range(n_laws) if first_seed + i not in done]
     t0 = time.perf_counter()
+    rows = []
     if jobs > 1:
         from multiprocessing import Pool
 
         with Pool(jobs) as pool:
-            rows = []
-            for i, r in enumerate(pool.imap_unordered(_one_law, jobs_list)):
+            results = pool.imap_unordered(_one_law, jobs_list)
+            for i, r in enumerate(results):
                 rows.append(r)
+                _append(out, r)
                 if (i + 1) % 10 == 0:
-                    print(f"  {i + 1}/{n_laws} laws, {time.perf_counter() - t0:.0f} s", flush=True)
+                    print(f"  {i + 1}/{len(jobs_list)} laws, {time.perf_counter() - t0:.0f} s", flush=True)
     else:
-        rows = []
         for i, job in enumerate(jobs_list):
             rows.append(_one_law(job))
+            _append(out, rows[-1])
             if (i + 1) % 10 == 0:
-                print(f"  {i + 1}/{n_laws} laws, {time.perf_counter() - t0:.0f} s", flush=True)
-    df = pd.DataFrame(rows).sort_values("gap", ascending=False)
+                print(f"  {i + 1}/{len(jobs_list)} laws, {time.perf_counter() - t0:.0f} s", flush=True)
+    df = pd.read_csv(out) if out is not None else pd.DataFrame(rows)
+    df = df[(df.seed >= first_seed) & (df.seed < first_seed + n_laws)].sort_values("gap", ascending=False)
     starts = len(default_grid()[::loop_every])
     print(f"laws: {n_laws} (seeds {first_seed}..{first_seed + n_laws - 1})   loop: scipy L-BFGS-B over {starts} starts "
           f"(every {loop_every}th of 4,500)   wall: {time.perf_counter() - t0:.0f} s")
@@ -135,11 +151,13 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="optimum benchmark: worker processes")
     ap.add_argument("--first-seed", type=int, default=0, help="optimum benchmark: seed of the first law")
     ap.add_argument("--quick", action="store_true", help="optimum benchmark: 20 laws, every 15th start")
+    ap.add_argument("--out", help="optimum benchmark: CSV of the per-law rows, appended as each law is done; "
+                    "laws already in it are not run again (resume)")
     args = ap.parse_args()
     if args.quick:
         args.laws, args.loop_every = args.laws or 20, 15
     if args.laws:
-        optimum_benchmark(args.laws, args.loop_every, args.jobs, args.first_seed)
+        optimum_benchmark(args.laws, args.loop_every, args.jobs, args.first_seed, Path(args.out) if args.out else None)
     else:
         speed_benchmark(args)
 

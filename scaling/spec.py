@@ -53,6 +53,7 @@ class TrainConfig:
     embedding_init: str = "mean"  # new embedding rows of a text-LM init: "mean" or "normal"
     val_sequences: int = 16  # validation sequences per stream
     precision: str = "amp-bf16"  # "amp-bf16": fp32 master weights, bf16 compute (GPU); "bf16": bf16 weights and AdamW state
+    liger_ce: bool = False  # Liger's fused linear cross-entropy for the LM head (CUDA + liger-kernel; the `gpu` extra)
 
     def validate(self, source: str | None = None, prefix: str = "train") -> None:
         for name in ("seq_len", "batch_size", "val_sequences"):
@@ -206,6 +207,8 @@ ID_FIELDS = ("arm", "model", "shape", "tokens", "streams", "init", "data_fingerp
 #: this rule hashed them at their defaults, so existing ids stay valid.
 OPERATIONAL_TRAIN = {"micro_batch_size": 0, "eval_every": 0, "activation_checkpointing": False, "chunked_ce": False,
                      "compile": False, "checkpoint_every": 0, "keep_checkpoints": False}
+#: Operational training fields added after the id rule was frozen: never hashed.
+OPERATIONAL_SINCE = ("liger_ce",)
 #: Training fields that existed when the id rule was frozen (2026-11-30); the hash always includes them.
 #: A field added since is hashed only when it differs from its default.
 FROZEN_TRAIN_FIELDS = ("seq_len", "batch_size", "micro_batch_size", "lr", "min_lr", "warmup_frac", "grad_clip",
@@ -232,6 +235,8 @@ def id_payload(spec: dict, *, train_defaults: dict | None = None, spec_defaults:
     spec_defaults = _defaults(RunSpec) if spec_defaults is None else spec_defaults
     train = {}
     for k, v in spec["train"].items():
+        if k in OPERATIONAL_SINCE:
+            continue
         if k in OPERATIONAL_TRAIN:
             train[k] = OPERATIONAL_TRAIN[k]
         elif k in FROZEN_TRAIN_FIELDS or k not in train_defaults or v != train_defaults[k]:

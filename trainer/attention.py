@@ -4,7 +4,7 @@ Every document ends with eos, so a window's document segments follow from the eo
 alone. Position ids restart at each document, and attention is causal within a document only:
 
 - SDPA: an explicit block-diagonal causal mask [B, 1, T, T] (exact);
-- FlashAttention-2/3 and eager: the packed micro-batch is flattened to ONE row whose position ids
+- FlashAttention-2/3, flex_attention and eager: the packed micro-batch is flattened to ONE row whose position ids
   restart at every document (and every row); transformers turns restarting position ids into
   varlen attention (cu_seqlens) for FlashAttention, or a packed-sequence mask for eager, only at
   batch size 1, so a [B, T] batch with B > 1 would silently attend across documents (and eager
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import torch
 
-FLATTENED = ("flash_attention_2", "flash_attention_3", "eager")  # documents from restarting position ids
+# documents from restarting position ids (transformers builds varlen / packed-sequence masks from them;
+# for flex_attention a block-sparse BlockMask)
+FLATTENED = ("flash_attention_2", "flash_attention_3", "flex_attention", "eager")
 
 
 def doc_segments(ids: torch.Tensor, eos: int) -> torch.Tensor:

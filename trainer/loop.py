@@ -185,12 +185,13 @@ class Trainer:
         self.model = model
         self.optimizer = self.raw_optimizer = _optimizer(model, spec, fused=self.device.type == "cuda" and self.world == 1)
         self.attn = model.config._attn_implementation
-        self.chunked_ce = tc.chunked_ce
+        self.chunked_ce = tc.chunked_ce or tc.liger_ce  # Liger's kernel is a chunked LM head + CE too
+        self.liger_ce = tc.liger_ce
         accumulation = math.ceil(math.ceil(self.B / self.world) / self.micro)
         self.effective = Applied(world_size=self.world, activation_checkpointing=tc.activation_checkpointing,
                                  compile=compiled > 0, compiled_layers=compiled, chunked_ce=self.chunked_ce, attention=self.attn,
                                  precision=tc.precision, micro_batch_size=self.micro, accumulation=accumulation,
-                                 fsdp=self.world > 1).to_dict()
+                                 fsdp=self.world > 1, liger_ce=self.liger_ce).to_dict()
         # an external text LM: keep the run's exact starting point (grown vocabulary) beside it; the
         # export is collective, so rank 0 decides for all (a shared filesystem may show its folder early)
         if broadcast_object(InitRef.parse(spec.init).external and not (run.path / "init").exists() if is_main() else None):
@@ -231,7 +232,7 @@ class Trainer:
             ids[i, :len(r)] = r
             valid[i, :len(r) - 1] = True
         ids, valid, extra = packed_inputs(ids, valid, self.eos, attn=self.attn, doc_mask=self.spec.train.doc_mask)
-        return lm_loss(self.model, ids, valid, extra, chunked=self.chunked_ce)
+        return lm_loss(self.model, ids, valid, extra, chunked=self.chunked_ce, liger=self.liger_ce)
 
     def step(self, p: Progress, total_steps: int, limit: int) -> tuple[float, float, float]:
         lr = self.lr_at(p.step, total_steps)

@@ -76,6 +76,7 @@ class Applied:
     micro_batch_size: int
     accumulation: int
     fsdp: bool
+    liger_ce: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,6 +90,12 @@ def check_options(train, *, device: torch.device, world_size: int, compile_backe
     precision = getattr(train, "precision", "amp-bf16")
     if precision not in PRECISIONS:
         raise ConfigError(f"must be one of {PRECISIONS}", field="train.precision", value=precision)
+    if getattr(train, "liger_ce", False):
+        from trainer.kernels.chunked_ce import liger_available
+
+        if device.type != "cuda" or not liger_available():
+            raise ConfigError("Liger's fused cross-entropy needs a CUDA device and liger-kernel (pip install "
+                              "'speech-scaling[gpu]'); set train.liger_ce: false", field="train.liger_ce", value=True)
     if train.compile:
         why = compile_unavailable(device, compile_backend)
         if why:

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU measurement of issue 13 as one script: the scale-path check (`scaling bench gpu`) and the
+# throughput table (Qwen2.5 0.5B / 1.5B / 7B width at 4 layers / 7B full depth in pure bf16), each
+# part under its own time limit so one failure or hang does not cost the rest.
+#
+#   benchmarks/gpu_session.sh OUT_DIR [PART ...]     parts: env 7bfull check 0.5b 1.5b 7b4 (default: all)
+#
+# Writes OUT_DIR/session.log and one JSON per part (gpu.json, tp_<part>.json). Liger's fused
+# cross-entropy is measured when `liger_kernel` imports; FlashAttention-2 when `flash_attn` does.
+set -u
+OUT=${1:?usage: gpu_session.sh OUT_DIR [PART ...]}
+shift
+PARTS=${*:-env 7bfull check 0.5b 1.5b 7b4}
+mkdir -p "$OUT"
+LOG="$OUT/session.log"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python3}
+STEPS=${STEPS:-6}
+WARMUP=${WARMUP:-3}
+
+part() {  # part NAME LIMIT_S COMMAND...
+  local name=$1 limit=$2
+  shift 2
+  echo "=== $name: start $(date +%T), limit ${limit}s: $*" | tee -a "$LOG"
+  local t0=$SECONDS
+  timeout -k 10 "$limit" "$@" >>"$LOG" 2>&1
+  local rc=$?
+  echo "=== $name: rc=$rc after $((SECONDS - t0))s" | tee -a "$LOG"
+  tail -n 12 "$LOG" | grep -v '^===' || true
+}
+tp() {  # tp NAME LIMIT_S ARGS...: one throughput table
+  local name=$1 limit=$2
+  shift 2
+  part "$name" "$limit" "$PY" -m scaling bench throughput --seq 2048 --steps "$STEPS" --warmup "$WARMUP" \
+    --json "$OUT/tp_$name.json" "$@"
+}
+
+LIGER=$("$PY" -c 'import importlib.util as u; print(int(u.find_spec("liger_kernel") is not None))' 2>/dev/null || echo 0)
+FAST="chunked+compile,flex+chunked+compile"
+[ "$LIGER" = 1 ] && FAST="liger+compile,flex+liger+compile"
+
+for p in $PARTS; do
+  case $p in
+    env) part env 60 bash -c "nvidia-smi; $PY -c 'import torch, transformers, triton; print(torch.__version__, torch.version.cuda, transformers.__version__, triton.__version__, torch.cuda.get_device_name())'; $PY -c 'import liger_kernel' && echo liger: yes || echo liger: no; $PY -c 'import flash_attn' && echo flash_attn: yes || echo flash_attn: no" ;;
+    7bfull) tp 7bfull 120 --model qwen2.5-7b --precision bf16 --micro-batch 1 --steps 4 --warmup 2 --variants chunked+ckpt,flex+chunked+ckpt ;;
+    check) part check 120 "$PY" -m scaling bench gpu --json "$OUT/gpu.json" ;;
+    0.5b) tp 0.5b 170 --model qwen2.5-0.5b --micro-batch 8 --variants "baseline,chunked,$FAST" --profile ;;
+    1.5b) tp 1.5b 150 --model qwen2.5-1.5b --micro-batch 8 --variants "baseline,$FAST" ;;
+    7b4) tp 7b4 110 --model qwen2.5-7b --layers 4 --micro-batch 4 --variants "baseline,${FAST%%,*}" ;;
+    *) echo "unknown part '$p' (env 7bfull check 0.5b 1.5b 7b4)" | tee -a "$LOG"; exit 2 ;;
+  esac
+done
