@@ -37,6 +37,8 @@ def test_options_that_cannot_be_honoured_are_errors(monkeypatch):
     model = build_model(DEMO["toy-xs"], 0)
     with pytest.raises(ConfigError, match="train.precision"):
         parallelize(model, 1, dataclasses.replace(TrainConfig(), precision="fp8"), device=torch.device("cpu"))
+    with pytest.raises(ConfigError, match="train.liger_ce.*CUDA"):  # never a silent fallback to our chunked CE
+        parallelize(model, 1, TrainConfig(liger_ce=True), device=torch.device("cpu"))
     monkeypatch.setattr(shutil, "which", lambda name: None)  # no C compiler: inductor cannot run on CPU
     with pytest.raises(ConfigError, match="train.compile"):
         parallelize(model, 1, TrainConfig(compile=True), device=torch.device("cpu"))

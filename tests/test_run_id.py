@@ -29,7 +29,7 @@ def _with_train(spec, **kw):
 
 @pytest.mark.parametrize("knob, value", [
     ("compile", True), ("checkpoint_every", 7), ("keep_checkpoints", True), ("eval_every", 3),
-    ("activation_checkpointing", True), ("chunked_ce", True),
+    ("activation_checkpointing", True), ("chunked_ce", True), ("liger_ce", True),
 ])
 def test_operational_knobs_do_not_change_the_id(knob, value):
     spec = _spec()

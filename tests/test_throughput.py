@@ -142,10 +142,14 @@ def test_lm_loss_chunked_matches_plain_model_path(tiny):
     model, ids, valid, extra = tiny
     assert model.lm_head.weight is model.model.embed_tokens.weight  # tied: one parameter gets both paths' grads
     plain, g_plain = _loss_and_grads(model, ids, valid, extra, chunked=False)
-    # the plain path is exactly trainer.loop.Trainer._loss_sum
+    # the plain path is the textbook [B, V, T] cross-entropy (computed over contiguous rows instead) ...
     logits = model(input_ids=ids, **extra).logits
     ref = (F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), ids[:, 1:], reduction="none") * valid).sum()
     assert abs(plain.item() - ref.item()) <= 1e-6 * ref.item()
+    # ... and plain transformers' own loss (labels=, a mean over the counted targets) times their number
+    labels = torch.where(F.pad(valid, (1, 0), value=False), ids, -100)
+    hf = model(input_ids=ids, labels=labels, **extra).loss * valid.sum()
+    assert abs(plain.item() - hf.item()) <= 1e-5 * hf.item()
     chunked, g_chunk = _loss_and_grads(model, ids, valid, extra, chunked=True, chunk_size=17)
     assert abs(chunked.item() - plain.item()) <= 1e-5 * plain.item()
     assert g_plain.keys() == g_chunk.keys()
@@ -286,3 +290,72 @@ def test_bench_module_does_not_import_torch():
 
     code = "import sys, trainer.bench; assert 'torch' not in sys.modules, 'torch imported'"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_bench_throughput_layers_precision_and_partial_records(tmp_path, monkeypatch):
+    """--layers keeps the width at a lower depth, --precision bf16 trains bf16 weights, and the JSON is
+    rewritten after every variant (a run killed half-way keeps what it measured)."""
+    from dataclasses import replace
+
+    import scaling.atomic as atomic
+    from scaling.flops import count_params
+    from trainer.bench import bench_vocab
+
+    out = tmp_path / "bench.json"
+    writes = []
+    real = atomic.write_json
+    monkeypatch.setattr(atomic, "write_json", lambda path, obj: (writes.append((obj["complete"], [r["variant"] for r in obj["results"]])),
+                                                               real(path, obj))[1])
+    args = _parser().parse_args(["bench", "throughput", "--model", "toy-s", "--layers", "1", "--precision", "bf16",
+                                 "--seq", "32", "--steps", "1", "--warmup", "0", "--variants", "baseline,chunked",
+                                 "--profile", "--json", str(out)])
+    assert args.func(args) == 0
+    assert writes == [(False, ["baseline"]), (False, ["baseline", "chunked"]), (True, ["baseline", "chunked"])]
+    rec = json.loads(out.read_text())
+    assert rec["complete"] is True and rec["model"] == "toy-s (1 layers)" and rec["precision"] == "bf16"
+    one = replace(DEMO["toy-s"], num_layers=1)
+    for r in rec["results"]:
+        assert r["num_layers"] == 1 and r["precision"] == "bf16"
+        assert r["params"] == count_params(one.with_vocab(bench_vocab(one))).total
+        assert all(math.isfinite(x) for x in r["losses"])
+        top = r["profile"]["top"]
+        assert top and all(t["time"] >= 0 for t in top) and sum(t["share"] for t in top) <= 1 + 1e-9
+    a = _parser().parse_args(["bench", "throughput", "--model", "toy-s", "--layers", "0", "--seq", "32"])
+    with pytest.raises(ConfigError, match="--layers"):
+        a.func(a)
+
+
+def test_bench_flex_variant_is_gpu_only_and_exclusive_with_sdpa():
+    from trainer.bench import bench_throughput, parse_variant
+
+    assert parse_variant("flex+liger+compile").flex
+    with pytest.raises(ConfigError, match="pick one"):
+        parse_variant("flex+sdpa")
+    with pytest.raises(ConfigError, match="GPU only"):
+        bench_throughput(DEMO["toy-xs"], seq=32, micro_batch=1, steps=1, warmup=0, device="cpu", variants=["flex+chunked"])
+
+
+def test_flex_attention_packed_rows_give_the_sdpa_loss():
+    """flex_attention takes the packed micro-batch as one row with restarting position ids
+    (trainer.attention.FLATTENED): transformers' BlockMask must isolate the documents exactly as the
+    SDPA block-diagonal mask does (forward only: flex has no CPU backward)."""
+    from trainer.attention import packed_inputs
+    from trainer.bench import make_batches
+    from trainer.model import build_model
+
+    eos = 5
+    ids = make_batches(1, 2, 64, DEMO["toy-xs"].vocab_size, eos)[0]
+    valid = torch.ones(2, 63, dtype=torch.bool)
+    losses = {}
+    for attn in ("sdpa", "flex_attention"):
+        model = build_model(DEMO["toy-xs"], 0, attn=attn).eval()
+        i2, v2, extra = packed_inputs(ids, valid, eos, attn=attn)
+        with torch.no_grad():
+            losses[attn] = lm_loss(model, i2, v2, extra, chunked=True).item() / int(v2.sum())
+    assert int(v2.sum()) == 2 * 63 and i2.shape == (1, 128)  # one row; the seam target masked out
+    assert losses["flex_attention"] == pytest.approx(losses["sdpa"], rel=1e-5)
+    # and the documents are really isolated: without the restarting positions the loss differs
+    model = build_model(DEMO["toy-xs"], 0, attn="flex_attention").eval()
+    with torch.no_grad():
+        crossed = lm_loss(model, ids.reshape(1, -1), torch.ones(1, 127, dtype=torch.bool), {}, chunked=True).item() / 127
+    assert abs(crossed - losses["sdpa"]) > 1e-4
