@@ -109,7 +109,7 @@ def _laws_section(fits: dict) -> list[str]:
 
 def _extrapolation_section(fits: dict) -> list[str]:
     lines = ["## Extrapolation check (fit without the largest budget, predict it)", "",
-             "| arm | held-out C | runs (train / test) | mean abs. error | mean rel. error | best run: observed / predicted |",
+             "| arm | held-out C | points (train / test) | mean abs. error | mean rel. error | best point: observed / predicted |",
              "|---|---|---|---|---|---|"]
     for arm, entry in fits["arms"].items():
         x = _get(entry.get("extrapolation"), ExtrapolationCheck)

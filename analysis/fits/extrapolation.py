@@ -32,8 +32,8 @@ class ExtrapolationCheck:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
     def __str__(self) -> str:
-        return (f"held out C = {self.held_out_budget:.3g} ({self.n_test} runs, trained on {self.n_train}): "
-                f"mean |error| {self.mean_abs_error:.4g} ({100 * self.mean_rel_error:.2f}%), best run "
+        return (f"held out C = {self.held_out_budget:.3g} ({self.n_test} points, trained on {self.n_train}): "
+                f"mean |error| {self.mean_abs_error:.4g} ({100 * self.mean_rel_error:.2f}%), best point "
                 f"{self.best_observed:.4f} observed vs {self.best_predicted:.4f} predicted")
 
 
