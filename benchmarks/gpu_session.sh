@@ -6,7 +6,8 @@
 #   benchmarks/gpu_session.sh OUT_DIR [PART ...]
 #   parts: env 7bfull check 0.5b 1.5b 7b4 (the default, in this order: ~6.5 min on one H200 with
 #   liger-kernel carried) and 0.5b-bf16 (the two levers the first profile points at: pure bf16
-#   weights, no per-op autocast casts, and a 16-row micro-batch).
+#   weights, no per-op autocast casts, and a 16-row micro-batch) and demo (the quick demo end to end
+#   on the GPU: the trainer's own loop, checkpoints, evaluation and report, never run on a GPU yet).
 #
 # Writes OUT_DIR/session.log and one JSON per part (gpu.json, tp_<part>.json). Liger's fused
 # cross-entropy is measured when `liger_kernel` imports; FlashAttention-2 when `flash_attn` does.
@@ -53,6 +54,7 @@ for p in $PARTS; do
     1.5b) tp 1.5b 150 --model qwen2.5-1.5b --micro-batch 8 --variants "baseline,$FAST" ;;
     7b4) tp 7b4 110 --model qwen2.5-7b --layers 4 --micro-batch 4 --variants "baseline,$FAST" ;;
     0.5b-bf16) tp 0.5b-bf16 150 --model qwen2.5-0.5b --micro-batch 16 --precision bf16 --variants "chunked,$FAST" ;;
-    *) echo "unknown part '$p' (env 7bfull check 0.5b 1.5b 7b4 0.5b-bf16)" | tee -a "$LOG"; exit 2 ;;
+    demo) part demo 300 bash -c "'$PY' -m scaling demo --quick --no-cache --out /tmp/gpu-demo && cp /tmp/gpu-demo/report.md '$OUT/demo_report.md'" ;;
+    *) echo "unknown part '$p' (env 7bfull check 0.5b 1.5b 7b4 0.5b-bf16 demo)" | tee -a "$LOG"; exit 2 ;;
   esac
 done
