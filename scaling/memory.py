@@ -46,7 +46,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from scaling.flops import count_params
-from scaling.shapes import QWEN_TOKENIZER_SIZE, SPEECH_TOKENS, ModelShape, get_shape, padded_vocab
+from scaling.shapes import (
+    QWEN_TOKENIZER_SIZE,
+    SPEECH_TOKENS,
+    ModelShape,
+    get_shape,
+    padded_vocab,
+)
 
 GIB = 2**30
 PRECISIONS = ("amp-bf16", "bf16")
@@ -143,7 +149,8 @@ def estimate(shape: ModelShape, *, model: str, gpus: int, micro_batch: int, seq:
              accumulation: int | None = None) -> MemoryPlan:
     """Peak memory per GPU of a training step (see the module doc for every term).
 
-    ``fsdp``: FSDP2 full shard (default: ``gpus > 1``, as the trainer); ``attention``: ``flash``
+    ``fsdp``: FSDP2 full shard (default: ``gpus > 1``, as the trainer; False on several GPUs: whole state
+    on each, DDP's gradient buckets not counted); ``attention``: ``flash``
     (FlashAttention-2 varlen, flex, or SDPA without a mask) or ``sdpa`` (SDPA with the explicit
     document mask: the trainer's path where flash-attn is not installed); ``accumulation``:
     micro-batches per optimiser step (None: more than one, the gradients held through the forward)."""
@@ -163,9 +170,9 @@ def estimate(shape: ModelShape, *, model: str, gpus: int, micro_batch: int, seq:
     amp = precision == "amp-bf16"
     shard = gpus if fsdp else 1
     held = accumulation is None or accumulation > 1
-    # the residual stream (and the final hidden state) follow the weights' dtype: fp32 under amp without FSDP
-    rb = 4 if amp and not fsdp else cb
-    hb = 4 if amp and not fsdp else cb  # the LM-head weight the loss sees: the fp32 parameter, or FSDP's bf16 gather
+    # the weights' dtype as the forward sees them (fp32 under amp without FSDP; bf16 parameters or FSDP's bf16
+    # gather otherwise): the residual stream, the final hidden state and the LM-head weight the loss reads follow it
+    rb = hb = 4 if amp and not fsdp else cb
     reduce_bytes = 4 if amp else w  # FSDP reduce dtype: fp32 under amp-bf16, the parameters' otherwise
 
     weights = {"weights (sharded)": w * P / shard / GIB, "AdamW moments (sharded)": sb["adamw"] * P / shard / GIB}
@@ -241,10 +248,11 @@ def estimate(shape: ModelShape, *, model: str, gpus: int, micro_batch: int, seq:
 
 
 def format_plan(plan: MemoryPlan) -> str:
-    lines = [f"{plan.model}: {plan.params:,} parameters (incl. the 502 speech rows), {plan.gpus} GPU(s)"
-             f"{' under FSDP2' if plan.fsdp else ''}, micro-batch {plan.micro_batch} x seq {plan.seq}, precision "
-             f"{plan.precision}, activation checkpointing {'on' if plan.activation_checkpointing else 'off'}, chunked CE "
-             f"{'on' if plan.chunked_ce else 'off'}, attention {plan.attention}"]
+    head = (f"{plan.model}: {plan.params:,} parameters (incl. the 502 speech rows), {plan.gpus} GPU(s)"
+            f"{' under FSDP2' if plan.fsdp else ''}, micro-batch {plan.micro_batch} x seq {plan.seq}, precision "
+            f"{plan.precision}, activation checkpointing {'on' if plan.activation_checkpointing else 'off'}, chunked CE "
+            f"{'on' if plan.chunked_ce else 'off'}, attention {plan.attention}")
+    lines = [head]
     w = max(len(k) for k in plan.parts)
     lines.append(f"  peak at: {plan.peak} ("
                  + ", ".join(f"{k} {v:.2f}" for k, v in (plan.moments or {}).items()) + " GiB)")
