@@ -39,6 +39,30 @@ def test_memory_scales_and_refuses_what_does_not_fit(capsys):
     assert "gpt-9" in capsys.readouterr().err
 
 
+def test_memory_arguments_change_the_terms_they_name(capsys):
+    """fsdp, accumulation and attention each move exactly the terms they are about."""
+    from scaling.memory import activation_bytes
+
+    s = speech_shape("qwen2.5-0.5b")
+    kw = {"model": "x", "gpus": 1, "micro_batch": 4, "seq": 2048, "activation_checkpointing": False, "overhead_gib": 0.0}
+    plain = estimate(s, **kw)
+    assert not plain.fsdp and "bf16 weight casts saved for backward (autocast)" in plain.parts  # autocast's casts, no gathers
+    one_micro = estimate(s, **kw, accumulation=1)  # zero_grad(set_to_none) before the forward: no gradients at the loss
+    assert plain.peak == one_micro.peak == "loss"
+    assert plain.total_gib - one_micro.total_gib == pytest.approx(plain.parts["gradients (sharded)"])
+    masked = estimate(s, **kw, attention="sdpa")
+    extra = (activation_bytes(s, residual_bytes=4, attention="sdpa", seq=2048)
+             - activation_bytes(s, residual_bytes=4, attention="flash")) * 4 * 2048 * s.num_layers / 2**30
+    assert masked.total_gib - plain.total_gib == pytest.approx(extra) and extra > 0
+    sharded = estimate(s, **kw, fsdp=True)  # FSDP on one GPU (the bench's check): bf16 gathers, no autocast casts
+    assert "bf16 root (embeddings, LM head), gathered" in sharded.parts
+    assert "bf16 weight casts saved for backward (autocast)" not in sharded.parts
+    assert main(["memory", "--model", "qwen2.5-0.5b", "--accumulation", "0"]) == 2
+    assert "--accumulation" in capsys.readouterr().err
+    assert main(["memory", "--model", "qwen2.5-0.5b", "--attention", "sdpa", "--accumulation", "1"]) == 0
+    assert "SDPA with the explicit document mask" in capsys.readouterr().out
+
+
 def test_speech_rows_padded():
     s = speech_shape("qwen2.5-0.5b")
     assert s.vocab_size == padded_vocab(151665 + SPEECH_TOKENS) and s.vocab_size % 64 == 0
