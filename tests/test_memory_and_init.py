@@ -242,10 +242,12 @@ def test_estimate_within_10_percent_of_every_measured_gpu_peak():
 
     from trainer.memory_records import UNMODELLED, compare
 
-    rows = compare(Path(__file__).parent / "data" / "gpu_h200")
-    assert len(rows) == 19  # 2 x 5 `bench gpu` rows + 9 `bench throughput` rows
+    folder = Path(__file__).parent / "data" / "gpu_h200"
+    rows = compare(folder)
+    assert {r["file"] for r in rows} == {p.name for p in folder.glob("*.json")}  # every file read
+    assert len(rows) >= 19  # 2 x 5 `bench gpu` rows + 9 `bench throughput` rows on 2026-11-30
     modelled = [r for r in rows if r["unmodelled"] is None]
-    assert len(modelled) == 14 and {r["precision"] for r in modelled} == {"amp-bf16", "bf16"}
+    assert len(modelled) >= 14 and {r["precision"] for r in modelled} == {"amp-bf16", "bf16"}
     assert any(r["fsdp"] for r in modelled) and any(not r["fsdp"] for r in modelled)
     for r in modelled:
         assert abs(r["error"]) <= 0.10, r
