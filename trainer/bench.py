@@ -79,12 +79,18 @@ def variant_attention(v: Variant) -> str | None:
     return "flex_attention" if v.flex else None
 
 
-def _estimate(shape: ModelShape, name: str, micro_batch: int, seq: int, ckpt: bool, chunked: bool, precision: str) -> float:
-    """``scaling memory``'s figure for one device (no allocator overhead), to set beside the measured peak."""
+def _estimate(shape: ModelShape, name: str, micro_batch: int, seq: int, v: Variant, precision: str, *, fsdp: bool,
+              attn: str, doc_mask: bool, accumulation: int) -> float:
+    """``scaling memory``'s figure for one device (no allocator overhead), to set beside the measured peak,
+    for what this run does: FSDP or not, the attention (SDPA with the document mask, or a mask-free
+    kernel), one micro-batch per step or several. Compiled blocks and Liger's loss are not modelled:
+    for those the figure is the eager block's and the chunked loss's, an upper bound."""
     from scaling.memory import estimate
 
-    return round(estimate(shape, model=name, gpus=1, micro_batch=micro_batch, seq=seq, activation_checkpointing=ckpt,
-                          chunked_ce=chunked, precision=precision, overhead_gib=0.0).total_gib, 3)
+    attention = "sdpa" if attn == "sdpa" and doc_mask else "flash"  # flash-attn, flex and unmasked SDPA save no mask
+    return round(estimate(shape, model=name, gpus=1, micro_batch=micro_batch, seq=seq, activation_checkpointing=v.ckpt,
+                          chunked_ce=v.chunked, precision=precision, overhead_gib=0.0, fsdp=fsdp, attention=attention,
+                          accumulation=accumulation).total_gib, 3)
 
 
 def bench_vocab(shape: ModelShape) -> int:
@@ -249,7 +255,8 @@ def bench_throughput(shape: ModelShape, *, seq: int, micro_batch: int, steps: in
             "tokens_per_step": tokens_per_step, "seconds": round(dt, 4), "warmup_seconds": round(t0 - t_compile, 4),
             "tokens_per_s": tps, "tokens_per_s_per_device": tps, "flops_per_token": fpt, "mfu": mfu(tps, fpt, 1, peak),
             "peak_memory_gib": mem, "peak_memory_source": mem_src,
-            "memory_estimate_gib": _estimate(shape, model_name or "model", micro_batch, seq, v.ckpt, v.chunked, precision),
+            "memory_estimate_gib": _estimate(shape, model_name or "model", micro_batch, seq, v, precision, fsdp=fsdp, attn=attn,
+                                            doc_mask=doc_mask, accumulation=accumulation),
             "first_loss": vals[0], "final_loss": vals[-1], "losses": vals,
         })
         if prof is not None:

@@ -52,9 +52,12 @@ def _cmd_memory(args) -> int:
     if args.gpus <= 0 or args.micro_batch <= 0 or args.seq <= 0:
         raise ConfigError("--gpus, --micro-batch and --seq must be positive", field="--gpus/--micro-batch/--seq",
                           value=[args.gpus, args.micro_batch, args.seq])
+    if args.accumulation is not None and args.accumulation <= 0:
+        raise ConfigError("must be positive", field="--accumulation", value=args.accumulation)
     plan = estimate(speech_shape(args.model), model=args.model, gpus=args.gpus, micro_batch=args.micro_batch, seq=args.seq,
                     activation_checkpointing=not args.no_activation_checkpointing, chunked_ce=args.chunked_ce,
-                    precision=args.precision, gpu_memory_gib=args.gpu_memory)
+                    precision=args.precision, gpu_memory_gib=args.gpu_memory, attention=args.attention,
+                    accumulation=args.accumulation)
     print(format_plan(plan))
     if args.json:
         atomic.write_json(args.json, plan.to_dict())
@@ -92,5 +95,10 @@ def register(sub) -> None:
     m.add_argument("--chunked-ce", action="store_true", help="LM head + cross-entropy in chunks (never the full logits)")
     m.add_argument("--precision", choices=("amp-bf16", "bf16"), default="amp-bf16",
                    help="amp-bf16: fp32 master weights and AdamW state (default); bf16: bf16 weights and state (train.precision)")
+    m.add_argument("--attention", choices=("flash", "sdpa"), default="flash",
+                   help="flash: FlashAttention-2/flex, no mask saved (default); sdpa: SDPA with the explicit document "
+                        "mask, the trainer's path without flash-attn (a seq^2 mask and repeated k/v heads per block)")
+    m.add_argument("--accumulation", type=int, default=None,
+                   help="micro-batches per optimiser step (default: several, so the gradients are held through the forward)")
     m.add_argument("--json", help="also write the estimate as JSON")
     m.set_defaults(func=_cmd_memory)
