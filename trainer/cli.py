@@ -95,9 +95,10 @@ def register(sub) -> None:
     m.add_argument("--chunked-ce", action="store_true", help="LM head + cross-entropy in chunks (never the full logits)")
     m.add_argument("--precision", choices=("amp-bf16", "bf16"), default="amp-bf16",
                    help="amp-bf16: fp32 master weights and AdamW state (default); bf16: bf16 weights and state (train.precision)")
-    m.add_argument("--attention", choices=("flash", "sdpa"), default="flash",
-                   help="flash: FlashAttention-2/flex, no mask saved (default); sdpa: SDPA with the explicit document "
-                        "mask, the trainer's path without flash-attn (a seq^2 mask and repeated k/v heads per block)")
+    m.add_argument("--attention", choices=("flash", "sdpa"), default="sdpa",
+                   help="sdpa (default, the larger figure): SDPA with the explicit document mask, the trainer's path "
+                        "without flash-attn (a seq^2 mask and repeated k/v heads per block); flash: FlashAttention-2/flex "
+                        "(the `gpu` extra), no mask saved")
     m.add_argument("--accumulation", type=int, default=None,
                    help="micro-batches per optimiser step (default: several, so the gradients are held through the forward)")
     m.add_argument("--json", help="also write the estimate as JSON")
