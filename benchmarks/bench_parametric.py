@@ -3,7 +3,7 @@
 Usage:
   PYTHONPATH=. python benchmarks/bench_parametric.py [--csv PATH] [--reduce sum|mean] [--loop-starts K]
                                                     [--screen K] [--repeat R] [--full]
-  PYTHONPATH=. python benchmarks/bench_parametric.py --laws 200 [--loop-every K] [--jobs J] [--quick]
+  PYTHONPATH=. python benchmarks/bench_parametric.py --laws 200 [--loop-every K] [--jobs J] [--quick] [--out CSV]
 
 Speed (default): both methods run in this process on the same 240 Epoch points (the 5 highest-loss
 points dropped). --loop-starts K runs the loop on every (4500 // K)-th start only and scales the time
@@ -16,7 +16,10 @@ the library fit (``fit_parametric`` defaults) against the published procedure, o
 L-BFGS-B per start over the 4,500-start grid (``--loop-every K``: every K-th start only; 1, the
 default, is the full loop). Prints the relative gap (fit - loop) / loop per law, how many laws have
 the fit above the loop by more than 1e-6, and the three worst cases (their seeds are the
-regression tests in tests/test_fits.py). ``--quick`` = 20 laws, every 15th start.
+regression tests in tests/test_fits.py, with the loop's objective). ``--quick`` = 20 laws, every 15th
+start. ``--out rows.csv`` appends each law's row as it is done and skips laws already there, so a
+long run can be stopped, resumed or split (``--first-seed``) over processes; the 2026-11-30 full run
+is benchmarks/results/parametric_optimum_200.csv.
 
 BLAS threads: scipy's L-BFGS-B (scipy >= 1.15) calls BLAS on 5-vectors every iteration; with a
 multi-threaded OpenBLAS on a loaded machine each call can cost ~1 ms of thread hand-off, which

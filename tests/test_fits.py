@@ -148,14 +148,21 @@ def test_search_widens_when_polished_candidates_disagree(epoch):
     assert g.objective <= f.objective * (1 + 1e-9)
 
 
-@pytest.mark.parametrize("seed", [84, 63, 161])
-def test_worst_global_optimum_cases_stay_at_or_below_the_loop(seed):
-    """The three laws of `bench_parametric.py --laws 200` where the fit came closest to the scipy
-    loop's objective (from below): the fit must stay at or below the published loop's optimum."""
+# The three laws of `bench_parametric.py --laws 200` (full loop: scipy L-BFGS-B from every one of the
+# 4,500 starts, 2026-11-30; every law in benchmarks/results/parametric_optimum_200.csv) where the fit
+# came closest to the loop's objective, with that loop's objective: a peer's result, ~30 s a law to redo.
+FULL_LOOP_WORST = [(80, 0.00018132669213602942), (4, 0.00026172100485859955), (84, 0.00022768579555658804)]
+
+
+@pytest.mark.parametrize("seed, full_loop", FULL_LOOP_WORST)
+def test_worst_global_optimum_cases_stay_at_or_below_the_loop(seed, full_loop):
+    """The fit must stay at or below the published loop's optimum on the laws where it came closest,
+    against the full loop's recorded objective and a loop over every 30th start run here."""
     from analysis.fits.synthetic import optimum_case
 
     _, N, D, L = optimum_case(seed)
     fit = fit_parametric(N, D, L)
+    assert fit.objective <= full_loop * (1 + 1e-6), (fit.objective, full_loop)
     loop = fit_parametric(N, D, L, method="loop", grid=default_grid()[::30])
     assert fit.objective <= loop.objective * (1 + 1e-6), (fit.objective, loop.objective)
     assert fit.extra["n_at_best"] >= 2 and fit.converged
