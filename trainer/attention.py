@@ -4,9 +4,10 @@ Every document ends with eos, so a window's document segments follow from the eo
 alone. Position ids restart at each document, and attention is causal within a document only:
 
 - SDPA: an explicit block-diagonal causal mask [B, 1, T, T] (exact);
-- FlashAttention-2/3, flex_attention and eager: the packed micro-batch is flattened to ONE row whose position ids
-  restart at every document (and every row); transformers turns restarting position ids into
-  varlen attention (cu_seqlens) for FlashAttention, or a packed-sequence mask for eager, only at
+- FlashAttention-2/3, flex_attention and eager: the packed micro-batch is flattened to ONE row whose
+  position ids restart at every document (and every row); transformers turns restarting position ids
+  into varlen attention (cu_seqlens) for FlashAttention, a BlockMask for flex, or a packed-sequence
+  mask for eager, only at
   batch size 1, so a [B, T] batch with B > 1 would silently attend across documents (and eager
   misreads a boolean 4D mask). The targets at the row seams are masked out of the loss.
 

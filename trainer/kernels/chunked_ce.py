@@ -165,8 +165,8 @@ def decoder_hidden(model, ids: torch.Tensor, extra_inputs: dict | None = None) -
 
 def plain_lm_loss(model, ids: torch.Tensor, valid: torch.Tensor, extra_inputs: dict | None = None) -> torch.Tensor:
     """The reference path: full logits, float32 cross-entropy over contiguous vocabulary rows (a
-    [B, V, T] cross-entropy reduces over a strided axis: on a GPU that alone made the step 2.6x
-    slower at Qwen2.5-0.5B, 152k rows)."""
+    [B, V, T] cross-entropy reduces over a strided axis: on one H200 it held the plain Qwen2.5-0.5B
+    step, 152k rows, at 6.7% MFU against 20.6% with contiguous rows)."""
     logits = model(input_ids=ids, **(extra_inputs or {})).logits
     targets, mask = _targets(ids, valid)
     flat = logits.float().reshape(-1, logits.shape[-1])
