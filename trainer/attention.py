@@ -7,9 +7,8 @@ alone. Position ids restart at each document, and attention is causal within a d
 - FlashAttention-2/3, flex_attention and eager: the packed micro-batch is flattened to ONE row whose
   position ids restart at every document (and every row); transformers turns restarting position ids
   into varlen attention (cu_seqlens) for FlashAttention, a BlockMask for flex, or a packed-sequence
-  mask for eager, only at
-  batch size 1, so a [B, T] batch with B > 1 would silently attend across documents (and eager
-  misreads a boolean 4D mask). The targets at the row seams are masked out of the loss.
+  mask for eager, only at batch size 1, so a [B, T] batch with B > 1 would silently attend across
+  documents (and eager misreads a boolean 4D mask). The targets at the row seams are masked out of the loss.
 
 ``packed_inputs`` is the one place that decides this; the training step, validation and the
 benchmark all call it.
