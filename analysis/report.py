@@ -132,12 +132,14 @@ def _isoflop_section(fits: dict) -> list[str]:
         lines += [f"**{arm}**: N_opt = {iso.k_n:.4g} C^{iso.a:.4f} (R² {iso.r2_n:.3f}), "
                   f"D_opt = {iso.k_d:.4g} C^{iso.b:.4f}", "",
                   "| budget C | N_opt | D_opt | L_min | sizes | note |", "|---|---|---|---|---|---|"]
+        rows = []  # one row per budget, in budget order, fitted or skipped
         for m in iso.minima:
-            note = "minimum outside sampled N" if m.extrapolated else ""
-            lines.append(f"| {m.budget:.3g} | {m.n_opt:.3g} | {m.d_opt:.3g} | {m.loss_min:.4f} | {m.n_sizes} | {note} |")
+            note = (("minimum outside sampled N, left out of the N_opt fit" if m.excluded else "minimum outside sampled N")
+                    if m.extrapolated else "")
+            rows.append((m.budget, f"| {m.budget:.3g} | {m.n_opt:.3g} | {m.d_opt:.3g} | {m.loss_min:.4f} | {m.n_sizes} | {note} |"))
         for b, why in iso.skipped.items():
-            lines.append(f"| {float(b):.3g} | – | – | – | – | skipped: {why} |")
-        lines.append("")
+            rows.append((float(b), f"| {float(b):.3g} | – | – | – | – | skipped: {why} |"))
+        lines += [row for _, row in sorted(rows, key=lambda r: r[0])] + [""]
     return lines
 
 

@@ -458,3 +458,26 @@ def test_findings_leave_out_laws_without_optimum_and_call_ties_ties(study):
     assert f"The parametric law of {arms[1]} has no compute-optimal point" in text
     assert " nan" not in text
     assert f"{metric}: the envelopes of" in text and "grow equally fast" in text
+
+
+def test_isoflop_report_rows_follow_the_budgets_with_skipped_ones_in_place():
+    """A budget whose parabola opens downwards is reported in its place among the budgets, not last."""
+    from analysis.fits.isoflop import fit_isoflop
+    from analysis.report import _isoflop_section
+
+    law = Law(E=1.7, A=400.0, B=410.0, alpha=0.34, beta=0.28)
+    budget, params, tokens, loss = [], [], [], []
+    for C in (1e18, 1e19, 1e20):
+        n_opt = law.n_opt(C)
+        for f in (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8):
+            n = n_opt * f
+            d = C / (6 * n)
+            budget.append(C), params.append(n), tokens.append(d)
+            # the middle budget: a cap, so its parabola opens downwards (no interior minimum)
+            loss.append(float(law.loss(n, d)) if C != 1e19 else 3.0 - 0.01 * np.log(f) ** 2)
+    iso = fit_isoflop(np.array(budget), np.array(params), np.array(tokens), np.array(loss))
+    assert list(iso.skipped) and float(list(iso.skipped)[0]) == 1e19
+    lines = _isoflop_section({"arms": {"only": {"isoflop": iso.to_dict()}}})
+    rows = [ln for ln in lines if ln.startswith("| 1e+")]
+    assert [r.split(" | ")[0] for r in rows] == ["| 1e+18", "| 1e+19", "| 1e+20"]
+    assert "skipped: parabola opens downwards" in rows[1]

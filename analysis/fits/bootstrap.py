@@ -48,9 +48,9 @@ def local_starts(theta: np.ndarray, log_n_med: float, log_d_med: float) -> np.nd
 
 def _derived(x: np.ndarray, C: float) -> dict:
     """Columns of CI_NAMES from rows (a, b, e, alpha, beta)."""
-    A, B, E = np.exp(x[:, 0]), np.exp(x[:, 1]), np.exp(x[:, 2])
     al, be = x[:, 3], x[:, 4]
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # a resample of an ill-conditioned law may reach exp(>709): inf, kept as such
+        A, B, E = np.exp(x[:, 0]), np.exp(x[:, 1]), np.exp(x[:, 2])
         ea, eb = be / (al + be), al / (al + be)
         G = np.exp((np.log(al * A) - np.log(be * B)) / (al + be))
         n = G * (C / 6.0) ** ea
@@ -83,7 +83,8 @@ def isoflop_band(x: np.ndarray, ranges, level: float = 0.95, n: int = 40) -> lis
     """Percentile bands of L(N, C / 6N) along each budget's isoFLOP curve, for figures: ``ranges`` is
     [(C, N_low, N_high)], ``x`` the bootstrap optima (a, b, e, alpha, beta)."""
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    A, B, E = np.exp(x[:, 0])[:, None], np.exp(x[:, 1])[:, None], np.exp(x[:, 2])[:, None]
+    with np.errstate(over="ignore"):  # inf for a runaway resample; such curves drop out below (nan)
+        A, B, E = np.exp(x[:, 0])[:, None], np.exp(x[:, 1])[:, None], np.exp(x[:, 2])[:, None]
     al, be = x[:, 3][:, None], x[:, 4][:, None]
     out = []
     for C, lo, hi in ranges:
