@@ -504,3 +504,20 @@ def test_a_nearly_flat_isoflop_parabola_is_skipped_not_a_crash():
         budget_minimum(1e12, N, L)
     curved = 3.0 + 0.1 * (np.log(N) - np.log(3e5)) ** 2
     assert budget_minimum(1e12, N, curved).n_opt == pytest.approx(3e5, rel=1e-6)
+
+
+def test_runaway_bootstrap_resample_gives_inf_without_numpy_warnings():
+    """A resample of an ill-conditioned law can reach log A > 709: the derived columns and the
+    isoFLOP bands carry inf/nan for it, with no RuntimeWarning printed to the user (the default demo
+    printed overflow warnings)."""
+    import warnings
+
+    from analysis.fits.bootstrap import derived, isoflop_band
+
+    x = np.array([[800.0, 1.0, 0.1, 0.3, 0.3], [1.0, 1.0, 0.1, 0.3, 0.3]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = derived(x, 1e12)
+        band = isoflop_band(x, [(1e12, 1e3, 1e5)])
+    assert np.isinf(d["A"][0]) and np.isfinite(d["A"][1]) and np.isfinite(d["loss_opt"][1])
+    assert len(band) == 1 and all(np.isfinite(band[0]["lo"]))  # the runaway curve drops out, the sound one stays
