@@ -521,3 +521,16 @@ def test_runaway_bootstrap_resample_gives_inf_without_numpy_warnings():
         band = isoflop_band(x, [(1e12, 1e3, 1e5)])
     assert np.isinf(d["A"][0]) and np.isfinite(d["A"][1]) and np.isfinite(d["loss_opt"][1])
     assert len(band) == 1 and all(np.isfinite(band[0]["lo"]))  # the runaway curve drops out, the sound one stays
+
+
+def test_ill_conditioned_law_predicts_inf_without_numpy_warnings():
+    """An ill-conditioned law (a huge alpha) asked at N < 1 overflows: the prediction is inf, silently
+    (the quick demo printed overflow warnings in its fit-and-report step)."""
+    import warnings
+
+    fit = ParametricFit(E=1.0, A=2.0, B=3.0, alpha=400.0, beta=0.3, objective=0.0, n_points=9, n_starts=1,
+                        converged=True, huber_delta=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred = fit.predict([0.01, 1e4], [1e6, 1e6])
+    assert np.isinf(pred[0]) and pred[1] == pytest.approx(1.0 + 3.0 / 1e6 ** 0.3)  # 1e4 ** 400 is inf: its term is 0

@@ -337,10 +337,12 @@ class ParametricFit:
         return float(base ** (1.0 / total))
 
     def predict(self, N, D):
-        """Predicted loss for parameter count(s) N and token count(s) D."""
+        """Predicted loss for parameter count(s) N and token count(s) D (inf, or the other terms, where a
+        power runs out of float range: an ill-conditioned law asked far outside its data)."""
         N = np.asarray(N, dtype=float)
         D = np.asarray(D, dtype=float)
-        return self.E + self.A / N ** self.alpha + self.B / D ** self.beta
+        with np.errstate(over="ignore", divide="ignore"):  # N ** alpha overflowing to inf or underflowing to 0
+            return self.E + self.A / N ** self.alpha + self.B / D ** self.beta
 
     def n_opt(self, C):
         """Compute-optimal parameter count for FLOP budget C (C = 6 N D)."""
