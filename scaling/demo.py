@@ -36,8 +36,21 @@ def demo_sweep_text(quick: bool, seed: int, scale: str = "cpu") -> str:
     return text
 
 
+def default_workers(scale: str, cores: int | None = None) -> int:
+    """Worker processes of the demo's sweep: on a CPU one per core (at most 8) (each single-threaded: the toy models
+    are too small for intra-op threads to pay, and the sweep has a run per size and arm to spread);
+    one on a GPU host (the GPU preset's runs each fill the device)."""
+    if scale == "gpu":
+        return 1
+    if cores is None:
+        import os
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 8))  # more would only idle: a demo has about a dozen runs per arm
+
+
 def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]], int], scale: str = "cpu",
-             no_cache: bool = False) -> int:
+             no_cache: bool = False, workers: int | None = None) -> int:
     """Run the stages through ``command`` (the CLI's main), stopping at the first that fails."""
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -60,7 +73,8 @@ def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]]
     if rc:
         return rc
     stage("train and evaluate every run (finished runs are skipped)")
-    rc_run = command(["run", str(sweep)] + (["--no-cache"] if no_cache else []))
+    workers = workers or default_workers(scale)
+    rc_run = command(["run", str(sweep), "--workers", str(workers)] + (["--no-cache"] if no_cache else []))
     stage("fit scaling laws, draw the figures, write the report")
     # the smoke test's intervals come from 200 resamples (a third of its report time); the studies use the default
     rc = command(["report", str(out), "--out", str(out)] + (["--bootstrap", "200"] if quick else []))
@@ -73,7 +87,7 @@ def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]]
 def _cmd_demo(args) -> int:
     # args.cli is the CLI's main, handed over by scaling.cli (this module never imports scaling.cli)
     return run_demo(Path(args.out), quick=args.quick, seed=args.seed, command=args.cli, scale=args.scale,
-                    no_cache=args.no_cache)
+                    no_cache=args.no_cache, workers=args.workers)
 
 
 def register(sub) -> None:
@@ -85,6 +99,9 @@ def register(sub) -> None:
                         "parameters on a ~30M-token corpus, sized for ~10 min on one H100/H200 (the trainer uses CUDA "
                         "when present)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--workers", type=int, default=None,
+                   help="worker processes training the sweep's runs (default: one single-threaded worker per CPU core; "
+                        "1 with --scale gpu)")
     d.add_argument("--no-cache", action="store_true",
                    help="train the text LMs even when the text-LM cache (~/.cache/speech-scaling, SPEECH_SCALING_CACHE) holds them")
     d.set_defaults(func=_cmd_demo)

@@ -54,3 +54,26 @@ def test_quick_demo_end_to_end(tmp_path):
     # rerunning the finished sweep trains nothing and says so
     again = subprocess.run(["scaling", "run", str(out / "sweep.yaml")], capture_output=True, text=True)
     assert again.returncode == 0 and "nothing to train" in again.stdout
+
+
+def _stages(tmp_path, **kw):
+    """The subcommands `scaling demo` chains, recorded by a stand-in for the CLI."""
+    from scaling.demo import run_demo
+
+    calls = []
+    rc = run_demo(tmp_path / "d", seed=0, command=lambda argv: calls.append(argv) or 0, **kw)
+    assert rc == 0
+    return {argv[0]: argv for argv in calls}
+
+
+def test_demo_spreads_its_runs_over_one_single_threaded_worker_per_core(tmp_path):
+    from scaling.demo import default_workers
+
+    assert [default_workers("cpu", cores=c) for c in (1, 2, 16, 64)] == [1, 2, 8, 8]
+    assert default_workers("gpu", cores=16) == 1
+    run = _stages(tmp_path, quick=True)["run"]
+    assert run[run.index("--workers") + 1] == str(default_workers("cpu"))
+    run = _stages(tmp_path, quick=False, scale="gpu")["run"]
+    assert run[run.index("--workers") + 1] == "1"
+    run = _stages(tmp_path, quick=True, workers=3, no_cache=True)["run"]
+    assert run[run.index("--workers") + 1] == "3" and "--no-cache" in run
