@@ -162,7 +162,6 @@ def run_fit(args: argparse.Namespace) -> int:
     from scaling.atomic import write_json
     from scaling.errors import ConfigError
 
-    from .fits.bootstrap import bootstrap_parametric
     from .fits.envelope import fit_envelope
     from .fits.isoflop import fit_isoflop
     from .fits.parametric import fit_parametric
@@ -204,6 +203,8 @@ def run_fit(args: argparse.Namespace) -> int:
                     fit = fit_parametric(N, D, L, huber_delta=args.huber_delta, reduce=args.reduce,
                                          bounds=True if getattr(args, "bounded", False) else None)
                     if nboot:
+                        from .fits.bootstrap import bootstrap_parametric
+
                         fit = bootstrap_parametric(fit, N, D, L, n_resamples=nboot, seed=seed, method=method)
                 else:
                     fit = fit_isoflop(budget_of(rows), N, D, L, method=getattr(args, "isoflop_method", "parabola"),

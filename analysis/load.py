@@ -21,7 +21,6 @@ import numpy as np
 from scaling.datadir import BENCHMARK_NAMES
 from scaling.errors import ConfigError
 from scaling.flops import flops_6nd
-from scaling.points import point_rows
 
 from .table import Table
 
@@ -107,6 +106,8 @@ def _cell(v) -> str:
 
 
 def _read_runs_dir(runs: Path) -> tuple[list[str], list[list[str]], list[str]]:
+    from scaling.points import point_rows  # with scaling.rundir and scaling.spec: not needed for a CSV
+
     records, sources = [], []
     for p in sorted(runs.glob("*/result.json")):
         try:

@@ -14,7 +14,6 @@ from scaling.datadir import BENCHMARKS, higher_is_better
 from scaling.errors import ConfigError
 from scaling.flops import flops_6nd
 
-from .fits.bootstrap import bootstrap_parametric, isoflop_band
 from .fits.envelope import fit_envelope
 from .fits.extrapolation import extrapolation_check
 from .fits.isoflop import fit_isoflop
@@ -212,6 +211,8 @@ def fit_arm(rows, *, loss_col: str, metrics, huber_delta: float, reduce: str = "
         fit = fit_parametric(N, D, L, huber_delta=huber_delta, reduce=reduce)
         if not bootstrap:
             return fit
+        from .fits.bootstrap import bootstrap_parametric, isoflop_band  # only here: scaling fit stays lean
+
         # Pairs resampling is over points, cooldown branches included, not over runs. A branch end
         # matches a separately trained run of its length (Hägele et al. 2024), and what it shares
         # with its run (init, data order) is shared in an isoFLOP sweep too by every run of one size
