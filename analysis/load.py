@@ -139,8 +139,7 @@ def _number(text: str) -> float:
 def _infer(cells: list[str]) -> np.ndarray:
     """A column no rule names: integers, floats (NaN where missing) or booleans when every value
     is one, else text (None where missing): the types pandas' CSV reader would give it."""
-    present = [c for c in cells if c not in NA_CELLS]
-    if len(present) == len(cells) and cells:
+    if cells and not any(c in NA_CELLS for c in cells):  # pandas: integers and booleans only without gaps
         if all(c in _TRUE or c in _FALSE for c in cells):
             return np.array([c in _TRUE for c in cells])
         try:
