@@ -106,7 +106,8 @@ def _cell(v) -> str:
 
 
 def _read_runs_dir(runs: Path) -> tuple[list[str], list[list[str]], list[str]]:
-    from scaling.points import point_rows  # with scaling.rundir and scaling.spec: not needed for a CSV
+    # imported here: scaling.points brings scaling.rundir and scaling.spec, which a CSV does not need
+    from scaling.points import point_rows
 
     records, sources = [], []
     for p in sorted(runs.glob("*/result.json")):

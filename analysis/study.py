@@ -6,6 +6,7 @@ pandas DataFrame (report, figures, tests): these functions use only what both of
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,7 +78,7 @@ def _point_ids(rows, mask) -> list[str]:
 
 
 def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and v != v)
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def n_runs_of(rows: Table | pd.DataFrame) -> int:
@@ -211,7 +212,8 @@ def fit_arm(rows, *, loss_col: str, metrics, huber_delta: float, reduce: str = "
         fit = fit_parametric(N, D, L, huber_delta=huber_delta, reduce=reduce)
         if not bootstrap:
             return fit
-        from .fits.bootstrap import bootstrap_parametric, isoflop_band  # only here: scaling fit stays lean
+        # imported here only: scaling fit without --bootstrap stays lean
+        from .fits.bootstrap import bootstrap_parametric, isoflop_band
 
         # Pairs resampling is over points, cooldown branches included, not over runs. A branch end
         # matches a separately trained run of its length (Hägele et al. 2024), and what it shares
@@ -238,7 +240,8 @@ def fit_arm(rows, *, loss_col: str, metrics, huber_delta: float, reduce: str = "
     if extrapolation:
         out["extrapolation"] = _attempt(lambda: extrapolation_check(C, N, D, L, huber_delta=huber_delta, reduce=reduce))
     if curves is not None and "arm" in curves.columns:
-        from .fits.curve_envelope import fit_curve_envelope  # pandas: only with curves (scaling report)
+        # imports pandas: only with curves (scaling report)
+        from .fits.curve_envelope import fit_curve_envelope
 
         arm_curves = curves[curves["arm"].isin(set(_arms(rows).tolist()))] if "arm" in rows.columns else curves
         out["curve_envelope"] = _attempt(lambda: fit_curve_envelope(arm_curves, loss_col="loss"))

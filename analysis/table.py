@@ -51,7 +51,7 @@ class Table:
             raise TypeError(f"a Table takes a column name or a boolean mask of length {self._n}")
         return self.take(np.flatnonzero(mask))
 
-    def take(self, positions) -> "Table":
+    def take(self, positions) -> Table:
         idx = np.asarray(positions, dtype=np.intp)
         return Table({k: v[idx] for k, v in self._cols.items()}, self.attrs, n_rows=len(idx))
 

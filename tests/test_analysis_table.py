@@ -23,13 +23,13 @@ def test_scaling_fits_from_a_table_equal_those_from_its_dataframe(tmp_path):
     write_two_arm_csv(p)
     table, df = load_table(p), load_results(p)
     assert isinstance(table, Table) and isinstance(df, pd.DataFrame)
-    kw = dict(metrics=["ssc", "swuggy"], bootstrap=20, require_fit=True)
+    kw = {"metrics": ["ssc", "swuggy"], "bootstrap": 20, "require_fit": True}
     a = fit_study(table, **kw)
     assert "pairs" in a["compare"] and a["arms"]["interleaved"]["dropped"]["count"] == 1
     assert json.dumps(a, sort_keys=True) == json.dumps(fit_study(df, **kw), sort_keys=True)
     t2, d2 = drop_top(table, "val_loss_speech", 2), drop_top(df, "val_loss_speech", 2)
     assert list(t2["point_id"]) == list(d2["point_id"]) and len(t2) == 2 * (16 - 2)
-    kw = dict(kw, bootstrap=0, extrapolation=False)
+    kw = {**kw, "bootstrap": 0, "extrapolation": False}
     assert json.dumps(fit_study(t2, **kw), sort_keys=True) == json.dumps(fit_study(d2, **kw), sort_keys=True)
 
 

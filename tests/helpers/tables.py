@@ -9,8 +9,8 @@ import numpy as np
 
 from analysis.fits.synthetic import Law
 
-LAWS = {"interleaved": dict(E=1.6, A=300.0, B=900.0, alpha=0.33, beta=0.30),
-        "textless": dict(E=1.8, A=250.0, B=1200.0, alpha=0.30, beta=0.28)}
+LAWS = {"interleaved": {"E": 1.6, "A": 300.0, "B": 900.0, "alpha": 0.33, "beta": 0.30},
+        "textless": {"E": 1.8, "A": 250.0, "B": 1200.0, "alpha": 0.30, "beta": 0.28}}
 
 
 def write_two_arm_csv(path, seed: int = 0) -> None:
