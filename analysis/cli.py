@@ -92,6 +92,16 @@ def _print_notes(fits: dict) -> None:
                   + (" ..." if d["count"] > 10 else ""))
 
 
+def _is_number(v) -> bool:
+    if v is None:  # a missing value: NaN
+        return True
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _default_loss_col(df, requested):
     if requested:
         return requested
@@ -192,7 +202,12 @@ def run_fit(args: argparse.Namespace) -> int:
                 if col not in rows.columns:
                     raise ConfigError("column not in the results table", source=source, field=col)
                 hib = direction_of(col, None if args.higher_is_better is None else {col: args.higher_is_better})
-                fit = fit_envelope(budget_of(rows), np.asarray(rows[col], dtype=float), higher_is_better=hib)
+                try:
+                    values = np.asarray(rows[col], dtype=float)
+                except (TypeError, ValueError):  # a text column (model names, ...): name its first text
+                    raise ConfigError("the column does not hold numbers", source=source, field=col,
+                                      value=next(v for v in rows[col] if not _is_number(v))) from None
+                fit = fit_envelope(budget_of(rows), values, higher_is_better=hib)
             else:
                 rows, dropped = usable_losses(rows, loss_col)
                 if dropped:

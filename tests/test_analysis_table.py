@@ -105,3 +105,15 @@ def test_table_selects_rows_by_mask_or_position_only():
         t[np.array([0, 1])]  # positions go through take(), as in pandas
     df = t.to_pandas()
     assert list(df.columns) == ["a", "b"] and df.attrs["source"] == "s" and list(df["b"]) == ["x", "y", "z"]
+
+
+def test_envelope_of_a_text_column_is_a_config_error(tmp_path, capsys):
+    from scaling.cli import main
+
+    p = tmp_path / "results.csv"
+    write_two_arm_csv(p)
+    text = p.read_text().replace("run_id,arm,", "run_id,model,arm,", 1)
+    p.write_text("\n".join(ln if i == 0 else ln.replace(",", ",m-1,", 1) for i, ln in enumerate(text.splitlines())) + "\n")
+    assert main(["fit", str(p), "--law", "envelope", "--metric", "model", "--higher-is-better"]) == 2
+    err = capsys.readouterr().err
+    assert "field 'model': the column does not hold numbers (got 'm-1')" in err and str(p) in err
