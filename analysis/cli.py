@@ -1,7 +1,8 @@
 """argparse hooks for ``scaling fit``, ``scaling figures`` and ``scaling report``.
 
-Only argparse is imported at module level so that ``scaling --help`` stays fast; pandas,
-scipy and matplotlib are imported inside the ``run_*`` functions. Bad input raises
+Only argparse is imported at module level so that ``scaling --help`` stays fast; scipy and
+matplotlib are imported inside the ``run_*`` functions, and pandas only by figures and report:
+``scaling fit`` works on numpy columns (analysis.table.Table) to finish in under a second. Bad input raises
 :class:`scaling.errors.ConfigError`, which the ``scaling`` entry point turns into a clean exit.
 """
 from __future__ import annotations
@@ -65,13 +66,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _prepare(args):
-    """Load the table, drop the top losses if asked; returns (df, loss_col)."""
+    """Load the table (an analysis.table.Table), drop the top losses if asked; returns (table, loss_col)."""
     from scaling.errors import ConfigError
 
-    from .load import load_results
+    from .load import load_table
     from .study import drop_top
 
-    df = load_results(args.results)
+    df = load_table(args.results)
     loss_col = _default_loss_col(df, args.loss_col)
     if loss_col not in df.columns:
         raise ConfigError("loss column not in the results table", source=df.attrs.get("source"), field=loss_col)
@@ -89,6 +90,16 @@ def _print_notes(fits: dict) -> None:
         if d:
             print(f"NOTE ({arm}): {d['count']} run(s) left out of the loss fits ({d['reason']}): {', '.join(d['runs'][:10])}"
                   + (" ..." if d["count"] > 10 else ""))
+
+
+def _is_number(v) -> bool:
+    if v is None:  # a missing value: NaN
+        return True
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _default_loss_col(df, requested):
@@ -156,10 +167,11 @@ def _print_study(fits: dict) -> None:
 
 def run_fit(args: argparse.Namespace) -> int:
     """Fit the requested law(s), print a table, optionally write JSON; returns the exit code."""
+    import numpy as np
+
     from scaling.atomic import write_json
     from scaling.errors import ConfigError
 
-    from .fits.bootstrap import bootstrap_parametric
     from .fits.envelope import fit_envelope
     from .fits.isoflop import fit_isoflop
     from .fits.parametric import fit_parametric
@@ -190,17 +202,24 @@ def run_fit(args: argparse.Namespace) -> int:
                 if col not in rows.columns:
                     raise ConfigError("column not in the results table", source=source, field=col)
                 hib = direction_of(col, None if args.higher_is_better is None else {col: args.higher_is_better})
-                fit = fit_envelope(budget_of(rows), rows[col].to_numpy(dtype=float), higher_is_better=hib)
+                try:
+                    values = np.asarray(rows[col], dtype=float)
+                except (TypeError, ValueError):  # a text column (model names, ...): name its first text
+                    raise ConfigError("the column does not hold numbers", source=source, field=col,
+                                      value=next(v for v in rows[col] if not _is_number(v))) from None
+                fit = fit_envelope(budget_of(rows), values, higher_is_better=hib)
             else:
                 rows, dropped = usable_losses(rows, loss_col)
                 if dropped:
                     _print_notes({"arms": {arm: {"dropped": dropped}}})
                 check_fittable(rows, loss_col, source=source, arm=arm)
-                N, D, L = (rows[c].to_numpy(dtype=float) for c in ("params", "tokens", loss_col))
+                N, D, L = (np.asarray(rows[c], dtype=float) for c in ("params", "tokens", loss_col))
                 if args.law == "parametric":
                     fit = fit_parametric(N, D, L, huber_delta=args.huber_delta, reduce=args.reduce,
                                          bounds=True if getattr(args, "bounded", False) else None)
                     if nboot:
+                        from .fits.bootstrap import bootstrap_parametric
+
                         fit = bootstrap_parametric(fit, N, D, L, n_resamples=nboot, seed=seed, method=method)
                 else:
                     fit = fit_isoflop(budget_of(rows), N, D, L, method=getattr(args, "isoflop_method", "parabola"),
@@ -266,7 +285,7 @@ def run_figures(args: argparse.Namespace) -> int:
     from .report import write_report
     from .study import fit_study
 
-    df, loss_col = _prepare(args)
+    table, loss_col = _prepare(args)
     out_dir = Path(args.out)
     if args.fits:
         try:
@@ -276,8 +295,9 @@ def run_figures(args: argparse.Namespace) -> int:
         if "arms" not in fits:
             raise ConfigError("not a fits.json from 'scaling fit --law all' (no 'arms' key)", source=args.fits)
     else:
-        fits = fit_study(df, loss_col=loss_col, huber_delta=args.huber_delta, require_fit=True,
+        fits = fit_study(table, loss_col=loss_col, huber_delta=args.huber_delta, require_fit=True,
                          keep_extrapolated=args.keep_extrapolated, dropped_top=args.drop_top)
+    df = table.to_pandas()  # the figures and the report draw from pandas
     report = Path(args.report) if args.report else out_dir.resolve().parent / "report.md"
     stage = _staging(out_dir)
     try:
@@ -342,19 +362,20 @@ def run_report(args: argparse.Namespace) -> int:
     refs = tuple(args.reference) if args.reference else DEFAULT_REFERENCES
     for r in refs:
         reference_law(r)  # fail before the slow part on a typo
-    df, loss_col = _prepare(args)
+    table, loss_col = _prepare(args)
     try:
         curves = load_curves(args.results)
     except ConfigError as exc:  # a bare CSV has no training curves: report without approach 1
         print(f"no training curves ({exc}); skipping approach 1 and the training-curves figure")
         curves = None
     out = Path(args.out)
-    fits = fit_study(df, loss_col=loss_col, huber_delta=args.huber_delta, bootstrap=args.bootstrap, seed=args.seed,
+    fits = fit_study(table, loss_col=loss_col, huber_delta=args.huber_delta, bootstrap=args.bootstrap, seed=args.seed,
                      curves=curves, bootstrap_method=args.bootstrap_method, keep_extrapolated=args.keep_extrapolated,
                      dropped_top=args.drop_top, require_fit=True, require_law=False)
     if not fitted_laws(fits):  # the report still documents the runs (observed losses, envelopes, metrics)
         print("warning: no scaling law could be fitted (parametric, isoFLOP): the report shows the runs, "
               "their envelopes and metrics only; see fits.json for each law's reason", file=sys.stderr)
+    df = table.to_pandas()  # the figures and the report draw from pandas
     stage = _staging(out)
     try:
         write_json(stage / "fits.json", fits)

@@ -20,11 +20,15 @@ otherwise, and "no interval" without one; the report's words follow these verdic
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from .fits.bootstrap import derived
 from .fits.parametric import ParametricFit
+
+if TYPE_CHECKING:  # the table is an analysis.table.Table (scaling fit: no pandas) or a DataFrame
+    import pandas as pd
 
 LEVEL = 0.95
 #: Binomial redraws of a metric's best point (cheap: a few arrays per metric).
@@ -56,7 +60,7 @@ def _shared_budgets(df: pd.DataFrame, arms, loss_col: str, budget_of, arm_rows) 
     for arm in arms:
         rows = arm_rows(df, arm)
         if loss_col in rows.columns:
-            rows = rows[np.isfinite(rows[loss_col].to_numpy(dtype=float))]
+            rows = rows[np.isfinite(np.asarray(rows[loss_col], dtype=float))]
         C = budget_of(rows)
         sets.append(set(C[np.isfinite(C)].tolist()))
     return sorted(set.intersection(*sets)) if sets else []
@@ -81,7 +85,7 @@ def _frontier(p0: ParametricFit, p1: ParametricFit, s0, s1, budgets, level, rng)
 
 
 def _best_point(rows: pd.DataFrame, metric: str, hib: bool):
-    v = rows[metric].to_numpy(dtype=float)
+    v = np.asarray(rows[metric], dtype=float)
     ok = np.isfinite(v)
     if not ok.any():
         return None
@@ -101,7 +105,7 @@ def _metric(df, arms, metric, C, hib, budget_of, arm_rows, level, rng) -> dict:
         sel, v = got
         best.append(float(v.max() if hib else v.min()))
         ncol = f"{metric}_n"
-        n = sel[ncol].to_numpy(dtype=float) if ncol in sel.columns else np.full(v.size, np.nan)
+        n = np.asarray(sel[ncol], dtype=float) if ncol in sel.columns else np.full(v.size, np.nan)
         counts.append(n)
         if np.all(np.isfinite(n) & (n > 0)) and np.all((v >= 0) & (v <= 1)):
             k = rng.binomial(n.astype(int)[None, :], v[None, :], size=(N_BINOMIAL, v.size)) / n[None, :]

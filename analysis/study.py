@@ -1,15 +1,20 @@
-"""Fit every law for every arm of a results table: the content of ``fits.json``."""
+"""Fit every law for every arm of a results table: the content of ``fits.json``.
+
+A results table here is an :class:`analysis.table.Table` (``scaling fit``: no pandas import) or a
+pandas DataFrame (report, figures, tests): these functions use only what both offer (``columns``,
+``len``, ``t[column]`` read through ``np.asarray``, ``t[boolean mask]``, ``take``, ``attrs``).
+"""
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from scaling.datadir import BENCHMARKS, higher_is_better
 from scaling.errors import ConfigError
 from scaling.flops import flops_6nd
 
-from .fits.bootstrap import bootstrap_parametric, isoflop_band
-from .fits.curve_envelope import fit_curve_envelope
 from .fits.envelope import fit_envelope
 from .fits.extrapolation import extrapolation_check
 from .fits.isoflop import fit_isoflop
@@ -17,53 +22,76 @@ from .fits.parametric import ParametricFit, fit_parametric
 from .fits.two_step import fit_two_step
 from .load import METRIC_COLUMNS
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .table import Table
+
 #: Arms that are not speech LMs (text pre-training runs): never part of speech fits.
 EXCLUDED_ARMS = ("textlm",)
 SINGLE_ARM = "all"
 
 
-def arms_of(df: pd.DataFrame) -> list[str]:
+def _col(df, name: str) -> np.ndarray:
+    """A numeric column as floats, from a Table or a DataFrame."""
+    return np.asarray(df[name], dtype=float)
+
+
+def _arms(df) -> np.ndarray:
+    return np.asarray(df["arm"]).astype(str)
+
+
+def arms_of(df: Table | pd.DataFrame) -> list[str]:
     """Speech arms present, in a stable order (interleaved, textless, then the rest sorted)."""
     if "arm" not in df.columns:
         return [SINGLE_ARM]
-    present = [a for a in pd.unique(df["arm"].astype(str)) if a not in EXCLUDED_ARMS]
+    present = [a for a in dict.fromkeys(_arms(df).tolist()) if a not in EXCLUDED_ARMS]
     first = [a for a in ("interleaved", "textless") if a in present]
     return first + sorted(a for a in present if a not in first)
 
 
-def arm_rows(df: pd.DataFrame, arm: str) -> pd.DataFrame:
+def arm_rows(df, arm: str):
+    """The rows of one arm (all rows when the table has no ``arm`` column), of the table's type."""
     if "arm" not in df.columns:
         return df
-    return df[df["arm"].astype(str) == arm]
+    return df[_arms(df) == arm]
 
 
-def budget_of(df: pd.DataFrame) -> np.ndarray:
+def budget_of(df: Table | pd.DataFrame) -> np.ndarray:
     """Nominal budget per run; where it is missing, 6ND rounded to 3 significant digits."""
-    flops = df["flops"].to_numpy(dtype=float) if "flops" in df.columns else \
-        flops_6nd(df["params"].to_numpy(dtype=float), df["tokens"].to_numpy(dtype=float))
+    flops = _col(df, "flops") if "flops" in df.columns else flops_6nd(_col(df, "params"), _col(df, "tokens"))
     rounded = np.array([float(f"{f:.3g}") if np.isfinite(f) else np.nan for f in flops])
     if "budget" not in df.columns:
         return rounded
-    b = df["budget"].to_numpy(dtype=float)
+    b = _col(df, "budget")
     return np.where(np.isfinite(b) & (b > 0), b, rounded)
 
 
-def _point_ids(rows: pd.DataFrame, mask) -> list[str]:
+def _point_ids(rows, mask) -> list[str]:
     """Ids of the masked rows: point ids (a wsd run has several points, one run id), else run ids."""
     col = next((c for c in ("point_id", "run_id") if c in rows.columns), None)
-    ids = rows[col].astype(str) if col else pd.Series([f"row {i + 1}" for i in rows.index], index=rows.index)
+    if col:
+        ids = np.asarray(rows[col]).astype(str)
+    else:  # a DataFrame built by hand: its index labels are the row numbers
+        ids = np.array([f"row {i + 1}" for i in getattr(rows, "index", range(len(rows)))])
     return ids[np.asarray(mask)].tolist()
 
 
-def n_runs_of(rows: pd.DataFrame) -> int:
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def n_runs_of(rows: Table | pd.DataFrame) -> int:
     """Training runs behind ``rows`` (a wsd run gives several points)."""
-    return int(rows["run_id"].nunique()) if "run_id" in rows.columns else int(len(rows))
+    if "run_id" not in rows.columns:
+        return int(len(rows))
+    return len({v for v in np.asarray(rows["run_id"]).tolist() if not _missing(v)})
 
 
-def usable_losses(rows: pd.DataFrame, loss_col: str) -> tuple[pd.DataFrame, dict | None]:
+def usable_losses(rows, loss_col: str) -> tuple:
     """The rows whose loss is finite and positive, and a note on the others (count, run ids,
     why), or None when every row is usable. A loss that is NaN, inf or <= 0 cannot enter a log-loss fit."""
-    L = rows[loss_col].to_numpy(dtype=float)
+    L = _col(rows, loss_col)
     bad = ~(np.isfinite(L) & (L > 0))
     if not bad.any():
         return rows, None
@@ -88,15 +116,23 @@ def direction_of(column: str, overrides: dict | None = None) -> bool:
     return hib
 
 
-def drop_top(df: pd.DataFrame, loss_col: str, k: int) -> pd.DataFrame:
-    """``df`` without the ``k`` highest-loss runs of each arm (Epoch drop the 5 highest of Chinchilla's 245)."""
+def drop_top(df, loss_col: str, k: int):
+    """``df`` without the ``k`` highest-loss runs of each arm (Epoch drop the 5 highest of Chinchilla's 245).
+
+    The rows come back arm by arm, each arm's sorted by loss (missing losses first): pandas'
+    ``sort_values(na_position="first")`` order, which the fits' sums have always seen."""
     if k <= 0:
         return df
+    L = _col(df, loss_col)
+    every = np.arange(len(df))
     keep = []
     for arm in arms_of(df):
-        rows = arm_rows(df, arm)
-        keep.append(rows.sort_values(loss_col, na_position="first").iloc[:-k] if len(rows) > k else rows.iloc[:0])
-    out = pd.concat(keep) if keep else df.iloc[:0]
+        pos = every if "arm" not in df.columns else every[_arms(df) == arm]
+        missing = np.isnan(L[pos])
+        # numpy's default (unstable) argsort, as pandas' nargsort: equal losses keep pandas' order
+        order = np.concatenate([pos[missing], pos[~missing][np.argsort(L[pos][~missing], kind="quicksort")]])
+        keep.append(order[:-k] if len(pos) > k else order[:0])
+    out = df.take(np.concatenate(keep) if keep else np.zeros(0, dtype=np.intp))
     out.attrs.update(df.attrs)
     return out
 
@@ -105,7 +141,7 @@ def drop_top(df: pd.DataFrame, loss_col: str, k: int) -> pd.DataFrame:
 _CHINCHILLA_COLUMNS = {"params", "tokens", "flops", "loss"}
 
 
-def data_notes(df: pd.DataFrame, loss_col: str, *, dropped_top: int = 0) -> list[str]:
+def data_notes(df, loss_col: str, *, dropped_top: int = 0) -> list[str]:
     """Conventions a reader of the fits should know about the table: Chinchilla's data (Epoch drop
     the 5 highest losses), and tables not on an isoFLOP grid (one run per budget)."""
     notes = []
@@ -132,10 +168,10 @@ def data_notes(df: pd.DataFrame, loss_col: str, *, dropped_top: int = 0) -> list
     return notes
 
 
-def check_fittable(rows: pd.DataFrame, loss_col: str, *, source=None, arm: str = SINGLE_ARM) -> None:
+def check_fittable(rows, loss_col: str, *, source=None, arm: str = SINGLE_ARM) -> None:
     """Raise ConfigError for a table no law can be fitted to: no usable loss, a constant loss, or a
     single compute budget."""
-    L = rows[loss_col].to_numpy(dtype=float)
+    L = _col(rows, loss_col)
     if L.size == 0:
         raise ConfigError(f"arm '{arm}': no runs with a finite, positive loss", source=source, field=loss_col)
     if np.ptp(L) == 0:
@@ -154,7 +190,7 @@ def _attempt(fn):
         return {"error": str(exc)}
 
 
-def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, reduce: str = "sum",
+def fit_arm(rows, *, loss_col: str, metrics, huber_delta: float, reduce: str = "sum",
             bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None, directions: dict | None = None,
             bootstrap_method: str = "pairs", keep_extrapolated: bool = False, samples_out: dict | None = None,
             extrapolation: bool = True) -> dict:
@@ -167,15 +203,18 @@ def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, r
     out["n_runs_with_loss"] = int(len(lossy))  # points, as every fit below counts them
     if dropped:
         out["dropped"] = dropped
-    N = lossy["params"].to_numpy(dtype=float)
-    D = lossy["tokens"].to_numpy(dtype=float)
-    L = lossy[loss_col].to_numpy(dtype=float)
+    N = _col(lossy, "params")
+    D = _col(lossy, "tokens")
+    L = _col(lossy, loss_col)
     C = budget_of(lossy)
 
     def parametric():
         fit = fit_parametric(N, D, L, huber_delta=huber_delta, reduce=reduce)
         if not bootstrap:
             return fit
+        # imported here only: scaling fit without --bootstrap stays lean
+        from .fits.bootstrap import bootstrap_parametric, isoflop_band
+
         # Pairs resampling is over points, cooldown branches included, not over runs. A branch end
         # matches a separately trained run of its length (Hägele et al. 2024), and what it shares
         # with its run (init, data order) is shared in an isoFLOP sweep too by every run of one size
@@ -201,7 +240,10 @@ def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, r
     if extrapolation:
         out["extrapolation"] = _attempt(lambda: extrapolation_check(C, N, D, L, huber_delta=huber_delta, reduce=reduce))
     if curves is not None and "arm" in curves.columns:
-        arm_curves = curves[curves["arm"].isin(pd.unique(rows["arm"]))] if "arm" in rows.columns else curves
+        # imports pandas: only with curves (scaling report)
+        from .fits.curve_envelope import fit_curve_envelope
+
+        arm_curves = curves[curves["arm"].isin(set(_arms(rows).tolist()))] if "arm" in rows.columns else curves
         out["curve_envelope"] = _attempt(lambda: fit_curve_envelope(arm_curves, loss_col="loss"))
     out["loss_envelope"] = _attempt(lambda: fit_envelope(C, L, higher_is_better=direction_of(loss_col, directions)))
     envs = {}
@@ -210,7 +252,7 @@ def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, r
         if m not in rows.columns:
             envs[m] = {"error": f"column '{m}' not in the results table"}
             continue
-        vals = rows[m].to_numpy(dtype=float)
+        vals = _col(rows, m)
         envs[m] = _attempt(lambda: fit_envelope(C_all, vals, higher_is_better=direction_of(m, directions)))
     out["metric_envelopes"] = envs
     par = out["parametric"]
@@ -219,7 +261,7 @@ def fit_arm(rows: pd.DataFrame, *, loss_col: str, metrics, huber_delta: float, r
         two = {}
         for m in metrics:
             if m in lossy.columns:
-                two[m] = _attempt(lambda: fit_two_step(N, D, L, lossy[m].to_numpy(dtype=float), loss_law=law, floor=0.5))
+                two[m] = _attempt(lambda: fit_two_step(N, D, L, _col(lossy, m), loss_law=law, floor=0.5))
         out["two_step"] = two
     return out
 
@@ -235,7 +277,7 @@ def fitted_laws(fits: dict) -> list[str]:
             if isinstance(e.get(k), dict) and "error" not in e[k]]
 
 
-def fit_study(df: pd.DataFrame, *, loss_col: str = "val_loss_speech",
+def fit_study(df: Table | pd.DataFrame, *, loss_col: str = "val_loss_speech",
               metrics=None, huber_delta: float = 1e-3, reduce: str = "sum",
               arms=None, bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None,
               directions: dict | None = None, bootstrap_method: str = "pairs",

@@ -178,15 +178,35 @@ def test_command_table_names_the_module_that_registers_each_command():
     assert registered == COMMANDS
 
 
-def test_scaling_fit_starts_without_other_packages_clis_or_plotting():
+#: argv after `scaling fit`: every law, the extrapolation check (--json), --drop-top, and a table of
+#: two arms on an isoFLOP grid (the comparison of arms; the power-sum isoFLOP fit, which does use
+#: scipy.optimize: Epoch's points are not on a grid and never reach it).
+FIT_VARIANTS = {
+    "all": ["tests/data/chinchilla_epoch.csv"],
+    "parametric --drop-top 5": ["tests/data/chinchilla_epoch.csv", "--law", "parametric", "--drop-top", "5"],
+    "--json": ["tests/data/chinchilla_epoch.csv", "--json", "{tmp}/fits.json"],
+    "two arms --json --bootstrap": ["{tmp}/results.csv", "--json", "{tmp}/fits2.json", "--bootstrap", "8"],
+    "two arms isoflop": ["{tmp}/results.csv", "--law", "isoflop", "--arm", "textless"],
+    "two arms envelope": ["{tmp}/results.csv", "--law", "envelope", "--metric", "ssc", "--json", "{tmp}/env.json"],
+}
+
+
+@pytest.mark.parametrize("variant", FIT_VARIANTS)
+def test_scaling_fit_starts_without_other_packages_clis_or_plotting(variant, tmp_path):
     # `scaling fit` must stay well under a second: nothing it does not use is imported, not even by
-    # the parser (sweeps' schema, yaml, the trainer's CLI modules) or by the fits (matplotlib, scipy's
-    # optimisers: the default parametric fit needs numpy only).
+    # the parser (sweeps' schema, yaml, the trainer's CLI modules), by the table (pandas and the
+    # pyarrow it imports: half a second; analysis.table instead) or by the fits (matplotlib,
+    # scipy's optimisers: the default parametric fit needs numpy only).
+    from tests.helpers.tables import write_two_arm_csv
+
+    write_two_arm_csv(tmp_path / "results.csv")
+    argv = ["fit"] + [a.format(tmp=tmp_path) for a in FIT_VARIANTS[variant]]
+    modules = ("scaling.demo",) if "two arms" in variant else ("scipy.optimize", "scaling.demo")
     code = ("import sys, contextlib, io\nfrom scaling.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    rc = main(['fit', 'tests/data/chinchilla_epoch.csv'])\n"
+            f"    rc = main({argv!r})\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'matplotlib', 'yaml',"
-            " 'sweeps', 'trainer') or m in ('scipy.optimize', 'scaling.demo'))\n"
+            f" 'sweeps', 'trainer', 'pandas', 'pyarrow') or m in {modules!r})\n"
             "print('RC', rc, 'HEAVY', heavy)\n")
     proc = _fresh_python(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
