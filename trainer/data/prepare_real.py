@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from scaling import atomic
-from scaling.datadir import (MANIFEST, SPEECH_TOKENIZER, SPLITS, STREAMS, TEXT_TOKENIZER, fingerprint, make_manifest,
-                             shard_name, vocab_block, vocab_sha, write_manifest)
+from scaling.datadir import (MANIFEST, N_UNITS, SPEECH_TOKENIZER, SPLITS, STREAMS, TEXT_TOKENIZER, fingerprint,
+                             make_manifest, shard_name, vocab_block, vocab_sha, write_manifest)
 from scaling.errors import ConfigError
 from trainer.data import ingest, shards
 from trainer.data.mixture import mixture_report
@@ -87,7 +87,7 @@ class _Job:
             try:
                 add_speech_tokens(tok)
             except Exception as e:
-                raise ConfigError(f"the tokenizer cannot take the 502 speech tokens ({type(e).__name__}: {e})",
+                raise ConfigError(f"the tokenizer cannot take the {N_UNITS + 2} speech tokens ({type(e).__name__}: {e})",
                                   source=str(self.tokenizer), field="added_tokens") from None
             self._tok = (tok, SpeechVocab.of(tok, source=str(self.tokenizer)))
         return self._tok
@@ -364,7 +364,7 @@ def _merge(job: _Job, plan: dict, work: Path, *, meta: dict, log) -> dict:
     tok.save_pretrained(str(work / SPEECH_TOKENIZER))
     return make_manifest(
         seed=job.seed, tokens=counts, fingerprint=fingerprint(shas),
-        vocab=vocab_block(len(text_tok), vocab.size, vocab.unit_offset),
+        vocab=vocab_block(len(text_tok), vocab.size, vocab.unit_offset, vocab.n_units),
         tokenizer_sha={TEXT_TOKENIZER: vocab_sha(text_tok.get_vocab()), SPEECH_TOKENIZER: vocab_sha(tok.get_vocab())},
         interleave={"ratio": job.ratio, "poisson_lambda": job.lam}, speech_fractions=fractions,
         mixture=mixture_report(counts), sources=sources, checks=report, **meta)
