@@ -101,7 +101,7 @@ def _prepare_kwargs(args) -> dict:
     return dict(features=args.features, tokenizer=args.tokenizer, text=args.text, alignments=args.alignments,
                 seed=args.seed, val_fraction=args.val_fraction, ratio=args.ratio, lam=args.poisson_lambda,
                 weights=_parse_weights(args.weight), dedup=args.dedup, max_unaligned=args.max_unaligned,
-                chunk=args.chunk, workers=args.workers)
+                chunk=args.chunk, workers=args.workers, n_units=args.units)
 
 
 def _cmd_data_prepare(args) -> int:
@@ -201,8 +201,10 @@ def register(sub) -> None:
     p.add_argument("--array", type=int, default=8, help="array tasks for --submit")
     p.add_argument("--no-wait", action="store_true", help="with --submit: return after submitting (merge later)")
     p.add_argument("--timeout-min", type=int, default=24 * 60, help="with --submit: per-task time limit")
-    p.add_argument("--tokenizer", required=True, help="the text LM's tokenizer folder; the 502 speech tokens (500 units, "
-                   "<speech>, <text>) are added to a copy")
+    p.add_argument("--tokenizer", required=True, help="the text LM's tokenizer folder; the --units + 2 speech tokens "
+                   "(<Un0>.., <speech>, <text>: 502 by default) are added to a copy")
+    p.add_argument("--units", type=int, default=500, metavar="N",
+                   help="unit inventory of the features (the k-means size they were extracted with)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.02)

@@ -66,8 +66,8 @@ def _check_units(units: np.ndarray, src: str, where: str, field: str = "units", 
 def parse_speech_row(row: dict, src: str, where: str, n_units: int = N_UNITS) -> dict:
     """One speech record (a JSONL line or a ``datasets`` / parquet row) as an utterance ``{"id", "file_name",
     "units", "durations" (or None), "words"?, "starts"?, "ends"?, "source", "line"}``; ``where`` ("line 3",
-    "row 3") goes into every error message. Units must lie in the inventory 0..n_units-1 (the real-data
-    preparation adds the default 500 unit tokens; the streams check again against the tokenizer's)."""
+    "row 3") goes into every error message. Units must lie in the inventory 0..n_units-1 (``scaling data
+    prepare --units``, default 500)."""
     if not isinstance(row, dict):
         raise ConfigError(f"{where} is not a JSON object", source=src)
     if "audio_repr" in row:
@@ -347,8 +347,8 @@ def read_text(path: str | Path) -> list[str]:
     return docs
 
 
-def parse_speech(src: str, where: str, raw) -> dict:
-    return parse_speech_row(json_row(raw, src, where) if isinstance(raw, bytes) else raw, src, where)
+def parse_speech(src: str, where: str, raw, n_units: int = N_UNITS) -> dict:
+    return parse_speech_row(json_row(raw, src, where) if isinstance(raw, bytes) else raw, src, where, n_units)
 
 
 def parse_text(src: str, where: str, raw) -> str | None:
