@@ -312,7 +312,7 @@ def load_sweep(path: str | Path) -> Sweep:
         if tokenizer != "data" or raw.get("units") is not None:
             raise ConfigError("the vocabulary of a sweep with data is the prepared tokenizer's; 'tokenizer'/'vocab'/'units' "
                               "are for planning without data", source=src,
-                              field="tokenizer" if "tokenizer" in raw else "vocab" if "vocab" in raw else "units")
+                              field="units" if tokenizer == "data" else "tokenizer" if raw.get("tokenizer") is not None else "vocab")
     # An arm that plans with data needs a prepared folder (its own or the sweep's); one that plans with a
     # named tokenizer may name a data folder that is not prepared yet (`scaling run` will need it).
     for a in arms:
