@@ -3,7 +3,7 @@
     DATA/
       data.json                        the manifest (schema below), written last
       tokenizer_text/                  the text LM's tokenizer (HF folder)
-      tokenizer/                       the same + <Un0>..<Un499>, <speech>, <text> (the speech LM's)
+      tokenizer/                       the same + <Un0>..<Un{n_units-1}>, <speech>, <text> (the speech LM's)
       shards/<stream>_<split>/<part>.npy       format 2: numbered parts of one stream and split, int32 tokens,
       shards/<stream>_<split>/<part>.docs.npy  documents closed by eos; int64 document offsets within the part
       shards/<stream>_<split>.npy      format 1: one file per stream and split (the synthetic builder)
@@ -18,8 +18,9 @@ that a tokenizer is the one the shards were made with. This module is torch-free
 
 ``data.json`` (format 2; format 1 differs only in ``tokens``, whose entries have no ``parts``):
     format, seed, fingerprint (16 hex digits: sha256 over the shards' sha256, in manifest order),
-    text_vocab_size, speech_vocab_size, text_model_vocab, speech_model_vocab, unit_offset
-    (the vocabulary block), tokenizer_sha (per tokenizer folder: sha256 of its token -> id table;
+    text_vocab_size, speech_vocab_size, text_model_vocab, speech_model_vocab, unit_offset, n_units
+    (the vocabulary block; ``n_units``, the size of the unit inventory, is absent in folders written
+    before it existed, which all hold 500 units), tokenizer_sha (per tokenizer folder: sha256 of its token -> id table;
     absent in folders written before it existed), tokens ({"<stream>_<split>": {"tokens",
     "documents", "sha256", "parts" (format 2: [{"name", "tokens", "documents", "sha256"}, ...], the index
     of the stream's numbered files in reading order; the stream's sha256 is then the sha256 over its
@@ -53,9 +54,29 @@ MIX_STREAMS = ("text", "interleaved", "speech")
 TEXT_TOKENIZER, SPEECH_TOKENIZER = "tokenizer_text", "tokenizer"
 
 # -- the vocabulary block ------------------------------------------------------------------------
+#: The default unit inventory (mHuBERT-25Hz + k-means 500, as SIMS); a data folder records its own in
+#: ``n_units`` (GSLM compares 50, 100 and 200 units; a small synthetic demo uses ~100).
 N_UNITS = SPEECH_TOKENS - 2
+#: The largest inventory a data folder may declare: far above every published discrete-unit vocabulary
+#: (k-means 50-2000, codec codebooks 1024-16384), so a larger value is a typo that would otherwise add
+#: millions of embedding rows.
+MAX_UNITS = 65536
+MIN_UNITS = 2
 UNIT_TOKENS = tuple(f"<Un{i}>" for i in range(N_UNITS))
 SPEECH_MARK, TEXT_MARK = "<speech>", "<text>"
+
+
+def unit_tokens(n_units: int = N_UNITS) -> tuple[str, ...]:
+    """The token names of an inventory of ``n_units`` units: ``<Un0>``..``<Un{n_units-1}>``."""
+    return UNIT_TOKENS if n_units == N_UNITS else tuple(f"<Un{i}>" for i in range(n_units))
+
+
+def check_n_units(n, *, source: str | None = None, field: str = "n_units") -> int:
+    """``n`` as a unit-inventory size (an int in MIN_UNITS..MAX_UNITS), else a ConfigError naming the field."""
+    if not isinstance(n, int) or isinstance(n, bool) or not MIN_UNITS <= n <= MAX_UNITS:
+        raise ConfigError(f"must be the number of speech units, an integer in {MIN_UNITS}..{MAX_UNITS}", source=source,
+                          field=field, value=n)
+    return n
 FRAME_S = 0.04  # 25 Hz units
 
 
@@ -152,15 +173,29 @@ def vocab_sha(vocab: dict[str, int]) -> str:
     return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def vocab_block(text_vocab_size: int, speech_vocab_size: int, unit_offset: int) -> dict:
-    """The vocabulary part of data.json: tokenizer sizes and the model rows they need (padded to 64)."""
+def vocab_block(text_vocab_size: int, speech_vocab_size: int, unit_offset: int, n_units: int = N_UNITS) -> dict:
+    """The vocabulary part of data.json: tokenizer sizes, the model rows they need (padded to 64), where the
+    units start and how many there are."""
     return {
         "text_vocab_size": int(text_vocab_size),
         "speech_vocab_size": int(speech_vocab_size),
         "text_model_vocab": padded_vocab(int(text_vocab_size)),
         "speech_model_vocab": padded_vocab(int(speech_vocab_size)),
         "unit_offset": int(unit_offset),
+        "n_units": check_n_units(int(n_units)),
     }
+
+
+def count_units(vocab: dict[str, int]) -> int:
+    """How many unit tokens ``<Un0>, <Un1>, ...`` a token -> id table holds, counted from ``<Un0>`` on
+    consecutive ids (0 when it has no ``<Un0>``)."""
+    off = vocab.get(UNIT_TOKENS[0])
+    if off is None:
+        return 0
+    n = 1
+    while vocab.get(f"<Un{n}>") == off + n:
+        n += 1
+    return n
 
 
 def fingerprint(shard_sha256: list[str]) -> str:
@@ -195,6 +230,11 @@ def check_manifest(m, source: str) -> dict:
             raise ConfigError("missing field", source=source, field=k)
         if not isinstance(m[k], typ) or isinstance(m[k], bool):
             raise ConfigError(f"must be of type {typ.__name__}", source=source, field=k, value=m[k])
+    if "n_units" in m:
+        check_n_units(m["n_units"], source=source)
+        if m["unit_offset"] + m["n_units"] > m["speech_vocab_size"]:
+            raise ConfigError(f"unit_offset {m['unit_offset']} + n_units {m['n_units']} exceeds speech_vocab_size "
+                              f"{m['speech_vocab_size']}", source=source, field="n_units", value=m["n_units"])
     if m["format"] not in FORMATS:
         raise ConfigError(f"unsupported data folder format (this version reads formats {list(FORMATS)})", source=source,
                           field="format", value=m["format"])
@@ -296,6 +336,11 @@ class DataDir:
     def text_vocab_size(self) -> int:
         return self.manifest["text_vocab_size"]
 
+    @property
+    def n_units(self) -> int:
+        """The size of the unit inventory (500 in folders written before data.json recorded it)."""
+        return self.manifest.get("n_units", N_UNITS)
+
     def tokenizer_dir(self, *, speech: bool = True) -> Path:
         return self.path / (SPEECH_TOKENIZER if speech else TEXT_TOKENIZER)
 
@@ -313,6 +358,12 @@ class DataDir:
             raise ConfigError(f"<Un0> has id {vocab.get(UNIT_TOKENS[0])} but the shards use unit_offset "
                               f"{self.manifest['unit_offset']}; the tokenizer belongs to another data folder",
                               source=src, field="unit_offset", value=vocab.get(UNIT_TOKENS[0]))
+        if speech:
+            have = count_units(vocab)
+            if have != self.n_units:
+                raise ConfigError(f"the tokenizer has {have} unit tokens (<Un0>..<Un{have - 1}>) but the shards of "
+                                  f"{self.path} use {self.n_units} ({MANIFEST}: n_units); it belongs to another data "
+                                  "folder", source=src, field="n_units", value=have)
         want_sha = (self.manifest.get("tokenizer_sha") or {}).get(what)
         if want_sha and vocab_sha(vocab) != want_sha:
             raise ConfigError(f"the tokenizer's token table differs from the one the shards of {self.path} were made "

@@ -5,8 +5,9 @@ Grid kinds, per (arm, model):
 - ``tokens_per_param``: every ratio r gets D = r N tokens (C = 6 N D);
 - ``explicit``: the listed (model, tokens) or (model, budget) points.
 N counts all parameters, including the embedding rows of the speech vocabulary (the text
-tokenizer + 502 speech tokens, padded to a multiple of 64, never fewer than a published
-checkpoint's rows). Interleaved runs start from a text LM of the same shape, pre-trained once
+tokenizer + n_units + 2 speech tokens, padded to a multiple of 64, never fewer than a published
+checkpoint's rows; n_units is the data folder's, or the sweep's ``units`` (default 500) when
+planning without data). Interleaved runs start from a text LM of the same shape, pre-trained once
 per size (its compute is not counted in C, as in SIMS), or from a given checkpoint.
 
 Constraints drop grid points (max_params, min/max tokens per parameter, min_steps); a sweep
@@ -20,11 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from scaling.datadir import DataDir
+from scaling.datadir import N_UNITS, DataDir
 from scaling.errors import ConfigError
 from scaling.flops import count_params, flops_6nd
 from scaling.initref import InitRef
-from scaling.shapes import PUBLISHED, SPEECH_TOKENS, ModelShape, padded_vocab
+from scaling.shapes import PUBLISHED, ModelShape, padded_vocab
 from scaling.spec import TEXT_ARM, RunSpec
 from sweeps.schema import FAMILY_SHAPE, TOKENIZERS, Sweep
 
@@ -42,11 +43,12 @@ def vocab_sizes(sweep: Sweep, model: str, manifest: dict, arm: str | None = None
     tok = sweep.tokenizer_of(arm)
     if tok == "data":
         return manifest["text_model_vocab"], manifest["speech_model_vocab"]
+    speech_tokens = sweep.units + 2  # <Un0>..<Un{units-1}>, <speech>, <text>
     if tok == "units":
-        return None, padded_vocab(SPEECH_TOKENS)
+        return None, padded_vocab(speech_tokens)
     n = TOKENIZERS[tok] if tok in TOKENIZERS else int(tok.split(":", 1)[1])
     rows = PUBLISHED[model].vocab_size if model in PUBLISHED else padded_vocab(n)
-    return max(rows, padded_vocab(n)), max(rows, padded_vocab(n + SPEECH_TOKENS))
+    return max(rows, padded_vocab(n)), max(rows, padded_vocab(n + speech_tokens))
 
 
 def shape_of(sweep: Sweep, model: str, manifest: dict, *, text: bool = False, arm: str | None = None) -> ModelShape:
@@ -58,7 +60,10 @@ def shape_of(sweep: Sweep, model: str, manifest: dict, *, text: bool = False, ar
 
 
 def _fingerprint(sweep: Sweep, manifest: dict, arm: str | None = None) -> str:
-    return manifest["fingerprint"] if manifest else f"tokenizer:{sweep.tokenizer_of(arm)}"
+    if manifest:
+        return manifest["fingerprint"]
+    units = "" if sweep.units == N_UNITS else f"+units:{sweep.units}"  # the default keeps earlier run ids
+    return f"tokenizer:{sweep.tokenizer_of(arm)}{units}"
 
 
 def tuned_values(sweep: Sweep) -> dict[str, dict]:

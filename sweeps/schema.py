@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from scaling.datadir import BENCHMARKS, MANIFEST, MIX_STREAMS, PAIR_BENCHMARKS, STREAMS, check_benchmarks
+from scaling.datadir import (BENCHMARKS, MANIFEST, MIX_STREAMS, N_UNITS, PAIR_BENCHMARKS, STREAMS, check_benchmarks,
+                             check_n_units)
 from scaling.errors import ConfigError
 from scaling.initref import InitRef
 from scaling.shapes import KNOWN, ModelShape
@@ -98,6 +99,7 @@ class Sweep:
     grid: str = "isoflop"
     shapes: dict[str, ModelShape] = field(default_factory=dict)  # name -> shape (vocab_size = checkpoint rows)
     tokenizer: str = "data"  # data | qwen2.5 | llama-3.2 | units | vocab:<N>
+    units: int = N_UNITS  # the speech unit inventory when planning without data (a data folder's is in data.json)
     tokens_per_param: list[float] = field(default_factory=list)  # grid: tokens_per_param
     explicit: list[dict] = field(default_factory=list)  # grid: explicit, [{model, tokens | budget}]
     init_paths: dict[str, dict[str, str]] = field(default_factory=dict)  # arm -> model -> checkpoint
@@ -139,7 +141,7 @@ class Sweep:
 
 
 TOP_KEYS = {"name", "data", "output", "models", "budgets", "arms", "grid", "seed", "streams", "init", "train",
-            "text_pretrain", "eval", "constraints", "tokenizer", "vocab", "tokens_per_param", "runs",
+            "text_pretrain", "eval", "constraints", "tokenizer", "vocab", "units", "tokens_per_param", "runs",
             "hyperparameters", "tuning", "resources"}
 GRIDS = ("isoflop", "tokens_per_param", "explicit")
 SHAPE_KEYS = {"name", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
@@ -271,6 +273,7 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ConfigError("only applies to grid: explicit", source=src, field="runs")
 
     tokenizer = _tokenizer(raw, src)
+    units = check_n_units(raw["units"], source=src, field="units") if raw.get("units") is not None else N_UNITS
     arms, streams, init, init_paths, arm_data, family, arm_models, arm_tok = _arms(raw, names, path.parent, src)
     for a in arms:
         if arm_tok.get(a, tokenizer) == "units" and (init[a] != "random" or set(streams[a]) - {"speech"}):
@@ -306,9 +309,10 @@ def load_sweep(path: str | Path) -> Sweep:
     data = None
     if raw.get("data") is not None:
         data = _data_dir(raw["data"], base, src, "data")
-        if tokenizer != "data":
-            raise ConfigError("the vocabulary of a sweep with data is the prepared tokenizer's; 'tokenizer'/'vocab' are "
-                              "for planning without data", source=src, field="tokenizer" if "tokenizer" in raw else "vocab")
+        if tokenizer != "data" or raw.get("units") is not None:
+            raise ConfigError("the vocabulary of a sweep with data is the prepared tokenizer's; 'tokenizer'/'vocab'/'units' "
+                              "are for planning without data", source=src,
+                              field="units" if tokenizer == "data" else "tokenizer" if raw.get("tokenizer") is not None else "vocab")
     # An arm that plans with data needs a prepared folder (its own or the sweep's); one that plans with a
     # named tokenizer may name a data folder that is not prepared yet (`scaling run` will need it).
     for a in arms:
@@ -322,7 +326,7 @@ def load_sweep(path: str | Path) -> Sweep:
     sweep = Sweep(
         path=path, name=str(raw.get("name", path.stem)), data=data, output=(base / str(raw.get("output", "."))).resolve(),
         models=names, budgets=budgets, arms=list(arms), grid=grid, seed=seed, streams=streams, init=init,
-        train=train, text_pretrain=tp, eval=ev, constraints=cons, shapes=shapes, tokenizer=tokenizer,
+        train=train, text_pretrain=tp, eval=ev, constraints=cons, shapes=shapes, tokenizer=tokenizer, units=units,
         tokens_per_param=tpp, explicit=explicit, init_paths=init_paths, hyperparameters=hp, tuning=tuning, arm_data=arm_data, family=family, arm_models=arm_models, arm_tokenizer=arm_tok,
     )
     sweep.resources = _resources(raw.get("resources"), names, src)

@@ -163,17 +163,27 @@ def test_prepare_again_leaves_no_stale_manifest_when_interrupted(data, monkeypat
 
 def test_synth_reuses_a_folder_built_from_the_same_settings_only(data):
     """`scaling data synth` skips work only for a complete, undamaged folder of the same corpus, seed and vocabulary."""
-    from dataclasses import asdict
-
     from conftest import TINY_SYNTH
     from trainer.data.prepare_synthetic import is_prepared
     from trainer.data.synthetic import SynthConfig
 
-    cfg = asdict(SynthConfig(seed=0, **TINY_SYNTH))
+    cfg = SynthConfig(seed=0, **TINY_SYNTH).to_dict()
     assert is_prepared(data, cfg, vocab_size=320, seed=0).fingerprint == DataDir.open(data).fingerprint
     assert is_prepared(data, cfg, vocab_size=512, seed=0) is None
     assert is_prepared(data, cfg, vocab_size=320, seed=1) is None
     assert is_prepared(data, dict(cfg, n_speakers=2), vocab_size=320, seed=0) is None
+    assert is_prepared(data, cfg, vocab_size=320, seed=0, n_units=96) is None
+    assert is_prepared(data, cfg, vocab_size=320, seed=0, text_alphabet="corpus") is None
+    # a folder written before data.json recorded the inventory and the alphabet holds the defaults: reused
+    m = json.loads((data / "data.json").read_text())
+    assert m["n_units"] == 500 and m["source"] == {"corpus": "synthetic", "vocab_size": 320, "units": 500,
+                                                    "text_alphabet": "bytes"}
+    del m["n_units"]
+    m["source"] = {"corpus": "synthetic", "vocab_size": 320}
+    (data / "data.json").write_text(json.dumps(m))
+    assert DataDir.open(data).n_units == 500
+    assert is_prepared(data, cfg, vocab_size=320, seed=0) is not None
+    assert is_prepared(data, cfg, vocab_size=320, seed=0, n_units=96) is None
     p = data / "shards" / "text_val.npy"
     p.write_bytes(p.read_bytes()[:-4])  # a damaged folder is rebuilt, not reused
     assert is_prepared(data, cfg, vocab_size=320, seed=0) is None

@@ -292,3 +292,19 @@ def test_mixture_report_balances_expected_tokens():
     assert sum(r.values()) == pytest.approx(1.0)
     assert r["text"] * 100 == pytest.approx(r["interleaved"] * 30, rel=1e-4) == pytest.approx(r["speech"] * 300, rel=1e-4)
     assert mix["tokens_before_repeat"] == 1800
+
+
+def test_units_flag_sets_the_inventory_and_refuses_units_outside_it(inputs, tmp_path, capsys):
+    """`--units N`: the tokenizer gets <Un0>..<Un{N-1}> + 2 markers and data.json records N; a feature unit
+    >= N is refused with the file, the line, the field and the value."""
+    out = tmp_path / "u1000"
+    assert main(_prepare_args(inputs, out, units=1000)) == 0
+    m = DataDir.open(out).manifest
+    given = len(load_tokenizer(inputs / "tok"))
+    assert m["n_units"] == 1000 and m["speech_vocab_size"] == given + 1002
+    assert SpeechVocab.of(DataDir.open(out).load_tokenizer()).n_units == 1000
+    small = tmp_path / "u400"
+    assert main(_prepare_args(inputs, small, units=400)) == 2  # the example holds units up to 498
+    err = capsys.readouterr().err
+    assert "features.jsonl" in err and "line 1" in err and "'units'" in err and "outside 0..399" in err
+    assert not small.exists()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from scaling.cli import main
+from scaling.datadir import MAX_UNITS
 from scaling.errors import ConfigError
 from trainer.units.dedup import dedup, expand
 from trainer.units.extract import extract_units, list_audio
@@ -168,8 +169,10 @@ def test_pickled_kmeans_refused(tmp_path, capsys):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ConfigError, match="cannot read centroids"):
         load_centroids(tmp_path / "obj.npy")
-    np.save(tmp_path / "big.npy", np.zeros((501, 2)))
-    with pytest.raises(ConfigError, match="501"):
+    np.save(tmp_path / "k1000.npy", np.zeros((1000, 2)))  # an inventory above 500: `data prepare --units 1000`
+    assert load_centroids(tmp_path / "k1000.npy").shape == (1000, 2)
+    np.save(tmp_path / "big.npy", np.zeros((MAX_UNITS + 1, 2)))
+    with pytest.raises(ConfigError, match=str(MAX_UNITS + 1)):
         load_centroids(tmp_path / "big.npy")
 
 

@@ -158,7 +158,7 @@ class Trainer:
         speech = "textlm" not in spec.streams
         self.tokenizer = self.data.load_tokenizer(speech=speech)
         if speech:
-            SpeechVocab.of(self.tokenizer, source=str(self.data.tokenizer_dir()))  # the 502 tokens are there
+            SpeechVocab.of(self.tokenizer, source=str(self.data.tokenizer_dir()))  # the n_units + 2 tokens are there
         if len(self.tokenizer) > spec.shape.vocab_size:
             raise ConfigError(f"the tokenizer has {len(self.tokenizer)} tokens but the model only {spec.shape.vocab_size} rows",
                               source=str(run.spec_path), field="shape.vocab_size", value=spec.shape.vocab_size)

@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 from scaling.datadir import PAIR_BENCHMARKS
 from scaling.datadir import BENCHMARKS as REGISTRY
 
-from .speech import phonemes, render
+from .speech import N_UNITS, phonemes, render
 from .stories import Story, lexicon, make_story, norm, sblimp_violation
 
 BENCHMARKS = PAIR_BENCHMARKS  # every pair benchmark of the registry (scaling.datadir) has a synthetic builder
@@ -30,14 +30,14 @@ _VOWELS = "aeiou"
 _CONSONANTS = "bcdfghjklmnprstvwyz"
 
 
-def _speech(words: list[str], speaker: int, rng: random.Random) -> dict:
-    return {"modality": "speech", "units": render(words, speaker, rng).units}
+def _speech(words: list[str], speaker: int, rng: random.Random, n_units: int = N_UNITS) -> dict:
+    return {"modality": "speech", "units": render(words, speaker, rng, n_units).units}
 
 
-def _segment(text: str, modality: str, speaker: int, rng: random.Random) -> dict:
+def _segment(text: str, modality: str, speaker: int, rng: random.Random, n_units: int = N_UNITS) -> dict:
     if modality == "text":
         return {"modality": "text", "text": text}
-    return _speech(text.split(), speaker, rng)
+    return _speech(text.split(), speaker, rng, n_units)
 
 
 def make_nonword(word: str, rng: random.Random, lex: frozenset[str] | None = None) -> str:
@@ -79,7 +79,7 @@ def _distinct(seen: set, key, name: str, i: int, tries: int) -> bool:
     return False
 
 
-def build_swuggy(n: int, n_speakers: int, rng: random.Random, exclude=frozenset()) -> list[dict]:
+def build_swuggy(n: int, n_speakers: int, rng: random.Random, exclude=frozenset(), n_units: int = N_UNITS) -> list[dict]:
     lex = lexicon()
     words = sorted(w for w in lex if len(w) >= 3 and w.isalpha())
     items, seen = [], set()
@@ -92,13 +92,13 @@ def build_swuggy(n: int, n_speakers: int, rng: random.Random, exclude=frozenset(
             if _distinct(seen, (w, nw), "swuggy", i, tries):
                 break
         spk = rng.randrange(n_speakers)
-        items.append({"id": f"swuggy-{i:05d}", "positive": [_speech([w], spk, rng)],
-                      "negative": [_speech([nw], spk, rng)], "speaker": spk,
+        items.append({"id": f"swuggy-{i:05d}", "positive": [_speech([w], spk, rng, n_units)],
+                      "negative": [_speech([nw], spk, rng, n_units)], "speaker": spk,
                       "variant": "substitute", "words": [w, nw]})
     return items
 
 
-def build_sblimp(n: int, n_speakers: int, rng: random.Random, exclude=frozenset()) -> list[dict]:
+def build_sblimp(n: int, n_speakers: int, rng: random.Random, exclude=frozenset(), n_units: int = N_UNITS) -> list[dict]:
     items, seen = [], set()
     for i in range(n):
         tries = 0
@@ -110,8 +110,8 @@ def build_sblimp(n: int, n_speakers: int, rng: random.Random, exclude=frozenset(
             if _distinct(seen, (sent, bad), "sblimp", i, tries):
                 break
         spk = rng.randrange(n_speakers)
-        items.append({"id": f"sblimp-{i:05d}", "positive": [_speech(sent.split(), spk, rng)],
-                      "negative": [_speech(bad.split(), spk, rng)], "speaker": spk,
+        items.append({"id": f"sblimp-{i:05d}", "positive": [_speech(sent.split(), spk, rng, n_units)],
+                      "negative": [_speech(bad.split(), spk, rng, n_units)], "speaker": spk,
                       "variant": kind, "texts": [sent, bad]})
     return items
 
@@ -120,7 +120,7 @@ def _storycloze(name: str) -> Callable[..., list[dict]]:
     ctx_mod, end_mod = REGISTRY[name].modalities
     topic = name == "tsc"
 
-    def build(n: int, n_speakers: int, rng: random.Random, exclude=frozenset()) -> list[dict]:
+    def build(n: int, n_speakers: int, rng: random.Random, exclude=frozenset(), n_units: int = N_UNITS) -> list[dict]:
         items, seen = [], set()
         for i in range(n):
             tries = 0
@@ -137,11 +137,11 @@ def _storycloze(name: str) -> Callable[..., list[dict]]:
                 if _distinct(seen, story.context, name, i, tries):
                     break
             spk = rng.randrange(n_speakers)
-            ctx_seg = _segment(story.context, ctx_mod, spk, rng)
+            ctx_seg = _segment(story.context, ctx_mod, spk, rng, n_units)
             items.append({
                 "id": f"{name}-{i:05d}",
-                "positive": [ctx_seg, _segment(story.ending, end_mod, spk, rng)],
-                "negative": [ctx_seg, _segment(wrong, end_mod, spk, rng)],
+                "positive": [ctx_seg, _segment(story.ending, end_mod, spk, rng, n_units)],
+                "negative": [ctx_seg, _segment(wrong, end_mod, spk, rng, n_units)],
                 "speaker": spk, "variant": kind,
                 "texts": [story.context, story.ending, wrong],
             })
@@ -158,11 +158,12 @@ def builder(name: str) -> Callable[..., list[dict]]:
 
 def build_benchmarks(n_items: int, n_speakers: int, seed: int,
                      exclude_texts: Iterable[str] = (),
-                     names: Iterable[str] = BENCHMARKS) -> dict[str, list[dict]]:
-    """All benchmarks, each from its own rng stream ``f"{seed}:bench:{name}"``."""
+                     names: Iterable[str] = BENCHMARKS, n_units: int = N_UNITS) -> dict[str, list[dict]]:
+    """All benchmarks, each from its own rng stream ``f"{seed}:bench:{name}"``, spoken over an inventory
+    of ``n_units`` units."""
     exclude = exclude_texts if isinstance(exclude_texts, (set, frozenset)) else set(exclude_texts)
     out = {}
     for name in names:
         rng = random.Random(f"{seed}:bench:{name}")
-        out[name] = builder(name)(n_items, n_speakers, rng, exclude)
+        out[name] = builder(name)(n_items, n_speakers, rng, exclude, n_units)
     return out

@@ -6,30 +6,36 @@ from pathlib import Path
 
 
 def _cmd_data_synth(args) -> int:
-    from dataclasses import asdict
-
     from trainer.data.prepare_synthetic import is_prepared, prepare_corpus
+    from trainer.data.speech import check_inventory
     from trainer.data.synthetic import SynthConfig, generate
 
     out = Path(args.out)
-    cfg = (SynthConfig.quick(seed=args.seed) if args.quick else SynthConfig.large(seed=args.seed) if args.large
-           else SynthConfig(seed=args.seed))
-    current = None if args.force else is_prepared(out, asdict(cfg), vocab_size=args.vocab_size, seed=args.seed)
+    check_inventory(args.units, source="scaling data synth", field="--units")  # before anything is written
+    cfg = (SynthConfig.quick(seed=args.seed, n_units=args.units) if args.quick
+           else SynthConfig.large(seed=args.seed, n_units=args.units) if args.large
+           else SynthConfig(seed=args.seed, n_units=args.units))
+    settings = dict(vocab_size=args.vocab_size, seed=args.seed, n_units=args.units, text_alphabet=args.text_alphabet)
+    current = None if args.force else is_prepared(out, cfg.to_dict(), **settings)
     if current is not None:
         print(f"reusing the prepared data in {out} (same corpus settings and seed; --force rebuilds it)")
         _print_data_summary(current.manifest)
         return 0
     generate(cfg, out)
     print(f"corpus written to {out}/corpus and {out}/benchmarks")
-    data = prepare_corpus(out, vocab_size=args.vocab_size, seed=args.seed)
+    data = prepare_corpus(out, vocab_size=args.vocab_size, seed=args.seed, n_units=args.units,
+                          text_alphabet=args.text_alphabet)
     _print_data_summary(data)
     return 0
 
 
 def _print_data_summary(data: dict) -> None:
+    from scaling.datadir import N_UNITS
+
     fr = data["speech_fractions"]["train"]
-    print(f"tokenizer: {data['text_vocab_size']} text tokens + 502 speech tokens = {data['speech_vocab_size']} "
-          f"(model rows {data['speech_model_vocab']})")
+    n_units = data.get("n_units", N_UNITS)
+    print(f"tokenizer: {data['text_vocab_size']} text tokens + {n_units + 2} speech tokens ({n_units} units, "
+          f"<speech>, <text>) = {data['speech_vocab_size']} (model rows {data['speech_model_vocab']})")
     if "interleaved" in data["streams"]:
         print(f"interleaved: {fr['speech_word_fraction']:.1%} of words and {fr['speech_token_fraction']:.1%} of tokens are speech")
     for k, v in data["tokens"].items():
@@ -95,7 +101,7 @@ def _prepare_kwargs(args) -> dict:
     return dict(features=args.features, tokenizer=args.tokenizer, text=args.text, alignments=args.alignments,
                 seed=args.seed, val_fraction=args.val_fraction, ratio=args.ratio, lam=args.poisson_lambda,
                 weights=_parse_weights(args.weight), dedup=args.dedup, max_unaligned=args.max_unaligned,
-                chunk=args.chunk, workers=args.workers)
+                chunk=args.chunk, workers=args.workers, n_units=args.units)
 
 
 def _cmd_data_prepare(args) -> int:
@@ -147,6 +153,12 @@ def register(sub) -> None:
     size.add_argument("--large", action="store_true", help="a ~30M-speech-token corpus (the GPU demo, scaling demo --scale gpu)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary of the text tokenizer")
+    s.add_argument("--units", type=int, default=500, metavar="N",
+                   help="speech unit inventory (k-means clusters; GSLM uses 50-200, SIMS 500); the speech tokenizer "
+                        "adds N + 2 tokens")
+    s.add_argument("--text-alphabet", choices=("bytes", "corpus"), default="bytes",
+                   help="initial alphabet of the text BPE: all 256 bytes, or only the characters of the corpus "
+                        "(a small vocabulary; every validation and benchmark text is checked to round-trip)")
     s.add_argument("--force", action="store_true", help="rebuild even when OUT already holds this corpus")
     s.set_defaults(func=_cmd_data_synth)
 
@@ -189,7 +201,10 @@ def register(sub) -> None:
     p.add_argument("--array", type=int, default=8, help="array tasks for --submit")
     p.add_argument("--no-wait", action="store_true", help="with --submit: return after submitting (merge later)")
     p.add_argument("--timeout-min", type=int, default=24 * 60, help="with --submit: per-task time limit")
-    p.add_argument("--tokenizer", required=True, help="the text LM's tokenizer folder; the 502 speech tokens are added to a copy")
+    p.add_argument("--tokenizer", required=True, help="the text LM's tokenizer folder; the --units + 2 speech tokens "
+                   "(<Un0>.., <speech>, <text>: 502 by default) are added to a copy")
+    p.add_argument("--units", type=int, default=500, metavar="N",
+                   help="unit inventory of the features (the k-means size they were extracted with)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.02)

@@ -56,17 +56,18 @@ def _int_array(values, src: str, where: str, field: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _check_units(units: np.ndarray, src: str, where: str, field: str = "units") -> None:
-    bad = (units < 0) | (units >= N_UNITS)
+def _check_units(units: np.ndarray, src: str, where: str, field: str = "units", n_units: int = N_UNITS) -> None:
+    bad = (units < 0) | (units >= n_units)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        raise ConfigError(f"{where}: unit #{k} is outside 0..{N_UNITS - 1}", source=src, field=field, value=int(units[k]))
+        raise ConfigError(f"{where}: unit #{k} is outside 0..{n_units - 1}", source=src, field=field, value=int(units[k]))
 
 
-def parse_speech_row(row: dict, src: str, where: str) -> dict:
+def parse_speech_row(row: dict, src: str, where: str, n_units: int = N_UNITS) -> dict:
     """One speech record (a JSONL line or a ``datasets`` / parquet row) as an utterance ``{"id", "file_name",
     "units", "durations" (or None), "words"?, "starts"?, "ends"?, "source", "line"}``; ``where`` ("line 3",
-    "row 3") goes into every error message."""
+    "row 3") goes into every error message. Units must lie in the inventory 0..n_units-1 (``scaling data
+    prepare --units``, default 500)."""
     if not isinstance(row, dict):
         raise ConfigError(f"{where} is not a JSON object", source=src)
     if "audio_repr" in row:
@@ -95,7 +96,7 @@ def parse_speech_row(row: dict, src: str, where: str) -> dict:
                           "prepare its features.jsonl", source=src, field="audio")
     else:
         raise ConfigError(f"{where} has neither 'units' nor 'audio_repr'", source=src, field="units")
-    _check_units(units, src, where, "audio_repr" if durations is None else "units")
+    _check_units(units, src, where, "audio_repr" if durations is None else "units", n_units)
     if units.size == 0:
         raise ConfigError(f"{where} has no units", source=src, field="units")
     name = utterance_key(row)
@@ -346,8 +347,8 @@ def read_text(path: str | Path) -> list[str]:
     return docs
 
 
-def parse_speech(src: str, where: str, raw) -> dict:
-    return parse_speech_row(json_row(raw, src, where) if isinstance(raw, bytes) else raw, src, where)
+def parse_speech(src: str, where: str, raw, n_units: int = N_UNITS) -> dict:
+    return parse_speech_row(json_row(raw, src, where) if isinstance(raw, bytes) else raw, src, where, n_units)
 
 
 def parse_text(src: str, where: str, raw) -> str | None:

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from scaling import atomic
-from scaling.datadir import (MANIFEST, SPEECH_TOKENIZER, SPLITS, STREAMS, TEXT_TOKENIZER, fingerprint, make_manifest,
-                             shard_name, vocab_block, vocab_sha, write_manifest)
+from scaling.datadir import (MANIFEST, N_UNITS, SPEECH_TOKENIZER, SPLITS, STREAMS, TEXT_TOKENIZER, check_n_units,
+                             fingerprint, make_manifest, shard_name, vocab_block, vocab_sha, write_manifest)
 from scaling.errors import ConfigError
 from trainer.data import ingest, shards
 from trainer.data.mixture import mixture_report
@@ -71,8 +71,9 @@ class _Job:
     """Everything a work item needs (picklable: sent once to each worker process)."""
 
     def __init__(self, speech: list[Source], text: list[Source], tokenizer: Path, alignments, seed: int, ratio: float,
-                 lam: float, chunk: int, max_unaligned: float):
+                 lam: float, chunk: int, max_unaligned: float, n_units: int = N_UNITS):
         self.sources = speech + text
+        self.n_units = n_units
         self.tokenizer, self.seed, self.ratio, self.lam, self.chunk = tokenizer, seed, ratio, lam, chunk
         self.max_unaligned = max_unaligned
         self.aligns = None if alignments is None else ingest.AlignmentIndex(alignments)
@@ -85,11 +86,17 @@ class _Job:
         if self._tok is None:
             tok = load_tokenizer(self.tokenizer)
             try:
-                add_speech_tokens(tok)
+                add_speech_tokens(tok, self.n_units)
+            except ConfigError:
+                raise
             except Exception as e:
-                raise ConfigError(f"the tokenizer cannot take the 502 speech tokens ({type(e).__name__}: {e})",
-                                  source=str(self.tokenizer), field="added_tokens") from None
-            self._tok = (tok, SpeechVocab.of(tok, source=str(self.tokenizer)))
+                raise ConfigError(f"the tokenizer cannot take the {self.n_units + 2} speech tokens ({type(e).__name__}: "
+                                  f"{e})", source=str(self.tokenizer), field="added_tokens") from None
+            vocab = SpeechVocab.of(tok, source=str(self.tokenizer))
+            if vocab.n_units != self.n_units:
+                raise ConfigError(f"the tokenizer already holds {vocab.n_units} unit tokens, not the {self.n_units} asked "
+                                  "for (--units)", source=str(self.tokenizer), field="added_tokens", value=vocab.n_units)
+            self._tok = (tok, vocab)
         return self._tok
 
 
@@ -187,7 +194,7 @@ def run_item(job: _Job, s: int, c: int, records: list, codes: np.ndarray, shard_
             if doc is not None:
                 per_split[split].append(doc)
             continue
-        u = parse_speech(path, where, raw)
+        u = parse_speech(path, where, raw, job.n_units)
         if job.aligns is not None and not u.get("words"):
             a = job.aligns.get(u["id"])
             if a is None:
@@ -364,7 +371,7 @@ def _merge(job: _Job, plan: dict, work: Path, *, meta: dict, log) -> dict:
     tok.save_pretrained(str(work / SPEECH_TOKENIZER))
     return make_manifest(
         seed=job.seed, tokens=counts, fingerprint=fingerprint(shas),
-        vocab=vocab_block(len(text_tok), vocab.size, vocab.unit_offset),
+        vocab=vocab_block(len(text_tok), vocab.size, vocab.unit_offset, vocab.n_units),
         tokenizer_sha={TEXT_TOKENIZER: vocab_sha(text_tok.get_vocab()), SPEECH_TOKENIZER: vocab_sha(tok.get_vocab())},
         interleave={"ratio": job.ratio, "poisson_lambda": job.lam}, speech_fractions=fractions,
         mixture=mixture_report(counts), sources=sources, checks=report, **meta)
@@ -392,12 +399,14 @@ def prepare_real(out: str | Path, *, features, tokenizer: str | Path, text=None,
                  seed: int = 0, val_fraction: float = 0.02, ratio: float = 0.3, lam: float = 10.0,
                  weights: dict[str, float] | None = None, dedup: bool = False, max_unaligned: float = MAX_UNALIGNED,
                  chunk: int = CHUNK, workers: int = 1, shard: tuple[int, int] | None = None, merge_only: bool = False,
-                 log=_stderr) -> dict:
+                 n_units: int = N_UNITS, log=_stderr) -> dict:
     """Prepare a real corpus into ``out`` (a format-2 data folder); returns its manifest.
 
     ``features`` / ``text``: one input or a list (``[NAME=]PATH`` strings or :class:`Source`); ``weights``:
     source name -> weight. ``shard=(i, N)`` processes items ``k % N == i`` only and returns
-    ``{"items_run", "shard"}`` without merging; ``merge_only`` merges the items the shards wrote. A failed
+    ``{"items_run", "shard"}`` without merging; ``merge_only`` merges the items the shards wrote. ``n_units``:
+    the unit inventory (the k-means size the features were extracted with; the tokenizer gets
+    ``<Un0>``..``<Un{n_units-1}>``, ``<speech>``, ``<text>``). A failed
     input check removes the work folder (no half-written output); any other interruption (a kill, a full
     disk) leaves it, and the same call resumes where it stopped.
     """
@@ -419,7 +428,8 @@ def prepare_real(out: str | Path, *, features, tokenizer: str | Path, text=None,
         raise ConfigError(f"weight for an unknown source; sources: {[s.name for s in speech + texts]}", field="weight",
                           value=unknown[0])
     tok_dir = Path(tokenizer)
-    job = _Job(speech, texts, tok_dir, alignments, seed, ratio, lam, chunk, max_unaligned)
+    check_n_units(n_units, field="units")
+    job = _Job(speech, texts, tok_dir, alignments, seed, ratio, lam, chunk, max_unaligned, n_units)
     job.tokenizer_and_vocab()  # a bad tokenizer fails before any reading
 
     work = out.with_name(f".{out.name}.prepare")

@@ -1,4 +1,5 @@
-"""Render words as HuBERT-like acoustic units (a stand-in for mHuBERT-25Hz + k-means 500).
+"""Render words as HuBERT-like acoustic units (a stand-in for mHuBERT-25Hz + k-means 500, or any
+other inventory size of at least :data:`MIN_UNITS`).
 
 Pipeline per word:
   spelling -> pseudo-phonemes (letters/digraphs, 35 phonemes) -> sub-states (1-3 per
@@ -13,6 +14,9 @@ nearby unit (noise); silence frames may separate words and always open and close
 utterance. Consecutive equal frames are then collapsed (``units`` + ``durations`` in frames),
 as done for real HuBERT units. Word times come from frame positions, so they stay exact even
 when a collapse merges the last frame of a word with the first of the next.
+
+The phonology is built for an inventory size (``n_units``, default 500; one cached table per size):
+the same draws from the fixed seed, over units 0..n_units-1.
 """
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
-N_UNITS = 500
+from scaling.datadir import MAX_UNITS, N_UNITS
+from scaling.errors import ConfigError
+
 FRAME_S = 0.04            # 25 Hz
 PHONOLOGY_SEED = 2504_02398
 N_SILENCE = 4
@@ -29,6 +35,10 @@ VOWELS = ("A", "E", "I", "O", "U", "EE", "OO", "OU", "OW", "AI", "ER", "AR", "OR
 CONSONANTS = ("B", "D", "F", "G", "H", "J", "K", "L", "M", "N", "P", "R", "S", "T", "V", "W",
               "Y", "Z", "TH", "SH", "CH", "NG")
 PHONEMES = VOWELS + CONSONANTS
+#: The smallest inventory the phonology fits in: its silence units plus distinct canonical units for
+#: the most sub-states it can draw (3 per vowel, 2 per consonant); allophones and neighbours may
+#: share units, canonical sub-states may not (two phonemes would sound the same).
+MIN_UNITS = N_SILENCE + 3 * len(VOWELS) + 2 * len(CONSONANTS)
 
 _DIGRAPHS = {"th": ("TH",), "sh": ("SH",), "ch": ("CH",), "ng": ("NG",), "ck": ("K",),
              "ph": ("F",), "wh": ("W",), "qu": ("K", "W"), "ee": ("EE",), "ea": ("EE",),
@@ -60,12 +70,22 @@ def phonemes(word: str) -> tuple[str, ...]:
     return tuple(out) if out else ("ER",)
 
 
-class _Phonology:
-    """Fixed tables shared by all corpora."""
+def check_inventory(n_units, *, source: str | None = None, field: str = "n_units") -> int:
+    """``n_units`` when the phonology fits in it, else a ConfigError naming the field and the minimum."""
+    if not isinstance(n_units, int) or isinstance(n_units, bool) or not MIN_UNITS <= n_units <= MAX_UNITS:
+        raise ConfigError(f"must be an integer in {MIN_UNITS}..{MAX_UNITS}: the synthetic phonology needs {N_SILENCE} "
+                          f"silence units + up to {MIN_UNITS - N_SILENCE} distinct canonical sub-states of its "
+                          f"{len(PHONEMES)} phonemes", source=source, field=field, value=n_units)
+    return n_units
 
-    def __init__(self) -> None:
+
+class _Phonology:
+    """Fixed tables shared by all corpora of one inventory size."""
+
+    def __init__(self, n_units: int = N_UNITS) -> None:
+        self.n_units = n_units = check_inventory(n_units)
         rng = random.Random(PHONOLOGY_SEED)
-        pool = list(range(N_UNITS))
+        pool = list(range(n_units))
         rng.shuffle(pool)
         self.silence = tuple(sorted(pool[:N_SILENCE]))
         free = pool[N_SILENCE:]
@@ -78,13 +98,16 @@ class _Phonology:
                 idx.append(len(self.canonical))
                 self.canonical.append(free.pop())
             self.substates[ph] = tuple(idx)
-        # two allophone alternatives per sub-state, from the remaining inventory
+        # two allophone alternatives per sub-state, from the remaining inventory; once it is spent (a
+        # small inventory), any other non-silence unit (500 units never get there: 253 at most are taken)
+        sil = set(self.silence)
         self.alternatives: list[tuple[int, int]] = []
-        for _ in self.canonical:
+        for u in self.canonical:
             if len(free) >= 2:
                 self.alternatives.append((free.pop(), free.pop()))
             else:
-                self.alternatives.append((rng.randrange(N_UNITS), rng.randrange(N_UNITS)))
+                others = [x for x in range(n_units) if x != u and x not in sil]
+                self.alternatives.append((rng.choice(others), rng.choice(others)))
         # acoustic neighbours: for a sub-state unit, its allophones and canonical siblings;
         # for other units, three fixed random non-silence units
         nb: dict[int, list[int]] = {}
@@ -92,10 +115,9 @@ class _Phonology:
             a, b = self.alternatives[s]
             for x in (u, a, b):
                 nb.setdefault(x, []).extend(y for y in (u, a, b) if y != x)
-        sil = set(self.silence)
-        non_sil = [u for u in range(N_UNITS) if u not in sil]
+        non_sil = [u for u in range(n_units) if u not in sil]
         self.neighbours: list[tuple[int, ...]] = []
-        for u in range(N_UNITS):
+        for u in range(n_units):
             cand = [x for x in nb.get(u, []) if x != u]
             while len(cand) < 3:
                 x = rng.choice(non_sil)
@@ -104,7 +126,13 @@ class _Phonology:
             self.neighbours.append(tuple(dict.fromkeys(cand)))
 
 
-PHONOLOGY = _Phonology()
+@lru_cache(maxsize=None)
+def phonology(n_units: int = N_UNITS) -> _Phonology:
+    """The phonology of an inventory of ``n_units`` units (built once per size)."""
+    return _Phonology(n_units)
+
+
+PHONOLOGY = phonology(N_UNITS)
 
 
 @dataclass(frozen=True)
@@ -119,11 +147,11 @@ class Speaker:
 
 
 @lru_cache(maxsize=None)
-def speaker_profile(speaker: int) -> Speaker:
+def speaker_profile(speaker: int, n_units: int = N_UNITS) -> Speaker:
     if not isinstance(speaker, int) or isinstance(speaker, bool) or speaker < 0:
         raise ValueError(f"speaker must be an int >= 0, got {speaker!r}")
     rng = random.Random(f"{PHONOLOGY_SEED}:speaker:{speaker}")
-    ph = PHONOLOGY
+    ph = phonology(n_units)
     units = tuple(ph.alternatives[s][rng.randrange(2)] if rng.random() < 0.35 else u
                   for s, u in enumerate(ph.canonical))
     p_long = rng.uniform(0.1, 0.4)
@@ -133,16 +161,16 @@ def speaker_profile(speaker: int) -> Speaker:
 
 
 @lru_cache(maxsize=100_000)
-def _word_substates(word: str) -> tuple[int, ...]:
-    sub = PHONOLOGY.substates
+def _word_substates(word: str, n_units: int = N_UNITS) -> tuple[int, ...]:
+    sub = phonology(n_units).substates
     return tuple(s for p in phonemes(word) for s in sub[p])
 
 
 @lru_cache(maxsize=200_000)
-def word_units(word: str, speaker: int) -> tuple[int, ...]:
+def word_units(word: str, speaker: int, n_units: int = N_UNITS) -> tuple[int, ...]:
     """Noise-free, one-frame-per-sub-state unit sequence of a word for a speaker."""
-    table = speaker_profile(speaker).units
-    return tuple(table[s] for s in _word_substates(word))
+    table = speaker_profile(speaker, n_units).units
+    return tuple(table[s] for s in _word_substates(word, n_units))
 
 
 @dataclass
@@ -161,10 +189,11 @@ class Rendered:
         return round(self.n_frames * FRAME_S, 2)
 
 
-def render(words: list[str], speaker: int, rng: random.Random) -> Rendered:
-    """Speak ``words`` in ``speaker``'s voice; randomness (durations, noise, pauses) from rng."""
-    prof = speaker_profile(speaker)
-    neighbours = PHONOLOGY.neighbours
+def render(words: list[str], speaker: int, rng: random.Random, n_units: int = N_UNITS) -> Rendered:
+    """Speak ``words`` in ``speaker``'s voice over an inventory of ``n_units`` units; randomness
+    (durations, noise, pauses) from rng."""
+    prof = speaker_profile(speaker, n_units)
+    neighbours = phonology(n_units).neighbours
     rand = rng.random
     p_long, p_longer, p_noise, p_pause, sil = (prof.p_long, prof.p_longer, prof.p_noise,
                                                prof.p_pause, prof.silence)
@@ -190,7 +219,7 @@ def render(words: list[str], speaker: int, rng: random.Random) -> Rendered:
             emit(sil, n)
             t += n
         starts.append(round(t * FRAME_S, 2))
-        for u in word_units(w, speaker):
+        for u in word_units(w, speaker, n_units):
             d = 1
             if rand() < p_long:
                 d += 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaling.datadir import N_UNITS
 from scaling.errors import ConfigError
 from trainer.data.interleave import plan_spans, unit_times, units_overlapping
 from trainer.data.tokenizer import SpeechVocab
@@ -25,12 +24,13 @@ def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def _units(u: dict) -> np.ndarray:
+def _units(u: dict, n_units: int) -> np.ndarray:
+    """The utterance's units, each checked against the tokenizer's inventory (0..n_units-1)."""
     units = np.asarray(u["units"], dtype=np.int64)
-    if units.size and (units.min() < 0 or units.max() >= N_UNITS):
-        bad = int(units[(units < 0) | (units >= N_UNITS)][0])
-        raise ConfigError(f"utterance {u.get('id')}: unit {bad} is outside 0..{N_UNITS - 1}", source=u.get("source"),
-                          field="units", value=bad)
+    if units.size and (units.min() < 0 or units.max() >= n_units):
+        bad = int(units[(units < 0) | (units >= n_units)][0])
+        raise ConfigError(f"utterance {u.get('id')}: unit {bad} is outside the tokenizer's inventory 0..{n_units - 1}",
+                          source=u.get("source"), field="units", value=bad)
     return units
 
 
@@ -48,7 +48,7 @@ def build_streams(text_docs: list[str], utts: list[dict], tokenizer, vocab: Spee
         ids = _encode(tokenizer, text_docs)
         docs["textlm"] = [np.asarray(i + [eos], dtype=np.int32) for i in ids]
         docs["text"] = [np.asarray([vocab.text] + i + [eos], dtype=np.int32) for i in ids]
-    units = [_units(u) for u in utts]
+    units = [_units(u, vocab.n_units) for u in utts]
     docs["speech"] = [np.concatenate([[vocab.speech], x + off, [eos]]).astype(np.int32) for x in units]
     aligned = [(u, x) for u, x in zip(utts, units) if u.get("words")]
     plans = [plan_spans(len(u["words"]), rng, ratio, lam) for u, _ in aligned]

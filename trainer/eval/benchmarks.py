@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scaling.datadir import BENCHMARK_NAMES, BENCHMARKS, MANIFEST, DataDir
+from scaling.datadir import BENCHMARK_NAMES, BENCHMARKS, MANIFEST, N_UNITS, DataDir
 from scaling.errors import ConfigError
 from scaling.jsonl import iter_jsonl
 from trainer.eval.formats import RESERVED, check_segments, find_units, load_storycloze, load_zerospeech, split_cross_modal
@@ -19,18 +19,20 @@ from trainer.eval.formats import RESERVED, check_segments, find_units, load_stor
 DEFAULT_SCORING = {"norm": "mean", "span": "whole"}
 
 
-def _check_pair_segments(row: dict, path: Path, line: int) -> None:
+def _check_pair_segments(row: dict, path: Path, line: int, n_units: int | None = None) -> None:
     for member in ("positive", "negative"):
-        check_segments(row[member], source=str(path), where=f"line {line} (id {row['id']})", field=member)
+        check_segments(row[member], source=str(path), where=f"line {line} (id {row['id']})", field=member,
+                       n_units=n_units)
 
 
-def load_benchmark(path: Path, max_items: int | None = None) -> list[dict]:
+def load_benchmark(path: Path, max_items: int | None = None, n_units: int | None = None) -> list[dict]:
+    """A pair file; with ``n_units`` (the tokenizer's inventory) every unit is checked to lie in it."""
     path = Path(path)
     items, seen = [], set()
     for line, row in iter_jsonl(path, what="benchmark file", required=("id", "positive", "negative")):
         if row["id"] in seen:
             raise ConfigError(f"line {line}: duplicate pair id", source=str(path), field="id", value=row["id"])
-        _check_pair_segments(row, path, line)
+        _check_pair_segments(row, path, line, n_units)
         for k in RESERVED[2:]:
             if k in row:
                 raise ConfigError(f"line {line}: key {k!r} is reserved for the loaders", source=str(path), field=k)
@@ -54,26 +56,29 @@ def pair_file(root: str | Path, name: str) -> Path | None:
     return None
 
 
-def load_pairs(data_dir: str | Path, name: str, max_items: int | None = None) -> list[dict]:
+def load_pairs(data_dir: str | Path, name: str, max_items: int | None = None, n_units: int | None = None) -> list[dict]:
     """The pairs of benchmark ``name`` under ``data_dir``, whichever layout holds it, first found:
 
     1. the registry's pair file (``benchmarks/<name>.jsonl`` of a data folder, or ``<name>.jsonl``);
     2. ``<data>/<name>/gold.csv`` + a units file beside it (ZeroSpeech sWUGGY / sBLIMP);
     3. ``<data>/<base>/`` a StoryCloze folder (any layout of ``trainer.eval.formats``) + units file, where
        ``name`` = ``<base>[_s2s|_s2t|_t2s|_t2t]`` picks the prompt -> ending modalities (default S->S).
+
+    ``n_units``: the speech vocabulary's inventory (``SpeechVocab.n_units``); units outside it are refused
+    with the file, line and field (units files are checked against 500 when it is not given).
     """
     data = Path(data_dir)
     f = pair_file(data, name)
     if f is not None:
-        return load_benchmark(f, max_items)
+        return load_benchmark(f, max_items, n_units)
     for root in (data, data / "benchmarks"):
         if (root / name / "gold.csv").is_file():
-            pairs = load_zerospeech(root / name / "gold.csv", find_units(root / name))
+            pairs = load_zerospeech(root / name / "gold.csv", find_units(root / name, n_units or N_UNITS))
             return pairs[:max_items] if max_items else pairs
     base, prompt, ending = split_cross_modal(name)
     for root in (data, data / "benchmarks"):
         if (root / base).is_dir():
-            pairs = load_storycloze(root / base, prompt=prompt, ending=ending)
+            pairs = load_storycloze(root / base, prompt=prompt, ending=ending, n_units=n_units or N_UNITS)
             return pairs[:max_items] if max_items else pairs
     hint = f" (the registry's: {list(BENCHMARK_NAMES)})" if name not in BENCHMARKS else ""
     raise ConfigError(f"benchmark {name!r} not found{hint}: looked for benchmarks/{name}.jsonl, {name}.jsonl, "

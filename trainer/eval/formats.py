@@ -43,9 +43,11 @@ RESERVED = ("positive", "negative", "files", "group", "task", "cross_modal")
 _AMBIGUOUS = object()
 
 
-def check_segments(segs, *, source: str, where: str, field: str, modalities=("speech", "text")) -> list:
+def check_segments(segs, *, source: str, where: str, field: str, modalities=("speech", "text"),
+                   n_units: int | None = None) -> list:
     """``segs`` as a non-empty list of segments (``{"modality": "speech", "units": [...]}`` or
-    ``{"modality": "text", "text": "..."}``); errors name the file, ``where`` (line and item) and the field."""
+    ``{"modality": "text", "text": "..."}``); errors name the file, ``where`` (line and item) and the field.
+    With ``n_units`` (the tokenizer's inventory), every unit must lie in 0..n_units-1."""
     if not isinstance(segs, list) or not segs:
         raise ConfigError(f"{where}: needs a non-empty list of segments", source=source, field=field, value=segs)
     for k, seg in enumerate(segs):
@@ -58,7 +60,21 @@ def check_segments(segs, *, source: str, where: str, field: str, modalities=("sp
             raise ConfigError(f"{where}: text segment without text", source=source, field=f"{at}.text", value=seg.get("text"))
         if mod not in modalities:
             raise ConfigError(f"{where}: unknown modality", source=source, field=f"{at}.modality", value=mod)
+        if mod == "speech" and n_units is not None:
+            _check_unit_range(seg["units"], n_units, where=where, source=source, field=f"{at}.units")
     return segs
+
+
+def _check_unit_range(units, n_units: int, *, where: str, source: str, field: str) -> None:
+    import numpy as np
+
+    arr = np.asarray(units) if isinstance(units, list) and units and type(units[0]) is int else None
+    if arr is not None and arr.ndim == 1 and arr.dtype.kind == "i" and 0 <= arr.min() and arr.max() < n_units:
+        return  # the common case, in one vectorised pass
+    bad = [x for x in units if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < n_units]
+    if bad:
+        raise ConfigError(f"{where}: unit {bad[0]!r} is outside 0..{n_units - 1} (the speech vocabulary has {n_units} "
+                          "units)", source=source, field=field, value=bad[0])
 
 
 def _key(ref: str) -> tuple[str, ...]:
@@ -91,7 +107,8 @@ class UnitIndex:
                 self._tail[t] = _AMBIGUOUS if t in self._tail else u
 
     @classmethod
-    def load(cls, path: str | Path) -> "UnitIndex":
+    def load(cls, path: str | Path, n_units: int = N_UNITS) -> "UnitIndex":
+        """A units file; every unit must lie in the speech vocabulary's inventory 0..n_units-1."""
         path = Path(path)
         units: dict[str, list[int]] = {}
         for i, row in iter_jsonl(path, what="units file"):
@@ -110,10 +127,7 @@ class UnitIndex:
             if not u:
                 # an empty sequence has nothing to score: its NLL would be 0 and win every pair
                 raise ConfigError(f"line {i} ({name}): no units", source=str(path), field=field, value=u)
-            bad = [x for x in u if not 0 <= x < N_UNITS]
-            if bad:
-                raise ConfigError(f"line {i} ({name}): unit {bad[0]} is outside 0..{N_UNITS - 1}", source=str(path),
-                                  field=field, value=bad[0])
+            _check_unit_range(u, n_units, where=f"line {i} ({name})", source=str(path), field=field)
             if str(name) in units:
                 raise ConfigError(f"line {i}: audio file listed twice", source=str(path), field="file_name", value=name)
             units[str(name)] = u
@@ -144,10 +158,10 @@ def _parse_repr(s: str, where: str, source: str) -> list[int]:
     return units
 
 
-def find_units(folder: Path) -> UnitIndex:
+def find_units(folder: Path, n_units: int = N_UNITS) -> UnitIndex:
     for name in UNIT_FILES:
         if (folder / name).is_file():
-            return UnitIndex.load(folder / name)
+            return UnitIndex.load(folder / name, n_units)
     raise ConfigError(f"no units file ({', '.join(UNIT_FILES)}); extract units first", source=str(folder))
 
 
@@ -156,14 +170,14 @@ def _speech(units: list[int]) -> dict:
 
 
 # -- ZeroSpeech 2021 ---------------------------------------------------------------------------------
-def load_zerospeech(gold: str | Path, units: UnitIndex | str | Path) -> list[dict]:
+def load_zerospeech(gold: str | Path, units: UnitIndex | str | Path, n_units: int = N_UNITS) -> list[dict]:
     """sWUGGY (lexical) or sBLIMP (syntactic) pairs from a ZeroSpeech 2021 gold.csv, each with
     ``files`` (word, non-word file names), ``task`` ("lexical" / "syntactic"), ``group`` (the official
     aggregation unit) and the gold columns of the correct row."""
     gold = Path(gold)
     if not gold.is_file():
         raise ConfigError("gold file not found", source=str(gold))
-    index = units if isinstance(units, UnitIndex) else UnitIndex.load(units)
+    index = units if isinstance(units, UnitIndex) else UnitIndex.load(units, n_units)
     with open(gold, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         rows = list(reader)
@@ -363,9 +377,10 @@ def storycloze_records(root: str | Path) -> list[dict]:
 
 
 def load_storycloze(root: str | Path, units: UnitIndex | str | Path | None = None, *,
-                    prompt: str = "speech", ending: str = "speech") -> list[dict]:
+                    prompt: str = "speech", ending: str = "speech", n_units: int = N_UNITS) -> list[dict]:
     """sStoryCloze / tStoryCloze (any layout, any multi-speaker variant) with the prompt and ending
-    modalities given. Whole-story sets are speech -> speech only (one segment per member)."""
+    modalities given. Whole-story sets are speech -> speech only (one segment per member). Units are
+    checked against an inventory of ``n_units`` when read from a file."""
     for f, v in (("prompt", prompt), ("ending", ending)):
         if v not in ("speech", "text"):
             raise ConfigError("must be 'speech' or 'text'", field=f, value=v)
@@ -373,7 +388,8 @@ def load_storycloze(root: str | Path, units: UnitIndex | str | Path | None = Non
     recs = storycloze_records(root)
     index = None
     if "speech" in (prompt, ending):
-        index = units if isinstance(units, UnitIndex) else (UnitIndex.load(units) if units else find_units(root))
+        index = units if isinstance(units, UnitIndex) else (UnitIndex.load(units, n_units) if units
+                                                            else find_units(root, n_units))
     out = []
     for r in recs:
         if r.get("whole"):

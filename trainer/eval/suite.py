@@ -68,7 +68,7 @@ class EvalSuite:
             if n in BENCHMARKS and BENCHMARKS[n].kind != "pairs":
                 raise ConfigError(f"{n!r} is a {BENCHMARKS[n].kind} metric, not a pair benchmark; `scaling eval` runs it",
                                   field="benchmarks", value=n)
-        return cls({n: load_pairs(data_dir, n, max_items) for n in names}, tokenizer, vocab,
+        return cls({n: load_pairs(data_dir, n, max_items, vocab.n_units) for n in names}, tokenizer, vocab,
                    norm=norm, span=span, batch_size=batch_size, convention=convention)
 
     @property

@@ -94,7 +94,7 @@ def prompt_ids(prompt: Prompt, tokenizer, vocab) -> list[int]:
 def allowed_ids(vocab, output: str) -> list[int]:
     """Tokens the continuation may hold: the units (speech) or the text tokens (text), and eos."""
     if output == "speech":
-        return list(range(vocab.unit_offset, vocab.unit_offset + 500)) + [vocab.eos]
+        return list(range(vocab.unit_offset, vocab.unit_offset + vocab.n_units)) + [vocab.eos]
     return [i for i in range(vocab.unit_offset) if i not in (vocab.speech, vocab.text)] + [vocab.eos]
 
 

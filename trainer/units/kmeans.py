@@ -1,6 +1,7 @@
 """K-means quantisation of speech features with centroids loaded from a file.
 
-Accepted centroid files (an array [K, D], K <= 500 units):
+Accepted centroid files (an array [K, D]; K units, at most ``scaling.datadir.MAX_UNITS``; prepare the
+features with ``scaling data prepare --units K``, default 500):
     .npy            ``np.load(allow_pickle=False)``
     .safetensors    one tensor, or a tensor named ``centroids`` / ``cluster_centers`` / ``cluster_centers_``
     .pt / .pth      ``torch.load(weights_only=True)``: a tensor, or a dict holding one of those names
@@ -15,9 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from scaling.datadir import MAX_UNITS
 from scaling.errors import ConfigError
 
-N_UNITS_MAX = 500
+#: The most centroids a file may hold: the largest inventory a data folder may declare (the
+#: tokenizer then gets one <UnK> token per centroid).
+N_UNITS_MAX = MAX_UNITS
 _NAMES = ("centroids", "cluster_centers", "cluster_centers_", "C")
 _ACCEPTED = (".npy (array [K, D]), .safetensors (one tensor or one named 'centroids'/'cluster_centers_'), "
              ".pt/.pth readable by torch.load(weights_only=True) (a tensor or a dict of tensors); pickled "
@@ -74,7 +78,7 @@ def load_centroids(path: str | Path) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[0] < 1 or not np.issubdtype(arr.dtype, np.number):
         raise ConfigError("centroids must be a numeric array [K, D]", source=src, field="centroids", value=list(arr.shape))
     if arr.shape[0] > N_UNITS_MAX:
-        raise ConfigError(f"{arr.shape[0]} centroids, but the speech vocabulary has {N_UNITS_MAX} unit tokens",
+        raise ConfigError(f"{arr.shape[0]} centroids, but a speech vocabulary holds at most {N_UNITS_MAX} unit tokens",
                           source=src, field="centroids", value=arr.shape[0])
     if not np.all(np.isfinite(arr)):
         raise ConfigError("centroids contain NaN or inf", source=src, field="centroids")
