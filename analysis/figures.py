@@ -67,6 +67,7 @@ def _draw_isoflop(plt, df, fits, loss_col):
         C = budget_of(arm_rows(df, arm))
         all_budgets |= set(C[np.isfinite(C)])
     colours = _budget_colours(sorted(all_budgets))  # one colour per budget across panels: one legend
+    outside_any = False
     for ax, arm in zip(axes[0], arms):
         rows = arm_rows(df, arm)
         rows = rows[np.isfinite(rows[loss_col].to_numpy(dtype=float))]
@@ -91,11 +92,17 @@ def _draw_isoflop(plt, df, fits, loss_col):
                        label=f"C = {_sci(b)}")
             m = minima.get(b)
             if m is not None:
-                lo, hi = min(m.n_min, m.n_opt) / 1.3, max(m.n_max, m.n_opt) * 1.3
-                ns = np.geomspace(lo, hi, 100)
-                ax.plot(ns, m.curve(ns), color=colours[b], lw=1.0, alpha=0.8)
-                ax.scatter([m.n_opt], [m.loss_min], marker="*", s=90, color=colours[b],
-                           edgecolor="black", linewidth=0.5, zorder=4)
+                # a vertex outside the sampled sizes is not a minimum the data show (it is left out of the
+                # N_opt fit): the curve stays over the sampled sizes and no star is drawn, so one runaway
+                # vertex (a parabola through nearly flat points) cannot stretch the axis over decades
+                inside = m.n_min <= m.n_opt <= m.n_max
+                outside_any |= not inside
+                lo, hi = (min(m.n_min, m.n_opt), max(m.n_max, m.n_opt)) if inside else (m.n_min, m.n_max)
+                ns = np.geomspace(lo / 1.3, hi * 1.3, 100)
+                ax.plot(ns, m.curve(ns), color=colours[b], lw=1.0, alpha=0.8, ls="-" if inside else ":")
+                if inside:
+                    ax.scatter([m.n_opt], [m.loss_min], marker="*", s=90, color=colours[b],
+                               edgecolor="black", linewidth=0.5, zorder=4)
         readable_log_axis(ax, "x")
         ax.set_xlabel("parameters N")
         ax.set_ylabel(f"{loss_col}")
@@ -123,6 +130,9 @@ def _draw_isoflop(plt, df, fits, loss_col):
 
         handles.append(Line2D([], [], marker="*", color="grey", markeredgecolor="black", ls="", markersize=9))
         labels.append("parabola minimum")
+        if outside_any:
+            handles.append(Line2D([], [], color="grey", ls=":"))
+            labels.append("parabola, vertex outside the sizes")
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="budget")
     fig.tight_layout()
     return fig

@@ -82,6 +82,15 @@ DEMO: dict[str, ModelShape] = {
     "toy-ml": ModelShape(80, 4, 4, 2, 224, 1024),
     "toy-l": ModelShape(96, 4, 4, 2, 256, 1024),
     "toy-xl": ModelShape(128, 4, 4, 2, 384, 1024),
+    # the default CPU demo ladder (scaling demo), named by non-embedding parameters at its 256-row
+    # vocabulary (96 units + 2 markers + 158 text tokens): 4.4k-81k, non-embedding parameters dominating.
+    # On this corpus the loss-optimal D/N is ~40-130, so 2 cores' budgets (2e10-2e11) want sizes this small
+    "micro-4k": ModelShape(12, 2, 2, 1, 48, 1024),
+    "micro-8k": ModelShape(16, 2, 2, 1, 64, 1024),
+    "micro-15k": ModelShape(20, 3, 2, 1, 64, 1024),
+    "micro-23k": ModelShape(24, 3, 2, 1, 80, 1024),
+    "micro-46k": ModelShape(32, 3, 4, 2, 128, 1024),
+    "micro-81k": ModelShape(40, 4, 4, 2, 128, 1024),
     # the GPU demo ladder (scaling demo --scale gpu), named by non-embedding parameters: 1.3M-30M,
     # every size non-embedding dominated at the demo's 1,024 rows
     "mini-1m": ModelShape(128, 6, 4, 2, 448, 1024),

@@ -481,3 +481,29 @@ def test_isoflop_report_rows_follow_the_budgets_with_skipped_ones_in_place():
     rows = [ln for ln in lines if ln.startswith("| 1e+")]
     assert [r.split(" | ")[0] for r in rows] == ["| 1e+18", "| 1e+19", "| 1e+20"]
     assert "skipped: parabola opens downwards" in rows[1]
+
+
+def test_isoflop_figure_keeps_an_outside_vertex_off_the_axis(study):
+    """A parabola whose vertex lies outside the sampled sizes (here moved to 1/100 of the smallest) is
+    drawn dotted over the sampled sizes only, with no star: the axis stays near the data."""
+    import copy
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.figures import _draw_isoflop
+
+    df, fits = study
+    fits = copy.deepcopy(fits)
+    m = fits["arms"]["interleaved"]["isoflop"]["minima"][0]
+    m["n_opt"] = m["n_min"] / 100
+    fig = _draw_isoflop(plt, df, fits, "val_loss_speech")
+    ax = fig.axes[0]
+    assert ax.get_xlim()[0] > m["n_min"] / 2
+    stars = [c for c in ax.collections if len(c.get_offsets()) == 1]
+    assert all(c.get_offsets()[0][0] >= m["n_min"] for c in stars)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "parabola, vertex outside the sizes" in labels
+    plt.close(fig)

@@ -1,8 +1,9 @@
 """The shipped demo grids are designed for a scaling law, checked at plan time (no training): enough
 (N, D) points per arm from wsd cooldown branches, sizes spanning a decade of non-embedding parameters
-where non-embedding parameters dominate, budgets spanning a decade, and a corpus large enough that no
-run repeats the speech stream more than a few epochs. Planned at the demo data's vocabulary
-(512 BPE tokens + 502 speech tokens = 1,024 rows), as `scaling plan` does without a data folder."""
+where non-embedding parameters dominate, budgets spanning a decade with at least 3 sizes each, and a
+corpus large enough that no run repeats the speech stream more than a few epochs. Planned at each
+demo's vocabulary, as `scaling plan` does without a data folder: the CPU study's 158 corpus-alphabet
+BPE tokens + 96 units + 2 markers = 256 rows, the GPU study's 512 BPE tokens + 500 units + 2 = 1,024."""
 from importlib import resources
 
 import pytest
@@ -13,15 +14,15 @@ from sweeps.grid import resolve
 from sweeps.schema import load_sweep
 from trainer.data.synthetic import SynthConfig
 
-#: demo preset -> (minimum points per arm, synthetic corpus the demo builds)
-GRIDS = {"demo.yaml": (20, SynthConfig()), "demo_gpu.yaml": (20, SynthConfig.large())}
+#: demo preset -> (minimum points per arm, synthetic corpus the demo builds, text BPE size, unit inventory)
+GRIDS = {"demo.yaml": (20, SynthConfig(), 158, 96), "demo_gpu.yaml": (20, SynthConfig.large(), 512, 500)}
 TOKENS_PER_SPEECH_STORY = 450  # measured: the default corpus holds ~3.6M speech tokens in 8,000 stories
 
 
 def _planned(tmp_path, name):
     cfg = yaml.safe_load(resources.files("sweeps").joinpath("configs", name).read_text(encoding="utf-8"))
     cfg.pop("data")
-    cfg["vocab"] = 512  # the demo text BPE; speech rows = padded(512 + 502) = 1,024
+    cfg["vocab"], cfg["units"] = GRIDS[name][2:]  # the demo data's text BPE and unit inventory
     p = tmp_path / name
     p.write_text(yaml.safe_dump(cfg, sort_keys=False))
     dropped = []
@@ -30,9 +31,10 @@ def _planned(tmp_path, name):
 
 @pytest.mark.parametrize("name", sorted(GRIDS))
 def test_demo_grid_is_designed_for_a_law(tmp_path, name):
-    min_points, corpus = GRIDS[name]
+    min_points, corpus = GRIDS[name][:2]
     specs, dropped = _planned(tmp_path, name)
-    assert not dropped, dropped
+    # only a D/N band may drop grid points (never the step or size limits: those would be a broken design)
+    assert all("tokens/param" in why for *_, why in dropped), dropped
     speech = [s for s in specs if s.arm != "textlm"]
     for arm in {s.arm for s in speech}:
         runs = [s for s in speech if s.arm == arm]
@@ -44,8 +46,10 @@ def test_demo_grid_is_designed_for_a_law(tmp_path, name):
         non_emb = sorted(c.non_embedding for c in counts)
         assert non_emb[-1] / non_emb[0] >= 10, non_emb  # a decade of non-embedding parameters
         assert all(c.non_embedding > c.embedding for c in counts), [(c.non_embedding, c.embedding) for c in counts]
-        budgets = sorted({6 * c.total * t for s, c in zip(runs, counts) for t in (*s.cooldowns, s.tokens)})
-        assert budgets[-1] / budgets[0] >= 10  # a decade of compute
+        budgets = sorted({s.budget for s in runs} | {b for s in runs for b in s.cooldown_budgets})
+        assert budgets[-1] / budgets[0] >= 10 * (1 - 1e-9)  # a decade of compute
+        sizes_at = {b: {s.model for s in runs if b == s.budget or b in s.cooldown_budgets} for b in budgets}
+        assert all(len(m) >= 3 for m in sizes_at.values()), sizes_at  # an isoFLOP curve at every budget
         # the longest run reads the speech stream at most a few times
         epochs = max(s.tokens for s in runs) / (corpus.n_speech_stories * TOKENS_PER_SPEECH_STORY)
         assert epochs <= 3, epochs
