@@ -40,17 +40,10 @@ def demo_sweep_text(quick: bool, seed: int, scale: str = "cpu") -> str:
     return text
 
 
-def default_workers(scale: str, cores: int | None = None) -> int:
-    """Worker processes of the demo's sweep: on a CPU one per core (at most 8) (each single-threaded: the toy models
-    are too small for intra-op threads to pay, and the sweep has a run per size and arm to spread);
-    one on a GPU host (the GPU preset's runs each fill the device)."""
-    if scale == "gpu":
-        return 1
-    if cores is None:
-        import os
-
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, 8))  # more would only idle: a demo has about a dozen runs per arm
+def default_workers(scale: str) -> str:
+    """The sweep's ``--workers``: ``auto`` on a CPU (one single-threaded worker per usable core, at most 8:
+    ``sweeps.local.auto_workers``); 1 for the GPU preset (its runs each fill the device)."""
+    return "1" if scale == "gpu" else "auto"
 
 
 def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]], int], scale: str = "cpu",
@@ -77,8 +70,8 @@ def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]]
     if rc:
         return rc
     stage("train and evaluate every run (finished runs are skipped)")
-    workers = workers or default_workers(scale)
-    rc_run = command(["run", str(sweep), "--workers", str(workers)] + (["--no-cache"] if no_cache else []))
+    rc_run = command(["run", str(sweep), "--workers", str(workers or default_workers(scale))]
+                     + (["--no-cache"] if no_cache else []))
     stage("fit scaling laws, draw the figures, write the report")
     # the smoke test's intervals come from 200 resamples (a third of its report time); the studies use the default
     rc = command(["report", str(out), "--out", str(out)] + (["--bootstrap", "200"] if quick else []))
@@ -104,8 +97,8 @@ def register(sub) -> None:
                         "when present)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--workers", type=int, default=None,
-                   help="worker processes training the sweep's runs (default: one single-threaded worker per CPU core; "
-                        "1 with --scale gpu)")
+                   help="worker processes training the sweep's runs (default: scaling run --workers auto, one "
+                        "single-threaded worker per usable CPU core, at most 8; 1 with --scale gpu)")
     d.add_argument("--no-cache", action="store_true",
                    help="train the text LMs even when the text-LM cache (~/.cache/speech-scaling, SPEECH_SCALING_CACHE) holds them")
     d.set_defaults(func=_cmd_demo)

@@ -81,8 +81,13 @@ def _cmd_run(args) -> int:
 
     _cache_arg_env(args)
     sweep, specs = _load_plan(args.sweep)
-    if args.workers < 1:
-        raise ConfigError("must be at least 1", field="--workers", value=args.workers)
+    if args.workers == "auto":
+        from sweeps.local import auto_workers
+
+        args.workers = auto_workers()
+    elif not args.workers.isdigit() or int(args.workers) < 1:
+        raise ConfigError("must be 'auto' or a whole number of at least 1", field="--workers", value=args.workers)
+    args.workers = int(args.workers)
     if args.gpus_per_run < 1:
         raise ConfigError("must be at least 1", field="--gpus-per-run", value=args.gpus_per_run)
     reg = _registry(sweep, args)
@@ -187,8 +192,9 @@ def register(sub) -> None:
 
     r = sub.add_parser("run", help="run a sweep's pending runs (finished runs are skipped) and write results.csv")
     r.add_argument("sweep")
-    r.add_argument("--workers", type=int, default=1,
-                   help="local launcher: worker processes sharing this machine (cores/K threads or one GPU set each)")
+    r.add_argument("--workers", default="1",
+                   help="local launcher: worker processes sharing this machine (cores/K threads or one GPU set each); "
+                        "'auto': one single-threaded worker per usable CPU core, at most 8")
     r.add_argument("--gpus-per-run", type=int, default=1,
                    help="local launcher on a GPU host: devices per run (each worker holds its own; >1 runs torchrun)")
     r.add_argument("--launcher", choices=("local", "accelerate", "slurm"), default="local")

@@ -141,6 +141,20 @@ def run_sweep(sweep: Sweep, specs: list[RunSpec], *, echo=print, registry: Regis
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def auto_workers(cores: int | None = None) -> int:
+    """``--workers auto`` on a CPU host: one single-threaded worker per usable core (toy and micro models are
+    too small for intra-op threads to pay, and 2-thread processes sharing loaded cores ran 5-10x slower),
+    at most 8 (a demo has about a dozen runs per arm; more would only idle)."""
+    return max(1, min(cores or usable_cores(), 8))
+
+
 def gpu_count() -> int:
     """GPUs this process may use (CUDA_VISIBLE_DEVICES when set, else what torch sees)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -156,7 +170,7 @@ def worker_envs(workers: int, *, cores: int | None = None, gpus: int | None = No
     ``gpus_per_run`` devices each (disjoint, so no run sees a device another worker holds); on a
     CPU host, cores // workers threads each for torch and BLAS (K workers x all cores would
     oversubscribe the CPU)."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or usable_cores()
     gpus = gpu_count() if gpus is None else gpus
     visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()] or \
         [str(i) for i in range(gpus)]

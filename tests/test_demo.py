@@ -67,12 +67,15 @@ def _stages(tmp_path, **kw):
 
 
 def test_demo_spreads_its_runs_over_one_single_threaded_worker_per_core(tmp_path):
-    from scaling.demo import default_workers
+    from sweeps.local import auto_workers, usable_cores, worker_envs
 
-    assert [default_workers("cpu", cores=c) for c in (1, 2, 16, 64)] == [1, 2, 8, 8]
-    assert default_workers("gpu", cores=16) == 1
+    assert [auto_workers(cores=c) for c in (1, 2, 16, 64)] == [1, 2, 8, 8]
+    # the workers and their threads come from the same core count (the process's affinity), so `auto` never
+    # oversubscribes: one thread each
+    assert all(env["OMP_NUM_THREADS"] == str(max(1, usable_cores() // auto_workers()))
+               for env in worker_envs(auto_workers(), gpus=0))
     run = _stages(tmp_path, quick=True)["run"]
-    assert run[run.index("--workers") + 1] == str(default_workers("cpu"))
+    assert run[run.index("--workers") + 1] == "auto"
     run = _stages(tmp_path, quick=False, scale="gpu")["run"]
     assert run[run.index("--workers") + 1] == "1"
     run = _stages(tmp_path, quick=True, workers=3, no_cache=True)["run"]

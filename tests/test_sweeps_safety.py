@@ -166,6 +166,26 @@ def test_workers_share_the_machine():
         worker_envs(3, cores=32, gpus=4, gpus_per_run=2)
 
 
+def test_worker_threads_come_from_the_cores_this_process_may_use(monkeypatch):
+    """A process pinned to 2 of 16 cores (a container, taskset) gets 2 `auto` workers of 1 thread each,
+    not 2 workers of 8 threads oversubscribing its 2 cores."""
+    from sweeps import local
+
+    monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(local.os, "cpu_count", lambda: 16)
+    assert local.usable_cores() == 2 and local.auto_workers() == 2
+    assert [e["OMP_NUM_THREADS"] for e in local.worker_envs(local.auto_workers(), gpus=0)] == ["1", "1"]
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
+def test_run_refuses_a_bad_worker_count(prepared, tmp_path, capsys, bad):
+    sweep = write_sweep(tmp_path / "s.yaml", prepared)
+    assert main(["run", str(sweep), "--workers", bad]) == 2
+    err = capsys.readouterr().err
+    assert "--workers" in err and bad in err and "auto" in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results.csv").exists()
+
+
 def test_run_workers_starts_each_worker_with_its_share(prepared, tmp_path, monkeypatch):
     from sweeps import local
 
@@ -179,7 +199,7 @@ def test_run_workers_starts_each_worker_with_its_share(prepared, tmp_path, monke
             return 0
 
     monkeypatch.setattr(local.subprocess, "Popen", FakeProc)
-    monkeypatch.setattr(local.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(local, "usable_cores", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     _, sw, spec = _one_run(prepared, tmp_path)
     local.run_workers(sw, [spec], 2, Registry(sw.runs_dir), echo=lambda *_: None)
