@@ -395,14 +395,71 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_power_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = (
+        "Power analysis of a grid before it trains: simulated studies at its planned points (each run's end "
+        "and cooldown branches, from `scaling plan SWEEP --json PLAN`) under an assumed law, each fitted and "
+        "bootstrapped as `scaling fit` does. Prints per arm the median 95%% interval widths of alpha, beta and "
+        "a against the report's 'wide' limit, how often the fit would be flagged ill-conditioned and why, the "
+        "intervals' coverage of the law and the held-out largest budget's error.")
+    parser.add_argument("plan", metavar="PLAN_JSON", help="the plan of the grid (scaling plan SWEEP --json PLAN_JSON; "
+                                                          "a demo writes it as plan.json)")
+    parser.add_argument("--law", required=True, metavar="FITS_JSON_OR_LAW",
+                        help="a pilot study's fits.json (each arm its own law, and its log-residual scatter as the "
+                             "noise) or E=..,A=..,B=..,alpha=..,beta=.. for every arm")
+    parser.add_argument("--noise", type=float, help="sd of the log losses about the law (default: the pilot's "
+                                                    "log-residual rms from its fits.json)")
+    parser.add_argument("--replicates", type=int, default=20, help="simulated studies per arm (default 20)")
+    parser.add_argument("--resamples", type=int, default=200, help="bootstrap resamples per study (default 200)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated noise (default 0)")
+    return parser
+
+
+def run_power(args) -> int:
+    from pathlib import Path
+
+    from scaling.errors import ConfigError
+
+    from .power import format_power, laws_from_fits, load_plan_points, parse_law, simulate
+
+    if args.replicates < 2 or args.resamples < 20:
+        bad = ("--replicates", args.replicates) if args.replicates < 2 else ("--resamples", args.resamples)
+        raise ConfigError("too few for an interval (at least 2 replicates and 20 resamples)", field=bad[0], value=bad[1])
+    points = load_plan_points(args.plan)
+    if Path(args.law).is_file():
+        laws = laws_from_fits(args.law)
+        if len(laws) == 1:  # one pilot law serves every arm of the plan
+            laws = {arm: next(iter(laws.values())) for arm in points}
+        missing = [arm for arm in points if arm not in laws]
+        if missing:
+            raise ConfigError(f"has no parametric law for arm(s) {', '.join(missing)} of the plan (it has "
+                              f"{', '.join(laws)})", source=args.law, field="arms")
+    else:
+        law = parse_law(args.law)
+        laws = {arm: (law, None) for arm in points}
+    for i, (arm, (N, D, C)) in enumerate(points.items()):
+        law, measured = laws[arm]
+        noise = args.noise if args.noise is not None else measured
+        if noise is None:
+            raise ConfigError("is needed: the law given records no scatter to assume (a fits.json written by this "
+                              "version records it)", field="--noise")
+        res = simulate(N, D, law, noise=noise, replicates=args.replicates, resamples=args.resamples, seed=args.seed,
+                       budgets=C)
+        print(("\n" if i else "") + format_power(arm, res)
+              + ("" if args.noise is not None else "  (noise: the pilot fit's log-residual rms)"))
+    return 0
+
+
 def register(sub) -> None:
-    """The analysis subcommands of `scaling`: fit, figures, report (nothing heavy imported here)."""
+    """The analysis subcommands of `scaling`: fit, figures, report, power (nothing heavy imported here)."""
     f = sub.add_parser("fit", help="fit scaling laws to a results table")
     add_fit_arguments(f).set_defaults(func=run_fit)
     g = sub.add_parser("figures", help="draw the figures (and report.md) from a results table")
     add_figures_arguments(g).set_defaults(func=run_figures)
     r = sub.add_parser("report", help="fits, figures, tables and report.md for a sweep in one go")
     add_report_arguments(r).set_defaults(func=run_report)
+    w = sub.add_parser("power", help="will a planned grid identify its law? simulated studies under an assumed law")
+    add_power_arguments(w).set_defaults(func=run_power)
 
 
 def main(argv=None) -> int:

@@ -20,6 +20,8 @@ otherwise, and "no interval" without one; the report's words follow these verdic
 """
 from __future__ import annotations
 
+import math
+
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,8 +79,9 @@ def _frontier(p0: ParametricFit, p1: ParametricFit, s0, s1, budgets, level, rng)
         ci = None
         if pair is not None:
             ci = _interval(derived(pair[0], C)["loss_opt"] - derived(pair[1], C)["loss_opt"], level)
+        # a law with a non-positive exponent has no compute-optimal frontier (L_opt is NaN): no verdict
         rows.append({"budget": float(C), "loss_opt": [float(p0.loss_opt(C)), float(p1.loss_opt(C))],
-                     "difference": d, "ci": ci, "verdict": verdict(ci)})
+                     "difference": d, "ci": ci, "verdict": verdict(ci) if math.isfinite(d) else "undefined"})
     verdicts = {r["verdict"] for r in rows}
     overall = verdicts.pop() if len(verdicts) == 1 else "mixed"
     return {"budgets": rows, "verdict": overall}
@@ -90,6 +93,10 @@ def _best_point(rows: pd.DataFrame, metric: str, hib: bool):
     if not ok.any():
         return None
     return rows[ok], v[ok]
+
+
+def _has_values(rows: pd.DataFrame, metric: str) -> bool:
+    return metric in rows.columns and bool(np.isfinite(np.asarray(rows[metric], dtype=float)).any())
 
 
 def _metric(df, arms, metric, C, hib, budget_of, arm_rows, level, rng) -> dict:
@@ -178,6 +185,9 @@ def compare_arms(df: pd.DataFrame, fits: dict, samples: dict, *, arm_rows, budge
                 hib = direction(m)
             except Exception as exc:  # noqa: BLE001 - an unknown direction is reported, not fatal
                 metrics[m] = {"error": str(exc)}
+                continue
+            if not any(_has_values(arm_rows(df, a), m) for a in pair):
+                metrics[m] = {"error": "evaluated by neither arm", "not_evaluated": True}
                 continue
             metrics[m] = _metric(df, pair, m, max(budgets), hib, budget_of, arm_rows, level, rng)
         entry["metrics"] = metrics

@@ -121,9 +121,13 @@ def draw_arms_compared(plt, df, fits):
     cmp = fits.get("compare") or {}
     pairs = [p for p in cmp.get("pairs", []) if "error" not in p.get("frontier", {"error": 1})]
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    drawn = 0
     for i, pair in enumerate(pairs):
         colour, marker = arm_style(pair["arms"][1], i + 1)
-        rows = pair["frontier"]["budgets"]
+        # budgets where a law has no frontier (difference NaN: report says "undefined") are left out
+        rows = [r for r in pair["frontier"]["budgets"] if np.isfinite(r["difference"])]
+        if not rows:
+            continue
         c = np.array([r["budget"] for r in rows])
         d = np.array([r["difference"] for r in rows])
         lo = np.array([r["ci"][0] if r["ci"] else np.nan for r in rows])
@@ -131,10 +135,14 @@ def draw_arms_compared(plt, df, fits):
         yerr = np.vstack([d - lo, hi - d]) if np.isfinite(lo).all() else None
         ax.errorbar(c, d, yerr=yerr, marker=marker, color=colour, capsize=3, lw=1.2,
                     label=f"{pair['arms'][0]} − {pair['arms'][1]}")
+        drawn += 1
     ax.axhline(0.0, color="black", lw=0.8, ls="--")
-    if pairs:
+    if drawn:
         readable_log_axis(ax, "x")
         ax.legend(frameon=False, loc="best")
+    else:
+        ax.text(0.5, 0.6, "no difference to draw:\nan arm's law has no compute-optimal frontier", ha="center",
+                va="center", transform=ax.transAxes, fontsize=8, color="grey")
     ax.set_xlabel("compute C (FLOPs)")
     ax.set_ylabel(f"Δ {cmp.get('loss_col', 'loss')} on $L_{{opt}}(C)$ (95% interval)")
     fig.tight_layout()

@@ -92,7 +92,11 @@ def _laws_section(fits: dict) -> list[str]:
         if p.ill_conditioned:
             lines.append(f"- **CAUTION ({arm})**: this fit is ill-conditioned; do not quote its parameters or "
                          "exponents. Add model sizes and budgets, or compare with the bounded variant "
-                         "(`fit_parametric(..., bounds=True)`).")
+                         "(`fit_parametric(..., bounds=True)`). Whether a wider grid would do is checked before it "
+                         "trains: `scaling plan NEW.yaml --json plan.json` then `scaling power plan.json --law fits.json` "
+                         "simulates it under this law and "
+                         "this fit's scatter" + (f" ({p.extra['log_residual_rms']:.3g} in log loss)."
+                                                 if "log_residual_rms" in p.extra else "."))
         lines += [f"- **{arm}** ({p.n_points} runs): L(N, D) = {p.E:.4g} + {p.A:.4g} / N^{p.alpha:.4f} + "
                   f"{p.B:.4g} / D^{p.beta:.4f}",
                   f"  - E = {p.E:.4g}, A = {p.A:.4g}, B = {p.B:.4g}, α = {p.alpha:.4f}, β = {p.beta:.4f}",

@@ -6,7 +6,8 @@ import numpy as np
 
 #: How a verdict reads in a sentence about a difference "first - other".
 _WORDS = {"lower": "lower", "higher": "higher", "not distinguishable": "not distinguishable at 95%",
-          "no interval": "without an interval (bootstrap off or item counts missing)"}
+          "no interval": "without an interval (bootstrap off or item counts missing)",
+          "undefined": "undefined (a law with no compute-optimal frontier: a non-positive exponent)"}
 
 
 def _num(x, digits: int = 4) -> str:
@@ -29,10 +30,15 @@ def _frontier_lines(pair: dict, loss_col: str) -> list[str]:
     for r in rows:
         lines.append(f"| {r['budget']:.3g} | {_num(r['loss_opt'][0])} | {_num(r['loss_opt'][1])} | "
                      f"{_num(r['difference'], 3)} | {_ci(r['ci'])} | {r['verdict']} |")
-    d = [r["difference"] for r in rows]
-    span = f"difference {_num(min(d), 3)} to {_num(max(d), 3)}" if len(d) > 1 else f"difference {_num(d[0], 3)}"
+    d = [r["difference"] for r in rows if np.isfinite(r["difference"])]
+    span = ("no finite difference" if not d else f"difference {_num(min(d), 3)} to {_num(max(d), 3)}" if len(d) > 1
+            else f"difference {_num(d[0], 3)}")
     v = fr["verdict"]
-    if v == "mixed":
+    if v == "undefined":
+        flat = [a for a, k in ((a0, 0), (a1, 1)) if not all(np.isfinite(r["loss_opt"][k]) for r in rows)]
+        sentence = (f"At equal compute, the arms cannot be compared on the frontier: the law of {' and '.join(flat)} "
+                    "has no compute-optimal frontier (a non-positive exponent).")
+    elif v == "mixed":
         by = {}
         for r in rows:
             by.setdefault(r["verdict"], []).append(f"{r['budget']:.3g}")
@@ -72,8 +78,11 @@ def _metric_lines(pair: dict) -> list[str]:
                 lines.append(f"- {m}: {a0} and {a1} are {_WORDS[e['verdict']]} ({a0} − {a1} = "
                              f"{_num(e['difference'], 3)} {_ci(e['ci'])}).")
     for m, e in ms.items():
-        if "error" in e:
+        if "error" in e and not e.get("not_evaluated"):
             lines.append(f"- {m}: not compared ({e['error']}).")
+    skipped = [m for m, e in ms.items() if e.get("not_evaluated")]
+    if skipped:
+        lines.append(f"- Not evaluated by either arm: {', '.join(skipped)}.")
     return lines + [""]
 
 

@@ -2,7 +2,7 @@
 
 Every package registers its own subcommands with one function, ``register(subparsers)``: the
 demo (scaling.demo), data / train / eval / generate / bench / memory (trainer.cli), plan / status /
-run / worker / tune (sweeps.cli), fit / figures / report (analysis.cli). Registering only defines
+run / worker / tune (sweeps.cli), fit / figures / report / power (analysis.cli). Registering only defines
 arguments; heavy imports (torch, transformers, pandas, scipy) happen inside the command that
 needs them, so `--help`, plan, status, fit, figures and report start without torch.
 
@@ -28,7 +28,7 @@ COMMANDS = {
     "demo": "scaling.demo",
     **dict.fromkeys(("data", "train", "eval", "generate", "bench", "memory"), "trainer.cli"),
     **dict.fromkeys(("plan", "status", "run", "worker", "tune"), "sweeps.cli"),
-    **dict.fromkeys(("fit", "figures", "report"), "analysis.cli"),
+    **dict.fromkeys(("fit", "figures", "report", "power"), "analysis.cli"),
 }
 
 

@@ -5,6 +5,7 @@ class ConfigError(ValueError):
     """Bad user input: the message names the file, the field and the offending value."""
 
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None, value=None):
+        self.reason = message  # the bare message, for re-raising with a fuller source and field
         parts = []
         if source:
             parts.append(str(source))

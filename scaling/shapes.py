@@ -33,6 +33,10 @@ class ModelShape:
                 raise ConfigError("must be a positive integer", field=f, value=v)
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads", field="num_heads", value=self.num_heads)
+        if self.head_dim % 2:  # rotary embeddings turn pairs of channels; an odd head fails inside attention
+            raise ConfigError(f"head dimension hidden_size / num_heads = {self.hidden_size} / {self.num_heads} = "
+                              f"{self.head_dim} is odd; rotary embeddings need an even one", field="num_heads",
+                              value=self.num_heads)
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(f"num_heads {self.num_heads} is not divisible by num_kv_heads", field="num_kv_heads", value=self.num_kv_heads)
 

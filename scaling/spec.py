@@ -37,6 +37,9 @@ class TrainConfig:
     lr: float = 3e-3
     min_lr: float = 3e-4
     warmup_frac: float = 0.01
+    # what warmup_frac is a fraction of: "run" (the run's own steps) or "shortest" (its shortest budget: with
+    # wsd, the first cooldown branch, so that no branch spends more than warmup_frac of its steps warming up)
+    warmup_basis: str = "run"
     grad_clip: float = 0.5
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -68,6 +71,8 @@ class TrainConfig:
             raise ConfigError(f"must not exceed lr ({self.lr})", source=source, field=f"{prefix}.min_lr", value=self.min_lr)
         if not 0 <= self.warmup_frac < 1:
             raise ConfigError("must be in [0, 1)", source=source, field=f"{prefix}.warmup_frac", value=self.warmup_frac)
+        if self.warmup_basis not in ("run", "shortest"):
+            raise ConfigError("must be 'run' or 'shortest'", source=source, field=f"{prefix}.warmup_basis", value=self.warmup_basis)
         if self.micro_batch_size < 0 or (self.micro_batch_size and self.batch_size % self.micro_batch_size):
             raise ConfigError(f"must divide batch_size ({self.batch_size})", source=source,
                               field=f"{prefix}.micro_batch_size", value=self.micro_batch_size)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 from scaling.errors import ConfigError
 
@@ -32,6 +33,9 @@ def _cmd_plan(args) -> int:
     sweep, specs = _load_plan(args.sweep)
     rows = plan_rows(specs, mfu=args.mfu, gpu_flops=args.gpu_flops)
     print(format_plan(rows, totals=plan_totals(sweep, specs, rows, mfu=args.mfu, gpu_flops=args.gpu_flops)))
+    note = _warmup_note(specs)
+    if note:
+        print(note)
     if args.json:
         from dataclasses import asdict
 
@@ -39,6 +43,27 @@ def _cmd_plan(args) -> int:
             row["resources"] = asdict(sweep.resources_for(spec.model))
         atomic.write_json(args.json, rows)
     return 0
+
+
+def _warmup_note(specs) -> str | None:
+    """A wsd run warming up over a fraction of its own (long) length spends much more of its first
+    cooldown branch warming up: say so, and which setting makes each branch a run of its own length."""
+    from trainer.schedule import warmup_steps
+
+    worst = None
+    for s in specs:
+        tc = s.train
+        if tc.schedule != "wsd" or not s.cooldowns or tc.warmup_basis != "run" or tc.warmup_frac <= 0:
+            continue
+        branch = -(-min(s.cooldowns) // tc.tokens_per_step)
+        share = warmup_steps(s.steps, tc.warmup_frac) / branch
+        if share > 2 * tc.warmup_frac and (worst is None or share > worst[0]):
+            worst = (share, s.run_id, tc.warmup_frac)
+    if worst is None:
+        return None
+    return (f"note: warmup takes {100 * worst[0]:.0f}% of the first cooldown branch of {worst[1]} (warmup_frac "
+            f"{worst[2]:g} of the whole run); train.warmup_basis: shortest makes it {worst[2]:g} of each run's "
+            "shortest budget, so that every branch is a run of its own length")
 
 
 def _cmd_status(args) -> int:
@@ -117,6 +142,8 @@ def _cmd_run(args) -> int:
     print(f"trained {counts['trained']}, skipped {counts['skipped']} finished, failed {counts['failed']}"
           + (f", unfinished {counts['unfinished']}" if counts.get("unfinished") else "")
           + f"; results in {sweep.results_csv}")
+    if counts.get("stopped_by"):
+        return 128 + int(signal.Signals[counts["stopped_by"]])  # as a process killed by that signal
     return 1 if counts["failed"] or counts.get("unfinished") else 0
 
 
@@ -146,7 +173,13 @@ def _cmd_worker(args) -> int:
     sweep, specs = _load_plan(args.sweep)
     _require_data(sweep)
     _check_wandb(args)
-    counts = work(sweep, specs, _registry(sweep, args), wandb=args.wandb, execute=_executor(args))
+    from sweeps.local import Stopped, stop_on_signals
+
+    try:
+        with stop_on_signals():
+            counts = work(sweep, specs, _registry(sweep, args), wandb=args.wandb, execute=_executor(args))
+    except Stopped as stop:
+        return 128 + stop.signum  # as a process killed by that signal; the run's lease was released
     return 1 if counts["failed"] else 0
 
 

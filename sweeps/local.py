@@ -8,11 +8,14 @@ is taken over once its lease goes stale, and a failed run is retried up to ``max
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -74,6 +77,10 @@ def work(sweep: Sweep, specs: list[RunSpec], registry: Registry, *, echo=print, 
             t0 = time.time()
             try:
                 rec = execute(lease.run)
+            except (Stopped, KeyboardInterrupt):  # asked to stop: not an attempt, and a rerun resumes at once
+                lease.finish("released")
+                echo(f"{tag} stopped {spec.run_id}: lease released; a rerun resumes it from its last checkpoint")
+                raise
             except Exception as e:  # noqa: BLE001 - recorded in state.json and the lease; the sweep goes on
                 (lease.run.path / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
                 lease.finish("failed", error=f"{type(e).__name__}: {e}")
@@ -132,10 +139,45 @@ def run_sweep(sweep: Sweep, specs: list[RunSpec], *, echo=print, registry: Regis
     """Train every pending run in this process; returns counts {'trained', 'skipped', 'failed', 'unfinished'}."""
     registry = registry or Registry(sweep.runs_dir)
     before = sum(registry.is_done(s.run_id) for s in specs)
-    work(sweep, specs, registry, echo=echo, wandb=wandb, execute=execute)
+    try:
+        with stop_on_signals():
+            work(sweep, specs, registry, echo=echo, wandb=wandb, execute=execute)
+    except Stopped as stop:
+        counts = outcome(sweep, specs, registry, before, echo=echo)
+        counts["stopped_by"] = stop.name
+        echo(f"stopped by {stop.name}; `scaling run` again resumes")
+        return counts
     if before == len(specs):
         echo(f"all {len(specs)} runs of sweep '{sweep.name}' are already done; nothing to train")
     return outcome(sweep, specs, registry, before, echo=echo)
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP reached a process training a sweep (a scheduler's time limit, `kill`): the run
+    in progress gives its lease back as 'released' (not an attempt) and the process ends."""
+
+    def __init__(self, signum: int):
+        self.signum, self.name = signum, signal.Signals(signum).name
+        super().__init__(self.name)
+
+
+STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Turn SIGTERM and SIGHUP into :class:`Stopped` inside the block (main thread only)."""
+    def stop(signum, _frame):
+        raise Stopped(signum)
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
 
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -196,10 +238,42 @@ def run_workers(sweep: Sweep, specs: list[RunSpec], workers: int, registry: Regi
         (["--wandb", wandb] if wandb else [])
     envs = worker_envs(workers, gpus_per_run=gpus_per_run)
     procs = [subprocess.Popen(cmd, env={**os.environ, **env}) for env in envs]
-    codes = [p.wait() for p in procs]
+    with _workers_stop_with_this_process(procs) as stopped:
+        codes = [p.wait() for p in procs]
     counts = outcome(sweep, specs, registry, before, echo=echo)
     counts["worker_exit_codes"] = codes
+    if stopped:
+        counts["stopped_by"] = stopped[0]
+        echo(f"stopped by {stopped[0]}: the workers were stopped with it; `scaling run` again resumes their runs")
     return counts
+
+
+@contextlib.contextmanager
+def _workers_stop_with_this_process(procs):
+    """Forward SIGTERM and SIGHUP (a scheduler's time limit, `kill`, a closed terminal) to the workers,
+    and stop any worker still running when the wait ends by an exception (Ctrl-C): before, killing
+    `scaling run` left its workers training on as orphans. Yields the names of the signals received."""
+    stopped: list[str] = []
+
+    def forward(signum, _frame):
+        stopped.append(signal.Signals(signum).name)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    try:
+        yield stopped
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+        alive = [p for p in procs if p.poll() is None]
+        for p in alive:
+            p.terminate()
+        for p in alive:
+            p.wait()
 
 
 def collect_results(sweep: Sweep, specs: list[RunSpec], registry: Registry | None = None) -> list[dict]:

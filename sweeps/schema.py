@@ -547,7 +547,7 @@ def _models(models, src) -> tuple[list[str], dict[str, ModelShape]]:
         try:
             shapes[name] = ModelShape(**kw)
         except ConfigError as e:
-            raise ConfigError(str(e), source=src, field=f"{where}.{e.field}", value=e.value) from None
+            raise ConfigError(e.reason, source=src, field=f"{where}.{e.field}", value=e.value) from None
         names.append(name)
     if len(set(names)) != len(names):
         raise ConfigError("lists a model twice", source=src, field="models", value=names)

@@ -440,6 +440,9 @@ def test_report_cautions_on_ill_conditioned_fit(tmp_path):
     assert any("only 9 points" in w for w in p.diagnostics())
     text = write_report(df, fits, [], tmp_path / "r.md").read_text()
     assert "CAUTION (interleaved)" in text
+    # and it says how to check a wider grid first, with the scatter the simulation would assume
+    assert "`scaling power plan.json --law fits.json` simulates it under this law and this fit's scatter " \
+           f"({p.extra['log_residual_rms']:.3g} in log loss)" in text
 
 
 def test_findings_leave_out_laws_without_optimum_and_call_ties_ties(study):

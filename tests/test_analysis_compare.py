@@ -104,6 +104,22 @@ def test_report_words_follow_the_numbers(clear, same, tmp_path):
         assert "The two intervals overlap" in sec
 
 
+def test_metrics_no_arm_evaluated_take_one_line(clear, tmp_path):
+    """A benchmark column no arm filled (the results table has every registry column) is one line
+    of the report, not one 'not compared' line per benchmark; one arm lacking it is still explained."""
+    df, _ = clear
+    df = df.assign(tsc=np.nan, genppl=np.nan, sblimp=np.where(df.arm == "textless", 0.6, np.nan))
+    fits = fit_study(df, metrics=["ssc", "tsc", "genppl", "sblimp"], bootstrap=10)
+    ms = fits["compare"]["pairs"][0]["metrics"]
+    assert ms["tsc"].get("not_evaluated") and ms["genppl"].get("not_evaluated")
+    assert "not_evaluated" not in ms["sblimp"] and "no sblimp value" in ms["sblimp"]["error"]
+    sec = _section(write_report(df, fits, [], tmp_path / "r.md").read_text())
+    assert "- Not evaluated by either arm: tsc, genppl." in sec
+    assert "- sblimp: not compared (no sblimp value" in sec
+    assert "tsc: not compared" not in sec and "genppl: not compared" not in sec
+    assert "- ssc: **interleaved** is better than textless" in sec
+
+
 def test_one_arm_has_no_comparison(clear, tmp_path):
     df, _ = clear
     one = df[df.arm == "interleaved"]
@@ -173,6 +189,36 @@ def test_arms_compared_figure_plots_the_computed_differences(clear):
         rows = fits["compare"]["pairs"][0]["frontier"]["budgets"]
         assert list(line.get_xdata()) == [r["budget"] for r in rows]
         assert list(line.get_ydata()) == pytest.approx([r["difference"] for r in rows])
+    finally:
+        plt.close(fig)
+
+
+def test_an_arm_without_a_frontier_is_undefined_not_compared(clear, tmp_path):
+    """A degenerate law (non-positive exponent: the quick demo's 9 points can give alpha = -55) has no
+    compute-optimal frontier: the comparison says 'undefined' (not 'not distinguishable' from the
+    resamples that had one), the report says which arm, and the figure is drawn without it."""
+    import copy
+    import dataclasses
+
+    from analysis.compare import _frontier
+    from analysis.figures_metrics import draw_arms_compared
+    from analysis.fits.parametric import ParametricFit
+    from analysis.paperstyle import pyplot
+
+    df, fits = clear
+    p0 = ParametricFit.from_dict(fits["arms"]["interleaved"]["parametric"])
+    p1 = dataclasses.replace(ParametricFit.from_dict(fits["arms"]["textless"]["parametric"]), alpha=-1.0)
+    fr = _frontier(p0, p1, None, None, list(BUDGETS), 0.95, np.random.default_rng(0))
+    assert fr["verdict"] == "undefined" and all(r["verdict"] == "undefined" for r in fr["budgets"])
+    bad = copy.deepcopy(fits)
+    bad["compare"]["pairs"][0]["frontier"] = fr
+    sec = _section(write_report(df, bad, [], tmp_path / "r.md").read_text())
+    assert "the law of textless has no compute-optimal frontier" in sec and "not distinguishable at 95% at every" not in sec
+    plt = pyplot()
+    fig = draw_arms_compared(plt, df, bad)  # drew nothing on a log axis before: matplotlib raised in tight_layout
+    try:
+        fig.savefig(tmp_path / "a.png")
+        assert not fig.axes[0].lines[1:] and "no compute-optimal frontier" in fig.axes[0].texts[0].get_text()
     finally:
         plt.close(fig)
 

@@ -81,6 +81,33 @@ def test_cooldown_branch_equals_a_separate_run(prepared, tmp_path):
     assert rec["val_loss_speech"] == pytest.approx(plain["val_loss_speech"], rel=1e-6)
 
 
+def test_warmup_of_the_shortest_budget_makes_a_branch_a_separate_run(prepared, tmp_path):
+    """warmup_basis 'shortest': warmup is a fraction of the first branch, so that branch is exactly a
+    run of its own length (which warms up over the same fraction of itself); with the default basis
+    the branch inherits the long run's warmup and is not."""
+    base = _with(_spec(prepared, tokens=256 * 10), schedule="wsd", warmup_frac=0.2, cooldown_frac=0.3)
+    _, short = _train(tmp_path / "short", dataclasses.replace(base, tokens=256 * 5))
+    losses = {}
+    for basis in ("shortest", "run"):
+        spec = dataclasses.replace(_with(base, warmup_basis=basis), cooldowns=[256 * 5])
+        run, rec = _train(tmp_path / basis, spec)
+        losses[basis] = next(e for e in rec["evals"] if e["kind"] == "cooldown")["val_loss_speech"]
+        lrs = [r["lr"] for r in run.metrics() if "lr" in r and "branch" not in r]
+        assert lrs[0] == pytest.approx(base.train.lr / (1 if basis == "shortest" else 2))  # 1 or 2 warmup steps
+    assert losses["shortest"] == pytest.approx(short["val_loss_speech"], rel=1e-6)
+    assert losses["run"] != pytest.approx(short["val_loss_speech"], rel=1e-6)
+
+
+def test_warmup_basis_is_checked_and_hashed_only_when_set(prepared):
+    from scaling.errors import ConfigError
+
+    spec = _with(_spec(prepared, tokens=2560), schedule="wsd")
+    assert _with(spec, warmup_basis="run").run_id == spec.run_id  # existing ids stay valid
+    assert _with(spec, warmup_basis="shortest").run_id != spec.run_id
+    with pytest.raises(ConfigError, match="warmup_basis"):
+        _with(spec, warmup_basis="longest").validate()
+
+
 def test_cooldowns_need_wsd(prepared):
     from scaling.errors import ConfigError
 

@@ -146,6 +146,8 @@ def test_wsd_grid_one_run_per_size_with_cooldowns(prepared, tmp_path, capsys):
     ({"grid": "chinchilla"}, "grid", "unknown grid"),
     ({"tokenizer": "qwen2.5"}, "tokenizer", "planning without data"),
     ({"models": [{"name": "x", "hidden_size": 60, "num_layers": 2, "num_heads": 7}]}, "models[0].num_heads", "divisible"),
+    # head dimension 10 / 2 = 5: planning used to pass it and training failed inside the rotary embedding
+    ({"models": [{"name": "x", "hidden_size": 10, "num_layers": 2, "num_heads": 2}]}, "models[0].num_heads", "is odd"),
     ({"hyperparameters": {"lr": {"toy-xl": 1e-3}}}, "hyperparameters.lr.toy-xl", "not in 'models'"),
 ])
 def test_malformed_sweeps_rejected_before_anything_runs(prepared, tmp_path, capsys, override, field, words):
@@ -154,4 +156,19 @@ def test_malformed_sweeps_rejected_before_anything_runs(prepared, tmp_path, caps
         assert main(cmd) == 2
         err = capsys.readouterr().err
         assert str(sweep) in err and f"'{field}'" in err and words in err, err
+        assert err.count("field '") == 1 and err.count("(got ") <= 1, err  # named once, not re-wrapped
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results.csv").exists()
+
+
+def test_plan_says_when_warmup_eats_a_cooldown_branch(prepared, tmp_path, capsys):
+    """A wsd run warming up over 10% of itself spends ~40% of a branch at a quarter of its length warming
+    up; the plan says so and names the setting; with warmup_basis: shortest it has nothing to say."""
+    train = {"seq_len": 64, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_frac": 0.1, "val_sequences": 4,
+             "schedule": "wsd"}
+    for basis, expect in (("run", True), ("shortest", False)):
+        sweep = write_sweep(tmp_path / f"{basis}.yaml", prepared, models=["toy-xs"], arms=["textless"],
+                            budgets=[2e9, 4e9, 8e9], train={**train, "warmup_basis": basis})
+        assert main(["plan", str(sweep)]) == 0
+        out = capsys.readouterr().out
+        assert ("note: warmup takes 38% of the first cooldown branch" in out) is expect, out  # 3 of 8 steps
+        assert ("train.warmup_basis: shortest" in out) is expect

@@ -198,6 +198,9 @@ def test_run_workers_starts_each_worker_with_its_share(prepared, tmp_path, monke
         def wait(self):
             return 0
 
+        def poll(self):
+            return 0
+
     monkeypatch.setattr(local.subprocess, "Popen", FakeProc)
     monkeypatch.setattr(local, "usable_cores", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
@@ -206,3 +209,77 @@ def test_run_workers_starts_each_worker_with_its_share(prepared, tmp_path, monke
     assert len(started) == 2
     for cmd, env in started:
         assert cmd[2:4] == ["scaling.cli", "worker"] and env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1"
+
+
+def _workers_of(sweep) -> list[int]:
+    """PIDs of live `scaling.cli worker` processes on ``sweep``."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+                state = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if b"worker" in cmd and str(sweep).encode() in cmd and state != "Z":
+                out.append(int(d))
+    return out
+
+
+def test_terminating_scaling_run_stops_its_workers(prepared, tmp_path):
+    """`kill <scaling run>` (a scheduler's time limit) stops the workers with it, writes results.csv and
+    exits 143; a second `scaling run` resumes. Before, the workers trained on as orphans."""
+    sweep = write_sweep(tmp_path / "s.yaml", prepared, models=["toy-xs", "toy-s"], arms=["textless"],
+                        budgets=[2e10], eval={"benchmarks": ["swuggy"], "max_items": 8})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "run", str(sweep), "--workers", "2"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "runs").glob("*/metrics.jsonl")):
+        time.sleep(0.05)
+    assert _workers_of(sweep), "the workers did not start training"
+    proc.terminate()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out
+    assert "stopped by SIGTERM" in out and "lease released" in out
+    time.sleep(0.5)
+    assert _workers_of(sweep) == []
+    assert (tmp_path / "results.csv").is_file()
+    # the interrupted runs gave their leases back: no attempt used, nothing to wait for
+    sw = load_sweep(sweep)
+    reg = Registry(sw.runs_dir)
+    stopped = [s for s in resolve(sw) if not reg.is_done(s.run_id)]
+    assert stopped and all(reg.attempts(s.run_id) == 0 and reg.effective_state(s) == "pending" for s in stopped)
+    t0 = time.time()
+    assert main(["run", str(sweep), "--workers", "1"]) == 0
+    assert time.time() - t0 < 100  # resumed at once, not after the 120 s lease timeout
+
+
+def test_terminating_an_in_process_sweep_releases_its_run(prepared, tmp_path, monkeypatch, capsys):
+    """`scaling run --workers 1` trains in its own process: SIGTERM there too gives the lease back,
+    writes results.csv and exits 143."""
+    import signal as sig
+
+    from trainer import loop
+
+    sweep = write_sweep(tmp_path / "s.yaml", prepared, models=["toy-xs"], arms=["textless"], budgets=[2e9],
+                        eval={"benchmarks": ["swuggy"], "max_items": 8})
+    real = loop.Trainer.step
+
+    def step(self, p, *a, **kw):
+        if p.step == 3:
+            os.kill(os.getpid(), sig.SIGTERM)
+        return real(self, p, *a, **kw)
+
+    monkeypatch.setattr(loop.Trainer, "step", step)
+    assert main(["run", str(sweep)]) == 143
+    out = capsys.readouterr().out
+    assert "stopped by SIGTERM" in out and "lease released" in out
+    sw = load_sweep(sweep)
+    (spec,) = resolve(sw)
+    reg = Registry(sw.runs_dir)
+    assert reg.attempts(spec.run_id) == 0 and reg.effective_state(spec) == "pending"
+    assert (tmp_path / "results.csv").is_file()
+    assert sig.getsignal(sig.SIGTERM) is sig.SIG_DFL  # the handler is put back
+    monkeypatch.setattr(loop.Trainer, "step", real)
+    assert main(["run", str(sweep)]) == 0 and reg.is_done(spec.run_id)

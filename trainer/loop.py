@@ -199,7 +199,6 @@ class Trainer:
         self.evaluator = evaluator
         self.sink = sink  # live mirror of metrics.jsonl (wandb), called on rank 0 after each row is written
         self.steps = spec.steps
-        self.warm = warmup_steps(self.steps, tc.warmup_frac)
         self.params = count_params(spec.shape)
         self.fpt_exact = flops_per_token_exact(spec.shape, self.T)
         self.peak = device_peak_flops(self.device)  # per device; MFU divides by world x this
@@ -213,6 +212,10 @@ class Trainer:
         for c in spec.cooldowns:
             n = -(-c // tps)
             self.branches.append((c, n, n - cooldown_steps(n, tc.cooldown_frac)))
+        # warmup: a fraction of the run, or of its shortest budget (the first cooldown branch), so that a
+        # branch at a tenth of the run does not spend half its stable phase warming up
+        basis = min([self.steps] + [n for _, n, _ in self.branches]) if tc.warmup_basis == "shortest" else self.steps
+        self.warm = warmup_steps(basis, tc.warmup_frac)
 
     # -- schedule -------------------------------------------------------------------------
     def lr_at(self, step: int, total: int) -> float:

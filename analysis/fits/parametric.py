@@ -671,7 +671,10 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
                   "screen": None if method == "loop" or screen is None else int(screen),
                   "bounds": None if bounds is None else [list(b) for b in bounds],
                   "loss_min": float(L.min()), "n_range": [float(N.min()), float(N.max())],
-                  "d_range": [float(D.min()), float(D.max())]})
+                  "d_range": [float(D.min()), float(D.max())],
+                  # the scatter of the points about the law (the noise a power analysis of a next grid assumes)
+                  "log_residual_rms": float(np.sqrt(np.mean((np.log(L) - np.log(
+                      math.exp(e) + math.exp(a) / N ** alpha + math.exp(b) / D ** beta)) ** 2)))})
     return ParametricFit(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta,
                          objective=best_f, n_points=int(N.size), n_starts=int(S), converged=best_ok,
                          huber_delta=float(huber_delta), reduce=reduce, message=best_msg, extra=extra)
