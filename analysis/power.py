@@ -48,7 +48,7 @@ def parse_law(text: str, *, field: str = "--law") -> Law:
 
 def laws_from_fits(path: str | Path) -> dict[str, tuple[Law, float | None]]:
     """Each arm's parametric law in a fits.json (``scaling fit --json`` or ``scaling report``), with
-    the sd of its log residuals where the file records the points (else None)."""
+    the rms of its log residuals where the file records it (``extra.log_residual_rms``; else None)."""
     p = Path(path)
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
@@ -148,26 +148,35 @@ def simulate(N, D, law: Law, *, noise: float, replicates: int = 20, resamples: i
     flagged, reasons, held = 0, {}, []
     for r in range(replicates):
         L = law.loss(N, D) * np.exp(rng.normal(0.0, noise, N.size))
-        fit = bootstrap_parametric(fit_parametric(N, D, L), N, D, L, n_resamples=resamples, seed=seed + r)
+        try:
+            fit = bootstrap_parametric(fit_parametric(N, D, L), N, D, L, n_resamples=resamples, seed=seed + r)
+        except ConfigError:  # the fit diverged or degenerated: `scaling fit` would have refused this study
+            flagged += 1
+            reasons["no fit (diverged or degenerate)"] = reasons.get("no fit (diverged or degenerate)", 0) + 1
+            continue
         for k in EXPONENTS:
-            lo, hi = fit.ci[k]
-            widths[k].append(hi - lo)
-            ratio[k].append((hi - lo) / max(0.5 * abs(getattr(fit, k)), 0.1))  # > 1: the diagnostic's "wide"
-            covered[k] += bool(lo <= truth[k] <= hi)
+            lo, hi = fit.ci.get(k, (math.nan, math.nan))
+            if math.isfinite(lo) and math.isfinite(hi):
+                widths[k].append(hi - lo)
+                ratio[k].append((hi - lo) / max(0.5 * abs(getattr(fit, k)), 0.1))  # > 1: the diagnostic's "wide"
+                covered[k] += bool(lo <= truth[k] <= hi)
         diags = fit.diagnostics()
         flagged += bool(diags)
         for d in diags:
             key = _reason(d)
             reasons[key] = reasons.get(key, 0) + 1
         if (~top).sum() >= 6 and len(np.unique(C[~top])) >= 2:
-            sub = fit_parametric(N[~top], D[~top], L[~top])
+            try:
+                sub = fit_parametric(N[~top], D[~top], L[~top])
+            except ConfigError:
+                continue
             held.append(float(np.mean(np.abs(sub.predict(N[top], D[top]) - L[top]) / L[top])))
     return {
         "law": {k: getattr(law, k) for k in LAW_KEYS}, "a_true": law.a, "noise": float(noise),
         "replicates": int(replicates), "resamples": int(resamples), "n_points": int(N.size),
         "n_span": float(N.max() / N.min()), "c_span": float(C.max() / C.min()),
-        "width": {k: float(np.median(v)) for k, v in widths.items()},
-        "width_ratio": {k: float(np.median(v)) for k, v in ratio.items()},
+        "width": {k: float(np.median(v)) if v else math.nan for k, v in widths.items()},
+        "width_ratio": {k: float(np.median(v)) if v else math.nan for k, v in ratio.items()},
         "coverage": {k: covered[k] / replicates for k in EXPONENTS},
         "flagged": flagged / replicates, "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         "held_out_error": float(np.median(held)) if held else None,

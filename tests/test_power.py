@@ -122,3 +122,24 @@ def test_bad_plan_is_refused(tmp_path, capsys, body, field):
     assert main(["power", str(plan), "--law", "E=1,A=2,B=3,alpha=0.3,beta=0.3", "--noise", "0.01"]) == 2
     err = capsys.readouterr().err
     assert str(plan) in err and (field is None or f"'{field}'" in err), err
+
+
+def test_a_study_whose_fit_diverges_counts_as_flagged(monkeypatch):
+    """`scaling fit` refuses a diverged or degenerate fit (ConfigError); a simulated study that ends so is
+    flagged, with that reason, instead of ending the power analysis."""
+    from analysis.fits import parametric
+
+    C, N, D = _grid(1.0, 3, 4.0)
+    calls = []
+    real = parametric.fit_parametric
+
+    def every_other_diverges(*a, **kw):
+        calls.append(1)
+        if len(calls) % 2:
+            raise ConfigError("the parametric fit diverged")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(parametric, "fit_parametric", every_other_diverges)
+    res = simulate(N, D, CHINCHILLA, noise=0.005, replicates=2, resamples=30, budgets=C)
+    assert res["reasons"].get("no fit (diverged or degenerate)", 0) >= 1 and res["flagged"] >= 0.5
+    assert "no fit (diverged or degenerate)" in format_power("x", res)
