@@ -16,3 +16,15 @@ class ConfigError(ValueError):
             message = f"{message} (got {value!r})"
         super().__init__(f"{prefix}: {message}" if prefix else message)
         self.source, self.field, self.value = source, field, value
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP reached a process training runs (a scheduler's time limit, `kill`): the run in
+    progress is left resumable (state 'pending', its lease released) and the process ends. A
+    BaseException, so that no ``except Exception`` on the way records it as a failure."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum, self.name = signum, signal.Signals(signum).name
+        super().__init__(self.name)

@@ -173,7 +173,8 @@ def _cmd_worker(args) -> int:
     sweep, specs = _load_plan(args.sweep)
     _require_data(sweep)
     _check_wandb(args)
-    from sweeps.local import Stopped, stop_on_signals
+    from scaling.errors import Stopped
+    from sweeps.local import stop_on_signals
 
     try:
         with stop_on_signals():

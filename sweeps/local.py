@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 
 from scaling import atomic
-from scaling.errors import ConfigError
+from scaling.errors import ConfigError, Stopped
 from scaling.initref import InitRef
 from scaling.points import ITEM_COUNT_COLUMNS, columns, point_rows
 from scaling.rundir import RunDir
@@ -150,15 +150,6 @@ def run_sweep(sweep: Sweep, specs: list[RunSpec], *, echo=print, registry: Regis
     if before == len(specs):
         echo(f"all {len(specs)} runs of sweep '{sweep.name}' are already done; nothing to train")
     return outcome(sweep, specs, registry, before, echo=echo)
-
-
-class Stopped(BaseException):
-    """SIGTERM or SIGHUP reached a process training a sweep (a scheduler's time limit, `kill`): the run
-    in progress gives its lease back as 'released' (not an attempt) and the process ends."""
-
-    def __init__(self, signum: int):
-        self.signum, self.name = signum, signal.Signals(signum).name
-        super().__init__(self.name)
 
 
 STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)

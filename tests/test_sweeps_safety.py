@@ -279,6 +279,8 @@ def test_terminating_an_in_process_sweep_releases_its_run(prepared, tmp_path, mo
     (spec,) = resolve(sw)
     reg = Registry(sw.runs_dir)
     assert reg.attempts(spec.run_id) == 0 and reg.effective_state(spec) == "pending"
+    run = reg.run(spec.run_id)  # the run folder says so too: stopped, not failed
+    assert run.status == "pending" and run.state()["interrupted"] == "Stopped: SIGTERM"
     assert (tmp_path / "results.csv").is_file()
     assert sig.getsignal(sig.SIGTERM) is sig.SIG_DFL  # the handler is put back
     monkeypatch.setattr(loop.Trainer, "step", real)

@@ -15,7 +15,7 @@ import time
 
 import yaml
 
-from scaling.errors import ConfigError
+from scaling.errors import ConfigError, Stopped
 from scaling.flops import count_params, flops_6nd, flops_exact
 from scaling.rundir import RunDir
 from scaling.spec import RunSpec
@@ -195,6 +195,11 @@ def execute(run: RunDir, *, force: bool = False, echo=None, progress: bool = Fal
             if tracker is not None:
                 tracker.finish(rec)
             return rec
+        except (KeyboardInterrupt, Stopped) as e:  # stopped, not failed: the run resumes from its last checkpoint
+            run.set_state("pending", interrupted=f"{type(e).__name__}: {e}")
+            if tracker is not None:
+                tracker.finish(exit_code=1)
+            raise
         except BaseException as e:
             run.set_state("failed", error=f"{type(e).__name__}: {e}")
             if tracker is not None:
