@@ -29,6 +29,26 @@ def check_name(value, *, source: str | None = None, field: str = "name") -> str:
     return value
 
 
+INIT_STDS = ("hf", "small_init")
+
+
+def check_init_std(value, *, source: str | None = None, field: str = "train.init_std") -> None:
+    if isinstance(value, str) and value in INIT_STDS:
+        return
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
+        return
+    raise ConfigError(f"must be one of {INIT_STDS} or a number in (0, 1)", source=source, field=field, value=value)
+
+
+def init_std_value(init_std, hidden_size: int) -> float | None:
+    """The weight std a random init uses for ``init_std`` at this width (None: the config's own, 0.02)."""
+    if init_std == "hf":
+        return None
+    if init_std == "small_init":
+        return (2.0 / (5.0 * hidden_size)) ** 0.5
+    return float(init_std)
+
+
 @dataclass
 class TrainConfig:
     seq_len: int = 128
@@ -54,6 +74,10 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimiser steps between resumable checkpoints; 0 = every 10% of the run
     keep_checkpoints: bool = False  # keep checkpoints/ after the run is done (model/ always stays)
     embedding_init: str = "mean"  # new embedding rows of a text-LM init: "mean" or "normal"
+    # std of a randomly initialised model's weight matrices and embeddings: "hf" (the transformers config's
+    # initializer_range, 0.02 for every width, as Qwen2.5 was trained), "small_init" (sqrt(2 / (5 hidden)),
+    # Nguyen & Salazar 2019, GPT-NeoX/Pythia's default), or a positive number
+    init_std: float | str = "hf"
     val_sequences: int = 16  # validation sequences per stream
     precision: str = "amp-bf16"  # "amp-bf16": fp32 master weights, bf16 compute (GPU); "bf16": bf16 weights and AdamW state
     liger_ce: bool = False  # Liger's fused linear cross-entropy for the LM head (CUDA + liger-kernel; the `gpu` extra)
@@ -78,6 +102,7 @@ class TrainConfig:
                               field=f"{prefix}.micro_batch_size", value=self.micro_batch_size)
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise ConfigError("must be a non-negative integer", source=source, field=f"{prefix}.checkpoint_every", value=self.checkpoint_every)
+        check_init_std(self.init_std, source=source, field=f"{prefix}.init_std")
         if self.embedding_init not in ("mean", "normal"):
             raise ConfigError("must be 'mean' or 'normal'", source=source, field=f"{prefix}.embedding_init", value=self.embedding_init)
         if not isinstance(self.eval_every, int) or self.eval_every < 0:

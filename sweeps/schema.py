@@ -160,7 +160,15 @@ def _typed(value, hint: str, src: str, where: str):
         if "None" in options:
             return None
         raise ConfigError("must be given (it may not be empty)", source=src, field=where, value=value)
-    base = next(h for h in options if h != "None")
+    bases = [h for h in options if h != "None"]
+    if len(bases) > 1:  # a union such as float | str: the first type the value is
+        for b in bases:
+            try:
+                return _typed(value, b, src, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"must be {' or '.join(bases)} (got {type(value).__name__})", source=src, field=where, value=value)
+    base = bases[0]
     if base.startswith("list["):
         if not isinstance(value, list):
             raise ConfigError(f"must be a list ({base})", source=src, field=where, value=value)

@@ -33,7 +33,7 @@ from scaling.errors import ConfigError
 from scaling.flops import count_params, flops_6nd, flops_per_token_exact
 from scaling.initref import InitRef
 from scaling.rundir import RunDir
-from scaling.spec import RunSpec
+from scaling.spec import RunSpec, init_std_value
 from trainer import checkpoint
 from trainer.attention import packed_inputs
 from trainer.data.mixture import Mixture
@@ -76,7 +76,7 @@ def init_model(spec: RunSpec, run: RunDir, manifest: dict):
     The one-process path; ``init_sharded`` is the same start for several processes."""
     src = init_source(spec, run)
     if src is None:
-        model = build_model(spec.shape, spec.seed)
+        model = build_model(spec.shape, spec.seed, init_std=_init_std(spec))
     else:
         model = load_model(src)
         if model.get_input_embeddings().weight.shape[0] != spec.shape.vocab_size:
@@ -91,7 +91,7 @@ def init_sharded(spec: RunSpec, run: RunDir, manifest: dict, device: torch.devic
     safetensors (or builds the random model) and its tensors are broadcast into the shards.
     Returns (model, compiled blocks). Equal, parameter for parameter, to ``init_model``."""
     src = init_source(spec, run)
-    cfg = hf_config(spec.shape) if src is None else load_config(src)
+    cfg = hf_config(spec.shape, init_std=_init_std(spec)) if src is None else load_config(src)
     cfg.vocab_size = spec.shape.vocab_size
     model = build_meta(cfg)
     if spec.train.precision == "bf16":
@@ -102,7 +102,7 @@ def init_sharded(spec: RunSpec, run: RunDir, manifest: dict, device: torch.devic
     if is_main():
         dtype = torch.bfloat16 if spec.train.precision == "bf16" else torch.float32
         if src is None:
-            full = {k: v.to(dtype) for k, v in build_model(spec.shape, spec.seed).state_dict().items()}
+            full = {k: v.to(dtype) for k, v in build_model(spec.shape, spec.seed, init_std=_init_std(spec)).state_dict().items()}
         else:
             full = full_state_dict(src, new_rows=spec.shape.vocab_size, real_rows=manifest["text_vocab_size"],
                                    init=spec.train.embedding_init, seed=spec.seed, dtype=dtype)
@@ -110,6 +110,10 @@ def init_sharded(spec: RunSpec, run: RunDir, manifest: dict, device: torch.devic
     load_full_state(model, full)
     del full
     return model, compiled
+
+
+def _init_std(spec: RunSpec) -> float | None:
+    return init_std_value(spec.train.init_std, spec.shape.hidden_size)
 
 
 def _check_params(model, spec: RunSpec) -> None:

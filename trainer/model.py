@@ -24,13 +24,16 @@ from scaling.shapes import ModelShape
 PRECISIONS = ("amp-bf16", "bf16")
 
 
-def hf_config(shape: ModelShape, max_positions: int = 4096):
+def hf_config(shape: ModelShape, max_positions: int = 4096, *, init_std: float | None = None):
+    """The transformers config of ``shape``; ``init_std`` (a std) replaces the config's initializer_range."""
     common = dict(
         vocab_size=shape.vocab_size, hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
         num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
         num_key_value_heads=shape.num_kv_heads, max_position_embeddings=max_positions,
         tie_word_embeddings=shape.tie_embeddings, rms_norm_eps=1e-6, use_cache=False,
     )
+    if init_std is not None:
+        common["initializer_range"] = float(init_std)
     if shape.family == "qwen2":
         from transformers import Qwen2Config
 
@@ -62,14 +65,16 @@ def no_cache(model):
     return model
 
 
-def build_model(shape: ModelShape, seed: int, max_positions: int = 4096, *, attn: str | None = None):
-    """A randomly initialised decoder of the given shape (deterministic in ``seed``)."""
+def build_model(shape: ModelShape, seed: int, max_positions: int = 4096, *, attn: str | None = None,
+                init_std: float | None = None):
+    """A randomly initialised decoder of the given shape (deterministic in ``seed``): transformers'
+    initialisation, normal(0, ``init_std``) weights and embeddings (default: the config's 0.02)."""
     from transformers import AutoModelForCausalLM
 
     if shape.family == "qwen2" and shape.qkv_bias is False:
         raise ConfigError("Qwen2 always has q/k/v biases", field="shape.qkv_bias", value=False)
     torch.manual_seed(seed)
-    cfg = hf_config(shape, max_positions)
+    cfg = hf_config(shape, max_positions, init_std=init_std)
     return no_cache(AutoModelForCausalLM.from_config(cfg, attn_implementation=attn or attention_implementation()))
 
 
