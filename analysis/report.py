@@ -240,8 +240,13 @@ def findings(df: pd.DataFrame, fits: dict) -> list[str]:
                 out.append(f"The parametric law of {', '.join(none)} has no compute-optimal point (non-positive exponents); "
                            "it is left out of the comparison below.")
         if cmax and len(preds) >= 2:
+            flagged = [a for a in order if pars[a].ill_conditioned]
+            caveat = (f" The law{'s' if len(flagged) > 1 else ''} of {', '.join(flagged)} "
+                      f"{'are' if len(flagged) > 1 else 'is'} flagged above, so this is not evidence either way."
+                      if flagged else "")
             out.append(f"At C = {cmax:.3g} the compute-optimal loss predicted by the parametric laws is lowest for "
-                       f"**{order[0]}** ({preds[order[0]]:.4f}; " + ", ".join(f"{a} {preds[a]:.4f}" for a in order[1:]) + ").")
+                       f"**{order[0]}** ({preds[order[0]]:.4f}; " + ", ".join(f"{a} {preds[a]:.4f}" for a in order[1:]) + ")."
+                       + caveat)
     for m in fits.get("metrics", []):
         envs = {a: _get(fits["arms"][a].get("metric_envelopes", {}).get(m), EnvelopeFit) for a in arms}
         envs = {a: e for a, e in envs.items() if e is not None}

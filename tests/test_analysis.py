@@ -463,6 +463,24 @@ def test_findings_leave_out_laws_without_optimum_and_call_ties_ties(study):
     assert f"{metric}: the envelopes of" in text and "grow equally fast" in text
 
 
+def test_predicted_optimum_from_a_flagged_law_is_not_a_finding(study):
+    """The compute-optimal loss comparison says when it rests on a law flagged ill-conditioned (the
+    quick demo's alpha = 213 law predicted a loss of 0.03 and the sentence read as a result)."""
+    import copy
+
+    from analysis.report import findings
+
+    df, fits = study[0], copy.deepcopy(study[1])
+    arms = [a for a in fits["arms"] if "error" not in fits["arms"][a].get("parametric", {"error": 1})]
+    sentence = "the compute-optimal loss predicted by the parametric laws"
+    line = lambda f: next(t for t in findings(df, f) if sentence in t)  # noqa: E731
+    assert all(not ParametricFit.from_dict(fits["arms"][a]["parametric"]).ill_conditioned for a in arms)
+    assert "not evidence" not in line(fits)
+    fits["arms"][arms[0]]["parametric"]["E"] = 1e-14  # pinned at 0: flagged
+    assert ParametricFit.from_dict(fits["arms"][arms[0]]["parametric"]).ill_conditioned
+    assert line(fits).endswith(f"The law of {arms[0]} is flagged above, so this is not evidence either way.")
+
+
 def test_isoflop_report_rows_follow_the_budgets_with_skipped_ones_in_place():
     """A budget whose parabola opens downwards is reported in its place among the budgets, not last."""
     from analysis.fits.isoflop import fit_isoflop
