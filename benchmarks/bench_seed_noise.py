@@ -92,20 +92,19 @@ def main() -> int:
         if any(rcs):
             print("failed:", [str(j[2]) for j, rc in zip(jobs, rcs) if rc])
             return 1
+        losses = {}  # (init_std, model) -> the seeds' losses, each results.csv read once
+        for std, _, out in jobs:
+            t = load_table(out / "results.csv")
+            for m, v in zip(t["model"], t["val_loss_speech"]):
+                losses.setdefault((std, m), []).append(float(v))
         print(f"\n{'init_std':>11} {'model':>10} {'mean loss':>10} {'seed sd %':>10}")
         for std in args.init_std:
             pooled = []
             for model in args.models:
-                losses = []
-                for s, seed, out in jobs:
-                    if s != std:
-                        continue
-                    t = load_table(out / "results.csv")
-                    losses += [float(v) for m, v in zip(t["model"], t["val_loss_speech"]) if m == model]
-                logs = [math.log(v) for v in losses]
+                logs = [math.log(v) for v in losses[std, model]]
                 sd = statistics.stdev(logs)
                 pooled.append(sd ** 2)
-                print(f"{std!s:>11} {model:>10} {statistics.fmean(losses):10.4f} {100 * sd:10.2f}")
+                print(f"{std!s:>11} {model:>10} {statistics.fmean(losses[std, model]):10.4f} {100 * sd:10.2f}")
             print(f"{std!s:>11} {'pooled':>10} {'':>10} {100 * math.sqrt(statistics.fmean(pooled)):10.2f}")
         return 0
     finally:
