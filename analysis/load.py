@@ -29,7 +29,7 @@ LOSS_COLUMNS = ("val_loss_speech", "val_loss_text", "val_loss_interleaved", "los
 #: Benchmark accuracies: the registry's names (scaling.datadir.BENCHMARKS) are the results columns.
 METRIC_COLUMNS = BENCHMARK_NAMES
 #: Columns that must hold numbers when present (empty cells become NaN).
-NUMERIC_COLUMNS = ("params", "non_embedding_params", "tokens", "flops", "flops_exact", "budget",
+NUMERIC_COLUMNS = ("params", "non_embedding_params", "tokens", "flops", "flops_exact", "budget", "epochs",
                    *LOSS_COLUMNS, *METRIC_COLUMNS)
 #: Columns that hold text even when every value looks like a number (a run id "7" stays "7").
 TEXT_COLUMNS = ("run_id", "arm", "model", "point_id", "kind", "status")

@@ -33,22 +33,44 @@ def _n_branches(rows: pd.DataFrame) -> int:
 
 def _runs_section(df: pd.DataFrame, loss_col: str) -> list[str]:
     lines = ["## Runs", ""]
+    epochs = _most_epochs(df)
     if "arm" in df.columns:
-        lines += ["| arm | runs | points (cooldown branches) | model sizes | budgets | N range | points with loss |",
-                  "|---|---|---|---|---|---|---|"]
+        ep_head, ep_rule = (" most epochs |", "---|") if epochs else ("", "")
+        lines += [f"| arm | runs | points (cooldown branches) | model sizes | budgets | N range | points with loss |{ep_head}",
+                  f"|---|---|---|---|---|---|---|{ep_rule}"]
         for arm, rows in df.groupby("arm", sort=True):
             C = budget_of(rows)
             n_loss = int(np.isfinite(rows[loss_col].to_numpy(dtype=float)).sum()) if loss_col in rows else 0
             note = " (text pre-training, not fitted)" if arm == "textlm" else ""
+            ep = _most_epochs(rows)
+            ep_cell = (f" {ep[0]:.2f} |" if ep else " – |") if epochs else ""
             lines.append(f"| {arm}{note} | {n_runs_of(rows)} | {len(rows)} ({_n_branches(rows)}) | {rows['params'].nunique()} | "
-                         f"{len(set(C[np.isfinite(C)]))} | {_g(rows['params'].min(), 3)} – {_g(rows['params'].max(), 3)} | {n_loss} |")
+                         f"{len(set(C[np.isfinite(C)]))} | {_g(rows['params'].min(), 3)} – {_g(rows['params'].max(), 3)} | {n_loss} |"
+                         f"{ep_cell}")
     else:
         lines.append(f"{n_runs_of(df)} runs, {len(df)} points, one arm (no `arm` column).")
+    if epochs:
+        n_rec = int(pd.to_numeric(df["epochs"], errors="coerce").notna().sum())
+        which = "no point" if n_rec == len(df) else f"of the {n_rec} of {len(df)} points whose runs record it, none"
+        lines += ["", f"Data repetition: {which} passes over any of its training streams more than {epochs[0]:.2f} "
+                  f"times (most: `{epochs[1]}`); \"most epochs\" is that figure per arm (results column `epochs`: "
+                  "the most passes over one stream, from each run's record)."]
     if _n_branches(df):
         lines += ["", "A point is a run's end or the end of one of its cooldown branches (wsd schedule): each branch "
                   "decays the learning rate over its own budget, so its end stands for a run of that length "
                   "(Hägele et al. 2024). Periodic evaluations are not points."]
     return lines + [""]
+
+
+def _most_epochs(df: pd.DataFrame) -> tuple[float, str] | None:
+    """The most passes over one training stream among the rows that record it, and the point that makes them."""
+    if "epochs" not in df.columns:
+        return None
+    e = pd.to_numeric(df["epochs"], errors="coerce")
+    if not e.notna().any():
+        return None
+    i = e.idxmax()
+    return float(e[i]), str(df.loc[i, "point_id"] if "point_id" in df.columns else df.loc[i, "run_id"])
 
 
 def _notes_section(fits: dict) -> list[str]:
@@ -97,7 +119,7 @@ def _laws_section(fits: dict) -> list[str]:
                          "simulates it under this law and "
                          "this fit's scatter" + (f" ({p.extra['log_residual_rms']:.3g} in log loss)."
                                                  if "log_residual_rms" in p.extra else "."))
-        lines += [f"- **{arm}** ({p.n_points} runs): L(N, D) = {p.E:.4g} + {p.A:.4g} / N^{p.alpha:.4f} + "
+        lines += [f"- **{arm}** ({p.n_points} points): L(N, D) = {p.E:.4g} + {p.A:.4g} / N^{p.alpha:.4f} + "
                   f"{p.B:.4g} / D^{p.beta:.4f}",
                   f"  - E = {p.E:.4g}, A = {p.A:.4g}, B = {p.B:.4g}, α = {p.alpha:.4f}, β = {p.beta:.4f}",
                   f"  - compute-optimal: N_opt = {p.G:.4g} (C/6)^{p.a:.4f}, D_opt = {1 / p.G:.4g} (C/6)^{p.b:.4f} "

@@ -25,7 +25,7 @@ POINT_COLUMNS = [*RESULT_COLUMNS[:-1], "point_id", "kind", "status"]
 RUN_LEVEL = ("run_id", "arm", "model", "params", "non_embedding_params", "status")
 #: Per-benchmark item counts: the binomial intervals of the figures need them.
 ITEM_COUNT_COLUMNS = tuple(f"{b}_n" for b in BENCHMARK_NAMES)
-_VALUES = set(RESULT_COLUMNS) - set(RUN_LEVEL) - {"tokens", "flops", "flops_exact", "budget"}
+_VALUES = set(RESULT_COLUMNS) - set(RUN_LEVEL) - {"tokens", "flops", "flops_exact", "budget", "epochs"}
 
 
 def columns(counts=()) -> list[str]:
@@ -57,8 +57,11 @@ def point_rows(rec: dict) -> list[dict]:
     rows = []
     params, final_tokens = _finite(rec.get("params")), _finite(rec.get("tokens"))
     exact = _finite(rec.get("flops_exact"))
-    # exact FLOPs are linear in tokens at a fixed shape and context: scale the run's count
+    # exact FLOPs are linear in tokens at a fixed shape and context: scale the run's count; so are the
+    # passes over each stream, which the mixture draws in fixed shares (to within one sequence)
     per_token = exact / final_tokens if exact is not None and final_tokens else None
+    epochs = _finite(rec.get("epochs"))
+    epochs_per_token = epochs / final_tokens if epochs is not None and final_tokens else None
     branches = sorted((e for e in rec.get("evals") or [] if isinstance(e, dict) and e.get("kind") == "cooldown"),
                       key=lambda e: e.get("tokens") or 0)
     for ev in branches:
@@ -67,7 +70,8 @@ def point_rows(rec: dict) -> list[dict]:
         row.update({c: ev.get(c) for c in (*_VALUES, *counts)})
         row.update(point_id=branch_point_id(run_id, t), kind="cooldown", tokens=t, budget=ev.get("budget"),
                    flops=flops_6nd(params, t) if params is not None and t is not None else None,
-                   flops_exact=per_token * t if per_token is not None and t is not None else None)
+                   flops_exact=per_token * t if per_token is not None and t is not None else None,
+                   epochs=round(epochs_per_token * t, 4) if epochs_per_token is not None and t is not None else None)
         rows.append({c: row.get(c) for c in cols})
     final = {c: rec.get(c) for c in cols}
     final.update(point_id=run_id, kind="final")

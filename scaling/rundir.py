@@ -24,7 +24,7 @@ STATES = ("pending", "running", "done", "failed")
 # Columns of results.csv, in order (the analysis package reads these).
 RESULT_COLUMNS = [
     "run_id", "arm", "model", "params", "non_embedding_params", "tokens", "flops", "flops_exact", "budget",
-    "val_loss_speech", "val_loss_text", "val_loss_interleaved", *BENCHMARK_NAMES, "status",
+    "val_loss_speech", "val_loss_text", "val_loss_interleaved", *BENCHMARK_NAMES, "epochs", "status",
 ]
 
 

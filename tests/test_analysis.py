@@ -202,6 +202,27 @@ def test_report_sentence_follows_the_data(study, tmp_path):
     assert "**textless** reaches the lowest" in text
 
 
+def test_report_states_data_repetition(study, tmp_path):
+    df, fits = study
+    text = write_report(df, fits, [], tmp_path / "r.md").read_text()
+    assert "most epochs" not in text and "Data repetition" not in text  # a table without the column: nothing claimed
+    rep = df.copy()
+    rep["epochs"] = np.linspace(0.1, 0.9, len(rep))
+    rep.loc[rep.index[-1], "epochs"] = 2.345
+    worst = rep.iloc[-1]
+    text = write_report(rep, fits, [], tmp_path / "r.md").read_text()
+    assert "no point passes over any of its training streams more than 2.35 times" in text
+    assert f"(most: `{worst['point_id']}`)" in text
+    # each arm's row of the Runs table ends with its own most epochs
+    for arm, rows in rep.groupby("arm"):
+        line = next(ln for ln in text.splitlines() if ln.startswith((f"| {arm} |", f"| {arm} (")))
+        assert line.endswith(f" {rows['epochs'].max():.2f} |")
+    # runs that do not record it (older records) are not counted as repeating nothing
+    rep.loc[rep.index[:3], "epochs"] = np.nan
+    text = write_report(rep, fits, [], tmp_path / "r.md").read_text()
+    assert f"of the {len(rep) - 3} of {len(rep)} points whose runs record it, none passes" in text
+
+
 # ---------------------------------------------------------------- CLI
 def _fit_args(argv):
     p = argparse.ArgumentParser()

@@ -54,6 +54,9 @@ def test_results_csv_has_one_row_per_branch_and_end(wsd_sweep):
             assert row["swuggy"] == ev["swuggy"]
             assert row["flops"] == flops_6nd(rec["params"], ev["tokens"])
             assert row["point_id"] == (spec.run_id if ev is rec else f"{spec.run_id}@{ev['tokens']}")
+        # each point says how often it repeated its data, the run's end as its record does
+        assert rows["epochs"].tolist()[-1] == rec["epochs"] > 0
+        assert rows["epochs"].tolist() == pytest.approx([rec["epochs"] * t / spec.tokens for t in rows["tokens"]], abs=1e-4)
         # periodic evaluations are mid-schedule: never points
         assert not any(e["kind"] == "periodic" and e["tokens"] in rows["tokens"].tolist()[:-1] for e in rec["evals"])
 
@@ -82,7 +85,7 @@ def test_fit_study_uses_every_point(wsd_sweep):
 def test_point_rows_skip_periodic_evals_and_keep_the_run():
     rec = {"run_id": "r1", "arm": "textless", "model": "m", "params": 1000, "non_embedding_params": 800,
            "tokens": 4000, "flops": 2.4e7, "flops_exact": 3.0e7, "budget": 2.4e7, "val_loss_speech": 2.0,
-           "swuggy": 0.7, "swuggy_n": 500, "status": "done",
+           "swuggy": 0.7, "swuggy_n": 500, "epochs": 1.6, "status": "done",
            "evals": [{"kind": "periodic", "tokens": 1000, "val_loss_speech": 3.0},
                      {"kind": "cooldown", "tokens": 2000, "budget": 1.2e7, "val_loss_speech": 2.5, "swuggy": 0.6,
                       "swuggy_n": 500},
@@ -94,6 +97,8 @@ def test_point_rows_skip_periodic_evals_and_keep_the_run():
     b15, b20, fin = rows
     assert b20["budget"] == 1.2e7 and b20["swuggy"] == 0.6 and b20["swuggy_n"] == 500 and b20["flops"] == 6 * 1000 * 2000
     assert b20["flops_exact"] == pytest.approx(3.0e7 / 2)
+    # passes over the data grow with the tokens read: a branch at half the run has read half as much
+    assert [r["epochs"] for r in rows] == [pytest.approx(0.6), pytest.approx(0.8), 1.6]
     assert b15["budget"] is None and b15["swuggy"] is None  # no budget recorded: budget_of falls back to 6ND
     assert fin["val_loss_speech"] == 2.0 and fin["kind"] == "final" and fin["budget"] == 2.4e7
     df = pd.DataFrame(rows)

@@ -125,6 +125,10 @@ def test_mixture_balances_tokens_and_is_resumable():
     assert len(first) == 30
     later, _ = Mixture(streams, {"a": 1, "b": 1, "c": 1}, 10, 3).sequences(45, 45)
     assert (later == seqs[45:]).all()
+    # passes over each stream: windows drawn / whole windows (b's 30 windows were each drawn once)
+    assert m.epochs_per_stream() == {"a": 0.3, "b": 1.0, "c": 0.06}
+    m.sequences(90, 3)
+    assert m.epochs_per_stream()["b"] == pytest.approx(31 / 30, abs=1e-4)
 
 
 def test_alignment_outside_audio_rejected():

@@ -26,6 +26,7 @@ def test_quick_demo_end_to_end(tmp_path):
             assert float(r["flops"]) == 6 * int(r["params"]) * int(r["tokens"])
             for m in ("swuggy", "sblimp", "ssc", "tsc"):
                 assert 0.0 <= float(r[m]) <= 1.0
+            assert 0.0 < float(r["epochs"]) <= 3.0  # each point says how often it repeated its data
     # more compute buys lower speech loss for the text-initialised arm
     budgets = sorted({float(r["budget"]) for r in by_arm["interleaved"]})
     best = {b: min(float(r["val_loss_speech"]) for r in by_arm["interleaved"] if float(r["budget"]) == b) for b in budgets}
@@ -38,6 +39,8 @@ def test_quick_demo_end_to_end(tmp_path):
         assert (out / "figures" / f"{name}.pdf").stat().st_size > 0
     report = (out / "report.md").read_text()
     assert "figures/loss_vs_compute.png" in report
+    most = max(float(r["epochs"]) for rows_ in by_arm.values() for r in rows_)
+    assert "Data repetition:" in report and f" {most:.2f} |" in report  # the report states it
 
     # every run directory honours the contract; checkpoints load with the Auto classes alone
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -49,6 +49,12 @@ def test_text_lm_init_extends_vocabulary(prepared, tmp_path):
     tok_shares = rec["tokens_per_stream"]
     assert set(tok_shares) == {"text", "interleaved", "speech"}
     assert max(tok_shares.values()) - min(tok_shares.values()) <= 64  # equal within one sequence
+    # the record says how often the run repeats each stream: tokens drawn over the stream's whole windows
+    dd = DataDir.open(prepared)
+    for name, drawn in tok_shares.items():
+        whole = len(dd.tokens(name, "train")) // spec.train.seq_len * spec.train.seq_len
+        assert rec["epochs_per_stream"][name] == pytest.approx(drawn / whole, abs=1e-4)
+    assert rec["epochs"] == max(rec["epochs_per_stream"].values())
 
 
 def test_interleaved_run_refuses_unfinished_init(prepared, tmp_path):

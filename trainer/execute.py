@@ -50,10 +50,13 @@ def result_record(spec: RunSpec, summary: dict, metrics: dict, status: str = "do
         "val_loss_speech": summary.get("val_loss_speech"), "val_loss_text": summary.get("val_loss_text"),
         "val_loss_interleaved": summary.get("val_loss_interleaved"),
         **metrics,
+        # the most passes over any one training stream: how much the run repeats its data
+        "epochs": max(summary["epochs_per_stream"].values()) if summary.get("epochs_per_stream") else None,
         "status": status,
         "seed": spec.seed, "steps": summary["steps"], "train_seconds": summary["train_seconds"],
         "tokens_per_s": summary["tokens_per_s"], "final_train_loss": summary["final_train_loss"],
         "tokens_per_stream": summary["tokens_per_stream"], "data_fingerprint": spec.data_fingerprint,
+        "epochs_per_stream": summary.get("epochs_per_stream"),
         # what was in force (trainer.parallel.Applied): world size, checkpointing, compile, chunked CE, ...
         "effective": summary.get("effective"),
         # One entry per evaluated checkpoint: periodic ones, each cooldown branch, and the end.

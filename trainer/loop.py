@@ -431,6 +431,7 @@ class Trainer:
             "tokens_per_s": round(p.tokens / max(train_seconds, 1e-9), 1), "final_train_loss": last_loss,
             "effective": self.effective,
             "tokens_per_stream": self.mixture.tokens_per_stream(),
+            "epochs_per_stream": self.mixture.epochs_per_stream(),
             "metrics": {k: v for k, v in final.items() if k not in ("kind", "tokens", "flops") and not k.startswith("val_loss_")},
             **{k: v for k, v in final.items() if k.startswith("val_loss_")},
             "evals": p.evals + cooldowns + [final],

@@ -67,6 +67,11 @@ class Mixture:
         """Tokens drawn so far from each stream (for the run record)."""
         return {n: int(c) * self.seq_len for n, c in zip(self.names, self._counts)}
 
+    def epochs_per_stream(self) -> dict[str, float]:
+        """Passes made so far over each stream: windows drawn / the stream's whole windows (for the run
+        record: a scaling study should say how often its runs repeat their data)."""
+        return {n: round(int(c) / w, 4) for n, c, w in zip(self.names, self._counts, self.n_windows)}
+
 
 def mixture_report(counts: dict, split: str = "train") -> dict:
     """Equal-token mixing of text / interleaved / speech from the measured token counts: each stream's share
