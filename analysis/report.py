@@ -51,10 +51,11 @@ def _runs_section(df: pd.DataFrame, loss_col: str) -> list[str]:
         lines.append(f"{n_runs_of(df)} runs, {len(df)} points, one arm (no `arm` column).")
     if epochs:
         n_rec = int(pd.to_numeric(df["epochs"], errors="coerce").notna().sum())
-        which = "no point" if n_rec == len(df) else f"of the {n_rec} of {len(df)} points whose runs record it, none"
-        lines += ["", f"Data repetition: {which} passes over any of its training streams more than {epochs[0]:.2f} "
-                  f"times (most: `{epochs[1]}`); \"most epochs\" is that figure per arm (results column `epochs`: "
-                  "the most passes over one stream, from each run's record)."]
+        scope = "" if n_rec == len(df) else f" (of the {n_rec} of {len(df)} points whose runs record it)"
+        verdict = "so no point repeats any of its data" if epochs[0] <= 1 else "so some points repeat data"
+        lines += ["", f"Data repetition: the most any point{scope} reads of one training stream is {epochs[0]:.2f} "
+                  f"epochs (`{epochs[1]}`), {verdict}; \"most epochs\" is that figure per arm (results column "
+                  "`epochs`: the most passes over one stream, from each run's record)."]
     if _n_branches(df):
         lines += ["", "A point is a run's end or the end of one of its cooldown branches (wsd schedule): each branch "
                   "decays the learning rate over its own budget, so its end stands for a run of that length "

@@ -211,16 +211,19 @@ def test_report_states_data_repetition(study, tmp_path):
     rep.loc[rep.index[-1], "epochs"] = 2.345
     worst = rep.iloc[-1]
     text = write_report(rep, fits, [], tmp_path / "r.md").read_text()
-    assert "no point passes over any of its training streams more than 2.35 times" in text
-    assert f"(most: `{worst['point_id']}`)" in text
+    assert "the most any point reads of one training stream is 2.35 epochs" in text
+    assert f"(`{worst['point_id']}`), so some points repeat data" in text
     # each arm's row of the Runs table ends with its own most epochs
     for arm, rows in rep.groupby("arm"):
         line = next(ln for ln in text.splitlines() if ln.startswith((f"| {arm} |", f"| {arm} (")))
         assert line.endswith(f" {rows['epochs'].max():.2f} |")
     # runs that do not record it (older records) are not counted as repeating nothing
     rep.loc[rep.index[:3], "epochs"] = np.nan
+    rep.loc[rep.index[-1], "epochs"] = 0.95
     text = write_report(rep, fits, [], tmp_path / "r.md").read_text()
-    assert f"of the {len(rep) - 3} of {len(rep)} points whose runs record it, none passes" in text
+    assert (f"the most any point (of the {len(rep) - 3} of {len(rep)} points whose runs record it) reads of one "
+            "training stream is 0.95 epochs") in text
+    assert "so no point repeats any of its data" in text
 
 
 # ---------------------------------------------------------------- CLI
