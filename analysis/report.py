@@ -50,11 +50,11 @@ def _runs_section(df: pd.DataFrame, loss_col: str) -> list[str]:
     else:
         lines.append(f"{n_runs_of(df)} runs, {len(df)} points, one arm (no `arm` column).")
     if epochs:
-        n_rec = int(pd.to_numeric(df["epochs"], errors="coerce").notna().sum())
+        most, worst, n_rec = epochs
         scope = "" if n_rec == len(df) else f" (of the {n_rec} of {len(df)} points whose runs record it)"
-        verdict = "so no point repeats any of its data" if epochs[0] <= 1 else "so some points repeat data"
-        lines += ["", f"Data repetition: the most any point{scope} reads of one training stream is {epochs[0]:.2f} "
-                  f"epochs (`{epochs[1]}`), {verdict}; \"most epochs\" is that figure per arm (results column "
+        verdict = "so no point repeats any of its data" if most <= 1 else "so some points repeat data"
+        lines += ["", f"Data repetition: the most any point{scope} reads of one training stream is {most:.2f} "
+                  f"epochs (`{worst}`), {verdict}; \"most epochs\" is that figure per arm (results column "
                   "`epochs`: the most passes over one stream, from each run's record)."]
     if _n_branches(df):
         lines += ["", "A point is a run's end or the end of one of its cooldown branches (wsd schedule): each branch "
@@ -63,15 +63,17 @@ def _runs_section(df: pd.DataFrame, loss_col: str) -> list[str]:
     return lines + [""]
 
 
-def _most_epochs(df: pd.DataFrame) -> tuple[float, str] | None:
-    """The most passes over one training stream among the rows that record it, and the point that makes them."""
+def _most_epochs(df: pd.DataFrame) -> tuple[float, str, int] | None:
+    """The most passes over one training stream among the rows that record it, the point that makes them,
+    and how many rows record it (None when none does)."""
     if "epochs" not in df.columns:
         return None
     e = pd.to_numeric(df["epochs"], errors="coerce")
-    if not e.notna().any():
+    n = int(e.notna().sum())
+    if not n:
         return None
     i = e.idxmax()
-    return float(e[i]), str(df.loc[i, "point_id"] if "point_id" in df.columns else df.loc[i, "run_id"])
+    return float(e[i]), str(df.loc[i, "point_id"] if "point_id" in df.columns else df.loc[i, "run_id"]), n
 
 
 def _notes_section(fits: dict) -> list[str]:
