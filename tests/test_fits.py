@@ -269,6 +269,28 @@ def test_powersum_refuses_budgets_with_three_sizes():
     assert fit_isoflop(C[three], N[three], D[three], L[three]).a > 0  # the parabola still fits them
 
 
+def test_powersum_batched_sse_equals_a_plain_lstsq_loop():
+    """The power-sum fit evaluates its error at many exponent pairs in one batched QR over budgets of
+    different sizes (padded); each value must equal a plain loop of np.linalg.lstsq, budget by budget."""
+    from analysis.fits.isoflop import _PowersumSSE, _powersum_design
+
+    rng = np.random.default_rng(7)
+    data = []
+    for k in (4, 6, 5):  # budgets with different numbers of sizes: the padding must change nothing
+        N = np.sort(rng.uniform(1e4, 1e6, k))
+        data.append((N, 2.0 + 0.3 * rng.standard_normal(k), float(np.exp(np.mean(np.log(N))))))
+    al, be = rng.uniform(0.05, 1.5, 20), rng.uniform(0.05, 1.5, 20)
+    loop = []
+    for a, b in zip(al, be):
+        sse = 0.0
+        for N, L, nref in data:
+            X = _powersum_design(N, nref, a, b)
+            coef = np.linalg.lstsq(X, L, rcond=None)[0]
+            sse += float(np.sum((X @ coef - L) ** 2))
+        loop.append(sse)
+    np.testing.assert_allclose(_PowersumSSE(data)(al, be), loop, rtol=1e-9, atol=1e-14)
+
+
 def test_envelope_recovers_gamma():
     rng = np.random.default_rng(3)
     budgets = np.geomspace(1e18, 1e21, 7)

