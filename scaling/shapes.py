@@ -94,6 +94,7 @@ DEMO: dict[str, ModelShape] = {
     "micro-15k": ModelShape(20, 3, 2, 1, 64, 1024),
     "micro-23k": ModelShape(24, 3, 2, 1, 80, 1024),
     "micro-46k": ModelShape(32, 3, 4, 2, 128, 1024),
+    "micro-61k": ModelShape(40, 3, 4, 2, 128, 1024),
     "micro-81k": ModelShape(40, 4, 4, 2, 128, 1024),
     # the GPU demo ladder (scaling demo --scale gpu), named by non-embedding parameters: 1.3M-30M,
     # every size non-embedding dominated at the demo's 1,024 rows
