@@ -384,6 +384,23 @@ def test_two_step_sigmoid_prediction():
         fit_sigmoid([2.0, 3.0], [0.6, 0.5])
 
 
+def test_sigmoid_of_a_metric_at_chance_gives_up_within_its_evaluation_cap(monkeypatch):
+    """A metric at chance identifies no sigmoid: the fit must say it did not converge, and stop within
+    its 2,000-evaluation cap rather than search for 20,000 (~10 s a link in the quick demo)."""
+    import analysis.fits.two_step as two_step
+
+    calls = []
+    real = two_step.sigmoid
+    monkeypatch.setattr(two_step, "sigmoid", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(1)
+    L = np.sort(rng.uniform(2, 3, 9))
+    acc = 0.5 + rng.choice([-1, 1], 9) * rng.uniform(0, 0.04, 9)  # noise about chance
+    with pytest.raises(ConfigError, match="did not converge"):
+        fit_sigmoid(L, acc, floor=0.5)
+    # it searched, and stopped at the cap: 2,000 steps, each with a 3-point finite-difference Jacobian
+    assert 100 < len(calls) <= 2000 * (1 + 3)
+
+
 def test_latex_and_markdown_tables_contain_coefficients(study):
     _, fits = study
     par = {arm: e["parametric"] for arm, e in fits["arms"].items()}

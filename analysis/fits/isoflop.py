@@ -165,17 +165,16 @@ class _PowersumSSE:
 
     def __init__(self, data):
         m = max(N.size for N, _, _ in data)
-        self.n = np.ones((len(data), m))
+        self.log_n = np.zeros((len(data), m))  # log(N / nref); 0 in the padding
         self.L = np.zeros((len(data), m))
         self.mask = np.zeros((len(data), m))
         for g, (N, L, nref) in enumerate(data):
-            self.n[g, :N.size], self.L[g, :N.size], self.mask[g, :N.size] = N / nref, L, 1.0
-        self.log_n = np.log(self.n)
+            self.log_n[g, :N.size], self.L[g, :N.size], self.mask[g, :N.size] = np.log(N / nref), L, 1.0
 
     def __call__(self, al, be) -> np.ndarray:
         """SSE at each pair of the 1-d arrays ``al``, ``be``."""
         al, be = np.atleast_1d(np.asarray(al, dtype=float)), np.atleast_1d(np.asarray(be, dtype=float))
-        shape = (al.size,) + self.n.shape
+        shape = (al.size,) + self.log_n.shape
         X = np.stack([np.broadcast_to(self.mask, shape),
                       np.exp(-al[:, None, None] * self.log_n) * self.mask,
                       np.exp(be[:, None, None] * self.log_n) * self.mask], axis=-1)
