@@ -30,6 +30,16 @@ PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
 
 #: Beyond this a fitted log-coefficient is a divergence, not a law (exp overflows near 709).
 _MAX_LOG = 700.0
+_RUNAWAY_LOG = 300.0  # log A or log B below this: the coefficient ran off towards 0 (see fit_parametric)
+_NEGLIGIBLE = 1e-12  # a term below this share of the loss at every point is not identified by the data
+
+
+def _term_share(log_coef: float, exponent: float, X: np.ndarray, L: np.ndarray) -> float:
+    """The largest share of the loss one term coef / X^exponent takes over the points (in logs: no overflow)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        logs = log_coef - exponent * np.log(X) - np.log(L)
+    m = float(np.nanmax(logs)) if logs.size else 0.0
+    return math.exp(min(m, 0.0))
 
 
 def default_grid() -> np.ndarray:
@@ -661,9 +671,12 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
         raise ConfigError(f"the parametric fit diverged (log A = {a:.0f}, log B = {b:.0f}, log E = {e:.0f}, alpha = "
                           f"{alpha:.3g}, beta = {beta:.3g}): {len(L)} runs do not constrain L(N, D); add sizes or budgets, "
                           "or use --bounded and read the isoFLOP and envelope fits")
-    if min(a, b) < -_MAX_LOG:
-        # a term's coefficient underflows to 0 while its exponent runs off (alpha = -897 with log A = -900 on
-        # the quick demo's 9 points): the term is not identified, and A = 0 cannot be reported or resampled
+    # a term's coefficient falls towards 0 while its exponent runs off (alpha = -897 with log A = -900 on the quick
+    # demo's 9 points; scipy 1.17 stops at alpha = -55, log A = -670: a wall at the largest size): the term is not
+    # identified, and a vanishing A cannot be reported or resampled. A coefficient below e^-300 is such a run-off
+    # whatever the optimizer's stopping point; so is a term below 1e-12 of the loss at every point
+    negligible = max(_term_share(a, alpha, N, L), _term_share(b, beta, D, L)) < _NEGLIGIBLE
+    if min(a, b) < -_RUNAWAY_LOG or negligible:
         raise ConfigError(f"the parametric fit is degenerate (log A = {a:.0f}, log B = {b:.0f}, alpha = {alpha:.3g}, "
                           f"beta = {beta:.3g}): a coefficient underflows to 0, so {len(L)} runs do not identify that "
                           "term; add sizes or budgets, or use --bounded and read the isoFLOP and envelope fits")
