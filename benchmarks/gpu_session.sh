@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The GPU measurement of issue 13 as one script: the scale-path check (`scaling bench gpu`) and the
-# throughput table (Qwen2.5 0.5B / 1.5B / 7B width at 4 layers / 7B full depth in pure bf16), each
-# part under its own time limit so one failure or hang does not cost the rest.
+# The GPU measurements as one script, each part under its own time limit so one failure or hang does
+# not cost the rest. The default is the fast recipe's matrix (issue 27: `scaling bench gpu --matrix`,
+# plain transformers vs each switch, the best configuration per shape as a train: block, under 9 min).
 #
 #   benchmarks/gpu_session.sh OUT_DIR [PART ...]
-#   parts: env 7bfull check 0.5b 1.5b 7b4 (the default, in this order: ~6.5 min on one H200 with
-#   liger-kernel carried) and 0.5b-bf16 (the two levers the first profile points at: pure bf16
+#   parts: env matrix (the default); the throughput tables of issue 13: 7bfull check 0.5b 1.5b 7b4
+#   (~6.5 min on one H200 with liger-kernel carried) and 0.5b-bf16 (the two levers the first profile points at: pure bf16
 #   weights, no per-op autocast casts, and a 16-row micro-batch) and demo (the quick demo end to end
 #   on the GPU: the trainer's own loop, checkpoints, evaluation and report, never run on a GPU yet).
 #
@@ -16,7 +16,7 @@
 set -u
 OUT=${1:?usage: gpu_session.sh OUT_DIR [PART ...]}
 shift
-PARTS=${*:-env 7bfull check 0.5b 1.5b 7b4}
+PARTS=${*:-env matrix}
 mkdir -p "$OUT"
 LOG="$OUT/session.log"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -48,6 +48,7 @@ FAST="chunked+compile"
 for p in $PARTS; do
   case $p in
     env) part env 60 bash -c "nvidia-smi; $PY -c 'import torch, transformers, triton; print(torch.__version__, torch.version.cuda, transformers.__version__, triton.__version__, torch.cuda.get_device_name())'; $PY -c 'import liger_kernel' && echo liger: yes || echo liger: no; $PY -c 'import flash_attn' && echo flash_attn: yes || echo flash_attn: no" ;;
+    matrix) part matrix 560 "$PY" -m scaling bench gpu --matrix --time-limit 480 --json "$OUT/matrix.json" ;;
     7bfull) tp 7bfull 120 --model qwen2.5-7b --precision bf16 --micro-batch 1 --steps 4 --warmup 2 --variants chunked+ckpt,flex+chunked+ckpt ;;
     check) part check 120 "$PY" -m scaling bench gpu --json "$OUT/gpu.json" ;;
     0.5b) tp 0.5b 170 --model qwen2.5-0.5b --micro-batch 8 --variants "baseline,chunked,$FAST" --profile ;;
@@ -57,6 +58,6 @@ for p in $PARTS; do
     demo)  # the device returns at most 8 files: keep the demo's report only
       part demo 300 "$PY" -m scaling demo --quick --no-cache --out "${TMPDIR:-/tmp}/gpu-demo"
       cp "${TMPDIR:-/tmp}/gpu-demo/report.md" "$OUT/demo_report.md" 2>/dev/null ;;
-    *) echo "unknown part '$p' (env 7bfull check 0.5b 1.5b 7b4 0.5b-bf16 demo)" | tee -a "$LOG"; exit 2 ;;
+    *) echo "unknown part '$p' (env matrix 7bfull check 0.5b 1.5b 7b4 0.5b-bf16 demo)" | tee -a "$LOG"; exit 2 ;;
   esac
 done

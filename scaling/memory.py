@@ -14,9 +14,10 @@ The peak is the largest of four moments of a training step, each the sum of what
 - ``blocks``: the backward of the last block, with checkpointing its recomputed activations;
 - ``end of backward``: all gradients, and under FSDP the root's (embeddings, LM head) gradients on
   their way through the reduce-scatter (the root is reduced last, in the reduce dtype, unsharded);
-- ``optimizer``: weights, gradients and moments; the fused AdamW kernel (one GPU: the trainer's and
-  the bench's choice) allocates nothing, the per-tensor AdamW used with FSDP (``fused=False``, and
-  foreach off when fused is given) two temporaries the size of the largest tensor's shard.
+- ``optimizer``: weights, gradients and moments; the fused AdamW kernel (the trainer's choice on a GPU,
+  with or without FSDP) allocates nothing; ``foreach`` (the CPU's) one temporary the size of the
+  parameters' shard; the per-tensor loop (what FSDP runs used before 2026-12-07, and the records
+  of that time) two temporaries the size of the largest tensor's shard.
 
 Terms, each from what the code allocates:
 - state: ``amp-bf16`` keeps fp32 weights, fp32 gradients and fp32 AdamW moments (16 B/param);
@@ -57,7 +58,9 @@ from scaling.shapes import (
 GIB = 2**30
 PRECISIONS = ("amp-bf16", "bf16")
 ATTENTIONS = ("flash", "sdpa")
-CE_CHUNK = 4096  # trainer.kernels.chunked_ce default chunk (tokens)
+ADAMW = ("fused", "foreach", "per-tensor")
+CE_CHUNK = 4096  # rows per chunk of the Python chunked LM head + CE (trainer/kernels/chunked_ce.py reads it here)
+COMPILED_CE_CHUNK = 8192  # rows per chunk of the compiled one (trainer/kernels/fused_ce.py)
 COMPUTE_BYTES = 2  # bf16 compute on a GPU
 
 
@@ -78,6 +81,8 @@ class MemoryPlan:
     accumulation: int | None = None
     peak: str = "loss"  # the moment of the step where the peak is
     moments: dict | None = None  # moment -> GiB (overhead included)
+    compiled_ce: bool = False
+    adamw: str = "fused"
 
     @property
     def total_gib(self) -> float:
@@ -139,15 +144,33 @@ def activation_bytes(shape: ModelShape, *, compute_bytes: int = COMPUTE_BYTES, r
     return norms + cb * (inputs + attn + 4 * f)
 
 
+def op_saved_bytes(shape: ModelShape, *, compute_bytes: int = COMPUTE_BYTES, residual_bytes: int | None = None) -> float:
+    """Bytes per token one decoder block keeps under selective (per-op) checkpointing
+    (``activation_checkpointing: op``, trainer.parallel): the block's input (residual dtype), every
+    matmul output (q, k, v, o, gate, up, down: 3 d + 2 kv + 2 f) and the attention output (d); the
+    norms, rotary embeddings, SwiGLU product and casts are recomputed."""
+    cb, rb = compute_bytes, compute_bytes if residual_bytes is None else residual_bytes
+    d, f = shape.hidden_size, shape.intermediate_size
+    kv = shape.num_kv_heads * shape.head_dim
+    return rb * d + cb * (4 * d + 2 * kv + 2 * f)
+
+
 def _head_params(shape: ModelShape) -> int:
     return shape.vocab_size * shape.hidden_size
 
 
-def estimate(shape: ModelShape, *, model: str, gpus: int, micro_batch: int, seq: int, activation_checkpointing: bool = True,
-             chunked_ce: bool = False, precision: str = "amp-bf16", gpu_memory_gib: float = 80.0, overhead_gib: float = 4.0,
-             ce_chunk: int = CE_CHUNK, fsdp: bool | None = None, attention: str = "flash",
-             accumulation: int | None = None) -> MemoryPlan:
+def estimate(shape: ModelShape, *, model: str, gpus: int, micro_batch: int, seq: int,
+             activation_checkpointing: bool | int | str = True, chunked_ce: bool = False, precision: str = "amp-bf16",
+             gpu_memory_gib: float = 80.0, overhead_gib: float = 4.0, ce_chunk: int = CE_CHUNK, fsdp: bool | None = None,
+             attention: str = "flash", accumulation: int | None = None, compiled_ce: bool = False,
+             adamw: str = "fused") -> MemoryPlan:
     """Peak memory per GPU of a training step (see the module doc for every term).
+
+    ``activation_checkpointing``: false, true / "full" (every block), "op" (selective: matmul and attention
+    outputs kept, ``op_saved_bytes``) or an integer k (every k-th block). ``compiled_ce``: the compiled
+    gradient-in-forward LM head (trainer/kernels/fused_ce.py, chunks of ``COMPILED_CE_CHUNK`` rows).
+    ``adamw``: ``fused`` (the trainer's choice on a GPU, FSDP included: no temporaries), ``foreach``
+    (one temporary the size of the parameters' shard) or ``per-tensor`` (two of the largest tensor's shard).
 
     ``fsdp``: FSDP2 full shard (default: ``gpus > 1``, as the trainer; False on several GPUs: whole state
     on each, DDP's gradient buckets not counted); ``attention``: ``flash``
@@ -156,6 +179,14 @@ def estimate(shape: ModelShape, *, model: str, gpus: int, micro_batch: int, seq:
     micro-batches per optimiser step (None: more than one, the gradients held through the forward)."""
     if attention not in ATTENTIONS:
         raise ValueError(f"attention must be one of {ATTENTIONS}, not {attention!r}")
+    if adamw not in ADAMW:
+        raise ValueError(f"adamw must be one of {ADAMW}, not {adamw!r}")
+    from scaling.spec import ac_mode
+
+    mode, every = ac_mode(activation_checkpointing, field="activation_checkpointing")
+    if mode == "auto":
+        raise ValueError("activation_checkpointing 'auto' is resolved by trainer.autotune, not estimated")
+    chunked_ce = chunked_ce or compiled_ce
     fsdp = gpus > 1 if fsdp is None else fsdp
     pc = count_params(shape)
     P, d, L, V = pc.total, shape.hidden_size, shape.num_layers, shape.vocab_size
@@ -182,24 +213,40 @@ def estimate(shape: ModelShape, *, model: str, gpus: int, micro_batch: int, seq:
         gathered["bf16 root (embeddings, LM head), gathered"] = cb * root / GIB
     matmul_weights = P - (0 if shape.tie_embeddings else head) - (L * 2 + 1) * d  # every weight a matmul reads
     per_layer = activation_bytes(shape, compute_bytes=cb, residual_bytes=rb, attention=attention, seq=seq)
+    # what the layers keep from the forward to the backward, per checkpointing mode
+    checkpointed = {"none": 0, "full": L, "op": 0, "every": -(-L // max(every, 1))}[mode]
+    plain_blocks = L - checkpointed if mode != "op" else 0
+    acts = {}
+    if checkpointed:
+        acts["activations (checkpointed layer inputs)"] = rb * tokens * d * checkpointed / GIB
+    if mode == "op":
+        acts["activations (matmul and attention outputs, all layers)"] = (
+            op_saved_bytes(shape, compute_bytes=cb, residual_bytes=rb) * tokens * L / GIB)
+    elif plain_blocks:
+        acts[f"activations ({'all' if plain_blocks == L else plain_blocks} layers)"] = per_layer * tokens * plain_blocks / GIB
 
     # -- loss: forward end + LM head / cross-entropy backward
     loss = {**weights, **(grads if held else {}), **gathered}
     if fsdp:
         loss["bf16 gathered layers (1: the last, kept after forward)"] = cb * layer / GIB
     elif amp:
-        copies = head if activation_checkpointing else matmul_weights
+        # the casts of the blocks that keep their activations (recomputed in the others' backward)
+        copies = head + (matmul_weights - head) * plain_blocks / L
         if chunked_ce:  # the chunked loss casts the LM head inside its own autograd function, saving nothing
             copies -= head
         if copies:
             loss["bf16 weight casts saved for backward (autocast)"] = cb * copies / GIB
-    if activation_checkpointing:
-        loss["activations (checkpointed layer inputs)"] = rb * tokens * d * L / GIB
-    else:
-        loss["activations (all layers)"] = per_layer * tokens * L / GIB
+    loss.update(acts)
     loss["final norm + hidden state"] = (4 + 2 * rb) * tokens * d / GIB
     head_grad_unsharded = cb * head if fsdp else 0  # the LM head's gradient waits, unsharded, for the root's reduce
-    if chunked_ce:
+    if compiled_ce:
+        c = min(tokens, COMPILED_CE_CHUNK)
+        cast = cb * head if hb != cb else 0  # weight.to(compute dtype), once per call
+        # gradients computed in the forward: the fp32 weight-gradient accumulator, one chunk's logits and their
+        # gradient in the compute dtype, the chunk's [V, d] product, and the hidden state's gradient kept to backward
+        loss["LM head + CE (compiled, gradients in the forward)"] = (
+            4 * head + cast + cb * head + 2 * cb * c * V + hb * tokens * d) / GIB
+    elif chunked_ce:
         c = min(tokens, ce_chunk)
         cast = cb * head if hb != cb else 0  # weight.to(compute dtype) inside the chunked loss
         softmax = 8 * c * V  # one chunk's float32 logits and softmax
@@ -219,13 +266,12 @@ def estimate(shape: ModelShape, *, model: str, gpus: int, micro_batch: int, seq:
         blocks["bf16 gathered layers (2: computing, prefetched)"] = 2 * cb * layer / GIB
         blocks["root gradients (unsharded until reduce-scatter)"] = head_grad_unsharded / GIB
         blocks["bf16 layer gradients (before reduce-scatter)"] = cb * layer / GIB
-    elif amp:  # all casts without checkpointing; the recomputed block's with it
-        blocks["bf16 weight casts saved for backward (autocast)"] = cb * (layer if activation_checkpointing else matmul_weights) / GIB
-    if activation_checkpointing:
-        blocks["activations (checkpointed layer inputs)"] = rb * tokens * d * L / GIB
+    elif amp:  # the casts of the blocks that keep their activations, and the recomputed block's
+        blocks["bf16 weight casts saved for backward (autocast)"] = cb * (
+            (matmul_weights - head) * plain_blocks / L + (layer if plain_blocks < L else head)) / GIB
+    blocks.update(acts)
+    if mode != "none":
         blocks["activations (one layer recomputed)"] = per_layer * tokens / GIB
-    else:
-        blocks["activations (all layers)"] = per_layer * tokens * L / GIB
 
     # -- end of backward: every gradient; under FSDP the root's through the reduce-scatter
     end = {**weights, **grads}
@@ -235,8 +281,10 @@ def estimate(shape: ModelShape, *, model: str, gpus: int, micro_batch: int, seq:
 
     # -- optimizer step
     opt = {**weights, **grads}
-    if fsdp:
+    if adamw == "per-tensor":
         opt["AdamW temporaries (per-tensor, largest shard x 2)"] = 2 * w * largest / shard / GIB
+    elif adamw == "foreach":
+        opt["AdamW temporaries (foreach: one per parameter shard)"] = w * P / shard / GIB
 
     moments = {"loss": loss, "blocks": blocks, "end of backward": end, "optimizer": opt}
     peak = max(moments, key=lambda k: sum(moments[k].values()))
@@ -244,14 +292,23 @@ def estimate(shape: ModelShape, *, model: str, gpus: int, micro_batch: int, seq:
     parts["CUDA context, buffers, fragmentation"] = overhead_gib
     return MemoryPlan(model, P, gpus, micro_batch, seq, activation_checkpointing, chunked_ce, precision, gpu_memory_gib,
                       parts, fsdp=fsdp, attention=attention, accumulation=accumulation, peak=peak,
-                      moments={k: sum(v.values()) + overhead_gib for k, v in moments.items()})
+                      moments={k: sum(v.values()) + overhead_gib for k, v in moments.items()}, compiled_ce=compiled_ce,
+                      adamw=adamw)
+
+
+def _ac_words(value) -> str:
+    from scaling.spec import ac_mode
+
+    mode, k = ac_mode(value)
+    return {"none": "off", "full": "on (every block)", "op": "selective (per op)"}.get(mode, f"on every {k} blocks")
 
 
 def format_plan(plan: MemoryPlan) -> str:
     head = (f"{plan.model}: {plan.params:,} parameters (incl. the 502 speech rows), {plan.gpus} GPU(s)"
             f"{' under FSDP2' if plan.fsdp else ''}, micro-batch {plan.micro_batch} x seq {plan.seq}, precision "
-            f"{plan.precision}, activation checkpointing {'on' if plan.activation_checkpointing else 'off'}, chunked CE "
-            f"{'on' if plan.chunked_ce else 'off'}, attention {plan.attention}")
+            f"{plan.precision}, activation checkpointing {_ac_words(plan.activation_checkpointing)}, chunked CE "
+            f"{('compiled' if plan.compiled_ce else 'on') if plan.chunked_ce else 'off'}, attention {plan.attention}, "
+            f"AdamW {plan.adamw}")
     lines = [head]
     w = max(len(k) for k in plan.parts)
     lines.append(f"  peak at: {plan.peak} ("

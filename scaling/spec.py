@@ -49,11 +49,32 @@ def init_std_value(init_std, hidden_size: int) -> float | None:
     return float(init_std)
 
 
+#: train.attention values (see TrainConfig.attention)
+ATTENTIONS = ("auto", "sdpa", "varlen", "flash_attention_2", "flex_attention")
+
+
+def ac_mode(value, *, source: str | None = None, field: str = "train.activation_checkpointing") -> tuple[str, int]:
+    """(mode, k) of a ``train.activation_checkpointing`` value: ("none", 0), ("full", 1), ("op", 0),
+    ("every", k) for every k-th block (k >= 2; k = 1 is "full"), or ("auto", 0)."""
+    if value is False or value == "none":
+        return "none", 0
+    if value is True or value == "full" or (isinstance(value, int) and not isinstance(value, bool) and value == 1):
+        return "full", 1
+    if value in ("op", "auto"):
+        return value, 0
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 2:
+        return "every", value
+    raise ConfigError("must be false, true, 'full', 'op', 'auto' or an integer k >= 1 (every k-th block)",
+                      source=source, field=field, value=value)
+
+
 @dataclass
 class TrainConfig:
     seq_len: int = 128
     batch_size: int = 8  # sequences per optimiser step (the global batch)
-    micro_batch_size: int = 0  # sequences per forward pass; 0 = batch_size (no accumulation)
+    # sequences per forward pass on each process; 0 = the process's whole share of the batch (no accumulation);
+    # "auto": the largest that `scaling memory` fits in memory_fraction of the device (resolved at run start)
+    micro_batch_size: int | str = 0
     lr: float = 3e-3
     min_lr: float = 3e-4
     warmup_frac: float = 0.01
@@ -67,7 +88,10 @@ class TrainConfig:
     eval_every: int = 0  # optimiser steps between validations; 0 = only at the end
     schedule: str = "cosine"  # "cosine" (with min lr) or "wsd" (warmup-stable-decay with cooldown branches)
     cooldown_frac: float = 0.2  # wsd: each cooldown branch decays over this fraction of its budget (1-sqrt shape)
-    activation_checkpointing: bool = False  # recompute each decoder layer in backward (memory for compute)
+    # recompute in backward (memory for compute): false; true or "full" (every decoder block); "op" (selective,
+    # per op: matmul and attention outputs kept, the rest recomputed); an integer k (every k-th block, 1 = full);
+    # "auto": none if `scaling memory` fits the step without it, else full (resolved at run start)
+    activation_checkpointing: bool | int | str = False
     doc_mask: bool = True  # attention never crosses document boundaries in packed sequences
     chunked_ce: bool = False  # LM head + cross-entropy in token chunks, never the full logits (any process count)
     compile: bool = False  # torch.compile each decoder layer (regional compile; falls back to eager with a warning)
@@ -81,6 +105,17 @@ class TrainConfig:
     val_sequences: int = 16  # validation sequences per stream
     precision: str = "amp-bf16"  # "amp-bf16": fp32 master weights, bf16 compute (GPU); "bf16": bf16 weights and AdamW state
     liger_ce: bool = False  # Liger's fused linear cross-entropy for the LM head (CUDA + liger-kernel; the `gpu` extra)
+    # the fast recipe (issue 27); all operational: none of them is in the run id
+    compiled_ce: bool = False  # compiled chunked LM head + CE (large chunks, gradients in the forward; needs torch.compile)
+    # attention over packed documents: "auto" (FlashAttention-2 varlen when flash-attn is installed on a GPU, else
+    # "sdpa"), "sdpa" (a block-diagonal mask), "varlen" (torch's variable-length attention, no mask),
+    # "flash_attention_2", "flex_attention"
+    attention: str = "auto"
+    # bf16 compute copies of the fp32 master weights with gradients reduced in fp32 (FSDP2 MixedPrecisionPolicy):
+    # "auto" (under FSDP, i.e. with several processes), true (at any world size, one process included), false
+    bf16_params: bool | str = "auto"
+    memory_fraction: float = 0.9  # of the device's memory, for micro_batch_size / activation_checkpointing "auto"
+    liger_kernels: bool = False  # Liger-Kernel's fused RMSNorm, SwiGLU and RoPE (CUDA + liger-kernel; the `gpu` extra)
 
     def validate(self, source: str | None = None, prefix: str = "train") -> None:
         for name in ("seq_len", "batch_size", "val_sequences"):
@@ -97,9 +132,24 @@ class TrainConfig:
             raise ConfigError("must be in [0, 1)", source=source, field=f"{prefix}.warmup_frac", value=self.warmup_frac)
         if self.warmup_basis not in ("run", "shortest"):
             raise ConfigError("must be 'run' or 'shortest'", source=source, field=f"{prefix}.warmup_basis", value=self.warmup_basis)
-        if self.micro_batch_size < 0 or (self.micro_batch_size and self.batch_size % self.micro_batch_size):
-            raise ConfigError(f"must divide batch_size ({self.batch_size})", source=source,
-                              field=f"{prefix}.micro_batch_size", value=self.micro_batch_size)
+        mb = self.micro_batch_size
+        if mb != "auto" and (not isinstance(mb, int) or isinstance(mb, bool) or mb < 0 or (mb and self.batch_size % mb)):
+            raise ConfigError(f"must be 'auto' or a non-negative integer dividing batch_size ({self.batch_size})",
+                              source=source, field=f"{prefix}.micro_batch_size", value=mb)
+        ac_mode(self.activation_checkpointing, source=source, field=f"{prefix}.activation_checkpointing")
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"must be one of {ATTENTIONS}", source=source, field=f"{prefix}.attention", value=self.attention)
+        if self.bf16_params not in (True, False, "auto"):
+            raise ConfigError("must be true, false or 'auto'", source=source, field=f"{prefix}.bf16_params", value=self.bf16_params)
+        for name in ("compiled_ce", "chunked_ce", "liger_ce", "liger_kernels", "compile", "doc_mask", "keep_checkpoints"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError("must be true or false", source=source, field=f"{prefix}.{name}", value=getattr(self, name))
+        if self.liger_ce and self.compiled_ce:
+            raise ConfigError("pick one LM-head loss: liger_ce or compiled_ce", source=source, field=f"{prefix}.compiled_ce",
+                              value=True)
+        f = self.memory_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            raise ConfigError("must be in (0, 1]", source=source, field=f"{prefix}.memory_fraction", value=f)
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise ConfigError("must be a non-negative integer", source=source, field=f"{prefix}.checkpoint_every", value=self.checkpoint_every)
         check_init_std(self.init_std, source=source, field=f"{prefix}.init_std")
@@ -238,7 +288,7 @@ ID_FIELDS = ("arm", "model", "shape", "tokens", "streams", "init", "data_fingerp
 OPERATIONAL_TRAIN = {"micro_batch_size": 0, "eval_every": 0, "activation_checkpointing": False, "chunked_ce": False,
                      "compile": False, "checkpoint_every": 0, "keep_checkpoints": False}
 #: Operational training fields added after the id rule was frozen: never hashed.
-OPERATIONAL_SINCE = ("liger_ce",)
+OPERATIONAL_SINCE = ("liger_ce", "compiled_ce", "attention", "bf16_params", "memory_fraction", "liger_kernels")
 #: Training fields that existed when the id rule was frozen (2026-11-30); the hash always includes them.
 #: A field added since is hashed only when it differs from its default.
 FROZEN_TRAIN_FIELDS = ("seq_len", "batch_size", "micro_batch_size", "lr", "min_lr", "warmup_frac", "grad_clip",

@@ -209,9 +209,10 @@ def _check_train(train: TrainConfig, src: str) -> None:
         v = getattr(train, k)
         if not 0 <= v < 1:
             raise ConfigError("must be in [0, 1)", source=src, field=f"train.{k}", value=v)
-    if train.micro_batch_size < 0:
-        raise ConfigError("must be >= 0 (0: the whole batch in one pass)", source=src, field="train.micro_batch_size",
-                          value=train.micro_batch_size)
+    mb = train.micro_batch_size
+    if mb != "auto" and (not isinstance(mb, int) or mb < 0):
+        raise ConfigError("must be an integer >= 0 (0: the whole batch in one pass) or 'auto'", source=src,
+                          field="train.micro_batch_size", value=mb)
 
 
 def _number(v, src, fieldname) -> float:

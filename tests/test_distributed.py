@@ -22,7 +22,9 @@ def test_two_process_fsdp_matches_single_process(prepared, tmp_path):
     single_run, single = _train(tmp_path / "single", spec)
     assert single["effective"] == {"world_size": 1, "activation_checkpointing": False, "compile": False, "compiled_layers": 0,
                                    "chunked_ce": False, "attention": "sdpa", "precision": "amp-bf16", "micro_batch_size": 5,
-                                   "accumulation": 1, "fsdp": False, "liger_ce": False}
+                                   "accumulation": 1, "fsdp": False, "liger_ce": False, "compiled_ce": False,
+                                   "bf16_params": False, "master_dtype": "float32", "fullgraph": False,
+                                   "optimizer": "adamw (foreach)", "liger_kernels": False}
 
     spec = dataclasses.replace(spec, train=dataclasses.replace(plain, activation_checkpointing=True, chunked_ce=True, micro_batch_size=1))
     run = RunDir(tmp_path / "fsdp" / "runs" / spec.run_id).create(spec)
@@ -33,7 +35,9 @@ def test_two_process_fsdp_matches_single_process(prepared, tmp_path):
     rec = run.result()
     assert rec["effective"] == {"world_size": 2, "activation_checkpointing": True, "compile": False, "compiled_layers": 0,
                                 "chunked_ce": True, "attention": "sdpa", "precision": "amp-bf16", "micro_batch_size": 1,
-                                "accumulation": 3, "fsdp": True, "liger_ce": False}
+                                "accumulation": 3, "fsdp": True, "liger_ce": False, "compiled_ce": False,
+                                "bf16_params": False, "master_dtype": "float32", "fullgraph": False,
+                                "optimizer": "adamw (foreach)", "liger_kernels": False}
     assert rec["tokens"] == single["tokens"]
     losses = lambda r: [x["loss"] for x in r.metrics() if "loss" in x and "branch" not in x]
     assert losses(run) == pytest.approx(losses(single_run), rel=1e-4)

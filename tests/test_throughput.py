@@ -202,7 +202,7 @@ def test_regional_compile_falls_back_with_a_warning(monkeypatch):
 
 
 def _parser():
-    from trainer import bench
+    from trainer import bench_cli as bench
 
     p = argparse.ArgumentParser(prog="scaling")
     bench.register(p.add_subparsers(dest="command", required=True))

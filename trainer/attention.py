@@ -9,6 +9,10 @@ alone. Position ids restart at each document, and attention is causal within a d
   into varlen attention (cu_seqlens) for FlashAttention, a BlockMask for flex, or a packed-sequence
   mask for eager, only at batch size 1, so a [B, T] batch with B > 1 would silently attend across
   documents (and eager misreads a boolean 4D mask). The targets at the row seams are masked out of the loss.
+- ``varlen`` (``trainer.kernels.varlen``): the same one flattened row, plus the documents' cumulative
+  offsets (``cu_seq_lens_q/_k``, int32) and the row length as ``max_length_q/_k``; no mask is built,
+  on a GPU torch's ``varlen_attn`` runs on the offsets. With ``doc_mask=False`` every original row is
+  one sequence.
 
 ``packed_inputs`` is the one place that decides this; the training step, validation and the
 benchmark all call it.
@@ -20,6 +24,8 @@ import torch
 # documents from restarting position ids (transformers builds varlen / packed-sequence masks from them;
 # for flex_attention a block-sparse BlockMask)
 FLATTENED = ("flash_attention_2", "flash_attention_3", "flex_attention", "eager")
+# flattened too, and the documents passed explicitly as cumulative offsets (trainer.kernels.varlen)
+VARLEN = "varlen"
 
 
 def doc_segments(ids: torch.Tensor, eos: int) -> torch.Tensor:
@@ -53,15 +59,21 @@ def packed_inputs(ids: torch.Tensor, valid: torch.Tensor, eos: int, *, attn: str
                   ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(ids, valid, extra model inputs) of a packed micro-batch ``ids`` [B, T] for implementation ``attn``.
 
-    ``valid`` [B, T-1] marks the predicted positions that count. With FlashAttention or eager the batch
-    comes back as one row [1, B*T] (see the module doc); otherwise shapes are unchanged."""
-    if attn in FLATTENED:
+    ``valid`` [B, T-1] marks the predicted positions that count. With FlashAttention, eager or varlen the
+    batch comes back as one row [1, B*T] (see the module doc); otherwise shapes are unchanged."""
+    if attn in FLATTENED or attn == VARLEN:
         B, T = ids.shape
         seg = doc_segments(ids, eos) if doc_mask else torch.zeros_like(ids)
         pos = doc_positions(seg)  # restarts at every document and at every row start
         flat_valid = torch.zeros(B, T, dtype=torch.bool, device=ids.device)
         flat_valid[:, :-1] = valid  # the last token of a row never predicts the next row's first
-        return ids.reshape(1, B * T), flat_valid.reshape(1, B * T)[:, :-1], {"position_ids": pos.reshape(1, B * T)}
+        extra = {"position_ids": pos.reshape(1, B * T)}
+        if attn == VARLEN:
+            from trainer.kernels.varlen import varlen_inputs
+
+            # no document crosses a row seam, so the row length bounds every document
+            extra.update(varlen_inputs(extra["position_ids"], max_length=T))
+        return ids.reshape(1, B * T), flat_valid.reshape(1, B * T)[:, :-1], extra
     if not doc_mask:
         return ids, valid, {}
     return ids, valid, doc_inputs(ids, eos, flash=False)

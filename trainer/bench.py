@@ -1,31 +1,23 @@
-"""Throughput benchmark (issue 8): the training step, plain transformers vs our speed-ups, side by side.
+"""Throughput benchmark: the training step, plain transformers vs the trainer's switches, side by side.
 
-``scaling bench throughput --model NAME --seq N`` builds the model of a shape (vocabulary = the
-shape's + 502 speech tokens, padded to 64), trains it on random packed batches (a few
-eos-separated documents per row) for ``warmup`` + ``steps`` optimiser steps per variant, and
-reports tokens/s, MFU, peak memory and the losses, each variant also as a ratio to the baseline
-measured in the same run.
+``bench_throughput`` builds the model of a shape (vocabulary = the shape's + 502 speech tokens, padded
+to 64), trains it on random packed batches (a few eos-separated documents per row) for ``warmup`` +
+``steps`` optimiser steps per variant, and reports tokens/s, MFU, peak memory and the losses, each
+variant also as a ratio to the baseline measured in the same run.
 
-Variants are ``+``-joined features:
-- ``baseline``: plain transformers: SDPA, autocast (bf16 on GPU), fused AdamW on GPU, and the model's
-  own loss (``labels=``: full logits, float32 cross-entropy), no compile;
-- ``chunked``: our chunked LM head + cross-entropy (never the full logits), and the attention the
-  trainer picks (varlen FlashAttention-2 when installed on a GPU, else SDPA);
-- ``liger``: Liger's fused linear cross-entropy on CUDA when installed (else ``chunked``);
-- ``compile``: regional torch.compile of the decoder blocks;
-- ``ckpt``: activation checkpointing.
-- ``sdpa``: SDPA attention even where FlashAttention-2 is installed (to compare the two);
-- ``flex``: PyTorch's flex_attention (a block-sparse document mask: the packed micro-batch goes in as
-  one row with restarting position ids, from which transformers builds the BlockMask; GPU only).
-Document masking (``doc_mask``, default on) applies to every variant, so the losses are the same
-objective and the first-step losses must agree. Every variant is set up by the trainer's own
-``trainer.parallel.parallelize`` and scored by its one loss path (``trainer.attention.packed_inputs``
-+ ``trainer.kernels.chunked_ce.lm_loss``), so what is measured is what trains.
+Variants are ``+``-joined features (``FEATURE_HELP``): ``baseline`` is plain transformers (SDPA with the
+document mask, autocast, fused AdamW, the model's own ``labels=`` loss, no compile); every other feature
+is one ``train:`` switch (chunked, liger, cce: the LM-head loss; sdpa, flex, varlen: the attention;
+compile; ckpt, sac: checkpointing; bf16p: bf16 compute parameters; ligerk: Liger's kernels; mbN: the
+micro-batch). Document masking (``doc_mask``, default on) applies to every variant and every variant
+trains on the same rows, so the losses are the same objective and the first-step losses must agree.
+Every variant is set up by the trainer's own ``trainer.parallel.parallelize`` (and AdamW) and scored
+by its one loss path (``trainer.attention.packed_inputs`` + ``trainer.kernels.chunked_ce.lm_loss``),
+so what is measured is what trains.
 
-``scaling bench gpu`` is the one-command check of the scale path on a real GPU (see ``bench_gpu``);
-``--device cpu --tiny`` runs the same code on toy shapes in the test suite.
-
-torch is imported inside the functions: ``scaling --help`` and the torch-free commands never load it.
+``bench_gpu`` is the one-command check of the scale path on a real GPU; ``trainer.bench_matrix`` the
+fast recipe's matrix; the commands are in ``trainer.bench_cli``. torch is imported inside the
+functions: ``scaling --help`` and the torch-free commands never load it.
 """
 from __future__ import annotations
 
@@ -37,10 +29,25 @@ from dataclasses import dataclass, replace
 
 from scaling.errors import ConfigError
 from scaling.flops import flops_per_token_exact
-from scaling.shapes import DEMO, KNOWN, ModelShape, padded_vocab
+from scaling.shapes import DEMO, ModelShape, padded_vocab
 
 SPEECH_TOKENS = 502
-FEATURES = ("baseline", "chunked", "liger", "compile", "ckpt", "sdpa", "flex")
+# bench features and the train switch each one turns on (trainer.parallel.parallelize applies them all)
+FEATURES = ("baseline", "chunked", "liger", "compile", "ckpt", "sdpa", "flex", "varlen", "bf16p", "cce", "ligerk", "sac")
+FEATURE_HELP = {
+    "baseline": "plain transformers: SDPA with the document mask, autocast, fused AdamW, the model's own labels= loss",
+    "chunked": "train.chunked_ce (the Python chunked LM head + CE)",
+    "liger": "train.liger_ce (Liger's fused linear cross-entropy; CUDA)",
+    "compile": "train.compile (per-block torch.compile, fullgraph where the attention allows)",
+    "ckpt": "train.activation_checkpointing: true (every block recomputed)",
+    "sac": "train.activation_checkpointing: op (selective: matmul and attention outputs kept)",
+    "sdpa": "train.attention: sdpa", "flex": "train.attention: flex_attention (GPU)",
+    "varlen": "train.attention: varlen (torch's variable-length attention, no mask)",
+    "bf16p": "train.bf16_params: true (FSDP2 bf16 compute parameters, fp32 master and reduction, one GPU too)",
+    "cce": "train.compiled_ce (compiled chunked CE, gradients in the forward)",
+    "ligerk": "train.liger_kernels (Liger's RMSNorm, SwiGLU, RoPE; CUDA)",
+    "mbN": "micro-batch N (the same rows per optimiser step: fewer accumulation steps)",
+}
 DEFAULT_VARIANTS = ("baseline", "chunked", "chunked+compile")
 
 
@@ -53,6 +60,12 @@ class Variant:
     ckpt: bool = False
     sdpa: bool = False
     flex: bool = False
+    varlen: bool = False
+    bf16p: bool = False
+    cce: bool = False
+    ligerk: bool = False
+    sac: bool = False
+    micro: int | None = None  # micro-batch override (mbN)
 
     @property
     def baseline(self) -> bool:
@@ -61,35 +74,44 @@ class Variant:
 
 def parse_variant(name: str) -> Variant:
     parts = [p.strip() for p in name.split("+") if p.strip()]
-    bad = [p for p in parts if p not in FEATURES]
+    micro = [p for p in parts if p.startswith("mb") and p[2:].isdigit() and int(p[2:]) > 0]
+    bad = [p for p in parts if p not in FEATURES and p not in micro]
     if not parts or bad:
-        raise ConfigError(f"unknown variant '{name}'; features: {', '.join(FEATURES)} joined by '+'", field="variants", value=name)
+        raise ConfigError(f"unknown variant '{name}'; features: {', '.join(FEATURES)}, mbN, joined by '+'", field="variants",
+                          value=name)
     if "baseline" in parts and len(parts) > 1:
         raise ConfigError("'baseline' is the plain path and takes no other feature", field="variants", value=name)
-    if "sdpa" in parts and "flex" in parts:
-        raise ConfigError("'sdpa' and 'flex' are two attention implementations; pick one", field="variants", value=name)
-    return Variant(name=name, chunked="chunked" in parts or "liger" in parts, liger="liger" in parts,
-                   compile="compile" in parts, ckpt="ckpt" in parts, sdpa="sdpa" in parts, flex="flex" in parts)
+    for group, what in ((("sdpa", "flex", "varlen"), "attention implementations"), (("ckpt", "sac"), "checkpointing modes"),
+                        (("liger", "cce"), "LM-head losses")):
+        if sum(p in parts for p in group) > 1:
+            raise ConfigError(f"{' / '.join(group)} are {what}; pick one", field="variants", value=name)
+    if len(micro) > 1:
+        raise ConfigError("one micro-batch size per variant", field="variants", value=name)
+    f = {k: k in parts for k in FEATURES if k != "baseline"}
+    f["chunked"] = f["chunked"] or f["liger"] or f["cce"]
+    return Variant(name=name, micro=int(micro[0][2:]) if micro else None, **f)
 
 
-def variant_attention(v: Variant) -> str | None:
-    """The attention implementation a variant asks for (None: the trainer's choice)."""
+def variant_attention(v: Variant) -> str:
+    """The train.attention a variant asks for ("auto": the trainer's choice)."""
     if v.baseline or v.sdpa:
         return "sdpa"
-    return "flex_attention" if v.flex else None
+    return "flex_attention" if v.flex else "varlen" if v.varlen else "auto"
 
 
 def _estimate(shape: ModelShape, name: str, micro_batch: int, seq: int, v: Variant, precision: str, *, fsdp: bool,
-              attn: str, doc_mask: bool, accumulation: int) -> float:
+              attn: str, doc_mask: bool, accumulation: int, gpus: int = 1) -> float:
     """``scaling memory``'s figure for one device (no allocator overhead), to set beside the measured peak,
     for what this run does: FSDP or not, the attention (SDPA with the document mask, or a mask-free
-    kernel), one micro-batch per step or several. Compiled blocks and Liger's loss are not modelled:
-    for those the figure is the eager block's and the chunked loss's, an upper bound."""
+    kernel), one micro-batch per step or several, the checkpointing mode and the LM-head loss. Compiled
+    blocks and Liger's kernels are not modelled: for those the figure is the eager block's and the
+    chunked loss's, an upper bound."""
     from scaling.memory import estimate
 
-    attention = "sdpa" if attn == "sdpa" and doc_mask else "flash"  # flash-attn, flex and unmasked SDPA save no mask
-    return round(estimate(shape, model=name, gpus=1, micro_batch=micro_batch, seq=seq, activation_checkpointing=v.ckpt,
-                          chunked_ce=v.chunked, precision=precision, overhead_gib=0.0, fsdp=fsdp, attention=attention,
+    attention = "sdpa" if attn == "sdpa" and doc_mask else "flash"  # flash-attn, varlen, flex and unmasked SDPA save no mask
+    return round(estimate(shape, model=name, gpus=gpus, micro_batch=micro_batch, seq=seq,
+                          activation_checkpointing="op" if v.sac else v.ckpt, chunked_ce=v.chunked and not v.cce,
+                          compiled_ce=v.cce, precision=precision, overhead_gib=0.0, fsdp=fsdp, attention=attention,
                           accumulation=accumulation).total_gib, 3)
 
 
@@ -132,141 +154,186 @@ def _peak_memory_gib(device) -> tuple[float, str]:
 def _train_options(v: Variant, precision: str = "amp-bf16"):
     from scaling.spec import TrainConfig
 
-    return TrainConfig(activation_checkpointing=v.ckpt, compile=v.compile, chunked_ce=v.chunked, precision=precision)
+    return TrainConfig(activation_checkpointing="op" if v.sac else v.ckpt, compile=v.compile, chunked_ce=v.chunked and not v.cce,
+                       liger_ce=v.liger, compiled_ce=v.cce, precision=precision, attention=variant_attention(v),
+                       bf16_params=True if v.bf16p else "auto", liger_kernels=v.ligerk)
 
 
 def _build(shape: ModelShape, v: Variant, seed: int, seq: int, device, compile_backend: str, *, fsdp: bool = False,
-           precision: str = "amp-bf16"):
+           precision: str = "amp-bf16", world_size: int = 1):
     """The model built and initialised on ``device`` itself (a 7B initialised on the host would take
-    minutes), in bf16 for ``precision='bf16'``, then parallelised as the trainer does."""
+    minutes), in bf16 for ``precision='bf16'``, then parallelised as the trainer does; the optimizer the
+    trainer builds. Returns (model, optimizer, compiled blocks, optimizer name, train options)."""
     import torch
 
-    from trainer.model import build_model, quiet_transformers
-    from trainer.parallel import parallelize
+    from trainer.model import attention_implementation, build_model, quiet_transformers
+    from trainer.parallel import adamw, parallelize
 
     quiet_transformers()
+    tc = _train_options(v, precision)
+    attn = attention_implementation(tc.attention, device)
     dtype = torch.get_default_dtype()
     if precision == "bf16":
         torch.set_default_dtype(torch.bfloat16)
     try:
         with torch.device(device):
-            model = build_model(shape, seed, max_positions=max(4096, seq), attn=variant_attention(v))
+            model = build_model(shape, seed, max_positions=max(4096, seq), attn=attn)
     finally:
         torch.set_default_dtype(dtype)
     model.train()
-    model, compiled = parallelize(model, 1, _train_options(v, precision), device=device, compile_backend=compile_backend,
-                                  fsdp=fsdp)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=3e-4, betas=(0.9, 0.95), fused=device.type == "cuda" and not fsdp)
-    return model, opt, compiled
+    model, compiled = parallelize(model, world_size, tc, device=device, compile_backend=compile_backend, fsdp=fsdp)
+    opt, opt_name = adamw(model, lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, device=device)
+    return model, opt, compiled, opt_name, tc
 
 
 def bench_throughput(shape: ModelShape, *, seq: int, micro_batch: int, steps: int, warmup: int, device="cpu",
                      variants=DEFAULT_VARIANTS, accumulation: int = 1, doc_mask: bool = True, seed: int = 0,
-                     chunk_size: int = 4096, compile_backend: str = "inductor", model_name: str | None = None,
+                     chunk_size: int | None = None, compile_backend: str = "inductor", model_name: str | None = None,
                      fsdp: bool = False, keep_model: bool = False, precision: str = "amp-bf16",
                      on_result=None, profile: bool = False) -> list[dict]:
     """One record per variant: tokens/s, MFU, peak memory, first/final loss, ratios to the baseline.
-    ``fsdp``: the model under ``fully_shard`` (one process: the FSDP code path on one GPU);
-    ``precision``: ``amp-bf16`` (fp32 master weights, bf16 autocast) or ``bf16`` (bf16 weights and
-    AdamW state, as the trainer's ``train.precision``). ``on_result(rows)`` is called after each
-    variant (a long run killed half-way keeps what it measured); ``profile``: two more steps under
-    torch.profiler, the top kernels by device time in the record's ``profile``."""
+
+    Every variant trains on the same rows: ``micro_batch x accumulation x world`` sequences per optimiser
+    step (a variant with ``mbN`` takes them N at a time, in fewer accumulation steps), so all variants
+    optimise the same objective and their first-step losses must agree. Under ``torchrun`` each process
+    takes every world-th row, the model is sharded (FSDP2) and the losses are all-reduced: the records are
+    those of the whole group, tokens/s global and per device. ``fsdp``: the model under ``fully_shard`` on
+    one process too (as ``bf16p`` does); ``precision``: ``amp-bf16`` (fp32 master weights, bf16 compute)
+    or ``bf16`` (bf16 weights and AdamW state). ``on_result(rows)`` is called after each variant (a long
+    run killed half-way keeps what it measured); ``profile``: two more steps under torch.profiler, the
+    kernels' shares of the device time in the record's ``profile``."""
     import torch
 
     from trainer.attention import packed_inputs
     from trainer.kernels.chunked_ce import lm_loss
     from trainer.mfu import device_peak_flops, mfu
-    from trainer.model import autocast
+    from trainer.model import PRECISIONS, autocast
+    from trainer.parallel import all_reduce_sum, ensure_process_group, world
 
     if seq < 2 or micro_batch < 1 or steps < 1 or warmup < 0 or accumulation < 1:
         raise ConfigError("need seq >= 2, micro_batch >= 1, steps >= 1, warmup >= 0, accumulation >= 1",
                           field="bench", value=dict(seq=seq, micro_batch=micro_batch, steps=steps, warmup=warmup))
-    from trainer.model import PRECISIONS
-
     if precision not in PRECISIONS:
         raise ConfigError(f"must be one of {PRECISIONS}", field="--precision", value=precision)
     device = torch.device(device)
+    rank, n_ranks = world()
     vs = [parse_variant(x) if isinstance(x, str) else x for x in variants]
     if device.type != "cuda" and any(v.flex for v in vs):
         raise ConfigError("flex_attention is benchmarked on a GPU only (it has no backward on CPU)",
                           field="variants", value=[v.name for v in vs if v.flex])
+    rows_per_step = micro_batch * accumulation  # per process
+    for v in vs:
+        if v.micro is not None and rows_per_step % v.micro:
+            raise ConfigError(f"micro-batch {v.micro} does not divide the {rows_per_step} rows per step and process "
+                              "(micro-batch x accumulation)", field="variants", value=v.name)
     vocab = bench_vocab(shape)
     shape = shape.with_vocab(vocab)
     eos = shape.vocab_size - SPEECH_TOKENS - 1 if shape.vocab_size > SPEECH_TOKENS + 1 else 0
     n_steps = warmup + steps
-    batches = make_batches(n_steps * accumulation, micro_batch, seq, vocab, eos, seed=seed)
+    # the whole group's rows of every step; this process takes every world-th
+    batches = [b[rank::n_ranks] for b in make_batches(n_steps, rows_per_step * n_ranks, seq, vocab, eos, seed=seed)]
     fpt = flops_per_token_exact(shape, seq)
     peak = device_peak_flops(device)
-    tokens_per_step = micro_batch * seq * accumulation
+    tokens_per_step = rows_per_step * n_ranks * seq  # the group's
+    n_pred = rows_per_step * n_ranks * (seq - 1)
+    created = ensure_process_group(device, single=any(v.bf16p for v in vs) or fsdp)
     results = []
-    for v in vs:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        model, opt, compiled = _build(shape, v, seed, seq, device, compile_backend, fsdp=fsdp, precision=precision)
-        if device.type == "cuda":  # the peak of training, weights included, not of the initialisation
-            torch.cuda.reset_peak_memory_stats(device)
-        attn = model.config._attn_implementation
-        params = list(model.parameters())
-        valid = torch.ones(micro_batch, seq - 1, dtype=torch.bool, device=device)
-        n_pred = valid.numel() * accumulation
-        losses = []
+    try:
+        for v in vs:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            use_fsdp = fsdp or n_ranks > 1 or v.bf16p
+            model, opt, compiled, opt_name, tc = _build(shape, v, seed, seq, device, compile_backend, fsdp=use_fsdp,
+                                                        precision=precision, world_size=n_ranks)
+            if device.type == "cuda":  # the peak of training, weights included, not of the initialisation
+                torch.cuda.reset_peak_memory_stats(device)
+            attn = model.config._attn_implementation
+            params = list(model.parameters())
+            micro = v.micro or micro_batch
+            acc = rows_per_step // micro
+            valid = torch.ones(micro, seq - 1, dtype=torch.bool, device=device)
+            losses = []
 
-        def one_step(k: int):
-            total = torch.zeros((), device=device)
-            for a in range(accumulation):
-                ids = batches[k * accumulation + a].to(device, non_blocking=True)
-                ids, val, extra = packed_inputs(ids, valid, eos, attn=attn, doc_mask=doc_mask)
-                with autocast(device, precision):
-                    if v.baseline:  # plain transformers: the model's own loss (a mean) back to a sum
-                        labels = torch.where(torch.nn.functional.pad(val, (1, 0), value=False), ids, -100)
-                        s = model(input_ids=ids, labels=labels, **extra).loss * val.sum()
-                    else:
-                        s = lm_loss(model, ids, val, extra, chunked=v.chunked, liger=v.liger, chunk_size=chunk_size)
-                (s / n_pred).backward()
-                total += s.detach()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)  # no .item(): no host-device sync
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return total / n_pred
+            def one_step(k: int):
+                total = torch.zeros((), device=device)
+                for a in range(acc):
+                    ids = batches[k][a * micro:(a + 1) * micro].to(device, non_blocking=True)
+                    ids, val, extra = packed_inputs(ids, valid, eos, attn=attn, doc_mask=doc_mask)
+                    with autocast(device, precision):
+                        if v.baseline:  # plain transformers: the model's own loss (a mean) back to a sum
+                            labels = torch.where(torch.nn.functional.pad(val, (1, 0), value=False), ids, -100)
+                            s = model(input_ids=ids, labels=labels, **extra).loss * val.sum()
+                        else:
+                            s = lm_loss(model, ids, val, extra, chunked=v.chunked, liger=v.liger, compiled=v.cce,
+                                        chunk_size=chunk_size)
+                    # FSDP averages gradients over processes, hence x world: the step's loss is the group's sum / n_pred
+                    (s * (n_ranks / n_pred)).backward()
+                    total += s.detach()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)  # no .item(): no host-device sync
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                return all_reduce_sum(total) / n_pred
 
-        t_compile = time.perf_counter()
-        for k in range(warmup):
-            losses.append(one_step(k))
-        _sync(device)
-        t0 = time.perf_counter()
-        for k in range(warmup, n_steps):
-            losses.append(one_step(k))
-        _sync(device)
-        dt = time.perf_counter() - t0
-        vals = [float(x) for x in losses]  # the only syncs, after timing
-        mem, mem_src = _peak_memory_gib(device)
-        prof = _profile(lambda: one_step(0), device) if profile else None
-        tps = steps * tokens_per_step / dt
-        results.append({
-            "variant": v.name, "model": model_name, "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "seq": seq, "micro_batch": micro_batch, "accumulation": accumulation, "steps": steps, "warmup": warmup,
-            "doc_mask": doc_mask, "attn_implementation": attn, "fsdp": fsdp, "precision": precision,
-            "num_layers": shape.num_layers, "params": sum(p.numel() for p in params),
-            "chunked_ce": v.chunked, "liger": v.liger, "compiled_layers": compiled, "activation_checkpointing": v.ckpt,
-            "tokens_per_step": tokens_per_step, "seconds": round(dt, 4), "warmup_seconds": round(t0 - t_compile, 4),
-            "tokens_per_s": tps, "tokens_per_s_per_device": tps, "flops_per_token": fpt, "mfu": mfu(tps, fpt, 1, peak),
-            "peak_memory_gib": mem, "peak_memory_source": mem_src,
-            "memory_estimate_gib": _estimate(shape, model_name or "model", micro_batch, seq, v, precision, fsdp=fsdp, attn=attn,
-                                            doc_mask=doc_mask, accumulation=accumulation),
-            "first_loss": vals[0], "final_loss": vals[-1], "losses": vals,
-        })
-        if prof is not None:
-            results[-1]["profile"] = prof
-        if on_result is not None:
-            on_result(_ratios(results))
-        if keep_model:
-            results[-1]["_model"] = model
-        del model, opt
+            t_compile = time.perf_counter()
+            for k in range(warmup):
+                losses.append(one_step(k))
+            _sync(device)
+            t0 = time.perf_counter()
+            for k in range(warmup, n_steps):
+                losses.append(one_step(k))
+            _sync(device)
+            dt = time.perf_counter() - t0
+            vals = [float(x) for x in losses]  # the only syncs, after timing
+            mem, mem_src = _peak_memory_gib(device)
+            prof = _profile(lambda: one_step(0), device) if profile else None
+            tps = steps * tokens_per_step / dt
+            results.append({
+                "variant": v.name, "model": model_name, "device": str(device),
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "seq": seq, "micro_batch": micro, "accumulation": acc, "steps": steps, "warmup": warmup,
+                "doc_mask": doc_mask, "attn_implementation": attn, "fsdp": use_fsdp, "precision": precision,
+                "world_size": n_ranks, "num_layers": shape.num_layers, "params": sum(p.numel() for p in params),  # a DTensor's numel is the whole tensor's
+                "chunked_ce": v.chunked, "compiled_ce": v.cce, "liger": v.liger, "liger_kernels": v.ligerk,
+                "bf16_params": v.bf16p and device.type == "cuda" and precision == "amp-bf16",
+                "compiled_layers": compiled, "activation_checkpointing": tc.activation_checkpointing, "optimizer": opt_name,
+                "train": _train_block(tc, micro),
+                "tokens_per_step": tokens_per_step, "seconds": round(dt, 4), "warmup_seconds": round(t0 - t_compile, 4),
+                "tokens_per_s": tps, "tokens_per_s_per_device": tps / n_ranks, "flops_per_token": fpt,
+                "mfu": mfu(tps, fpt, n_ranks, peak), "peak_memory_gib": mem, "peak_memory_source": mem_src,
+                "memory_estimate_gib": _estimate(shape, model_name or "model", micro, seq, v, precision, fsdp=use_fsdp,
+                                                 attn=attn, doc_mask=doc_mask, accumulation=acc, gpus=n_ranks),
+                "first_loss": vals[0], "final_loss": vals[-1], "losses": vals,
+            })
+            if prof is not None:
+                results[-1]["profile"] = prof
+            if on_result is not None:
+                on_result(_ratios(results))
+            if keep_model:
+                results[-1]["_model"] = model
+            restore = getattr(model, "_liger_restore", None)
+            if restore is not None:
+                restore()
+            model = opt = None  # the variant's model and optimizer go before the next is built
+    finally:
+        if created:
+            from trainer.parallel import close_process_group
+
+            close_process_group()
     return _ratios(results)
+
+
+def _train_block(tc, micro: int) -> dict:
+    """The ``train:`` keys of a variant that differ from the defaults (what a sweep file would say)."""
+    from dataclasses import asdict
+
+    from scaling.spec import TrainConfig
+
+    default = asdict(TrainConfig())
+    keys = ("attention", "compile", "compiled_ce", "chunked_ce", "liger_ce", "liger_kernels", "bf16_params",
+            "activation_checkpointing", "precision")
+    out = {k: v for k, v in asdict(tc).items() if k in keys and v != default[k]}
+    out["micro_batch_size"] = micro
+    return out
 
 
 def _ratios(results: list[dict]) -> list[dict]:
@@ -281,8 +348,8 @@ def _ratios(results: list[dict]) -> list[dict]:
 
 
 def _profile(step, device, *, top: int = 25) -> dict:
-    """Two steps under torch.profiler: the ``top`` kernels/ops by self device time, and the total."""
-    import torch
+    """Two steps under torch.profiler: the ``top`` entries by self time and their shares of the total (see
+    ``profile_shares``)."""
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -290,13 +357,32 @@ def _profile(step, device, *, top: int = 25) -> dict:
         for _ in range(2):
             step()
         _sync(device)
-    ev = prof.key_averages()
-    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    rows = sorted(ev, key=lambda e: getattr(e, key, 0.0), reverse=True)
-    total = sum(getattr(e, key, 0.0) for e in ev)
-    return {"steps": 2, "unit": "us", "total": total, "sort": key,
-            "top": [{"name": e.key[:120], "time": getattr(e, key, 0.0), "share": getattr(e, key, 0.0) / total if total else None,
-                     "calls": e.count} for e in rows[:top]]}
+    return {"steps": 2, **profile_shares(prof.key_averages(), device_type=device.type, top=top)}
+
+
+def profile_shares(events, *, device_type: str, top: int = 25) -> dict:
+    """Each entry's share of the step's time, every unit of time counted once.
+
+    On a GPU the profiler reports a kernel's time twice: as the kernel (a device event) and again as the
+    ``self_device_time_total`` of the operator that launched it (a CPU event), so summing all events
+    halves every share. Only device events (the kernels, memcpy and memset) are counted there; on the CPU
+    every operator's self time. The shares of ``top`` plus an ``(other)`` row sum to 1."""
+    if device_type == "cuda":
+        rows = [(e.key, float(e.self_device_time_total), e.count) for e in events
+                if str(getattr(e, "device_type", "")).endswith(("CUDA", "PrivateUse1")) and e.self_device_time_total > 0]
+        unit = "self_device_time_total of device events (kernels)"
+    else:
+        rows = [(e.key, float(e.self_cpu_time_total), e.count) for e in events if e.self_cpu_time_total > 0]
+        unit = "self_cpu_time_total of operators"
+    rows.sort(key=lambda r: r[1], reverse=True)
+    total = sum(r[1] for r in rows)
+    head, rest = rows[:top], rows[top:]
+    out = [{"name": k[:120], "time": t, "share": t / total if total else 0.0, "calls": c} for k, t, c in head]
+    if rest:
+        t = sum(r[1] for r in rest)
+        out.append({"name": f"(other: {len(rest)} entries)", "time": t, "share": t / total if total else 0.0,
+                    "calls": sum(r[2] for r in rest)})
+    return {"unit": "us", "total": total, "sort": unit, "top": out}
 
 
 def format_results(rows: list[dict]) -> str:
@@ -313,88 +399,7 @@ def format_results(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _cmd_throughput(args) -> int:
-    import torch
-
-    from scaling import atomic
-    from trainer.parallel import is_main
-
-    if args.model not in KNOWN:
-        raise ConfigError(f"unknown model '{args.model}'; known: {', '.join(KNOWN)}", field="model", value=args.model)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    shape, name = KNOWN[args.model], args.model
-    if args.layers is not None:
-        if not 1 <= args.layers <= shape.num_layers:
-            raise ConfigError(f"must be between 1 and {shape.num_layers} for {args.model}", field="--layers", value=args.layers)
-        shape, name = replace(shape, num_layers=args.layers), f"{args.model} ({args.layers} layers)"
-    if device.type == "cpu" and args.model not in DEMO and not args.force:
-        raise ConfigError(f"'{args.model}' is a published shape; on the CPU only the toy shapes ({', '.join(DEMO)}) are "
-                          "sensible (pass --force to run it anyway)", field="model", value=args.model)
-    variants = [x for x in args.variants.split(",") if x.strip()]
-    for x in variants:
-        parse_variant(x)
-    def save(rows, final=False):  # after every variant: a killed run keeps what it measured
-        if not final:
-            print(format_results(rows[-1:]).splitlines()[2], flush=True)
-        if args.json and is_main():
-            atomic.write_json(args.json, {"model": name, "seq": args.seq, "device": str(device), "precision": args.precision,
-                                          "complete": final, "results": rows})
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        rows = bench_throughput(shape, seq=args.seq, micro_batch=args.micro_batch, steps=args.steps,
-                                warmup=args.warmup, device=device, variants=variants, accumulation=args.accumulation,
-                                doc_mask=not args.no_doc_mask, seed=args.seed, chunk_size=args.chunk_size,
-                                compile_backend=args.compile_backend, model_name=name, precision=args.precision,
-                                on_result=save, profile=args.profile)
-    save(rows, final=True)
-    print(format_results(rows))
-    bad = [r["variant"] for r in rows if not all(math.isfinite(x) for x in r["losses"])]
-    if bad:
-        print(f"error: non-finite loss in {', '.join(bad)}")
-        return 1
-    return 0
-
-
-def add_throughput_arguments(t) -> None:
-    t.add_argument("--model", required=True, help="a shape name: a published one (qwen2.5-0.5b, ...) or a toy one (toy-xs, ...)")
-    t.add_argument("--seq", type=int, default=2048)
-    t.add_argument("--micro-batch", type=int, default=1)
-    t.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimiser step")
-    t.add_argument("--steps", type=int, default=10, help="timed optimiser steps (after warm-up)")
-    t.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
-    t.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                   help="comma-separated; each '+'-joined from: " + ", ".join(FEATURES))
-    t.add_argument("--layers", type=int, help="keep only the first N decoder blocks of the shape (its width at a lower depth)")
-    t.add_argument("--precision", default="amp-bf16", choices=("amp-bf16", "bf16"),
-                   help="amp-bf16: fp32 master weights + bf16 autocast; bf16: bf16 weights and optimiser state")
-    t.add_argument("--chunk-size", type=int, default=4096, help="tokens per LM-head chunk")
-    t.add_argument("--compile-backend", default="inductor")
-    t.add_argument("--no-doc-mask", action="store_true", help="plain causal attention over the packed rows")
-    t.add_argument("--device", help="default: cuda when available, else cpu")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--force", action="store_true", help="allow a published shape on the CPU")
-    t.add_argument("--profile", action="store_true", help="two more steps per variant under torch.profiler (top kernels in the JSON)")
-    t.add_argument("--json", help="also write the records here (rewritten after every variant)")
-    t.set_defaults(func=_cmd_throughput)
-
-
 # -- scaling bench gpu: the scale path on one real GPU, in one command --------------------------
-def _process_group(device) -> bool:
-    """A one-process group for FSDP on one device (when none is running); True if created here."""
-    import tempfile
-
-    import torch
-
-    if torch.distributed.is_initialized():
-        return False
-    store = torch.distributed.FileStore(tempfile.mktemp(prefix="scaling-bench-"), 1)
-    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=0, world_size=1)
-    return True
-
-
-
-
 def bench_gpu(*, device="cuda", tiny: bool = False, steps: int = 4, warmup: int = 2, seed: int = 0) -> dict:
     """The scale path on one device, everything the first GPU run needs to trust:
 
@@ -434,7 +439,9 @@ def bench_gpu(*, device="cuda", tiny: bool = False, steps: int = 4, warmup: int 
         rows = bench_throughput(small, seq=seq, micro_batch=mb, steps=steps, warmup=warmup, device=device, variants=variants,
                                 seed=seed, model_name=small_name)
     base = rows[0]["first_loss"]
-    created = _process_group(device)
+    from trainer.parallel import close_process_group, ensure_process_group
+
+    created = ensure_process_group(device, single=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -456,7 +463,7 @@ def bench_gpu(*, device="cuda", tiny: bool = False, steps: int = 4, warmup: int 
         del model
     finally:
         if created:
-            torch.distributed.destroy_process_group()
+            close_process_group()
     finite = all(math.isfinite(x) for r in rows + [fs] for x in r["losses"]) and math.isfinite(vl) and math.isfinite(evaluation["mean_nll"])
     return {
         "device": str(device), "device_name": rows[0]["device_name"], "tiny": tiny, "flash_attention_2": flash,
@@ -485,33 +492,3 @@ def format_gpu(rec: dict) -> str:
     return "\n".join(out)
 
 
-def _cmd_gpu(args) -> int:
-    from scaling import atomic
-    from trainer.parallel import is_main
-
-    if args.device == "cpu" and not args.tiny:
-        raise ConfigError("the published shapes do not belong on a CPU; add --tiny", field="--device", value="cpu")
-    rec = bench_gpu(device=args.device, tiny=args.tiny, steps=args.steps, warmup=args.warmup, seed=args.seed)
-    if not is_main():
-        return 0
-    print(format_gpu(rec))
-    if args.json:
-        for r in rec["single"] + [rec["fsdp"]]:
-            r.pop("_model", None)
-        atomic.write_json(args.json, rec)
-    return 0 if rec["finite"] else 1
-
-
-def register(sub) -> None:
-    b = sub.add_parser("bench", help="benchmarks of the training step")
-    bsub = b.add_subparsers(dest="bench_command", required=True)
-    t = bsub.add_parser("throughput", help="tokens/s, MFU and memory of the training step vs plain transformers")
-    add_throughput_arguments(t)
-    g = bsub.add_parser("gpu", help="the scale path on one GPU in one command: variants, FSDP, validation, evaluation (JSON out)")
-    g.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --tiny, as the test suite runs it)")
-    g.add_argument("--tiny", action="store_true", help="toy shapes and short sequences: the same code in seconds")
-    g.add_argument("--steps", type=int, default=4, help="timed optimiser steps per variant")
-    g.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--json", help="write the record here")
-    g.set_defaults(func=_cmd_gpu)

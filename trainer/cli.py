@@ -54,10 +54,18 @@ def _cmd_memory(args) -> int:
                           value=[args.gpus, args.micro_batch, args.seq])
     if args.accumulation is not None and args.accumulation <= 0:
         raise ConfigError("must be positive", field="--accumulation", value=args.accumulation)
+    from scaling.spec import ac_mode
+
+    ac = "none" if args.no_activation_checkpointing else args.activation_checkpointing
+    ac = int(ac) if isinstance(ac, str) and ac.isdigit() else ac
+    mode, _ = ac_mode(ac, field="--activation-checkpointing")
+    if mode == "auto":
+        raise ConfigError("is resolved by a run (trainer/autotune.py); estimate none or full here",
+                          field="--activation-checkpointing", value=ac)
     plan = estimate(speech_shape(args.model), model=args.model, gpus=args.gpus, micro_batch=args.micro_batch, seq=args.seq,
-                    activation_checkpointing=not args.no_activation_checkpointing, chunked_ce=args.chunked_ce,
+                    activation_checkpointing=ac, chunked_ce=args.chunked_ce, compiled_ce=args.compiled_ce,
                     precision=args.precision, gpu_memory_gib=args.gpu_memory, attention=args.attention,
-                    accumulation=args.accumulation)
+                    accumulation=args.accumulation, adamw=args.adamw, fsdp=True if args.bf16_params else None)
     print(format_plan(plan))
     if args.json:
         atomic.write_json(args.json, plan.to_dict())
@@ -65,7 +73,7 @@ def _cmd_memory(args) -> int:
 
 
 def register(sub) -> None:
-    from trainer import bench
+    from trainer import bench_cli
     from trainer.data import cli as data_cli
     from trainer.eval import cli as eval_cli
     from trainer.generate import cli as gen_cli
@@ -83,7 +91,7 @@ def register(sub) -> None:
 
     eval_cli.register(sub)
     gen_cli.register(sub)
-    bench.register(sub)
+    bench_cli.register(sub)
 
     m = sub.add_parser("memory", help="estimate per-GPU memory of a training plan before launching it")
     m.add_argument("--model", required=True, help="a published shape, e.g. qwen2.5-7b")
@@ -91,8 +99,16 @@ def register(sub) -> None:
     m.add_argument("--micro-batch", type=int, default=1)
     m.add_argument("--seq", type=int, default=2048)
     m.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (default 80, an H100)")
-    m.add_argument("--no-activation-checkpointing", action="store_true")
+    m.add_argument("--no-activation-checkpointing", action="store_true", help="no recompute (same as --activation-checkpointing none)")
+    m.add_argument("--activation-checkpointing", default="full", metavar="MODE",
+                   help="full (default: every block), op (selective: matmul and attention outputs kept), none, or an "
+                        "integer k (every k-th block); as train.activation_checkpointing")
     m.add_argument("--chunked-ce", action="store_true", help="LM head + cross-entropy in chunks (never the full logits)")
+    m.add_argument("--compiled-ce", action="store_true", help="the compiled chunked LM head + CE (train.compiled_ce)")
+    m.add_argument("--bf16-params", action="store_true",
+                   help="FSDP2 with bf16 compute parameters on one GPU too (train.bf16_params: true; on by default with several)")
+    m.add_argument("--adamw", choices=("fused", "foreach", "per-tensor"), default="fused",
+                   help="the AdamW implementation (fused: the trainer's on a GPU, with or without FSDP)")
     m.add_argument("--precision", choices=("amp-bf16", "bf16"), default="amp-bf16",
                    help="amp-bf16: fp32 master weights and AdamW state (default); bf16: bf16 weights and state (train.precision)")
     m.add_argument("--attention", choices=("flash", "sdpa"), default="sdpa",

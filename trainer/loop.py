@@ -41,15 +41,18 @@ from scaling.datadir import MIX_STREAMS, DataDir
 from trainer.data.tokenizer import SpeechVocab
 from trainer.kernels.chunked_ce import lm_loss
 from trainer.mfu import device_peak_flops, mfu
-from trainer.model import (autocast, build_meta, build_model, count_model_params, extend_vocab, full_state_dict, hf_config,
-                           load_config, load_model, quiet_transformers)
-from trainer.parallel import (Applied, barrier, broadcast_object, ensure_process_group, is_main, load_full_state, materialize,
+from trainer.autotune import resolve_memory
+from trainer.model import (attention_implementation, autocast, build_meta, build_model, count_model_params, extend_vocab,
+                           full_state_dict, hf_config, load_config, load_model, master_dtype, quiet_transformers)
+from trainer.parallel import (Applied, adamw, barrier, bf16_params_in_force, broadcast_object, close_process_group,
+                              ensure_process_group, fsdp_in_force, fullgraph_ok, is_main, load_full_state, materialize,
                               parallelize, plain_state_dict, world)
 from trainer.progress import ProgressLine
 from trainer.schedule import cooldown_steps, cosine_with_min_lr, warmup_steps, wsd
 from trainer.validate import val_loss, val_windows
 
 Evaluator = Callable[[object, object], dict]  # (model, tokenizer) -> {metric: accuracy}
+_clock = time.perf_counter  # the step timer (a module attribute, so a test can drive it)
 
 
 def _peak_memory_gib() -> float:
@@ -71,14 +74,14 @@ def init_source(spec: RunSpec, run: RunDir) -> str | None:
     return ref.source(run.path.parent)
 
 
-def init_model(spec: RunSpec, run: RunDir, manifest: dict):
+def init_model(spec: RunSpec, run: RunDir, manifest: dict, *, attn: str | None = None):
     """Random init, or TWIST init from a text LM (embedding rows grown once, here), in memory.
     The one-process path; ``init_sharded`` is the same start for several processes."""
     src = init_source(spec, run)
     if src is None:
-        model = build_model(spec.shape, spec.seed, init_std=_init_std(spec))
+        model = build_model(spec.shape, spec.seed, init_std=_init_std(spec), attn=attn)
     else:
-        model = load_model(src)
+        model = load_model(src, attn=attn)
         if model.get_input_embeddings().weight.shape[0] != spec.shape.vocab_size:
             extend_vocab(model, spec.shape.vocab_size, real_rows=manifest["text_vocab_size"], init=spec.train.embedding_init,
                          seed=spec.seed)
@@ -86,21 +89,21 @@ def init_model(spec: RunSpec, run: RunDir, manifest: dict):
     return model
 
 
-def init_sharded(spec: RunSpec, run: RunDir, manifest: dict, device: torch.device, world_size: int):
-    """Every rank builds on the meta device and parallelizes; rank 0 alone reads the text LM's
-    safetensors (or builds the random model) and its tensors are broadcast into the shards.
-    Returns (model, compiled blocks). Equal, parameter for parameter, to ``init_model``."""
+def init_sharded(spec: RunSpec, run: RunDir, manifest: dict, device: torch.device, world_size: int, *,
+                 train=None, attn: str | None = None):
+    """Every rank builds on the meta device in the master dtype and parallelizes (``train``: the run's
+    train config with its 'auto' values resolved); rank 0 alone reads the text LM's safetensors (or
+    builds the random model) and its tensors are broadcast into the shards. Returns (model, compiled
+    blocks). Equal, parameter for parameter, to ``init_model``."""
     src = init_source(spec, run)
     cfg = hf_config(spec.shape, init_std=_init_std(spec)) if src is None else load_config(src)
     cfg.vocab_size = spec.shape.vocab_size
-    model = build_meta(cfg)
-    if spec.train.precision == "bf16":
-        model.to(torch.bfloat16)
+    dtype = master_dtype(spec.train.precision)
+    model = build_meta(cfg, dtype=dtype, attn=attn)
     _check_params(model, spec)
-    model, compiled = parallelize(model, world_size, spec.train, device=device)
+    model, compiled = parallelize(model, world_size, train or spec.train, device=device)
     full = None
     if is_main():
-        dtype = torch.bfloat16 if spec.train.precision == "bf16" else torch.float32
         if src is None:
             full = {k: v.to(dtype) for k, v in build_model(spec.shape, spec.seed, init_std=_init_std(spec)).state_dict().items()}
         else:
@@ -121,14 +124,6 @@ def _check_params(model, spec: RunSpec) -> None:
     expected = count_params(spec.shape).total
     if n != expected:
         raise ConfigError(f"built model has {n} parameters but the shape accounts for {expected}", field="shape", value=spec.shape.to_dict())
-
-
-def _optimizer(model, spec: RunSpec, fused: bool):
-    # with train.precision bf16 the parameters, and so AdamW's moments, are bf16 (SlamKit's setting)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": spec.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=spec.train.lr, betas=(spec.train.beta1, spec.train.beta2), fused=fused)
 
 
 @dataclass
@@ -170,32 +165,42 @@ class Trainer:
         val_tokens = {s: self.data.tokens(s, "val") for s in val_streams(spec, self.data)}
         self.rank, self.world = world()
         self.device = _device()
-        ensure_process_group(self.device)
+        self.fsdp = fsdp_in_force(tc, self.world)
+        # FSDP on one process (bf16_params: true) needs a one-process group; whoever creates a group closes it
+        ensure_process_group(self.device, single=self.fsdp)
         _seed_everything(spec.seed)
         self.eos = self.tokenizer.eos_token_id
         self.T, self.B = tc.seq_len, tc.batch_size
-        self.micro = tc.micro_batch_size or tc.batch_size
+        attn = attention_implementation(tc.attention, self.device)
+        # 'auto' micro-batch and checkpointing: what `scaling memory` fits on this device (trainer.autotune)
+        tc = self.tc = resolve_memory(spec.shape, tc, world=self.world, device=self.device, attn=attn)
+        self.micro = tc.micro_batch_size or math.ceil(self.B / self.world)
         self.mixture = Mixture(train_tokens, spec.streams, self.T, spec.seed)
         self.val = {s: val_windows(t, self.T, tc.val_sequences) for s, t in val_tokens.items()}
         # the model: built (or read) once, then trainer.parallel.parallelize, the same for every path
-        if self.world > 1:
-            model, compiled = init_sharded(spec, run, self.manifest, self.device, self.world)
+        if self.fsdp:
+            model, compiled = init_sharded(spec, run, self.manifest, self.device, self.world, train=tc, attn=attn)
         else:
-            model = init_model(spec, run, self.manifest)
-            if tc.precision == "bf16":
-                model.to(torch.bfloat16)
+            model = init_model(spec, run, self.manifest, attn=attn)
+            model.to(master_dtype(tc.precision))
             model.to(self.device)
             model, compiled = parallelize(model, 1, tc, device=self.device)
         self.model = model
-        self.optimizer = self.raw_optimizer = _optimizer(model, spec, fused=self.device.type == "cuda" and self.world == 1)
+        self.optimizer, opt_name = adamw(model, lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay,
+                                         device=self.device)
+        self.raw_optimizer = self.optimizer
         self.attn = model.config._attn_implementation
-        self.chunked_ce = tc.chunked_ce or tc.liger_ce  # Liger's kernel is a chunked LM head + CE too
-        self.liger_ce = tc.liger_ce
+        self.chunked_ce = tc.chunked_ce or tc.liger_ce or tc.compiled_ce  # each is a chunked LM head + CE
+        self.liger_ce, self.compiled_ce = tc.liger_ce, tc.compiled_ce
         accumulation = math.ceil(math.ceil(self.B / self.world) / self.micro)
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
         self.effective = Applied(world_size=self.world, activation_checkpointing=tc.activation_checkpointing,
                                  compile=compiled > 0, compiled_layers=compiled, chunked_ce=self.chunked_ce, attention=self.attn,
                                  precision=tc.precision, micro_batch_size=self.micro, accumulation=accumulation,
-                                 fsdp=self.world > 1, liger_ce=self.liger_ce).to_dict()
+                                 fsdp=self.fsdp, liger_ce=self.liger_ce, compiled_ce=self.compiled_ce,
+                                 bf16_params=bf16_params_in_force(tc, self.device, fsdp=self.fsdp),
+                                 master_dtype="+".join(dtypes), fullgraph=compiled > 0 and fullgraph_ok(self.attn),
+                                 optimizer=opt_name, liger_kernels=tc.liger_kernels).to_dict()
         # an external text LM: keep the run's exact starting point (grown vocabulary) beside it; the
         # export is collective, so rank 0 decides for all (a shared filesystem may show its folder early)
         if broadcast_object(InitRef.parse(spec.init).external and not (run.path / "init").exists() if is_main() else None):
@@ -220,6 +225,7 @@ class Trainer:
         # branch at a tenth of the run does not spend half its stable phase warming up
         basis = min([self.steps] + [n for _, n, _ in self.branches]) if tc.warmup_basis == "shortest" else self.steps
         self.warm = warmup_steps(basis, tc.warmup_frac)
+        self.step_seconds = 0.0  # wall time inside optimiser steps (``_timed_step``)
 
     # -- schedule -------------------------------------------------------------------------
     def lr_at(self, step: int, total: int) -> float:
@@ -238,8 +244,8 @@ class Trainer:
         for i, r in enumerate(rows):
             ids[i, :len(r)] = r
             valid[i, :len(r) - 1] = True
-        ids, valid, extra = packed_inputs(ids, valid, self.eos, attn=self.attn, doc_mask=self.spec.train.doc_mask)
-        return lm_loss(self.model, ids, valid, extra, chunked=self.chunked_ce, liger=self.liger_ce)
+        ids, valid, extra = packed_inputs(ids, valid, self.eos, attn=self.attn, doc_mask=self.tc.doc_mask)
+        return lm_loss(self.model, ids, valid, extra, chunked=self.chunked_ce, liger=self.liger_ce, compiled=self.compiled_ce)
 
     def step(self, p: Progress, total_steps: int, limit: int) -> tuple[float, float, float]:
         lr = self.lr_at(p.step, total_steps)
@@ -263,7 +269,7 @@ class Trainer:
             chunk, weight = local[k * self.micro:(k + 1) * self.micro], 1.0
             if not chunk:
                 chunk, weight = rows[:1], 0.0
-            with autocast(self.device, self.spec.train.precision):
+            with autocast(self.device, self.tc.precision):
                 s = self._loss_sum(chunk) * weight
             # FSDP averages gradients over ranks, hence x world: the step's loss is sum / n_pred
             (s * (self.world / n_pred)).backward()
@@ -289,7 +295,7 @@ class Trainer:
 
     # -- evaluation -----------------------------------------------------------------------
     def validate(self) -> dict:
-        tc = self.spec.train
+        tc = self.tc
         return {f"val_loss_{'text' if s == 'textlm' else s}":
                 # always the chunked head: without gradients it is the same loss, never [tokens, vocab] fp32 logits
                 val_loss(self.model, w, batch_size=self.micro, eos=self.eos if tc.doc_mask else None, chunked=True,
@@ -344,7 +350,7 @@ class Trainer:
     def export(self, out: Path) -> None:
         """The HF-format folder (config, safetensors, tokenizer); gathered to rank 0 when sharded."""
         model = self.model
-        if self.world > 1 or self.spec.train.activation_checkpointing or self.spec.train.compile:
+        if self.fsdp or self.tc.activation_checkpointing or self.tc.compile:
             # sharded or wrapped: gather the plain names and tensors, rank 0 writes a plain HF model
             from transformers import AutoModelForCausalLM
 
@@ -359,9 +365,19 @@ class Trainer:
         else:
             save_pretrained(model, self.tokenizer, out)
 
-    def _log_step(self, p: Progress, lr, loss, gnorm, t_last, tok_last, branch=None, at=None) -> tuple[float, int]:
-        now = time.time()
-        tps = (p.tokens - tok_last) / max(now - t_last, 1e-9)  # global: all ranks together
+    def _timed_step(self, p: Progress, total_steps: int, limit: int) -> tuple[float, float, float]:
+        """``step``, its wall time added to ``self.step_seconds``: the throughput and MFU logged are those of
+        the optimiser steps alone, never of the evaluations, checkpoints or exports between them (``step``
+        ends on the loss's host copy, so the device's work is inside the interval)."""
+        t = _clock()
+        out = self.step(p, total_steps, limit)
+        self.step_seconds += _clock() - t
+        return out
+
+    def _log_step(self, p: Progress, lr, loss, gnorm, mark: tuple[float, int], branch=None, at=None) -> tuple[float, int]:
+        """Log one step's row; ``mark`` = (step seconds, tokens) at the previous row, returned anew."""
+        seconds, tokens = mark
+        tps = (p.tokens - tokens) / max(self.step_seconds - seconds, 1e-9)  # global: all ranks together
         row = {"step": p.step, "tokens": p.tokens, "flops": flops_6nd(self.params.total, p.tokens), "lr": lr, "loss": loss,
                "grad_norm": gnorm, "tokens_per_s": round(tps, 1), "tokens_per_s_per_device": round(tps / self.world, 1),
                "mfu": mfu(tps, self.fpt_exact, self.world, self.peak),
@@ -369,7 +385,7 @@ class Trainer:
         if branch is not None:
             row["branch"] = branch
         self._log(row)
-        return now, p.tokens
+        return self.step_seconds, p.tokens
 
     def _cooldown(self, p: Progress, budget: int, n_steps: int) -> None:
         """Run one cooldown branch from the current state, record it, then restore the state."""
@@ -378,10 +394,10 @@ class Trainer:
         if ckpt is None or ckpt.name != f"step_{start:08d}":
             ckpt = self._save(p)
         b = Progress(step=p.step, tokens=p.tokens, seq_pos=p.seq_pos)
-        t_last, tok_last = time.time(), b.tokens
+        mark = self.step_seconds, b.tokens
         while b.step < n_steps:
-            lr, loss, gnorm = self.step(b, n_steps, budget)
-            t_last, tok_last = self._log_step(b, lr, loss, gnorm, t_last, tok_last, branch=budget, at=start)
+            lr, loss, gnorm = self._timed_step(b, n_steps, budget)
+            mark = self._log_step(b, lr, loss, gnorm, mark, branch=budget, at=start)
         assert b.tokens == budget, (b.tokens, budget)
         entry = self.evaluate(budget, "cooldown")
         out = self.run.path / "cooldowns" / str(budget)
@@ -397,7 +413,7 @@ class Trainer:
         p = self._resume()
         tc = self.spec.train
         t_start = time.time()
-        t_last, tok_last = t_start, p.tokens
+        mark = self.step_seconds, p.tokens
         self.model.train()
         last_loss = float("nan")
         done = set(self.cooldown_records())
@@ -407,11 +423,11 @@ class Trainer:
                 if s0 == p.step and c not in done:
                     self._cooldown(p, c, n)
                     done.add(c)
-                    t_last, tok_last = time.time(), p.tokens
-            lr, last_loss, gnorm = self.step(p, self.steps, self.spec.tokens)
+                    mark = self.step_seconds, p.tokens
+            lr, last_loss, gnorm = self._timed_step(p, self.steps, self.spec.tokens)
             self.progress.update(p.step, p.tokens, last_loss)
             if p.step % self.log_every == 0 or p.step == self.steps:
-                t_last, tok_last = self._log_step(p, lr, last_loss, gnorm, t_last, tok_last)
+                mark = self._log_step(p, lr, last_loss, gnorm, mark)
             if tc.eval_every and p.step % tc.eval_every == 0 and p.step < self.steps:
                 entry = self.evaluate(p.tokens, "periodic")
                 p.evals.append(entry)
@@ -429,6 +445,7 @@ class Trainer:
         return {
             "steps": self.steps, "tokens": p.tokens, "train_seconds": round(train_seconds, 2),
             "tokens_per_s": round(p.tokens / max(train_seconds, 1e-9), 1), "final_train_loss": last_loss,
+            "step_seconds": round(self.step_seconds, 2),  # inside optimiser steps (this attempt), evaluations excluded
             "effective": self.effective,
             "tokens_per_stream": self.mixture.tokens_per_stream(),
             "epochs_per_stream": self.mixture.epochs_per_stream(),
@@ -441,9 +458,22 @@ class Trainer:
 def train_run(run: RunDir, evaluator: Evaluator | None = None, *, progress: bool = False,
               sink=None) -> tuple[dict, object, object]:
     """Train ``run`` to its exact token budget (a progress line every few steps when ``progress``);
-    returns (summary, trained model, tokenizer). ``sink(row)`` also receives every metrics row (rank 0)."""
-    t = Trainer(run, evaluator, progress=progress, sink=sink)
-    summary = t.train()
+    returns (summary, trained model, tokenizer). ``sink(row)`` also receives every metrics row (rank 0).
+    A process group the trainer started (torchrun's, or the one-process group of ``bf16_params: true``)
+    is closed when the run ends: every rank leaves together after a finished run, at once after an error
+    (a rank that raised must not wait in a barrier its peers never reach)."""
+    from trainer.parallel import distributed
+
+    had_group = distributed()  # a group made by our caller is theirs to close
+    try:
+        t = Trainer(run, evaluator, progress=progress, sink=sink)
+        summary = t.train()
+    except BaseException:
+        if not had_group:
+            close_process_group(clean=False)
+        raise
+    if not had_group:
+        close_process_group()
     return summary, t.model, t.tokenizer
 
 

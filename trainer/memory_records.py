@@ -67,11 +67,13 @@ def unmodelled(r: dict, path: Path | str) -> str | None:
 
 def row_estimate(r: dict, shape: ModelShape):
     """The estimate for the row's configuration, as ``trainer.bench._estimate`` computes it now."""
-    attention = "sdpa" if r["attn_implementation"] == "sdpa" and r.get("doc_mask", True) else "flash"
+    attention = "sdpa" if r["attn_implementation"] == "sdpa" and r.get("doc_mask", True) else "flash"  # varlen: no mask
+    # records written before the optimizer was recorded: fused on one GPU, the per-tensor loop under FSDP
+    adamw = r.get("optimizer") or ("per-tensor" if r["fsdp"] else "fused")
     return estimate(shape, model=r["model"], gpus=1, micro_batch=r["micro_batch"], seq=r["seq"],
                     activation_checkpointing=r["activation_checkpointing"], chunked_ce=r["chunked_ce"],
                     precision=r["precision"], overhead_gib=0.0, fsdp=r["fsdp"], attention=attention,
-                    accumulation=r["accumulation"])
+                    accumulation=r["accumulation"], compiled_ce=r.get("compiled_ce", False), adamw=adamw)
 
 
 def compare(folder: Path | str) -> list[dict]:

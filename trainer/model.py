@@ -45,15 +45,42 @@ def hf_config(shape: ModelShape, max_positions: int = 4096, *, init_std: float |
     raise ConfigError("unknown model family", field="shape.family", value=shape.family)
 
 
-def attention_implementation() -> str:
-    """FlashAttention-2 on a GPU that has it (packed documents go in as one row with restarting
-    position ids, see trainer.attention), else SDPA with a block-diagonal mask."""
-    if torch.cuda.is_available():
-        import importlib.util
+def attention_implementation(setting: str = "auto", device: torch.device | str | None = None) -> str:
+    """The transformers attention implementation of ``train.attention``. ``auto``: FlashAttention-2 on a
+    GPU that has it (packed documents go in as one row with restarting position ids, see
+    trainer.attention), else SDPA with a block-diagonal mask. ``varlen``: torch's variable-length
+    attention (trainer.kernels.varlen, registered with transformers here). A choice this machine
+    cannot run is refused."""
+    import importlib.util
 
-        if importlib.util.find_spec("flash_attn") is not None:
-            return "flash_attention_2"
-    return "sdpa"
+    cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    if setting == "auto":
+        return "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") is not None else "sdpa"
+    if setting == "varlen":
+        from trainer.kernels.varlen import varlen_available  # registers "varlen" with transformers
+
+        why = varlen_available(device or "cuda") if cuda else None
+        if why is not None:  # on a GPU the exact reference path would be quadratic in the packed length: refuse
+            raise ConfigError(f"torch's variable-length attention kernel is not usable here: {why}", field="train.attention",
+                              value=setting)
+    elif setting == "flash_attention_2" and (not cuda or importlib.util.find_spec("flash_attn") is None):
+        raise ConfigError("needs a CUDA device and flash-attn (pip install 'speech-scaling[gpu]')", field="train.attention",
+                          value=setting)
+    elif setting == "flex_attention" and not cuda:
+        raise ConfigError("flex_attention is used on a GPU only (it has no backward on the CPU)", field="train.attention",
+                          value=setting)
+    elif setting not in ("sdpa", "flash_attention_2", "flex_attention"):
+        raise ConfigError("unknown attention implementation", field="train.attention", value=setting)
+    return setting
+
+
+def resolve_attention(attn: str | None) -> str:
+    """``attn``, or the default implementation when None. Our own implementations are registered
+    with transformers here, before it validates the name (``varlen``: trainer.kernels.varlen)."""
+    attn = attn or attention_implementation()
+    if attn == "varlen":
+        import trainer.kernels.varlen  # noqa: F401 - registers "varlen" at import
+    return attn
 
 
 def no_cache(model):
@@ -75,18 +102,30 @@ def build_model(shape: ModelShape, seed: int, max_positions: int = 4096, *, attn
         raise ConfigError("Qwen2 always has q/k/v biases", field="shape.qkv_bias", value=False)
     torch.manual_seed(seed)
     cfg = hf_config(shape, max_positions, init_std=init_std)
-    return no_cache(AutoModelForCausalLM.from_config(cfg, attn_implementation=attn or attention_implementation()))
+    return no_cache(AutoModelForCausalLM.from_config(cfg, attn_implementation=resolve_attention(attn)))
 
 
-def build_meta(config, *, attn: str | None = None):
-    """The model of ``config`` on the meta device: shapes only, no memory, no initialisation."""
+def build_meta(config, *, dtype: torch.dtype, attn: str | None = None):
+    """The model of ``config`` on the meta device in ``dtype``: shapes only, no memory, no initialisation.
+
+    ``dtype`` is required: a text LM's config carries the dtype it was saved in (``bfloat16`` for every
+    published Qwen2.5 checkpoint) and transformers builds in it, so without an explicit one the master
+    weights, and with them the AdamW moments, would silently be bf16 under ``amp-bf16``."""
     from transformers import AutoModelForCausalLM
 
     config = type(config).from_dict(config.to_dict())
     config.use_cache = False
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn or attention_implementation())
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=resolve_attention(attn), dtype=dtype)
     return no_cache(model)
+
+
+def master_dtype(precision: str) -> torch.dtype:
+    """The dtype of the weights the optimiser updates (and of its moments): fp32 under ``amp-bf16``,
+    bf16 under ``bf16`` (SlamKit's setting)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"must be one of {PRECISIONS}", field="train.precision", value=precision)
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def init_buffers(model, device) -> None:
@@ -136,7 +175,7 @@ def load_model(path: str | Path, *, attn: str | None = None, dtype=torch.float32
 
     quiet_transformers()
     src = resolve_source(path)
-    return no_cache(AutoModelForCausalLM.from_pretrained(str(src), attn_implementation=attn or attention_implementation(), dtype=dtype))
+    return no_cache(AutoModelForCausalLM.from_pretrained(str(src), attn_implementation=resolve_attention(attn), dtype=dtype))
 
 
 def load_config(path: str | Path):

@@ -31,7 +31,7 @@ def val_loss(model, windows: np.ndarray, batch_size: int = 16, *, eos: int | Non
     from trainer.attention import packed_inputs
     from trainer.kernels.chunked_ce import lm_loss
     from trainer.model import autocast
-    from trainer.parallel import all_reduce_sum, world
+    from trainer.parallel import all_reduce_sum, reshard, world
 
     rank, n_ranks = world() if torch.distributed.is_initialized() else (0, 1)
     was_training = model.training
@@ -53,5 +53,6 @@ def val_loss(model, windows: np.ndarray, batch_size: int = 16, *, eos: int | Non
                 sums[1] += valid.sum()
     finally:
         model.train(was_training)
+        reshard(model)
     all_reduce_sum(sums)
     return float(sums[0] / sums[1])

@@ -26,9 +26,10 @@ def per_document_loss(model, windows: np.ndarray, eos: int) -> float:
     return total / count
 
 
-def tiny_text_lm(folder, text_vocab: int, tokenizer_dir=None, *, seed: int = 1, tie: bool = True):
+def tiny_text_lm(folder, text_vocab: int, tokenizer_dir=None, *, seed: int = 1, tie: bool = True, dtype=None):
     """A tiny Qwen2 text LM saved with save_pretrained (safetensors) in ``folder`` (``tie``: tied
-    embeddings as Qwen2.5-0.5B; untied as the 7B)."""
+    embeddings as Qwen2.5-0.5B; untied as the 7B; ``dtype`` torch.bfloat16: weights and config's
+    ``dtype`` in bf16, as every published Qwen2.5 checkpoint is saved)."""
     import dataclasses
 
     from scaling.shapes import DEMO
@@ -36,6 +37,8 @@ def tiny_text_lm(folder, text_vocab: int, tokenizer_dir=None, *, seed: int = 1, 
 
     shape = dataclasses.replace(DEMO["toy-xs"], vocab_size=text_vocab, tie_embeddings=tie)
     lm = build_model(shape, seed=seed)
+    if dtype is not None:
+        lm.to(dtype)
     lm.save_pretrained(folder)
     if tokenizer_dir is not None:
         from trainer.data.tokenizer import load_tokenizer

@@ -180,7 +180,10 @@ def can_pack(model) -> bool:
             and getattr(getattr(base, "config", None), "_attn_implementation", None) == "sdpa")
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: under FSDP2 the gathered parameters allocated in an inference-mode forward
+# are inference tensors, and the next training forward that reuses them fails ("Inference tensors do not
+# track version counter"); evaluation runs in the middle of training, on the training model
+@torch.no_grad()
 def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=None,
                  groups: list[tuple[int, ...]] | None = None, packed: bool | None = None) -> SequenceNLL:
     """NLL of every sequence.
@@ -217,10 +220,15 @@ def sequence_nll(model, seqs: list[Encoded], *, batch_size: int = 32, device=Non
     # per unique sequence: whole sum, whole count, continuation sum, continuation count
     acc = torch.zeros(4, len(uniq), dtype=torch.float64, device=device)
     batches, step = (_packed if packed else _plain)(model, uniq, where, groups, batch_size, device)
-    for k in range(-(-len(batches) // n_ranks)):
-        j = k * n_ranks + rank
-        # past the end: a padding forward (all ranks run the same number, as FSDP needs), result dropped
-        step(batches[min(j, len(batches) - 1)], acc if j < len(batches) else None)
+    try:
+        for k in range(-(-len(batches) // n_ranks)):
+            j = k * n_ranks + rank
+            # past the end: a padding forward (all ranks run the same number, as FSDP needs), result dropped
+            step(batches[min(j, len(batches) - 1)], acc if j < len(batches) else None)
+    finally:
+        from trainer.parallel import reshard
+
+        reshard(model)  # evaluation runs on the training model: leave nothing gathered (see reshard)
     if n_ranks > 1:  # each sequence was scored by exactly one rank, the others hold zeros: the sum is exact
         torch.distributed.all_reduce(acc)
     a = acc.cpu().numpy()

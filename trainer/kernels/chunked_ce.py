@@ -14,20 +14,13 @@ accumulated in float32.
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import warnings
 
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
-
-
-def _compute_dtype(t: torch.Tensor) -> torch.dtype:
-    dev = t.device.type
-    if torch.is_autocast_enabled(dev):
-        return torch.get_autocast_dtype(dev)
-    return t.dtype
+from scaling.memory import CE_CHUNK as CHUNK, COMPILED_CE_CHUNK  # noqa: F401 - rows per chunk, beside the memory model
+from trainer.kernels.common import IGNORE, _compute_dtype, _prepare, compile_unavailable  # noqa: F401 - re-exported
 
 
 class _ChunkedLinearCE(torch.autograd.Function):
@@ -78,17 +71,6 @@ class _ChunkedLinearCE(torch.autograd.Function):
         if need_w:
             grad_w = grad_w.to(weight.dtype)
         return grad_h, grad_w, None, None, None, None
-
-
-def _prepare(hidden, targets, valid_mask):
-    d = hidden.shape[-1]
-    hidden = hidden.reshape(-1, d)
-    targets = targets.reshape(-1)
-    valid = targets != IGNORE
-    if valid_mask is not None:
-        valid = valid & valid_mask.reshape(-1).to(torch.bool)
-    safe = torch.where(valid, targets, torch.zeros_like(targets))
-    return hidden, safe, valid
 
 
 def chunked_lm_head_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -184,16 +166,24 @@ def _targets(ids: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def lm_loss(model, ids: torch.Tensor, valid: torch.Tensor, extra_inputs: dict | None = None, *,
-            chunked: bool, chunk_size: int = 4096, liger: bool = False) -> torch.Tensor:
+            chunked: bool, chunk_size: int | None = None, liger: bool = False, compiled: bool = False) -> torch.Tensor:
     """Summed next-token NLL of ``ids`` [B, T]; ``valid`` [B, T-1] marks the predicted positions
     that count (target ``ids[:, 1:]``). ``chunked``: decoder body, then the LM head + CE in chunks
-    (``liger``: Liger's kernel on CUDA when installed), under FSDP too; else the full-logit path."""
-    if not chunked:
+    (``liger``: Liger's kernel on CUDA when installed), under FSDP too; else the full-logit path.
+    ``compiled`` (implies ``chunked``): the compiled gradient-in-forward LM head + CE of
+    ``fused_ce.compiled_lm_head_loss`` (it takes precedence over ``liger``). ``chunk_size``: rows per
+    chunk, default ``CHUNK`` (``COMPILED_CE_CHUNK`` for ``compiled``)."""
+    if not (chunked or compiled):
         return plain_lm_loss(model, ids, valid, extra_inputs)
     hidden, weight = decoder_hidden(model, ids, extra_inputs)
     targets, mask = _targets(ids, valid)
+    if compiled:
+        from trainer.kernels.fused_ce import compiled_lm_head_loss  # fused_ce imports this module
+
+        size = COMPILED_CE_CHUNK if chunk_size is None else chunk_size
+        return compiled_lm_head_loss(hidden, weight, targets, mask, chunk_size=size)
     fn = fused_lm_head_loss if liger else chunked_lm_head_loss
-    return fn(hidden, weight, targets, mask, chunk_size=chunk_size)
+    return fn(hidden, weight, targets, mask, chunk_size=CHUNK if chunk_size is None else chunk_size)
 
 
 @torch.no_grad()
@@ -223,25 +213,6 @@ def token_nll(model, ids: torch.Tensor, extra_inputs: dict | None = None, *, chu
 
 
 # -- regional compile -------------------------------------------------------------------------
-def compile_unavailable(device, backend: str = "inductor") -> str | None:
-    """Why torch.compile cannot run on ``device`` with ``backend`` (None when it can)."""
-    if not hasattr(torch, "compile"):
-        return "this torch has no torch.compile"
-    try:
-        import torch._dynamo as dynamo
-
-        if not dynamo.is_dynamo_supported():
-            return "torch.compile (dynamo) is not supported on this Python"
-    except Exception as e:  # noqa: BLE001
-        return f"torch._dynamo unavailable ({e})"
-    dev = torch.device(device)
-    if backend == "inductor" and dev.type == "cpu" and not any(shutil.which(c) for c in ("cc", "gcc", "clang", "c++", "g++")):
-        return "inductor on CPU needs a C/C++ compiler and none was found"
-    if backend == "inductor" and dev.type == "cuda" and importlib.util.find_spec("triton") is None:
-        return "inductor on CUDA needs triton"
-    return None
-
-
 def regional_compile(model, *, backend: str = "inductor", mode: str | None = None, dynamic: bool | None = None,
                      fullgraph: bool = False) -> int:
     """torch.compile every decoder layer in place (``layer.compile()``: parameter names and
