@@ -13,6 +13,40 @@ import sys
 LAWS = ("parametric", "isoflop", "envelope", "all")
 
 
+def positive_number(text: str) -> float:
+    """argparse type of a scale such as --huber-delta: a finite number > 0 (0, a negative, nan and inf are
+    refused while parsing, exit 2, before any work)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0 (got {text!r})") from None
+    if not (v > 0 and v != float("inf")):  # nan fails v > 0
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (got {text!r})")
+    return v
+
+
+def resamples(text: str) -> int:
+    """argparse type of --bootstrap: 0 (off) or at least 2 resamples (one cannot make an interval)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
+    if v < 0 or v == 1:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or at least 2 resamples (got {text!r})")
+    return v
+
+
+def seed(text: str) -> int:
+    """argparse type of --seed: a whole number >= 0 (numpy's generators take no negative seed)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (got {text!r})")
+    return v
+
+
 def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
         "Fit scaling laws to a results table. RESULTS is a CSV, a directory holding results.csv, "
@@ -26,20 +60,22 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                         help="loss column (default: val_loss_speech if present, else loss)")
     parser.add_argument("--metric", default=None,
                         help="column for --law envelope (default: the loss column); the best run per budget is the max for "
-                             "the registry's benchmarks (scaling.datadir.BENCHMARKS) and the min for losses and perplexities")
+                             "the registry's benchmarks (scaling.datadir.BENCHMARKS) and the min for losses and perplexities. "
+                             "Only with --law envelope (--law all fits every benchmark column's envelope)")
     direction = parser.add_mutually_exclusive_group()
     direction.add_argument("--higher-is-better", dest="higher_is_better", action="store_const", const=True, default=None,
                            help="--metric is better when higher (needed for a column the registry does not know)")
     direction.add_argument("--lower-is-better", dest="higher_is_better", action="store_const", const=False,
                            help="--metric is better when lower")
-    parser.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta on log-loss residuals (default 1e-3)")
+    parser.add_argument("--huber-delta", type=positive_number, default=1e-3,
+                        help="Huber delta on log-loss residuals, > 0 (default 1e-3)")
     parser.add_argument("--reduce", choices=("sum", "mean"), default="sum",
                         help="sum the Huber loss over points (default) or average it (Hoffmann's negative control)")
     parser.add_argument("--arm", default=None, help="fit only this arm (e.g. interleaved, textless)")
-    parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
+    parser.add_argument("--bootstrap", type=resamples, default=0, metavar="N",
                         help="bootstrap resamples over points (e.g. 4000); adds 'ci' (95%% intervals of E, A, B, alpha, "
                              "beta, a, b, G, n_opt, d_opt, loss_opt for parametric; a, b for isoflop). Default 0: off")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="bootstrap seed (default 0)")
     _add_common(parser)
     parser.add_argument("--isoflop-method", choices=("parabola", "powersum"), default="parabola",
                         help="isoFLOP minimum per budget: Hoffmann's parabola in log N (default) or the less biased "
@@ -127,6 +163,36 @@ def _selected_arms(df, arm):
     return [arm]
 
 
+def _points_fitted(e: dict) -> int:
+    """The points the arm's laws were fitted to, as fits.json records them: the parametric fit's
+    ``n_points`` when it was fitted, else ``n_runs_with_loss`` (the points with a usable loss, which every
+    loss fit uses); a point left out for its loss (``dropped``) is in the arm's ``n_points`` but not here."""
+    p = e.get("parametric")
+    if isinstance(p, dict) and "n_points" in p:
+        return int(p["n_points"])
+    return int(e.get("n_runs_with_loss", e.get("n_points", e.get("n_runs", 0))))
+
+
+def _check_envelope_options(args, table) -> None:
+    """--metric must name a column of the table, and it and the direction flags apply to --law envelope only
+    (they were ignored, silently, by the other laws)."""
+    from scaling.errors import ConfigError
+
+    source = table.attrs.get("source")
+    if args.metric is not None and args.metric not in table.columns:
+        cols = [c for c in table.columns if c not in ("point_id", "kind")]  # the loader adds these two
+        raise ConfigError(f"column not in the results table (columns: {', '.join(cols)})", source=source,
+                          field="--metric", value=args.metric)
+    if args.law != "envelope":
+        flag = "--metric" if args.metric is not None else (
+            None if args.higher_is_better is None else "--higher-is-better" if args.higher_is_better else "--lower-is-better")
+        if flag:
+            raise ConfigError(f"applies to --law envelope only: --law {args.law} would ignore it"
+                              + (" (--law all fits every benchmark column's envelope already; add --law envelope to fit "
+                                 "this one)" if args.law == "all" else ""), field=flag,
+                              value=args.metric if flag == "--metric" else None)
+
+
 def _print_study(fits: dict) -> None:
     from .fits.envelope import EnvelopeFit
     from .fits.isoflop import IsoflopFit
@@ -150,7 +216,7 @@ def _print_study(fits: dict) -> None:
             if f.ill_conditioned:
                 cautions.append(f"CAUTION ({arm}): parametric fit ill-conditioned: " + "; ".join(f.diagnostics()[:2]))
         a_iso = f"{IsoflopFit.from_dict(iso).a:>6.3f}" if iso and "error" not in iso else f"{'–':>6}"
-        print(f"{arm:<12} {e.get('n_runs', 0):>5} {e.get('n_points', e.get('n_runs', 0)):>6} {cols} {a_iso}")
+        print(f"{arm:<12} {e.get('n_runs', 0):>5} {_points_fitted(e):>6} {cols} {a_iso}")
     for line in cautions:  # below the table, so its columns stay aligned
         print(line)
     for pair in (fits.get("compare") or {}).get("pairs", []):  # the verdicts; report.md has the numbers
@@ -169,7 +235,7 @@ def run_fit(args: argparse.Namespace) -> int:
     """Fit the requested law(s), print a table, optionally write JSON; returns the exit code."""
     import numpy as np
 
-    from scaling.atomic import write_json
+    from scaling.atomic import check_out_file, write_json
     from scaling.errors import ConfigError
 
     from .fits.envelope import fit_envelope
@@ -177,7 +243,10 @@ def run_fit(args: argparse.Namespace) -> int:
     from .fits.parametric import fit_parametric
     from .study import arm_rows, budget_of, check_fittable, data_notes, direction_of, fit_study, usable_losses
 
+    if args.json_out:
+        check_out_file(args.json_out, "--json")
     df, loss_col = _prepare(args)
+    _check_envelope_options(args, df)
     arms = _selected_arms(df, args.arm)
     nboot = getattr(args, "bootstrap", 0) or 0
     seed = getattr(args, "seed", 0)
@@ -245,7 +314,7 @@ def add_figures_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--out", required=True, metavar="DIR", help="directory for the figure files")
     parser.add_argument("--report", default=None, metavar="PATH", help="report path (default: DIR/../report.md)")
     parser.add_argument("--loss-col", default=None, help="loss column when fits are computed here")
-    parser.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta when fits are computed here")
+    parser.add_argument("--huber-delta", type=positive_number, default=1e-3, help="Huber delta when fits are computed here")
     _add_common(parser)
     return parser
 
@@ -278,27 +347,30 @@ def run_figures(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from scaling.atomic import write_json, write_text
+    from scaling.atomic import check_out_dir, check_out_file, write_json, write_text
     from scaling.errors import ConfigError
+    from scaling.textio import read_text
+
+    out_dir = check_out_dir(args.out, "--out", beside=True)  # the figures are staged beside it
+    report = Path(args.report) if args.report else out_dir.resolve().parent / "report.md"
+    check_out_file(report, "--report")
 
     from .figures import draw_figures
     from .report import write_report
     from .study import fit_study
 
     table, loss_col = _prepare(args)
-    out_dir = Path(args.out)
     if args.fits:
         try:
-            fits = json.loads(Path(args.fits).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            fits = json.loads(read_text(args.fits, field="--fits"))
+        except json.JSONDecodeError as exc:
             raise ConfigError(f"cannot read fits: {exc}", source=args.fits) from None
-        if "arms" not in fits:
+        if not isinstance(fits, dict) or "arms" not in fits:
             raise ConfigError("not a fits.json from 'scaling fit --law all' (no 'arms' key)", source=args.fits)
     else:
         fits = fit_study(table, loss_col=loss_col, huber_delta=args.huber_delta, require_fit=True,
                          keep_extrapolated=args.keep_extrapolated, dropped_top=args.drop_top)
     df = table.to_pandas()  # the figures and the report draw from pandas
-    report = Path(args.report) if args.report else out_dir.resolve().parent / "report.md"
     stage = _staging(out_dir)
     try:
         if not args.fits:
@@ -329,10 +401,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("results", metavar="RESULTS_DIR", help="sweep directory (runs/*/result.json, or results.csv)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--loss-col", default=None, help="loss column (default: val_loss_speech if present, else loss)")
-    parser.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta (default 1e-3; 0.03 as Cuervo & Marxer)")
-    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+    parser.add_argument("--huber-delta", type=positive_number, default=1e-3,
+                        help="Huber delta, > 0 (default 1e-3; 0.03 as Cuervo & Marxer)")
+    parser.add_argument("--bootstrap", type=resamples, default=1000, metavar="N",
                         help="bootstrap resamples (default 1000; 4000 as Epoch; 0 turns intervals off)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="bootstrap seed (default 0)")
     _add_common(parser)
     parser.add_argument("--reference", action="append", default=None, metavar="LAW",
                         help="published law to overlay dashed (cuervo_speech, cuervo_text, hoffmann, epoch); "
@@ -347,8 +420,10 @@ def run_report(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from scaling.atomic import write_json, write_text
+    from scaling.atomic import check_out_dir, write_json, write_text
     from scaling.errors import ConfigError
+
+    out = check_out_dir(args.out, "--out", beside=True)  # everything is staged beside it
 
     from .curves import load_curves
     from .figures import DEFAULT_REFERENCES, draw_figures
@@ -368,7 +443,6 @@ def run_report(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # a bare CSV has no training curves: report without approach 1
         print(f"no training curves ({exc}); skipping approach 1 and the training-curves figure")
         curves = None
-    out = Path(args.out)
     fits = fit_study(table, loss_col=loss_col, huber_delta=args.huber_delta, bootstrap=args.bootstrap, seed=args.seed,
                      curves=curves, bootstrap_method=args.bootstrap_method, keep_extrapolated=args.keep_extrapolated,
                      dropped_top=args.drop_top, require_fit=True, require_law=False)
@@ -407,11 +481,11 @@ def add_power_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--law", required=True, metavar="FITS_JSON_OR_LAW",
                         help="a pilot study's fits.json (each arm its own law, and its log-residual scatter as the "
                              "noise) or E=..,A=..,B=..,alpha=..,beta=.. for every arm")
-    parser.add_argument("--noise", type=float, help="sd of the log losses about the law (default: the pilot's "
+    parser.add_argument("--noise", type=positive_number, help="sd of the log losses about the law (default: the pilot's "
                                                     "log-residual rms from its fits.json)")
     parser.add_argument("--replicates", type=int, default=20, help="simulated studies per arm (default 20)")
     parser.add_argument("--resamples", type=int, default=200, help="bootstrap resamples per study (default 200)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated noise (default 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the simulated noise (default 0)")
     return parser
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.atomic import read_jsonl
+from scaling.textio import read_text
 from scaling.errors import ConfigError
 from scaling.flops import flops_6nd
 
@@ -32,9 +33,11 @@ def _runs_dir(path) -> Path:
 def _records(path):
     for p in sorted(_runs_dir(path).glob("*/result.json")):
         try:
-            rec = json.loads(p.read_text(encoding="utf-8"))
+            rec = json.loads(read_text(p))
         except json.JSONDecodeError as exc:
             raise ConfigError(f"not valid JSON ({exc.msg} at line {exc.lineno})", source=str(p)) from None
+        if not isinstance(rec, dict):
+            raise ConfigError("result.json must hold a JSON object", source=str(p), value=type(rec).__name__)
         rec.setdefault("run_id", p.parent.name)
         yield p.parent, rec
 

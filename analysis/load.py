@@ -12,6 +12,7 @@ validated by the same code.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 from scaling.datadir import BENCHMARK_NAMES
 from scaling.errors import ConfigError
 from scaling.flops import flops_6nd
+from scaling.textio import read_text
 
 from .table import Table
 
@@ -74,14 +76,14 @@ def load_results(path, *, only_done: bool = True):
 
 def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     lines, line_nos = [], []
+    text = read_text(path, what="results file")  # not UTF-8: the error names the line and the byte offset
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            for r in reader:
-                if r and not (len(r) == 1 and not r[0].strip()):  # blank lines are skipped
-                    lines.append(r)
-                    line_nos.append(reader.line_num)
-    except (UnicodeDecodeError, csv.Error) as exc:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        for r in reader:
+            if r and not (len(r) == 1 and not r[0].strip()):  # blank lines are skipped
+                lines.append(r)
+                line_nos.append(reader.line_num)
+    except csv.Error as exc:
         raise ConfigError(f"cannot parse CSV: {exc}", source=str(path)) from None
     if not lines:
         raise ConfigError("cannot parse CSV: the file is empty (no header row)", source=str(path))
@@ -112,7 +114,7 @@ def _read_runs_dir(runs: Path) -> tuple[list[str], list[list[str]], list[str]]:
     records, sources = [], []
     for p in sorted(runs.glob("*/result.json")):
         try:
-            rec = json.loads(p.read_text(encoding="utf-8"))
+            rec = json.loads(read_text(p))
         except json.JSONDecodeError as exc:
             raise ConfigError(f"not valid JSON ({exc.msg} at line {exc.lineno})", source=str(p)) from None
         if not isinstance(rec, dict):

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling.errors import ConfigError
+from scaling.textio import read_text
 
 from .fits.synthetic import Law
 
@@ -51,8 +52,8 @@ def laws_from_fits(path: str | Path) -> dict[str, tuple[Law, float | None]]:
     the rms of its log residuals where the file records it (``extra.log_residual_rms``; else None)."""
     p = Path(path)
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        doc = json.loads(read_text(p, field="--law"))
+    except json.JSONDecodeError as exc:
         raise ConfigError(f"cannot read a fits.json: {exc}", source=str(p)) from None
     arms = doc.get("arms") if isinstance(doc, dict) else None
     if not isinstance(arms, dict) or not arms:
@@ -87,8 +88,8 @@ def load_plan_points(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray
     """:func:`plan_points` of a plan JSON (``scaling plan SWEEP --json PATH``), checked entry by entry."""
     p = Path(path)
     try:
-        rows = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        rows = json.loads(read_text(p, field="plan"))
+    except json.JSONDecodeError as exc:
         raise ConfigError(f"cannot read a plan JSON: {exc}", source=str(p)) from None
     if not isinstance(rows, list) or not rows:
         raise ConfigError("is not a plan (a non-empty JSON list of runs, as scaling plan --json writes)", source=str(p))

@@ -2,6 +2,11 @@
 
 A reader (or a resumed run) therefore sees either the old complete file or the new
 complete file, never a torn one.
+
+Every command checks where it will write before it does any work: :func:`check_out_dir` for an
+output folder (``--out``), :func:`check_out_file` for an output file (``--json``). A path that cannot
+be written (a file where a folder is meant, a folder where a file is meant, a file in the middle of
+the path, a folder without write permission) is a :class:`ConfigError` naming the option and the path.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from scaling.errors import ConfigError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -24,16 +30,73 @@ def _tmp_path(path: Path) -> Path:
     return Path(tmp)
 
 
+def _isdir(p: Path) -> bool:
+    return os.path.isdir(p)  # False (not an error) where a part of the path is a file or unreadable
+
+
+def _existing_folder(path: Path, field: str) -> Path:
+    """The nearest folder above ``path`` that exists (where writing it starts); a file on the way is refused."""
+    for parent in path.absolute().parents:
+        if os.path.lexists(parent):
+            if not _isdir(parent):
+                raise ConfigError(f"cannot be written: {parent} is a file, not a folder", source=str(path), field=field)
+            return parent
+    return Path(path.absolute().anchor)
+
+
+def _writable(folder: Path, path: Path, field: str) -> None:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        where = "the folder is" if folder == path else f"the folder {folder} is"
+        raise ConfigError(f"cannot be written: {where} not writable", source=str(path), field=field)
+
+
+def check_out_dir(path: str | os.PathLike, field: str, *, beside: bool = False) -> Path:
+    """Refuse, before any work, an output folder that cannot be written: ``path`` exists and is a file,
+    a part of it is a file, or the folder (where it does not exist yet: the nearest one above it) is not
+    writable. ``beside``: the command also builds next to ``path`` (a staging or work folder in its
+    parent, renamed into place), so the parent must be writable too. ``field``: the option, e.g. "--out"."""
+    path = Path(path)
+    if os.path.lexists(path):
+        if not _isdir(path):
+            raise ConfigError("exists and is a file, not a folder", source=str(path), field=field)
+        _writable(path, path, field)
+        if beside:
+            _writable(_existing_folder(path, field), path, field)
+    else:
+        _writable(_existing_folder(path, field), path, field)
+    return path
+
+
+def check_out_file(path: str | os.PathLike, field: str) -> Path:
+    """Refuse, before any work, an output file that cannot be written: ``path`` is a folder, a part of it
+    is a file, or the folder it goes in (the nearest existing one) is not writable. An existing file is
+    replaced (by a rename: its own permissions do not matter)."""
+    path = Path(path)
+    if _isdir(path):
+        raise ConfigError("is a folder, not a file", source=str(path), field=field)
+    _writable(_existing_folder(path, field), path, field)
+    return path
+
+
 def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
     """Call ``writer(tmp_path)`` then atomically rename the result onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
+    try:
+        tmp = _tmp_path(path)
+    except OSError as e:  # the folder is not writable: name the file, not the temporary name tried
+        raise OSError(e.errno, e.strerror, str(path)) from e
     try:
         writer(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is not None and os.fsdecode(e.filename) == str(tmp):
+            # a full disk or a lost permission while writing: name the file being written, not its temporary
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -86,17 +149,21 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read JSON lines, tolerating a torn last line left by a kill."""
+    """Read JSON lines, tolerating a torn last line left by a kill (cut inside a character too); an
+    earlier line that is not UTF-8 is a ConfigError naming the file and the line."""
+    from scaling.textio import decode
+
     rows = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         lines = fh.read().splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
+    for i, raw in enumerate(lines):
+        if not raw.strip():
             continue
+        last = i == len(lines) - 1
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
+            rows.append(json.loads(decode(raw, path, where=f"line {i + 1}")))
+        except (json.JSONDecodeError, ConfigError):
+            if last:
                 break
             raise
     return rows
@@ -114,3 +181,14 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in 4 MiB blocks (checkpoints and cached text LMs record it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

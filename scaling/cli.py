@@ -10,11 +10,19 @@ needs them, so `--help`, plan, status, fit, figures and report start without tor
 package imports their CLI modules (sweeps' schema, yaml, the trainer's registries), 0.15 s that
 `scaling fit` would spend before its first line of work. `scaling --help`, a bare `scaling` and an
 unknown command build the full parser, so their usage and error messages list every command.
+
+Errors: a :class:`ConfigError` (bad input) prints ``error: <file>: field '<field>': <why> (got <value>)``
+and exits 2. So does an ``OSError`` of the machine rather than of the code (:data:`PATH_ERRNOS`: no
+permission, a read-only file system, a full disk or quota, a file where a folder is meant and back)
+that carries the path it concerns: ``error: <reason>: <path>``, so that every write (or read) error names
+its file. Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from scaling.errors import ConfigError
@@ -30,6 +38,21 @@ COMMANDS = {
     **dict.fromkeys(("plan", "status", "run", "worker", "tune"), "sweeps.cli"),
     **dict.fromkeys(("fit", "figures", "report", "power"), "analysis.cli"),
 }
+
+
+#: OSError numbers that say something about the machine or the paths given (not about the code): reported as
+#: ``error: <reason>: <path>``, exit 2. ENOENT and EEXIST are not among them: a missing input is checked by
+#: the command that reads it, and an unexpected one is more likely a bug worth its traceback.
+PATH_ERRNOS = frozenset(getattr(errno, n) for n in ("EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "EFBIG",
+                                                  "ENOTDIR", "EISDIR", "ENAMETOOLONG") if hasattr(errno, n))
+
+
+def os_error_message(e: OSError) -> str | None:
+    """``<reason>: <path>`` for an OSError of :data:`PATH_ERRNOS` that names its path, else None."""
+    if e.errno not in PATH_ERRNOS or e.filename is None:
+        return None
+    paths = [os.fsdecode(f) for f in (e.filename, e.filename2) if f is not None]
+    return f"{e.strerror or os.strerror(e.errno)}: {' -> '.join(paths)}"
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -51,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        msg = os_error_message(e)
+        if msg is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
         return 2
 
 

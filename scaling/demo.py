@@ -13,9 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-import yaml
 
-from scaling import atomic
+from scaling import atomic, yamlio
 
 
 #: sweep file and data-synth size flag of each demo: the quick smoke test, the CPU study, the GPU study
@@ -34,7 +33,7 @@ def preset_of(quick: bool, scale: str = "cpu") -> str:
 def demo_sweep_text(quick: bool, seed: int, scale: str = "cpu") -> str:
     name = PRESETS[preset_of(quick, scale)][0]
     text = resources.files("sweeps").joinpath("configs", name).read_text(encoding="utf-8")
-    cfg = yaml.safe_load(text)
+    cfg = yamlio.loads(text, source=name)
     if cfg.get("seed") != seed:  # keep the shipped file's comments when the seed is the default
         text = text.replace(f"seed: {cfg.get('seed')}\n", f"seed: {seed}\n", 1)
     return text
@@ -83,6 +82,7 @@ def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]]
 
 def _cmd_demo(args) -> int:
     # args.cli is the CLI's main, handed over by scaling.cli (this module never imports scaling.cli)
+    atomic.check_out_dir(args.out, "--out")
     return run_demo(Path(args.out), quick=args.quick, seed=args.seed, command=args.cli, scale=args.scale,
                     no_cache=args.no_cache, workers=args.workers)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterator
 
 from scaling.errors import ConfigError
+from scaling.textio import iter_lines
 
 
 def iter_jsonl(path: str | Path, *, what: str = "file", required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
@@ -14,17 +15,16 @@ def iter_jsonl(path: str | Path, *, what: str = "file", required: tuple[str, ...
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} not found", source=str(path))
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"line {i} is not valid JSON ({e.msg})", source=str(path)) from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"line {i} is not a JSON object", source=str(path))
-            for k in required:
-                if k not in row:
-                    raise ConfigError(f"line {i} has no '{k}'", source=str(path), field=k)
-            yield i, row
+    for i, line in iter_lines(path):  # a line that is not UTF-8: the file, line and byte offset named
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"line {i} is not valid JSON ({e.msg})", source=str(path)) from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"line {i} is not a JSON object", source=str(path))
+        for k in required:
+            if k not in row:
+                raise ConfigError(f"line {i} has no '{k}'", source=str(path), field=k)
+        yield i, row

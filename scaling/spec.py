@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 
@@ -22,10 +23,88 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
 
 
 def check_name(value, *, source: str | None = None, field: str = "name") -> str:
-    """``value`` if it is a plain name (letters, digits, '.', '_', '+', '-'; no path separator, no '..')."""
-    if not isinstance(value, str) or not NAME_RE.match(value) or ".." in value:
-        raise ConfigError("must be a plain name (letters, digits, '.', '_', '+', '-'; no '/', no '..')",
-                          source=source, field=field, value=value)
+    """``value`` if it is a plain name (letters, digits, '.', '_', '+', '-'; no path separator, no '..').
+    The whole string must match: ``re.match`` with ``$`` let a trailing newline through."""
+    if not isinstance(value, str) or len(value) > MAX_TEXT or not NAME_RE.fullmatch(value) or ".." in value:
+        raise ConfigError(f"must be a plain name of at most {MAX_TEXT} characters (letters, digits, '.', '_', '+', '-'; "
+                          "no '/', no '..')", source=source, field=field, value=value)
+    return value
+
+
+#: The longest name or text value a config may give (a path, a partition name, a URL).
+MAX_TEXT = 1024
+
+
+def check_text(value, *, source: str | None = None, field: str) -> str:
+    """The one rule for every string that reaches a path, a script or a command line (a sweep's folders,
+    SLURM partition/account/qos/constraint, a storage URL): a non-empty string of printable characters, no
+    control character (newline, carriage return, tab, NUL, escape...), at most :data:`MAX_TEXT` characters.
+    A newline is what turned a partition name into a second line of an sbatch script; quotes, ``$()`` and
+    backticks are allowed here and quoted wherever the text is written into a script (sweeps/slurm.py)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError("must be a non-empty string", source=source, field=field, value=value)
+    if len(value) > MAX_TEXT:
+        raise ConfigError(f"is longer than {MAX_TEXT} characters", source=source, field=field, value=value[:80] + "...")
+    if not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise ConfigError(f"holds a control character ({bad!r}): names, paths and cluster settings must be printable "
+                          "text on one line", source=source, field=field, value=value)
+    return value
+
+
+# -- numbers ---------------------------------------------------------------------------------------
+#: The most tokens one run may train on: 10^14 (100 trillion). The largest language-model pre-training runs
+#: reported so far used a few tens of trillions of tokens; a speech LM of this framework's sizes at the
+#: throughput of a large cluster (~10^7 tokens/s) would need about a year for 10^14, a CPU run millennia.
+#: A budget beyond it (a typo, 1e300) is a run that never finishes, and never reports either (its progress
+#: and checkpoints come at fractions of the run), so it is refused when the sweep is planned.
+MAX_TOKENS = 10**14
+#: Seeds are 32-bit unsigned: numpy's legacy seeding (np.random.seed, the training loop) takes no more.
+MAX_SEED = 2**32 - 1
+#: The largest learning rate: an AdamW update moves each weight by about lr, so above 10 nothing trains;
+#: it is a bound against typos (3e3 for 3e-3), not advice.
+MAX_LR = 10.0
+#: Sequence length, sequences per step and validation sequences (orders of magnitude beyond any use here).
+MAX_SEQ_LEN = 2**20
+MAX_BATCH = 2**24
+
+
+def shown(value):
+    """``value`` as an error message shows it: an integer too long to read as digits is shortened."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**21:
+        digits = len(str(abs(value)))
+        return f"{'-' if value < 0 else ''}{str(abs(value))[:4]}... ({digits} digits)"
+    return value
+
+
+def check_real(value, *, source: str | None = None, field: str, low: float | None = None, high: float | None = None,
+               low_open: bool = True, high_open: bool = False) -> float:
+    """``value`` as a float if it is a finite number (an int or a float, never a bool or a string) within
+    the bounds: (low, high] by default, ``low_open``/``high_open`` saying whether each end is excluded.
+    Ints too large for a float (10**400) are refused as not finite, not an OverflowError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError("must be a number", source=source, field=field, value=value)
+    try:
+        x = float(value)
+    except OverflowError:
+        x = math.inf
+    if not math.isfinite(x):
+        raise ConfigError("must be a finite number", source=source, field=field, value=shown(value))
+    below = low is not None and (x <= low if low_open else x < low)
+    above = high is not None and (x >= high if high_open else x > high)
+    if below or above:
+        lo = "(-inf" if low is None else f"{'(' if low_open else '['}{low:g}"
+        hi = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"must be in {lo}, {hi}", source=source, field=field, value=shown(value))
+    return x
+
+
+def check_int(value, *, source: str | None = None, field: str, low: int = 1, high: int | None = None) -> int:
+    """``value`` if it is an integer (never a bool) in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(low, f"an integer of at least {low}")
+        raise ConfigError(f"must be {kind}" + (f" of at most {high:,}" if high is not None else ""), source=source,
+                          field=field, value=shown(value))
     return value
 
 
@@ -118,18 +197,21 @@ class TrainConfig:
     liger_kernels: bool = False  # Liger-Kernel's fused RMSNorm, SwiGLU and RoPE (CUDA + liger-kernel; the `gpu` extra)
 
     def validate(self, source: str | None = None, prefix: str = "train") -> None:
-        for name in ("seq_len", "batch_size", "val_sequences"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ConfigError("must be a positive integer", source=source, field=f"{prefix}.{name}", value=v)
-        for name in ("lr", "min_lr", "grad_clip"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-                raise ConfigError("must be a positive number", source=source, field=f"{prefix}.{name}", value=v)
+        """Every field's type and range; every float finite (a spec.yaml is read without the sweep schema)."""
+        f_ = f"{prefix}."
+        check_int(self.seq_len, source=source, field=f_ + "seq_len", high=MAX_SEQ_LEN)
+        check_int(self.batch_size, source=source, field=f_ + "batch_size", high=MAX_BATCH)
+        check_int(self.val_sequences, source=source, field=f_ + "val_sequences", high=MAX_BATCH)
+        for name in ("lr", "min_lr"):
+            check_real(getattr(self, name), source=source, field=f_ + name, low=0, high=MAX_LR)
+        check_real(self.grad_clip, source=source, field=f_ + "grad_clip", low=0)
         if self.min_lr > self.lr:
             raise ConfigError(f"must not exceed lr ({self.lr})", source=source, field=f"{prefix}.min_lr", value=self.min_lr)
-        if not 0 <= self.warmup_frac < 1:
-            raise ConfigError("must be in [0, 1)", source=source, field=f"{prefix}.warmup_frac", value=self.warmup_frac)
+        check_real(self.warmup_frac, source=source, field=f_ + "warmup_frac", low=0, low_open=False, high=1, high_open=True)
+        for name in ("beta1", "beta2"):
+            check_real(getattr(self, name), source=source, field=f_ + name, low=0, low_open=False, high=1, high_open=True)
+        check_real(self.weight_decay, source=source, field=f_ + "weight_decay", low=0, low_open=False)
+        check_real(self.cooldown_frac, source=source, field=f_ + "cooldown_frac", low=0, high=1)
         if self.warmup_basis not in ("run", "shortest"):
             raise ConfigError("must be 'run' or 'shortest'", source=source, field=f"{prefix}.warmup_basis", value=self.warmup_basis)
         mb = self.micro_batch_size
@@ -147,24 +229,16 @@ class TrainConfig:
         if self.liger_ce and self.compiled_ce:
             raise ConfigError("pick one LM-head loss: liger_ce or compiled_ce", source=source, field=f"{prefix}.compiled_ce",
                               value=True)
-        f = self.memory_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
-            raise ConfigError("must be in (0, 1]", source=source, field=f"{prefix}.memory_fraction", value=f)
-        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
-            raise ConfigError("must be a non-negative integer", source=source, field=f"{prefix}.checkpoint_every", value=self.checkpoint_every)
+        check_real(self.memory_fraction, source=source, field=f_ + "memory_fraction", low=0, high=1)
+        check_int(self.checkpoint_every, source=source, field=f_ + "checkpoint_every", low=0)
         check_init_std(self.init_std, source=source, field=f"{prefix}.init_std")
         if self.embedding_init not in ("mean", "normal"):
             raise ConfigError("must be 'mean' or 'normal'", source=source, field=f"{prefix}.embedding_init", value=self.embedding_init)
-        if not isinstance(self.eval_every, int) or self.eval_every < 0:
-            raise ConfigError("must be a non-negative integer", source=source, field=f"{prefix}.eval_every", value=self.eval_every)
+        check_int(self.eval_every, source=source, field=f_ + "eval_every", low=0)
         if self.schedule not in ("cosine", "wsd"):
             raise ConfigError("must be 'cosine' or 'wsd'", source=source, field=f"{prefix}.schedule", value=self.schedule)
-        if not 0 < self.cooldown_frac <= 1:
-            raise ConfigError("must be in (0, 1]", source=source, field=f"{prefix}.cooldown_frac", value=self.cooldown_frac)
         if self.precision not in ("amp-bf16", "bf16"):
             raise ConfigError("must be 'amp-bf16' or 'bf16'", source=source, field=f"{prefix}.precision", value=self.precision)
-        if self.weight_decay < 0:
-            raise ConfigError("must be >= 0", source=source, field=f"{prefix}.weight_decay", value=self.weight_decay)
 
     @property
     def tokens_per_step(self) -> int:
@@ -195,25 +269,46 @@ class RunSpec:
     def validate(self, source: str | None = None) -> None:
         check_name(self.arm, source=source, field="arm")
         check_name(self.model, source=source, field="model")
-        if not isinstance(self.tokens, int) or self.tokens <= 0:
+        if not isinstance(self.tokens, int) or isinstance(self.tokens, bool) or self.tokens <= 0:
             raise ConfigError("must be a positive integer", source=source, field="tokens", value=self.tokens)
-        if not self.streams:
+        if self.budget is not None:
+            check_real(self.budget, source=source, field="budget", low=0)
+        if self.tokens > MAX_TOKENS:
+            at = f" at budget {self.budget:.3g} FLOPs" if self.budget else ""
+            raise ConfigError(f"run {self.arm}/{self.model}{at} would train on {self.tokens:.3g} tokens, more than the "
+                              f"{MAX_TOKENS:.0e} a run may have (it would never finish)", source=source, field="tokens",
+                              value=shown(self.tokens))
+        check_int(self.seed, source=source, field="seed", low=0, high=MAX_SEED)
+        if not isinstance(self.streams, dict) or not self.streams:
             raise ConfigError("at least one stream is needed", source=source, field="streams", value=self.streams)
         for s, w in self.streams.items():
             if s not in STREAMS:
                 raise ConfigError(f"unknown stream; known: {STREAMS}", source=source, field="streams", value=s)
-            if not w > 0:
-                raise ConfigError("stream shares must be positive", source=source, field=f"streams.{s}", value=w)
+            check_real(w, source=source, field=f"streams.{s}", low=0)
+        for name in ("init", "data_fingerprint"):
+            check_text(getattr(self, name), source=source, field=name)
+        for name in ("data_dir", "sweep"):  # may be empty
+            if getattr(self, name):
+                check_text(getattr(self, name), source=source, field=name)
+        if self.bench_items is not None:
+            check_int(self.bench_items, source=source, field="bench_items")
+        if not isinstance(self.benchmarks, list) or not all(isinstance(b, str) for b in self.benchmarks):
+            raise ConfigError("must be a list of benchmark names", source=source, field="benchmarks", value=self.benchmarks)
         self.train.validate(source)
+        if not isinstance(self.cooldowns, list) or not isinstance(self.cooldown_budgets, list):
+            raise ConfigError("must be lists", source=source, field="cooldowns", value=self.cooldowns)
         if self.cooldowns:
             if self.train.schedule != "wsd":
                 raise ConfigError("cooldown branches need train.schedule: wsd", source=source, field="cooldowns", value=self.cooldowns)
-            if sorted(set(self.cooldowns)) != self.cooldowns or not all(0 < c < self.tokens for c in self.cooldowns):
+            if (not all(isinstance(c, int) and not isinstance(c, bool) for c in self.cooldowns)
+                    or sorted(set(self.cooldowns)) != self.cooldowns or not all(0 < c < self.tokens for c in self.cooldowns)):
                 raise ConfigError(f"must be increasing token budgets below tokens={self.tokens}", source=source,
                                   field="cooldowns", value=self.cooldowns)
         if self.cooldown_budgets and len(self.cooldown_budgets) != len(self.cooldowns):
             raise ConfigError(f"needs one budget per cooldown branch ({len(self.cooldowns)})", source=source,
                               field="cooldown_budgets", value=self.cooldown_budgets)
+        for i, c in enumerate(self.cooldown_budgets):
+            check_real(c, source=source, field=f"cooldown_budgets[{i}]", low=0)
         if self.tokens < self.train.tokens_per_step:
             raise ConfigError(
                 f"budget of {self.tokens} tokens is smaller than one optimiser step "
@@ -245,8 +340,16 @@ class RunSpec:
             raise ConfigError(f"unknown key(s) {unknown}", source=source, field=unknown[0])
         d = dict(d)
         d.pop("run_id", None)
+        missing = [f.name for f in fields(cls) if f.name not in d and f.default is MISSING
+                   and f.default_factory is MISSING]
+        if missing:
+            raise ConfigError("is required", source=source, field=missing[0])
+        if not isinstance(d["shape"], dict):
+            raise ConfigError("must be a mapping", source=source, field="shape", value=d["shape"])
         d["shape"] = ModelShape.from_dict(d["shape"], source=source)
         tr = d.get("train", {}) or {}
+        if not isinstance(tr, dict):
+            raise ConfigError("must be a mapping", source=source, field="train", value=tr)
         tknown = {f.name for f in fields(TrainConfig)}
         bad = sorted(set(tr) - tknown)
         if bad:
@@ -261,13 +364,12 @@ class RunSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> "RunSpec":
+        from scaling import yamlio  # imports yaml when called: `scaling fit` reaches this module and starts without it
+
         path = Path(path)
         if not path.is_file():
             raise ConfigError("run spec not found", source=str(path))
-        import yaml  # here, not at import: `scaling fit` reaches this module through the results columns
-
-        with open(path, encoding="utf-8") as fh:
-            d = yaml.safe_load(fh)
+        d = yamlio.load(path, what="run spec")
         if not isinstance(d, dict):
             raise ConfigError("a run spec must be a mapping", source=str(path))
         return cls.from_dict(d, source=str(path))

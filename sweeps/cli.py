@@ -1,6 +1,7 @@
 """The sweep subcommands of `scaling`: plan, status, run, worker, tune. Registered by scaling.cli."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 
@@ -18,18 +19,48 @@ def _load_plan(path):
 def _registry(sweep, args):
     from sweeps.registry import Registry
 
-    if args.heartbeat >= args.lease_timeout:
-        raise ConfigError("must be shorter than --lease-timeout", field="--heartbeat", value=args.heartbeat)
-    if args.max_attempts < 1:
-        raise ConfigError("must be at least 1", field="--max-attempts", value=args.max_attempts)
+    _check_registry_args(args)
     return Registry(sweep.runs_dir, lease_timeout=args.lease_timeout, heartbeat=args.heartbeat,
                     max_attempts=args.max_attempts)
+
+
+def _check_registry_args(args) -> None:
+    """--lease-timeout, --heartbeat, --max-attempts: checked before the sweep is read or anything written."""
+    from sweeps.registry import check_lease_times
+
+    check_lease_times(args.lease_timeout, args.heartbeat, args.max_attempts)
+
+
+def _check_real_arg(flag: str, value, *, low: float = 0.0, high: float | None = None) -> None:
+    """A float option: finite and in (low, high] (argparse's ``type=float`` takes nan and inf)."""
+    if not math.isfinite(value) or value <= low or (high is not None and value > high):
+        rng = f"in ({low:g}, {high:g}]" if high is not None else f"a finite number above {low:g}"
+        raise ConfigError(f"must be {rng}", field=flag, value=value)
+
+
+def _check_gpus_per_run(args) -> None:
+    if args.gpus_per_run < 1 or args.gpus_per_run > 1_024:
+        raise ConfigError("must be a whole number from 1 to 1024", field="--gpus-per-run", value=args.gpus_per_run)
+
+
+def _print_corrupt_leases(specs, reg) -> None:
+    """One line per lease file that is not a lease record (taken as a dead attempt with no live holder)."""
+    import sys
+
+    for s in specs:
+        for path, why in reg.corrupt_leases(s.run_id):
+            print(f"warning: {path} {why}: not a lease record, so the run has no live holder there; counted as an "
+                  "attempt that died (delete the file to give the attempt back)", file=sys.stderr)
 
 
 def _cmd_plan(args) -> int:
     from scaling import atomic
     from sweeps.plan import format_plan, plan_rows, plan_totals
 
+    _check_real_arg("--mfu", args.mfu, high=1.0)
+    _check_real_arg("--gpu-flops", args.gpu_flops)
+    if args.json and os.path.isdir(args.json):
+        raise ConfigError("is a folder; give a file path for the plan", field="--json", value=args.json)
     sweep, specs = _load_plan(args.sweep)
     rows = plan_rows(specs, mfu=args.mfu, gpu_flops=args.gpu_flops)
     print(format_plan(rows, totals=plan_totals(sweep, specs, rows, mfu=args.mfu, gpu_flops=args.gpu_flops)))
@@ -69,9 +100,11 @@ def _warmup_note(specs) -> str | None:
 def _cmd_status(args) -> int:
     from sweeps.plan import format_plan, plan_rows
 
+    _check_registry_args(args)
     sweep, specs = _load_plan(args.sweep)
     reg = _registry(sweep, args)
     states = {s.run_id: reg.effective_state(s) for s in specs}
+    _print_corrupt_leases(specs, reg)
     print(format_plan(plan_rows(specs), states))
     counts = {st: list(states.values()).count(st) for st in ("pending", "running", "done", "failed")}
     print("  ".join(f"{k}: {v}" for k, v in counts.items()))
@@ -104,17 +137,21 @@ def _require_data(sweep) -> None:
 def _cmd_run(args) -> int:
     from sweeps.local import check_output, run_sweep, run_workers
 
-    _cache_arg_env(args)
-    sweep, specs = _load_plan(args.sweep)
+    _check_registry_args(args)
     if args.workers == "auto":
         from sweeps.local import auto_workers
 
         args.workers = auto_workers()
-    elif not args.workers.isdigit() or int(args.workers) < 1:
-        raise ConfigError("must be 'auto' or a whole number of at least 1", field="--workers", value=args.workers)
+    elif not (args.workers.isascii() and args.workers.isdigit()) or not 1 <= int(args.workers) <= 1_024:
+        raise ConfigError("must be 'auto' or a whole number from 1 to 1024", field="--workers", value=args.workers)
     args.workers = int(args.workers)
-    if args.gpus_per_run < 1:
-        raise ConfigError("must be at least 1", field="--gpus-per-run", value=args.gpus_per_run)
+    _check_gpus_per_run(args)
+    _check_accelerate_args(args)
+    _cache_arg_env(args)
+    sweep, specs = _load_plan(args.sweep)
+    if not args.dry_run:  # before anything is written, the registry's folders included
+        _require_data(sweep)
+        _check_benchmarks(sweep, specs)
     reg = _registry(sweep, args)
     if args.dry_run:
         if args.launcher != "slurm":
@@ -124,9 +161,9 @@ def _cmd_run(args) -> int:
 
         dry_run(sweep, specs, reg)  # what would be submitted: works before the data is prepared
         return 0
-    _require_data(sweep)
     check_output(sweep)
     _check_wandb(args)
+    _print_corrupt_leases(specs, reg)
     if args.launcher == "slurm":
         from sweeps.slurm import run_slurm
 
@@ -145,6 +182,44 @@ def _cmd_run(args) -> int:
     if counts.get("stopped_by"):
         return 128 + int(signal.Signals[counts["stopped_by"]])  # as a process killed by that signal
     return 1 if counts["failed"] or counts.get("unfinished") else 0
+
+
+def _check_benchmarks(sweep, specs) -> None:
+    """Every benchmark item a run still to train will evaluate, read and encoded once before any run starts
+    (trainer.eval.suite.check_benchmarks): a bad line is an error naming the file and line now, not after a
+    run has trained (each run checks again when it opens its data)."""
+    from scaling.rundir import RunDir
+
+    groups = {}
+    for s in specs:
+        if s.benchmarks and s.data_dir and RunDir(sweep.runs_dir / s.run_id).status != "done":
+            groups.setdefault((s.data_dir, tuple(s.benchmarks), s.bench_items), s)
+    if not groups:
+        return
+    from scaling.datadir import DataDir
+    from trainer.data.tokenizer import load_tokenizer
+    from trainer.eval.suite import check_benchmarks
+
+    tokenizers = {}
+    for data_dir, names, items in groups:
+        if data_dir not in tokenizers:
+            tokenizers[data_dir] = load_tokenizer(DataDir.open(data_dir).tokenizer_dir(speech=True))
+        check_benchmarks(data_dir, names, tokenizers[data_dir], max_items=items)
+
+
+def _check_accelerate_args(args) -> None:
+    """--accelerate-args is split like a shell line (shlex) and passed as arguments, never run by a shell."""
+    import shlex
+
+    from scaling.spec import check_text
+
+    if args.accelerate_args:
+        check_text(args.accelerate_args, field="--accelerate-args")
+        try:
+            shlex.split(args.accelerate_args)
+        except ValueError as e:
+            raise ConfigError(f"cannot be split into arguments ({e})", field="--accelerate-args",
+                              value=args.accelerate_args) from None
 
 
 def _check_wandb(args) -> None:
@@ -169,6 +244,8 @@ def _executor(args):
 def _cmd_worker(args) -> int:
     from sweeps.local import work
 
+    _check_registry_args(args)
+    _check_gpus_per_run(args)
     _cache_arg_env(args)
     sweep, specs = _load_plan(args.sweep)
     _require_data(sweep)

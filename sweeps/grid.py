@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
 
 from scaling.datadir import N_UNITS, DataDir
+from scaling import yamlio
 from scaling.errors import ConfigError
 from scaling.flops import count_params, flops_6nd
 from scaling.initref import InitRef
@@ -75,8 +75,12 @@ def tuned_values(sweep: Sweep) -> dict[str, dict]:
         if not p.is_file():
             raise ConfigError(f"no tuned values at {p} (run `scaling tune {sweep.path}` first)", source=str(sweep.path),
                               field="hyperparameters.from_study", value=str(p))
-        table = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        table = yamlio.load(p) or {}
+        if not isinstance(table, dict):
+            raise ConfigError("must map model names to their tuned values", source=str(p), value=type(table).__name__)
         for m in sweep.models:
+            if m in table and not isinstance(table[m], dict):
+                raise ConfigError("must map lr / batch_size to values", source=str(p), field=m, value=table[m])
             if m not in table:
                 raise ConfigError(f"{p} has no tuned values for model '{m}'", source=str(sweep.path),
                                   field="hyperparameters.from_study")

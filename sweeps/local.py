@@ -39,6 +39,23 @@ def is_done(run: RunDir) -> bool:
     return run.status == "done" and run.result() is not None
 
 
+def resource_failed(run) -> bool:
+    """Whether the run's own record says the machine stopped it (``resource_error: true``: a subprocess,
+    accelerate or SLURM attempt reports it there); a record that cannot be read says nothing."""
+    try:
+        return bool(run.state().get("resource_error"))
+    except (ConfigError, OSError):
+        return False
+
+
+def _finish_quietly(lease, outcome: str, error: str) -> None:
+    """Record how an attempt ended, where the disk may be what stopped it (then the lease keeps its old body)."""
+    try:
+        lease.finish(outcome, error=error)
+    except OSError:
+        pass
+
+
 def work(sweep: Sweep, specs: list[RunSpec], registry: Registry, *, echo=print, poll: float = 0.5,
          wandb: str | None = None, execute=None) -> dict:
     """Claim and train runs until every run is done or failed; returns this worker's counts
@@ -52,6 +69,7 @@ def work(sweep: Sweep, specs: list[RunSpec], registry: Registry, *, echo=print, 
     n = len(specs)
     counts = {"trained": 0, "skipped": sum(registry.is_done(s.run_id) for s in specs), "failed": 0}
     order = {s.run_id: i for i, s in enumerate(specs, 1)}
+    said: set[str] = set()  # the waiting notes already printed (one line per dead-looking lease)
     while True:
         claimed, waiting = False, False
         for spec in specs:
@@ -63,6 +81,7 @@ def work(sweep: Sweep, specs: list[RunSpec], registry: Registry, *, echo=print, 
                 continue
             if st == "running" or (dep and registry.state(dep) != "done"):
                 waiting = True
+                _say_why_waiting(registry, spec.run_id if st == "running" else dep, said, echo)
                 continue
             lease = registry.claim(spec, me)
             if lease is None:
@@ -82,7 +101,16 @@ def work(sweep: Sweep, specs: list[RunSpec], registry: Registry, *, echo=print, 
                 echo(f"{tag} stopped {spec.run_id}: lease released; a rerun resumes it from its last checkpoint")
                 raise
             except Exception as e:  # noqa: BLE001 - recorded in state.json and the lease; the sweep goes on
-                (lease.run.path / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+                if getattr(e, "resource_error", False) or resource_failed(lease.run):
+                    # the machine, not the run (a full disk, no permission): not an attempt, and every other
+                    # run would meet it too, so this worker stops with the file and the reason (exit 2)
+                    _finish_quietly(lease, "resource", f"{type(e).__name__}: {e}")
+                    echo(f"{tag} stopped {spec.run_id}: {e}")
+                    raise
+                try:
+                    (lease.run.path / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+                except OSError:  # the traceback is in state.json and the lease too
+                    pass
                 lease.finish("failed", error=f"{type(e).__name__}: {e}")
                 counts["failed"] += 1
                 echo(f"{tag} failed  {spec.run_id} (attempt {registry.attempts(spec.run_id)}/{registry.max_attempts}): "
@@ -98,6 +126,17 @@ def work(sweep: Sweep, specs: list[RunSpec], registry: Registry, *, echo=print, 
             if not waiting:
                 return counts
             time.sleep(poll)
+
+
+def _say_why_waiting(registry: Registry, run_id: str | None, said: set[str], echo) -> None:
+    """Print, once per lease, that this worker waits for a lease whose holder looks dead (a rerun after a
+    kill -9 waited out --lease-timeout without a word)."""
+    if not run_id:
+        return
+    found = registry.waiting_note(run_id)
+    if found is not None and str(found[0]) not in said:
+        said.add(str(found[0]))
+        echo(found[1])
 
 
 def _mark_blocked(registry: Registry, spec: RunSpec) -> None:

@@ -10,12 +10,21 @@ that failed, died or are running, and a run whose ``max_attempts`` attempts all 
 stays failed. A lease whose outcome is ``preempted`` (SLURM took the node back and requeued the
 job) or ``released`` is not an attempt: a run may be preempted any number of times.
 
-The run directory's result.json is the record; a run is done when state.json says done and
-result.json exists, whoever wrote it.
+A lease file that cannot be read as a lease record (not UTF-8 JSON, not an object, neither a worker nor
+an outcome; a disk that filled up, a hand edit) has no live holder: nobody can heartbeat through a record
+nobody can read, and waiting for it to go stale could only delay the run. It counts as an attempt that
+died (its outcome is unknown; counting it keeps a run from being retried without end), `scaling status`
+and `scaling run` say which file it is, and the next claim takes lease n+1. An empty lease is not corrupt:
+it is a claim between its creation and its first write, judged by its age like any other.
+
+The run directory's result.json is the record; a run is done when ``RunDir.status`` says so (state.json
+says done and result.json parses and holds this run's id), whoever wrote it. A lease whose outcome is
+``resource`` (the machine stopped the attempt: a full disk, no permission) is not an attempt either.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -31,7 +40,9 @@ from scaling.initref import InitRef
 from scaling.rundir import RunDir
 from scaling.spec import RunSpec
 
-NOT_ATTEMPTS = ("preempted", "released")  # lease outcomes that do not use up an attempt
+# lease outcomes that do not use up an attempt: preempted or stopped, or stopped by the machine (a full disk,
+# no permission: scaling.rundir.ResourceError), which another attempt would meet again
+NOT_ATTEMPTS = ("preempted", "released", "resource")
 
 LEASE_RE = re.compile(r"^lease\.(\d+)$")
 
@@ -75,11 +86,75 @@ class Lease:
         atomic.write_json(self.path, body)
 
 
+class CorruptLease(dict):
+    """The record of a lease file that is not a lease record: empty (no worker, no outcome), with ``why``.
+    A dict, so that every reader's ``.get`` works on it; ``_live`` takes it for a lease without a holder."""
+
+    def __init__(self, why: str):
+        super().__init__()
+        self.why = why
+
+
 def _read_lease(path: Path) -> dict | None:
+    """The lease's record; None when the file is gone or still empty (a claim being written); a
+    :class:`CorruptLease` when it cannot be a lease record."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = path.read_bytes()
+    except FileNotFoundError:
         return None
+    except OSError as e:  # a folder where a lease should be, no permission
+        return CorruptLease(f"cannot be read ({e.strerror})")
+    if not data.strip():
+        return None
+    try:
+        body = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        return CorruptLease(f"is not JSON ({type(e).__name__}: {str(e).splitlines()[0][:80]})")
+    if not isinstance(body, dict):
+        return CorruptLease(f"is not a JSON object (a {type(body).__name__})")
+    if "worker" not in body and "outcome" not in body:
+        return CorruptLease("has neither a worker nor an outcome")
+    if not isinstance(body.get("outcome", ""), (str, type(None))):
+        return CorruptLease(f"has an outcome that is not a string ({body['outcome']!r:.40})")
+    return body
+
+
+#: --heartbeat's floor: the heartbeat thread touches the lease file this often at most.
+MIN_HEARTBEAT = 0.01
+#: --lease-timeout's ceiling: a week without a heartbeat (a larger value never takes a dead worker's run over).
+MAX_LEASE_TIMEOUT = 7 * 24 * 3600.0
+
+
+def check_lease_times(lease_timeout, heartbeat, max_attempts) -> None:
+    """The registry's settings (`--lease-timeout`, `--heartbeat`, `--max-attempts`), as a ConfigError naming
+    the option: finite seconds, heartbeat shorter than the timeout. With NaN every lease looked dead (two
+    workers trained one run); with a heartbeat of 0 the heartbeat thread spun on the file."""
+    for flag, v in (("--lease-timeout", lease_timeout), ("--heartbeat", heartbeat)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ConfigError("must be a finite number of seconds above 0", field=flag, value=v)
+    if heartbeat < MIN_HEARTBEAT:
+        raise ConfigError(f"must be at least {MIN_HEARTBEAT} s", field="--heartbeat", value=heartbeat)
+    if lease_timeout > MAX_LEASE_TIMEOUT:
+        raise ConfigError(f"must be at most {MAX_LEASE_TIMEOUT:.0f} s (a week)", field="--lease-timeout",
+                          value=lease_timeout)
+    if heartbeat >= lease_timeout:
+        raise ConfigError(f"must be shorter than --lease-timeout ({lease_timeout:g})", field="--heartbeat",
+                          value=heartbeat)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ConfigError("must be at least 1", field="--max-attempts", value=max_attempts)
+
+
+def _pid_alive(pid) -> bool | None:
+    """Whether process ``pid`` of this host runs (None: cannot tell)."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return None
+    return True
 
 
 class Registry:
@@ -87,8 +162,7 @@ class Registry:
 
     def __init__(self, runs_dir: str | Path, *, lease_timeout: float = 120.0, heartbeat: float = 10.0,
                  max_attempts: int = 2):
-        if heartbeat >= lease_timeout:
-            raise ValueError("heartbeat must be shorter than lease_timeout")
+        check_lease_times(lease_timeout, heartbeat, max_attempts)
         self.runs_dir = Path(runs_dir)
         self.lease_timeout, self.heartbeat, self.max_attempts = lease_timeout, heartbeat, max_attempts
 
@@ -126,10 +200,44 @@ class Registry:
         run = self.run(run_id)
         return run.result_path.exists() and run.status == "done"
 
+    def corrupt_leases(self, run_id: str) -> list[tuple[Path, str]]:
+        """(path, why) of the run's lease files that are not lease records (taken as dead attempts)."""
+        out = []
+        for _, p in self.leases(run_id):
+            body = _read_lease(p)
+            if isinstance(body, CorruptLease):
+                out.append((p, body.why))
+        return out
+
+    def waiting_note(self, run_id: str) -> tuple[Path, str] | None:
+        """(lease path, one line) for a worker about to wait on another's lease that looks dead (its process
+        is gone from this host, or it missed three heartbeats) but is not yet ``lease_timeout`` old: whose it
+        is, and when it will be taken over. None when the run's last lease is not live or its holder looks
+        alive."""
+        ls = self.leases(run_id)
+        if not ls or not self._live(ls[-1][1]):
+            return None
+        n, path = ls[-1]
+        body = _read_lease(path) or {}
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        age = time.time() - mtime
+        alive = _pid_alive(body.get("pid")) if body.get("host") == socket.gethostname() else None
+        if alive is True or (alive is None and age < 3 * self.heartbeat):
+            return None
+        why = (f"its worker (pid {body.get('pid')} on this host) is gone" if alive is False
+               else f"no heartbeat for {age:.0f} s")
+        until = time.strftime("%H:%M:%S", time.localtime(mtime + self.lease_timeout))
+        return path, (f"waiting for run {run_id}: {why}, but its lease {path} counts as held until {until} "
+                      f"(--lease-timeout {self.lease_timeout:g} s after its last heartbeat); then this worker takes "
+                      "it over")
+
     def _live(self, path: Path) -> bool:
-        """A lease is live while unfinished and its heartbeat is fresh."""
+        """A lease is live while unfinished and its heartbeat is fresh; a corrupt lease has no live holder."""
         body = _read_lease(path)
-        if body is not None and body.get("outcome"):
+        if isinstance(body, CorruptLease) or (body is not None and body.get("outcome")):
             return False
         try:
             age = time.time() - path.stat().st_mtime

@@ -6,14 +6,14 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
+from scaling import yamlio
 from scaling.datadir import (BENCHMARKS, MANIFEST, MIX_STREAMS, N_UNITS, PAIR_BENCHMARKS, STREAMS, check_benchmarks,
                              check_n_units)
 from scaling.errors import ConfigError
 from scaling.initref import InitRef
 from scaling.shapes import KNOWN, ModelShape
-from scaling.spec import TEXT_ARM, TrainConfig, check_name
+from scaling.spec import (MAX_BATCH, MAX_LR, MAX_SEED, MAX_TOKENS, TEXT_ARM, TrainConfig, check_int, check_name,
+                          check_real, check_text, shown)
 
 # Arms are data: any number of named arms, each with its init, streams (shares) and data folder.
 # These two names come with defaults (SIMS's main comparison); any other arm spells its own.
@@ -162,12 +162,15 @@ def _typed(value, hint: str, src: str, where: str):
         raise ConfigError("must be given (it may not be empty)", source=src, field=where, value=value)
     bases = [h for h in options if h != "None"]
     if len(bases) > 1:  # a union such as float | str: the first type the value is
+        if isinstance(value, str) and "str" in bases and not _YAML_FLOAT.match(value.strip()):
+            return _typed(value, "str", src, where)  # its own error (a control character) if it fails
         for b in bases:
             try:
                 return _typed(value, b, src, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"must be {' or '.join(bases)} (got {type(value).__name__})", source=src, field=where, value=value)
+        raise ConfigError(f"must be {' or '.join(bases)}, not a {type(value).__name__}", source=src, field=where,
+                          value=value)
     base = bases[0]
     if base.startswith("list["):
         if not isinstance(value, list):
@@ -179,15 +182,20 @@ def _typed(value, hint: str, src: str, where: str):
             raise ConfigError("must be a mapping", source=src, field=where, value=value)
         return value
     want = _SCALARS[base]
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
     if want is float and isinstance(value, str) and _YAML_FLOAT.match(value.strip()):
-        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        value = float(value)  # a quoted exponent ("1e-3"); "1e400" becomes inf here and is refused below
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond any float (10**400)
+            raise ConfigError("must be finite", source=src, field=where, value=shown(value)) from None
     if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
-        raise ConfigError(f"must be {'a number' if want is float else 'an integer' if want is int else f'a {base}'}"
-                          f" (got {type(value).__name__})", source=src, field=where, value=value)
+        raise ConfigError(f"must be {'a number' if want is float else 'an integer' if want is int else f'a {base}'},"
+                          f" not a {type(value).__name__}", source=src, field=where, value=value)
     if want is float and not math.isfinite(value):
         raise ConfigError("must be finite", source=src, field=where, value=value)
+    if want is str:
+        check_text(value, source=src, field=where)  # printable, one line: it may reach a path or a script
     return value
 
 
@@ -222,8 +230,10 @@ def _number(v, src, fieldname) -> float:
         x = float(v)
     except ValueError:
         raise ConfigError("must be a number", source=src, field=fieldname, value=v) from None
+    except OverflowError:  # an integer beyond any float (10**400)
+        x = math.inf
     if not math.isfinite(x):
-        raise ConfigError("must be finite", source=src, field=fieldname, value=v)
+        raise ConfigError("must be finite", source=src, field=fieldname, value=shown(v))
     return x
 
 
@@ -231,7 +241,7 @@ def _init_path(value, base: Path, src: str, field: str) -> str:
     """A checkpoint given in a sweep: a hub id stays a hub id; a local folder resolves against the sweep file."""
     from scaling.initref import InitRef
 
-    text = str(value)
+    text = check_text(value, source=src, field=field)
     if not Path(text).is_absolute() and (base / text).exists():
         return str(base / text)
     ref = InitRef.parse(text, source=src, field=field)
@@ -245,17 +255,17 @@ def load_sweep(path: str | Path) -> Sweep:
     src = str(path)
     if not path.is_file():
         raise ConfigError("sweep file not found", source=src)
-    try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"not UTF-8 text ({e})", source=src) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"not valid YAML: {e}", source=src) from None
+    raw = yamlio.load(path, what="sweep file")  # UTF-8, no duplicate keys, no alias bomb, errors with a line
     if not isinstance(raw, dict):
         raise ConfigError("a sweep file must be a mapping", source=src)
     for k in raw:
         if k not in TOP_KEYS:
-            raise ConfigError(f"unknown key; known: {sorted(TOP_KEYS)}", source=src, field=k)
+            raise ConfigError(f"unknown key; known: {sorted(TOP_KEYS)}", source=src, field=str(k))
+    # the name goes into job names, study names and run records: a plain name, never a list or a path
+    if "name" in raw:
+        name = check_name(raw["name"], source=src, field="name")
+    else:
+        name = check_name(path.stem, source=src, field="name (the sweep file's name without .yaml, as no 'name' is given)")
     for k in ("models", "arms"):
         if k not in raw:
             raise ConfigError("is required", source=src, field=k)
@@ -296,6 +306,10 @@ def load_sweep(path: str | Path) -> Sweep:
     if any(v == "text_lm" for v in init.values()) and (not isinstance(tp.tokens, int) or tp.tokens < train.tokens_per_step):
         raise ConfigError(f"must be an integer of at least one step ({train.tokens_per_step} tokens)",
                           source=src, field="text_pretrain.tokens", value=tp.tokens)
+    check_int(tp.tokens, source=src, field="text_pretrain.tokens", high=MAX_TOKENS)
+    for k in ("lr", "min_lr"):
+        if getattr(tp, k) is not None:
+            check_real(getattr(tp, k), source=src, field=f"text_pretrain.{k}", low=0, high=MAX_LR)
     ev = _eval(raw.get("eval"), src)
     cons = _sub(Constraints, raw.get("constraints"), src, "constraints")
     for k in ("min_tokens_per_param", "max_tokens_per_param", "max_params"):
@@ -310,9 +324,7 @@ def load_sweep(path: str | Path) -> Sweep:
     tuning = _sub(Tuning, raw.get("tuning"), src, "tuning")
     if raw.get("tuning") is not None:
         _check_tuning(tuning, train, src, arms)
-    seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError("must be an integer", source=src, field="seed", value=seed)
+    seed = check_int(raw.get("seed", 0), source=src, field="seed", low=0, high=MAX_SEED)
 
     base = path.parent
     data = None
@@ -332,8 +344,9 @@ def load_sweep(path: str | Path) -> Sweep:
         if tok == "data" and a not in arm_data and data is None:
             raise ConfigError("is required unless the vocabulary is given by 'tokenizer' (qwen2.5, llama-3.2, units) "
                               "or 'vocab', or every arm has its own data folder", source=src, field="data")
+    output = check_text(raw.get("output", "."), source=src, field="output")
     sweep = Sweep(
-        path=path, name=str(raw.get("name", path.stem)), data=data, output=(base / str(raw.get("output", "."))).resolve(),
+        path=path, name=name, data=data, output=(base / output).resolve(),
         models=names, budgets=budgets, arms=list(arms), grid=grid, seed=seed, streams=streams, init=init,
         train=train, text_pretrain=tp, eval=ev, constraints=cons, shapes=shapes, tokenizer=tokenizer, units=units,
         tokens_per_param=tpp, explicit=explicit, init_paths=init_paths, hyperparameters=hp, tuning=tuning, arm_data=arm_data, family=family, arm_models=arm_models, arm_tokenizer=arm_tok,
@@ -341,6 +354,14 @@ def load_sweep(path: str | Path) -> Sweep:
     sweep.resources = _resources(raw.get("resources"), names, src)
     check_benchmark_files(sweep)
     return sweep
+
+
+#: Bounds of a job's integer resources: far beyond any cluster's node, yet a typo (an extra 0s) is caught
+#: here and not as an sbatch error or a job that never schedules. time_min: SLURM's longest finite limit
+#: is a year (525,600 minutes).
+RESOURCE_INTS = (("nodes", 1, 100_000), ("gpus_per_node", 0, 1_024), ("cpus_per_task", 0, 100_000),
+                 ("time_min", 1, 525_600))
+MAX_MEM_GB = 1_000_000  # a petabyte per node
 
 
 def _resources(raw, names, src) -> dict[str, Resources]:
@@ -359,14 +380,12 @@ def _resources(raw, names, src) -> dict[str, Resources]:
         if not isinstance(body, dict):
             raise ConfigError("must be a mapping", source=src, field=f"resources.{k}", value=body)
         merged = {**default, **body} if k != "default" else dict(default)
-        r = _sub(Resources, merged, src, f"resources.{k}")
-        for f in ("nodes", "time_min"):
-            if getattr(r, f) < 1:
-                raise ConfigError("must be at least 1", source=src, field=f"resources.{k}.{f}", value=getattr(r, f))
-        for f in ("gpus_per_node", "cpus_per_task", "mem_gb"):
-            v = getattr(r, f)
-            if v is not None and v < 0:
-                raise ConfigError("must not be negative", source=src, field=f"resources.{k}.{f}", value=v)
+        r = _sub(Resources, merged, src, f"resources.{k}")  # strings: printable, one line (check_text)
+        for f, low, high in RESOURCE_INTS:
+            if getattr(r, f) is not None:
+                check_int(getattr(r, f), source=src, field=f"resources.{k}.{f}", low=low, high=high)
+        if r.mem_gb is not None:
+            check_real(r.mem_gb, source=src, field=f"resources.{k}.mem_gb", low=0, low_open=False, high=MAX_MEM_GB)
         out[k] = r
     return out
 
@@ -380,9 +399,8 @@ def _eval(raw, src) -> EvalConfig:
                                   f"train ({list(PAIR_BENCHMARKS)}); score it afterwards with `scaling eval`",
                                   source=src, field="eval.benchmarks", value=b)
     ev = _sub(EvalConfig, raw, src, "eval")
-    if ev.max_items is not None and ev.max_items < 1:
-        raise ConfigError("must be a positive integer (or left out: every item)", source=src, field="eval.max_items",
-                          value=ev.max_items)
+    if ev.max_items is not None:
+        check_int(ev.max_items, source=src, field="eval.max_items")
     return ev
 
 
@@ -448,6 +466,7 @@ def _arms(raw, names: list[str], base: Path, src):
         if body.get("data") is not None:
             if not isinstance(body["data"], str) or not body["data"]:
                 raise ConfigError("must be a folder path", source=src, field=f"{where}.data", value=body["data"])
+            check_text(body["data"], source=src, field=f"{where}.data")
             data[a] = (base / body["data"]).resolve()  # prepared or not: load_sweep checks it against the tokenizer
         if body.get("tokenizer") is not None:
             toks[a] = _tokenizer({"tokenizer": body["tokenizer"]}, src, field=f"{where}.tokenizer")
@@ -510,6 +529,7 @@ def _init(v, names, base: Path, src, where) -> tuple[str, dict[str, str]]:
 def _data_dir(value, base: Path, src, where) -> Path:
     if not isinstance(value, str) or not value:
         raise ConfigError("must be a folder path", source=src, field=where, value=value)
+    check_text(value, source=src, field=where)
     data = (base / value).resolve()
     if not (data / MANIFEST).is_file():
         raise ConfigError(f"no prepared data at {data} (run `scaling data synth --out {data}`)", source=src,
@@ -563,6 +583,10 @@ def _models(models, src) -> tuple[list[str], dict[str, ModelShape]]:
     return names, shapes
 
 
+#: The most log-spaced budgets one {start, stop, num} may ask for (an isoFLOP grid has a handful).
+MAX_GRID_POINTS = 1_000
+
+
 def _budgets(b, src) -> list[float]:
     """A list of FLOP budgets, or {start, stop, num}: num log-spaced budgets from start to stop."""
     if isinstance(b, dict):
@@ -573,8 +597,7 @@ def _budgets(b, src) -> list[float]:
             if k not in b:
                 raise ConfigError("is required for log-spaced budgets", source=src, field=f"budgets.{k}")
         lo, hi, num = _number(b["start"], src, "budgets.start"), _number(b["stop"], src, "budgets.stop"), b["num"]
-        if not isinstance(num, int) or num < 1:
-            raise ConfigError("must be a positive integer", source=src, field="budgets.num", value=num)
+        check_int(num, source=src, field="budgets.num", high=MAX_GRID_POINTS)
         if lo <= 0:
             raise ConfigError("budget must be positive", source=src, field="budgets.start", value=b["start"])
         if hi <= lo and num > 1:
@@ -618,8 +641,15 @@ def _explicit(runs, names, src) -> list[dict]:
         x = _number(r[k], src, f"{where}.{k}")
         if x <= 0:
             raise ConfigError("must be positive", source=src, field=f"{where}.{k}", value=r[k])
+        if k == "tokens" and x > MAX_TOKENS:
+            raise ConfigError(f"is more than the {MAX_TOKENS:.0e} tokens a run may have (it would never finish)",
+                              source=src, field=f"{where}.{k}", value=r[k])
         out.append({"model": r["model"], k: int(x) if k == "tokens" else x})
     return out
+
+
+#: The largest text vocabulary a sweep may name (published tokenizers have up to ~256k entries).
+MAX_VOCAB = 10_000_000
 
 
 def _tokenizer(raw, src, field: str = "tokenizer") -> str:
@@ -627,8 +657,9 @@ def _tokenizer(raw, src, field: str = "tokenizer") -> str:
     if tok is not None and vocab is not None:
         raise ConfigError("give either 'tokenizer' or 'vocab', not both", source=src, field="vocab")
     if vocab is not None:
-        if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab <= 0:
-            raise ConfigError("must be the text tokenizer's size, a positive integer", source=src, field="vocab", value=vocab)
+        if not isinstance(vocab, int) or isinstance(vocab, bool) or not 0 < vocab <= MAX_VOCAB:
+            raise ConfigError(f"must be the text tokenizer's size, a positive integer of at most {MAX_VOCAB:,}",
+                              source=src, field="vocab", value=vocab)
         return f"vocab:{vocab}"
     if tok is None:
         return "data"
@@ -649,10 +680,19 @@ def _hyperparameters(raw, names, base: Path, src) -> Hyperparameters:
                 raise ConfigError("names a model that is not in 'models'", source=src, field=f"hyperparameters.{key}.{m}")
             if kind is int and (not isinstance(v, int) or v <= 0) or kind is float and _number(v, src, f"hyperparameters.{key}.{m}") <= 0:
                 raise ConfigError("must be positive", source=src, field=f"hyperparameters.{key}.{m}", value=v)
+            if kind is int:
+                check_int(v, source=src, field=f"hyperparameters.{key}.{m}", high=MAX_BATCH)
+            else:
+                check_real(_number(v, src, f"hyperparameters.{key}.{m}"), source=src, field=f"hyperparameters.{key}.{m}",
+                           low=0, high=MAX_LR)
         setattr(hp, key, {m: kind(v) for m, v in table.items()})
     if hp.from_study is not None:
         hp.from_study = str((base / str(hp.from_study)).resolve())
     return hp
+
+
+#: The most trials one study may ask for (each trial trains a run).
+MAX_TRIALS = 100_000
 
 
 def _check_tuning(t: Tuning, train: TrainConfig, src, arms) -> None:
@@ -662,9 +702,12 @@ def _check_tuning(t: Tuning, train: TrainConfig, src, arms) -> None:
     if not (isinstance(t.tokens, int) and t.tokens >= train.tokens_per_step):
         raise ConfigError(f"must be an integer of at least one step ({train.tokens_per_step} tokens)", source=src,
                           field="tuning.tokens", value=t.tokens)
+    check_int(t.tokens, source=src, field="tuning.tokens", high=MAX_TOKENS)
+    for k in ("lr_min", "lr_max"):
+        check_real(getattr(t, k), source=src, field=f"tuning.{k}", low=0, high=MAX_LR)
     if not 0 < t.lr_min < t.lr_max:
         raise ConfigError("need 0 < lr_min < lr_max", source=src, field="tuning.lr_min", value=t.lr_min)
-    if not isinstance(t.trials, int) or t.trials < 1:
-        raise ConfigError("must be a positive integer", source=src, field="tuning.trials", value=t.trials)
-    if not isinstance(t.batch_sizes, list) or not all(isinstance(b, int) and b > 0 for b in t.batch_sizes):
-        raise ConfigError("must be a list of positive integers", source=src, field="tuning.batch_sizes", value=t.batch_sizes)
+    check_int(t.trials, source=src, field="tuning.trials", high=MAX_TRIALS)
+    if not isinstance(t.batch_sizes, list) or not all(isinstance(b, int) and 0 < b <= MAX_BATCH for b in t.batch_sizes):
+        raise ConfigError(f"must be a list of positive integers (at most {MAX_BATCH:,})", source=src,
+                          field="tuning.batch_sizes", value=t.batch_sizes)

@@ -15,17 +15,27 @@ dependencies). On preemption or timeout submitit calls ``checkpoint()``: the lea
 ``preempted`` (not an attempt, claimable at once) and the job requeued; training resumes from the
 run's last checkpoint. ``--dry-run`` prints each job's sbatch script (as submitit would write
 it) and its torchrun command instead of submitting.
+
+Nothing a sweep file gives reaches the script unquoted: the sweep's name and its model and arm names are
+plain names (scaling.spec.check_name), every other string (partition, account, qos, constraint, the
+output folder) is printable text on one line (scaling.spec.check_text, at plan time and again here), and
+submitit writes each ``#SBATCH`` value and the command's paths through ``shlex.quote``. A newline is the
+one thing quoting cannot make safe in a ``#SBATCH`` line (the rest of a comment line is never run, but the
+next line is), which is why it is refused.
 """
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from scaling.errors import ConfigError
 from scaling.initref import InitRef
+from scaling.spec import check_text
 from sweeps.registry import Registry, worker_name
 from sweeps.schema import Resources, Sweep
 
@@ -49,20 +59,40 @@ def torchrun_command(run_path: str | Path, res: Resources, *, master: str, job_i
     return cmd + ["-m", "scaling.cli", "train", str(run_path)]
 
 
+SBATCH_TEXT = ("partition", "account", "qos", "constraint")
+
+
 def sbatch_parameters(sweep: Sweep, spec, res: Resources, *, dependency: str | None = None) -> dict:
-    """The job's sbatch parameters, in submitit's SlurmExecutor names."""
-    p = {"job_name": f"{sweep.name}-{spec.run_id}"[:120], "nodes": res.nodes, "ntasks_per_node": 1,
-         "time": res.time_min, "stderr_to_stdout": True}
+    """The job's sbatch parameters, in submitit's SlurmExecutor names (which quotes each value). Every text
+    value is checked once more here: Resources may be built in code, not only by load_sweep."""
+    src = str(sweep.path)
+    p = {"job_name": check_text(f"{sweep.name}-{spec.run_id}"[:120], source=src, field="name"), "nodes": int(res.nodes),
+         "ntasks_per_node": 1, "time": int(res.time_min), "stderr_to_stdout": True}
     if res.gpus_per_node:
-        p["gpus_per_node"] = res.gpus_per_node
-    for k in ("cpus_per_task", "partition", "account", "qos", "constraint"):
+        p["gpus_per_node"] = int(res.gpus_per_node)
+    if res.cpus_per_task is not None:
+        p["cpus_per_task"] = int(res.cpus_per_task)
+    for k in SBATCH_TEXT:
         if getattr(res, k) is not None:
-            p[k] = getattr(res, k)
+            p[k] = check_text(getattr(res, k), source=src, field=f"resources.{spec.model}.{k}")
     if res.mem_gb is not None:
         p["mem"] = f"{int(res.mem_gb)}GB"
     if dependency:
-        p["dependency"] = dependency
+        p["dependency"] = check_text(dependency, source=src, field="dependency")
     return p
+
+
+#: The placeholders of a dry run's torchrun line, left for the job's shell to expand.
+PLACEHOLDERS = ("$MASTER_ADDR", "$SLURM_JOB_ID")
+
+
+def shell_line(cmd: list[str]) -> str:
+    """An argument list as one shell line: every argument quoted (shlex.quote), except a dry run's own
+    placeholders ($MASTER_ADDR, $SLURM_JOB_ID, $MASTER_ADDR:<port>), which the job's shell expands."""
+    def keep(a: str) -> bool:
+        return a in PLACEHOLDERS or (a.startswith("$MASTER_ADDR:") and a.split(":", 1)[1].isdigit())
+
+    return " ".join(a if keep(a) else shlex.quote(a) for a in cmd)
 
 
 def _thread_env(res: Resources) -> dict:
@@ -125,7 +155,16 @@ class RunJob:
         if rc == 0 and reg.is_done(spec.run_id):
             lease.finish("done")
             return "done"
-        lease.finish("failed", error=lease.run.state().get("error") or f"torchrun exited with status {rc}")
+        from sweeps.local import resource_failed
+
+        if resource_failed(lease.run):  # a full disk or no permission: not an attempt of the run
+            lease.finish("resource", error=lease.run.state().get("error"))
+            return "resource error"
+        try:
+            error = lease.run.state().get("error")
+        except ConfigError as e:  # a damaged state.json: say so in the lease
+            error = str(e)
+        lease.finish("failed", error=error or f"torchrun exited with status {rc}")
         return "failed"
 
     def checkpoint(self, *args, **kwargs):
@@ -156,7 +195,9 @@ def dry_run(sweep: Sweep, specs, registry: Registry, *, echo=print) -> int:
 
     jobs = pending_jobs(sweep, specs, registry)
     folder = sweep.output / "slurm" / "%j"
-    submit = f"{sys.executable} -u -m submitit.core._submit {folder}"
+    check_text(str(folder), source=str(sweep.path), field="output")
+    # as submitit's SlurmExecutor writes it (its python, then the folder through shlex.quote)
+    submit = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     for spec, res in jobs:
         dep = InitRef.parse(spec.init).run_id
         params = sbatch_parameters(sweep, spec, res, dependency="afterok:<job of run %s>" % dep if dep and
@@ -165,7 +206,7 @@ def dry_run(sweep: Sweep, specs, registry: Registry, *, echo=print) -> int:
         echo(_make_sbatch_string(command=submit, folder=folder, **params).rstrip())
         cmd = torchrun_command(registry.run(spec.run_id).path, res, master="$MASTER_ADDR", job_id="$SLURM_JOB_ID")
         echo(f"# each of the {res.nodes} task(s) runs, with MASTER_ADDR = first host of $SLURM_JOB_NODELIST:")
-        echo("torchrun: " + " ".join(cmd))
+        echo("torchrun: " + shell_line(cmd))
         echo("")
     echo(f"dry run: {len(jobs)} job(s) would be submitted (nothing was)")
     return len(jobs)
@@ -190,8 +231,6 @@ def run_slurm(sweep: Sweep, specs, registry: Registry, *, executor: str = "slurm
         dep = InitRef.parse(spec.init).run_id
         if executor == "local":
             if res.nodes > 1:
-                from scaling.errors import ConfigError
-
                 raise ConfigError("the local executor runs one node; use --executor slurm", source=str(sweep.path),
                                   field=f"resources.{spec.model}.nodes", value=res.nodes)
             ex.update_parameters(timeout_min=res.time_min, gpus_per_node=res.gpus_per_node, tasks_per_node=1, nodes=1)

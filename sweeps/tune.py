@@ -53,6 +53,7 @@ def tune(sweep: Sweep, *, trials: int | None = None, storage: str | None = None,
     trials = trials or t.trials
     storage = storage or t.storage or default_storage(sweep)
     runs_dir = sweep.output / "tuning" / "runs"
+    _previous(Path(sweep.path.parent / t.output))  # a broken tuned.yaml is refused before any trial trains
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tuned: dict[str, dict] = {}
     for model in models or sweep.models:
@@ -85,19 +86,32 @@ def tune(sweep: Sweep, *, trials: int | None = None, storage: str | None = None,
         if "batch_size" in best.params:
             tuned[model]["batch_size"] = int(best.params["batch_size"])
     out = Path(sweep.path.parent / t.output)
-    previous = {}
-    if out.is_file():
-        import yaml
-
-        previous = yaml.safe_load(out.read_text(encoding="utf-8")) or {}
+    previous = _previous(out)  # again: other workers may have written theirs meanwhile
     atomic.write_yaml(out, {**previous, **tuned})
     echo(f"tuned values for {len(tuned)} sizes in {out} (studies in {storage})")
     return tuned
 
 
-def _cmd_tune(args) -> int:
-    from sweeps.schema import load_sweep
+def _previous(out: Path) -> dict:
+    """The tuned values already in ``out`` (tuned.yaml), {} when there is none."""
+    if not out.is_file():
+        return {}
+    from scaling import yamlio
 
+    previous = yamlio.load(out, what="tuned values file") or {}
+    if not isinstance(previous, dict):
+        raise ConfigError("must map model names to tuned values", source=str(out))
+    return previous
+
+
+def _cmd_tune(args) -> int:
+    from scaling.spec import check_text
+    from sweeps.schema import MAX_TRIALS, load_sweep
+
+    if args.trials is not None and not 1 <= args.trials <= MAX_TRIALS:
+        raise ConfigError(f"must be a whole number from 1 to {MAX_TRIALS:,}", field="--trials", value=args.trials)
+    if args.storage is not None:
+        check_text(args.storage, field="--storage")
     sweep = load_sweep(args.sweep)
     tune(sweep, trials=args.trials, storage=args.storage, models=args.models.split(",") if args.models else None)
     return 0

@@ -140,3 +140,28 @@ def test_two_launchers_one_killed_sweep_completes_once(prepared, tmp_path, capsy
     assert mtimes == {p: p.stat().st_mtime_ns for p in sw.runs_dir.glob("*/result.json")}
     assert main(["status", str(sweep)]) == 0
     assert f"done: {len(specs)}" in capsys.readouterr().out
+
+
+def test_a_full_disk_stops_the_worker_and_is_not_an_attempt(tiny):
+    """A run stopped by the machine (scaling.rundir.ResourceError: a full disk) ends its lease as 'resource',
+    which does not use up an attempt, and the worker stops with the error (every other run would meet it)
+    instead of claiming run after run onto the same full disk."""
+    import errno
+
+    from scaling.rundir import ResourceError
+    from sweeps.local import work
+
+    sw, specs = tiny
+    reg = Registry(sw.runs_dir, lease_timeout=30, heartbeat=1, max_attempts=1)
+    calls = []
+
+    def full_disk(run):
+        calls.append(run.path.name)
+        raise ResourceError(errno.ENOSPC, run.path / "checkpoints")
+
+    with pytest.raises(ResourceError, match="No space left"):
+        work(sw, specs, reg, echo=lambda line: None, poll=0.01, execute=full_disk)
+    assert len(calls) == 1  # stopped at the first run, not retried or moved on
+    (_, lease), = reg.leases(calls[0])
+    assert json.loads(lease.read_text())["outcome"] == "resource"
+    assert reg.attempts(calls[0]) == 0 and reg.state(calls[0]) == "pending"  # with max_attempts=1, still claimable

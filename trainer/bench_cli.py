@@ -12,6 +12,10 @@ from trainer.bench import DEFAULT_VARIANTS, FEATURE_HELP, bench_gpu, bench_throu
 
 
 def _cmd_throughput(args) -> int:
+    from scaling.atomic import check_out_file
+
+    if args.json:  # before any work: a folder or an unwritable place is refused now, not after the run
+        check_out_file(args.json, "--json")
     import torch
 
     from scaling import atomic
@@ -78,6 +82,10 @@ def add_throughput_arguments(t) -> None:
 
 
 def _cmd_gpu(args) -> int:
+    from scaling.atomic import check_out_file
+
+    if args.json:  # before any work: a folder or an unwritable place is refused now, not after the run
+        check_out_file(args.json, "--json")
     from scaling import atomic
     from trainer.parallel import is_main
 

@@ -9,6 +9,10 @@ from scaling.errors import ConfigError
 
 
 def _cmd_train(args) -> int:
+    from scaling.atomic import check_out_file
+
+    if args.json:  # before any work: a folder or an unwritable place is refused now, not after the run
+        check_out_file(args.json, "--json")
     from scaling import atomic
     from scaling.rundir import RunDir
     from scaling.spec import RunSpec
@@ -46,6 +50,10 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_memory(args) -> int:
+    from scaling.atomic import check_out_file
+
+    if args.json:  # before any work: a folder or an unwritable place is refused now, not after the run
+        check_out_file(args.json, "--json")
     from scaling import atomic
     from scaling.memory import estimate, format_plan, speech_shape
 

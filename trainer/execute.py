@@ -5,6 +5,11 @@ planned under (an edited spec.yaml is refused, not resumed from the old checkpoi
 run is not trained again unless ``force``, and rank 0 holds the folder's ``train.lock`` (an
 exclusive ``flock``, released by the kernel if the process dies) while it trains, so a second
 process on the same run is refused at once.
+
+A run the machine stops (a full disk or quota, a read-only file system, no permission:
+``scaling.rundir.RESOURCE_ERRNOS``) is marked failed at once with the file and the reason and
+``resource_error: true`` in state.json, its attempt not counted there, and the error raised is a
+:class:`scaling.rundir.ResourceError` (a ConfigError: ``error: <file>: <reason>``, exit status 2).
 """
 from __future__ import annotations
 
@@ -13,11 +18,11 @@ import os
 import re
 import time
 
-import yaml
 
+from scaling import yamlio
 from scaling.errors import ConfigError, Stopped
 from scaling.flops import count_params, flops_6nd, flops_exact
-from scaling.rundir import RunDir
+from scaling.rundir import ResourceError, RunDir, as_resource_error
 from scaling.spec import RunSpec
 
 LOCK_FILE = "train.lock"
@@ -74,32 +79,40 @@ def _with_budget(entry: dict, spec: RunSpec) -> dict:
     return {**entry, "budget": by_tokens[entry["tokens"]]} if entry.get("tokens") in by_tokens else entry
 
 
+class _Benchmarks:
+    """The spec's benchmarks as the evaluator the loop runs at every evaluation point. ``check(tokenizer)``
+    (the Trainer calls it when it opens the data, before any step) reads, checks and encodes every item
+    once (``trainer.eval.suite.check_benchmarks``): a bad line stops the run before it trains, and the
+    encoded suite is what every evaluation then uses."""
+
+    def __init__(self, spec: RunSpec):
+        self.spec, self.suite = spec, None
+
+    def check(self, tokenizer) -> None:
+        if self.suite is None:
+            from pathlib import Path
+
+            from trainer.eval.suite import check_benchmarks
+
+            self.suite = check_benchmarks(Path(self.spec.data_dir), self.spec.benchmarks, tokenizer,
+                                          max_items=self.spec.bench_items)
+
+    def __call__(self, model, tokenizer) -> dict:
+        self.check(tokenizer)
+        return self.suite.run(model)
+
+
 def _evaluator(spec: RunSpec):
-    """Benchmarks of the spec, as a callable the loop runs at every evaluation point (the pairs
-    are encoded once, at the first call)."""
-    if not spec.benchmarks:
-        return None
-    from pathlib import Path
-
-    from trainer.data.tokenizer import SpeechVocab
-    from trainer.eval.suite import EvalSuite
-
-    suite = []
-
-    def run(model, tokenizer):
-        if not suite:
-            suite.append(EvalSuite.from_data(Path(spec.data_dir), spec.benchmarks, tokenizer,
-                                             SpeechVocab.of(tokenizer), max_items=spec.bench_items))
-        return suite[0].run(model)
-
-    return run
+    """Benchmarks of the spec, as a callable the loop runs at every evaluation point (None without any)."""
+    return _Benchmarks(spec) if spec.benchmarks else None
 
 
 def checked_spec(run: RunDir) -> RunSpec:
     """The run's spec, refused when its content no longer gives the run id it was planned under
     (the id recorded in spec.yaml, and the folder's name when it is a planned run folder)."""
     spec = run.spec()
-    recorded = (yaml.safe_load(run.spec_path.read_text(encoding="utf-8")) or {}).get("run_id")
+    raw = yamlio.load(run.spec_path)
+    recorded = raw.get("run_id") if isinstance(raw, dict) else None
     for what, rid in (("the run_id recorded in spec.yaml", recorded),
                       ("the run folder's name", run.path.name if _RUN_ID_TAIL.search(run.path.name) else None)):
         if rid is not None and rid != spec.run_id:
@@ -146,7 +159,7 @@ def execute(run: RunDir, *, force: bool = False, echo=None, progress: bool = Fal
     from trainer.parallel import is_main
 
     spec = checked_spec(run)
-    if is_finished(run) and not force:  # every rank sees the same files: all return together
+    if not force and is_finished(run):  # every rank sees the same files: all return together
         if echo is not None:
             echo(f"run {spec.run_id} is already done ({run.result_path}); nothing to train (--force trains it again)")
         return run.result()
@@ -167,7 +180,7 @@ def execute(run: RunDir, *, force: bool = False, echo=None, progress: bool = Fal
     if not is_main():  # other ranks of a distributed run train; rank 0 records
         return train_run(run, _evaluator(spec), progress=progress)[0]
     with run_lock(run):
-        if is_finished(run) and not force:  # finished while we waited for the lock
+        if not force and is_finished(run):  # finished while we waited for the lock
             return run.result()
         if force:  # from scratch: no old result, checkpoint or cooldown branch is reused
             import shutil
@@ -204,7 +217,28 @@ def execute(run: RunDir, *, force: bool = False, echo=None, progress: bool = Fal
                 tracker.finish(exit_code=1)
             raise
         except BaseException as e:
+            res = as_resource_error(e, run.path)
+            if res is not None:  # the machine, not the run: failed at once, with the file and the reason
+                raise _resource_failure(run, res, tracker) from e
             run.set_state("failed", error=f"{type(e).__name__}: {e}")
             if tracker is not None:
                 tracker.finish(exit_code=1)
             raise
+
+
+def _resource_failure(run: RunDir, err: ResourceError, tracker=None) -> ResourceError:
+    """Mark ``run`` failed because of ``err`` (a full disk, no permission, ...): state.json gets the reason and
+    ``resource_error: true`` and the attempt is not counted; returns the error to raise, saying so (or that
+    even state.json could not be written)."""
+    not_written = run.mark_resource_failure(err)
+    if tracker is not None:
+        try:
+            tracker.finish(exit_code=1)
+        except Exception:  # noqa: BLE001 - the tracker may need the same disk; the run's error is what matters
+            pass
+    if not_written is None:
+        return err.noted(f"the run is marked failed in {run.state_path} (resource_error: true; the attempt does not "
+                         "count against --max-attempts); free space or fix the permissions and rerun: it resumes from "
+                         "its last checkpoint")
+    return err.noted(f"{run.state_path} could not record it either ({not_written}); free space or fix the permissions "
+                     "and rerun: it resumes from its last checkpoint")

@@ -12,8 +12,15 @@
 - big models start on the meta device: rank 0 alone reads (or builds) the weights and broadcasts
   them into the sharded parameters;
 - resumable checkpoints (model, optimizer, data position, RNG): rerunning a killed run resumes
-  from the newest complete checkpoint and reproduces the uninterrupted run's losses exactly;
-- a non-finite loss stops the run with a clear error; the last good checkpoint stays.
+  from the newest intact checkpoint (its files match the sizes and sha256 recorded when it was written;
+  a damaged one is set aside with a warning and the next older one used; with none, the run starts over)
+  and reproduces the uninterrupted run's losses exactly;
+- a non-finite loss or gradient norm stops the run with a clear error before the optimiser steps (a skipped
+  step would make the run something other than the recipe it stands for, and the point's tokens would count
+  a batch it never learnt from); the state is checked finite before every checkpoint and export, so a
+  checkpoint is never written from non-finite state and the last good one stays the one a rerun resumes from;
+- the data are checked when the run opens them, before any step: the shards' token ids against the
+  tokenizer, the tokenizer's files, and every benchmark item the run will evaluate.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import math
 import random
 import resource
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,21 +40,21 @@ from scaling import atomic
 from scaling.errors import ConfigError
 from scaling.flops import count_params, flops_6nd, flops_per_token_exact
 from scaling.initref import InitRef
-from scaling.rundir import RunDir
+from scaling.rundir import RunDir, read_record, writing
 from scaling.spec import RunSpec, init_std_value
 from trainer import checkpoint
 from trainer.attention import packed_inputs
 from trainer.data.mixture import Mixture
 from scaling.datadir import MIX_STREAMS, DataDir
-from trainer.data.tokenizer import SpeechVocab
+from trainer.data.tokenizer import SpeechVocab, load_tokenizer
 from trainer.kernels.chunked_ce import lm_loss
 from trainer.mfu import device_peak_flops, mfu
 from trainer.autotune import resolve_memory
 from trainer.model import (attention_implementation, autocast, build_meta, build_model, count_model_params, extend_vocab,
                            full_state_dict, hf_config, load_config, load_model, master_dtype, quiet_transformers)
-from trainer.parallel import (Applied, adamw, barrier, bf16_params_in_force, broadcast_object, close_process_group,
-                              ensure_process_group, fsdp_in_force, fullgraph_ok, is_main, load_full_state, materialize,
-                              parallelize, plain_state_dict, world)
+from trainer.parallel import (Applied, adamw, all_reduce_sum, barrier, bf16_params_in_force, broadcast_object,
+                              close_process_group, ensure_process_group, fsdp_in_force, fullgraph_ok, is_main,
+                              load_full_state, materialize, parallelize, plain_state_dict, world)
 from trainer.progress import ProgressLine
 from trainer.schedule import cooldown_steps, cosine_with_min_lr, warmup_steps, wsd
 from trainer.validate import val_loss, val_windows
@@ -155,14 +163,33 @@ class Trainer:
                               "data this run was planned on", source=str(run.spec_path), field="data_fingerprint",
                               value=spec.data_fingerprint)
         speech = "textlm" not in spec.streams
-        self.tokenizer = self.data.load_tokenizer(speech=speech)
+        tok_dir = self.data.tokenizer_dir(speech=speech)
+        self.tokenizer = load_tokenizer(tok_dir)  # a damaged tokenizer file is named (exit 2), not a JSONDecodeError
+        self.data.check_tokenizer(self.tokenizer, speech=speech, source=str(tok_dir))
         if speech:
-            SpeechVocab.of(self.tokenizer, source=str(self.data.tokenizer_dir()))  # the n_units + 2 tokens are there
+            SpeechVocab.of(self.tokenizer, source=str(tok_dir))  # the n_units + 2 tokens are there
         if len(self.tokenizer) > spec.shape.vocab_size:
             raise ConfigError(f"the tokenizer has {len(self.tokenizer)} tokens but the model only {spec.shape.vocab_size} rows",
                               source=str(run.spec_path), field="shape.vocab_size", value=spec.shape.vocab_size)
+        vals = val_streams(spec, self.data)
+        # every token id the run reads lies in the tokenizer (and so in the model's rows): an id beyond it is an
+        # error naming the shard and the id here, not an IndexError in the middle of a step
+        for split, streams in (("train", spec.streams), ("val", vals)):
+            for s in streams:
+                self.data.check_token_range(s, split, len(self.tokenizer),
+                                            what=f"the {len(self.tokenizer)} tokens of {tok_dir}")
+        # every benchmark item the run will evaluate is read, checked and encoded now (the evaluator keeps the
+        # encoded suite), so a bad line stops the run before its first step, not after training
+        if spec.benchmarks and evaluator is not None:
+            check = getattr(evaluator, "check", None)
+            if check is not None:
+                check(self.tokenizer)
+            else:
+                from trainer.eval.suite import check_benchmarks
+
+                check_benchmarks(self.data_dir, spec.benchmarks, self.tokenizer, max_items=spec.bench_items)
         train_tokens = {s: self.data.tokens(s, "train") for s in spec.streams}
-        val_tokens = {s: self.data.tokens(s, "val") for s in val_streams(spec, self.data)}
+        val_tokens = {s: self.data.tokens(s, "val") for s in vals}
         self.rank, self.world = world()
         self.device = _device()
         self.fsdp = fsdp_in_force(tc, self.world)
@@ -279,19 +306,29 @@ class Trainer:
         loss_value = (total / n_pred).item()
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
-            last = checkpoint.latest(self.ckpt_root)
+            last = checkpoint.latest(self.ckpt_root, verify=False) if is_main() else None
             raise FloatingPointError(
                 f"non-finite loss ({loss_value}) at step {p.step} after {p.tokens} tokens; the run stops here. "
                 f"Last good checkpoint: {last if last else 'none yet'} (rerun to resume from it, e.g. with a lower lr)")
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.train.grad_clip)
         if hasattr(gnorm, "full_tensor"):
             gnorm = gnorm.full_tensor()
+        gnorm = float(gnorm)  # the same on every rank (the norm of the whole gradient): all stop together
+        if not math.isfinite(gnorm):
+            # the run stops rather than skipping the step: a skipped step's batch would count in the tokens of a
+            # run that never learnt from it, and a run that keeps skipping would still finish as a point
+            self.optimizer.zero_grad(set_to_none=True)
+            last = checkpoint.latest(self.ckpt_root, verify=False) if is_main() else None
+            raise FloatingPointError(
+                f"non-finite gradient norm ({gnorm}) at step {p.step} after {p.tokens} tokens (loss {loss_value}); no "
+                f"optimiser step was taken and the run stops here. Last good checkpoint: {last if last else 'none yet'} "
+                "(rerun to resume from it, e.g. with a lower lr)")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         p.seq_pos += len(arr)
         p.tokens += n_full * self.T + rem
         p.step += 1
-        return lr, loss_value, float(gnorm)
+        return lr, loss_value, gnorm
 
     # -- evaluation -----------------------------------------------------------------------
     def validate(self) -> dict:
@@ -311,10 +348,20 @@ class Trainer:
 
     # -- the run --------------------------------------------------------------------------
     def _resume(self) -> Progress:
-        # rank 0 chooses and broadcasts: ranks on a network filesystem cannot disagree
-        ckpt = broadcast_object(checkpoint.latest(self.ckpt_root) if is_main() else None)
+        # rank 0 chooses (the newest intact checkpoint: a damaged one is set aside with a warning) and
+        # broadcasts: ranks on a network filesystem cannot disagree
+        skipped = []
+
+        def warn(msg: str) -> None:
+            skipped.append(msg)
+            print(msg, file=sys.stderr, flush=True)
+
+        ckpt = broadcast_object(checkpoint.latest(self.ckpt_root, warn=warn) if is_main() else None)
         if ckpt is None:
             if is_main():
+                if skipped:
+                    print(f"warning: no intact checkpoint is left in {self.ckpt_root}; the run starts over from its "
+                          "first step", file=sys.stderr, flush=True)
                 self.run.metrics_path.unlink(missing_ok=True)
             return Progress()
         st = checkpoint.load(ckpt, self.model, self.raw_optimizer)
@@ -324,21 +371,46 @@ class Trainer:
                 or (r.get("branch") in done)]
         if is_main():
             atomic.write_jsonl(self.run.metrics_path, keep)
-        self._log({"event": "resumed", "at": p.step, "tokens": p.tokens, "checkpoint": ckpt.name})
+        row = {"event": "resumed", "at": p.step, "tokens": p.tokens, "checkpoint": ckpt.name}
+        if skipped:
+            row["skipped"] = skipped
+        self._log(row)
         return p
 
     def cooldown_records(self) -> dict[int, dict]:
         out = {}
         root = self.run.path / "cooldowns"
         for c, _, _ in self.branches:
-            f = root / str(c) / "record.json"
-            if f.is_file():
-                import json
-
-                out[c] = json.loads(f.read_text())
+            rec = read_record(root / str(c) / "record.json", what="cooldown record")
+            if rec is not None:
+                out[c] = rec
         return out
 
+    def check_finite(self, what: str, p: Progress | None = None) -> None:
+        """Collective: error unless every parameter and optimiser moment is finite (``what``, e.g. "checkpoint
+        step_00000040", was about to be written from them). Counted on each rank's shard and summed."""
+        bad = torch.zeros(2, dtype=torch.int64, device=self.device)
+        with torch.no_grad():
+            for i, tensors in enumerate((self.model.parameters(),
+                                         (t for st in self.raw_optimizer.state.values() for t in st.values()
+                                          if torch.is_tensor(t)))):
+                for t in tensors:
+                    t = t.to_local() if hasattr(t, "to_local") else t
+                    if t.is_floating_point() and t.numel():
+                        bad[i] += (~torch.isfinite(t.detach())).sum().to(bad.device)
+        all_reduce_sum(bad)
+        n_param, n_opt = (int(x) for x in bad.tolist())
+        if n_param or n_opt:
+            at = f" at step {p.step} after {p.tokens} tokens" if p is not None else ""
+            root = getattr(self, "ckpt_root", None)  # None while __init__ exports the starting point
+            last = checkpoint.latest(root, verify=False) if is_main() and root is not None else None
+            raise FloatingPointError(
+                f"{n_param} non-finite parameter values and {n_opt} non-finite optimiser state values{at}; {what} is not "
+                f"written from them and the run stops here. Last good checkpoint: {last if last else 'none yet'} "
+                "(rerun to resume from it, e.g. with a lower lr)")
+
     def _save(self, p: Progress) -> Path:
+        self.check_finite(f"checkpoint step_{p.step:08d}", p)  # a checkpoint is never written from non-finite state
         return checkpoint.save(self.ckpt_root, self.model, self.raw_optimizer, p.to_dict())
 
     def _log(self, row: dict) -> None:
@@ -348,7 +420,9 @@ class Trainer:
                 self.sink(row)
 
     def export(self, out: Path) -> None:
-        """The HF-format folder (config, safetensors, tokenizer); gathered to rank 0 when sharded."""
+        """The HF-format folder (config, safetensors, tokenizer); gathered to rank 0 when sharded. Never written
+        from non-finite parameters."""
+        self.check_finite(f"the model folder {out}")
         model = self.model
         if self.fsdp or self.tc.activation_checkpointing or self.tc.compile:
             # sharded or wrapped: gather the plain names and tensors, rank 0 writes a plain HF model
@@ -390,7 +464,8 @@ class Trainer:
     def _cooldown(self, p: Progress, budget: int, n_steps: int) -> None:
         """Run one cooldown branch from the current state, record it, then restore the state."""
         start = p.step
-        ckpt = broadcast_object(checkpoint.latest(self.ckpt_root) if is_main() else None)
+        # the newest checkpoint is the one resumed from (verified) or one written since: no second check
+        ckpt = broadcast_object(checkpoint.latest(self.ckpt_root, verify=False) if is_main() else None)
         if ckpt is None or ckpt.name != f"step_{start:08d}":
             ckpt = self._save(p)
         b = Progress(step=p.step, tokens=p.tokens, seq_pos=p.seq_pos)
@@ -403,7 +478,8 @@ class Trainer:
         out = self.run.path / "cooldowns" / str(budget)
         self.export(out / "model")
         if is_main():
-            atomic.write_json(out / "record.json", entry)
+            with writing(out / "record.json"):
+                atomic.write_json(out / "record.json", entry)
         self._log({**entry, "branch": budget, "at": start})
         barrier()
         checkpoint.load(ckpt, self.model, self.raw_optimizer)
@@ -499,9 +575,14 @@ def save_pretrained(model, tokenizer, out: Path) -> None:
     """save_pretrained + tokenizer into a temporary folder, then rename into place."""
     quiet_transformers()
     tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    atomic.replace_dir(tmp, out)
+    try:
+        with writing(tmp):  # a full disk or no permission: an error naming the folder, its partial copy removed
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            atomic.replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 

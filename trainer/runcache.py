@@ -15,7 +15,6 @@ wins; the others drop their copy).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ import uuid
 from pathlib import Path
 
 from scaling import atomic
-from scaling.rundir import RunDir
+from scaling.rundir import RunDir, read_record
 from scaling.spec import TEXT_ARM, RunSpec
 
 ENV = "SPEECH_SCALING_CACHE"
@@ -53,14 +52,6 @@ def entry(spec: RunSpec, root: Path | None = None) -> Path | None:
     return None if root is None else root / TEXT_ARM / spec.run_id
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _files(folder: Path) -> list[Path]:
     out = [folder / f for f in FILES if (folder / f).is_file()]
     out += sorted(p for p in (folder / MODEL).rglob("*") if p.is_file())
@@ -85,7 +76,7 @@ def check_entry(path: Path, run_id: str) -> str | None:
             return f"{rel} is missing"
         if p.stat().st_size != want["size"]:
             return f"{rel} has {p.stat().st_size} bytes, not {want['size']}"
-        if _sha256(p) != want["sha256"]:
+        if atomic.sha256_file(p) != want["sha256"]:
             return f"{rel} does not match its sha256"
     return None
 
@@ -104,7 +95,8 @@ def usable(spec: RunSpec, *, echo=None) -> Path | None:
 
 
 def cached_result(src: Path) -> dict:
-    return json.loads((src / "result.json").read_text(encoding="utf-8"))
+    """The entry's result record (through the run folder's checked reader: a damaged one is named)."""
+    return read_record(src / "result.json")
 
 
 def restore(run: RunDir, src: Path, *, echo=None) -> dict:
@@ -137,7 +129,7 @@ def store(run: RunDir, spec: RunSpec, *, echo=None) -> Path | None:
             if (run.path / f).is_file():
                 shutil.copy2(run.path / f, tmp / f)
         shutil.copytree(run.model_path, tmp / MODEL)
-        files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(tmp)}
+        files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": atomic.sha256_file(p)} for p in _files(tmp)}
         atomic.write_json(tmp / INDEX, {"run_id": spec.run_id, "files": files})
         if dst.exists():
             if check_entry(dst, spec.run_id) is None:  # another writer stored it meanwhile: theirs stands

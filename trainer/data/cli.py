@@ -6,12 +6,17 @@ from pathlib import Path
 
 
 def _cmd_data_synth(args) -> int:
-    from trainer.data.prepare_synthetic import is_prepared, prepare_corpus
+    import shutil
+
+    from scaling.atomic import check_out_dir
+    from scaling.errors import ConfigError
+    from trainer.data.prepare_synthetic import check_vocab_size, is_prepared, prepare_corpus
     from trainer.data.speech import check_inventory
     from trainer.data.synthetic import SynthConfig, generate
 
-    out = Path(args.out)
-    check_inventory(args.units, source="scaling data synth", field="--units")  # before anything is written
+    out = check_out_dir(args.out, "--out")  # before anything is written, as the two checks below
+    check_inventory(args.units, source="scaling data synth", field="--units")
+    check_vocab_size(args.vocab_size, args.text_alphabet)  # a corpus alphabet's minimum is known once the text is
     cfg = (SynthConfig.quick(seed=args.seed, n_units=args.units) if args.quick
            else SynthConfig.large(seed=args.seed, n_units=args.units) if args.large
            else SynthConfig(seed=args.seed, n_units=args.units))
@@ -21,10 +26,16 @@ def _cmd_data_synth(args) -> int:
         print(f"reusing the prepared data in {out} (same corpus settings and seed; --force rebuilds it)")
         _print_data_summary(current.manifest)
         return 0
-    generate(cfg, out)
-    print(f"corpus written to {out}/corpus and {out}/benchmarks")
-    data = prepare_corpus(out, vocab_size=args.vocab_size, seed=args.seed, n_units=args.units,
-                          text_alphabet=args.text_alphabet)
+    fresh = not out.exists()
+    try:
+        generate(cfg, out)
+        print(f"corpus written to {out}/corpus and {out}/benchmarks")
+        data = prepare_corpus(out, vocab_size=args.vocab_size, seed=args.seed, n_units=args.units,
+                              text_alphabet=args.text_alphabet)
+    except ConfigError:
+        if fresh:  # bad input found late (the corpus alphabet's minimum): leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     _print_data_summary(data)
     return 0
 
@@ -43,8 +54,11 @@ def _print_data_summary(data: dict) -> None:
 
 
 def _cmd_data_extract(args) -> int:
+    from scaling.atomic import check_out_file
     from scaling.errors import ConfigError
     from trainer.units.extract import dataset_audio, is_dataset, list_audio, merge_shards
+
+    check_out_file(args.out, "--out")  # appended to (or its shard files beside it): a folder cannot be
 
     if args.merge:
         files = dataset_audio(args.audio)[0] if is_dataset(args.audio) else list_audio(args.audio)
@@ -105,6 +119,9 @@ def _prepare_kwargs(args) -> dict:
 
 
 def _cmd_data_prepare(args) -> int:
+    from scaling.atomic import check_out_dir
+
+    check_out_dir(args.out, "--out", beside=True)  # before any reading: its work folder is built beside it
     from trainer.data.prepare_real import prepare_real
 
     if args.submit:
@@ -152,7 +169,9 @@ def register(sub) -> None:
     size.add_argument("--quick", action="store_true", help="a smaller corpus (the quick demo)")
     size.add_argument("--large", action="store_true", help="a ~30M-speech-token corpus (the GPU demo, scaling demo --scale gpu)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary of the text tokenizer")
+    s.add_argument("--vocab-size", type=int, default=512,
+                   help="BPE vocabulary of the text tokenizer: at least 258 with --text-alphabet bytes (256 byte symbols "
+                        "+ 2 special tokens), the corpus's distinct bytes + 2 with --text-alphabet corpus")
     s.add_argument("--units", type=int, default=500, metavar="N",
                    help="speech unit inventory (k-means clusters; GSLM uses 50-200, SIMS 500); the speech tokenizer "
                         "adds N + 2 tokens")

@@ -31,6 +31,7 @@ import numpy as np
 
 from scaling.errors import ConfigError
 from scaling.jsonl import iter_jsonl
+from scaling.textio import decode, read_text as read_checked
 from trainer.data.sources import KEY_RE, Source, json_row, stem, utterance_key
 from trainer.data.interleave import FRAME_S
 from trainer.data.tokenizer import N_UNITS
@@ -169,7 +170,7 @@ def read_alignments(path: str | Path) -> dict[str, dict]:
             raise ConfigError("no alignment files (*.json) in the folder", source=str(path))
         for f in files:
             try:
-                obj = json.loads(f.read_text(encoding="utf-8"))
+                obj = json.loads(read_checked(f))
             except json.JSONDecodeError as e:
                 raise ConfigError(f"not valid JSON ({e.msg})", source=str(f)) from None
             if not isinstance(obj, dict) or "aligned_text" not in obj:
@@ -219,7 +220,9 @@ class AlignmentIndex:
                 for i, line in enumerate(fh, 1):
                     if line.strip():
                         m = KEY_RE["file_name"].search(line)
-                        name = json.loads(m.group(1)) if m else _alignment_row(line, str(self.path), i).get("file_name")
+                        name = (json.loads(decode(m.group(1), self.path, where=f"line {i}", offset=pos,
+                                                   start=m.start(1), field="file_name"))
+                                if m else _alignment_row(line, str(self.path), i).get("file_name"))
                         if name is None:
                             raise ConfigError(f"line {i} has no 'file_name'", source=str(self.path), field="file_name")
                         hashes.append(key_hash(stem(name)))
@@ -246,7 +249,7 @@ class AlignmentIndex:
             if f is None:
                 return None
             try:
-                obj = json.loads(Path(f).read_text(encoding="utf-8"))
+                obj = json.loads(read_checked(f))
             except json.JSONDecodeError as e:
                 raise ConfigError(f"not valid JSON ({e.msg})", source=f) from None
             if not isinstance(obj, dict) or "aligned_text" not in obj:
@@ -271,7 +274,7 @@ class AlignmentIndex:
 
 def _alignment_row(line: bytes, src: str, where) -> dict:
     try:
-        row = json.loads(line)
+        row = json.loads(decode(line, src, where=f"line {where}"))
     except json.JSONDecodeError as e:
         raise ConfigError(f"line {where} is not valid JSON ({e.msg})", source=src) from None
     for k in ("file_name", "aligned_text"):

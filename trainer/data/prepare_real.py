@@ -391,6 +391,15 @@ def _identity(job: _Job, **settings) -> dict:
             "lam": job.lam, "chunk": job.chunk, "max_unaligned": job.max_unaligned, **settings}
 
 
+def _recorded_identity(path: Path):
+    """What a work folder's ``work.json`` says it was made from; None when it cannot be read (a torn or
+    foreign file: the folder is then rebuilt rather than trusted)."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
@@ -435,8 +444,8 @@ def prepare_real(out: str | Path, *, features, tokenizer: str | Path, text=None,
     work = out.with_name(f".{out.name}.prepare")
     ident = _identity(job, val_fraction=val_fraction, dedup=dedup)
     ident_path = work / "work.json"
-    if ident_path.is_file() and json.loads(ident_path.read_text(encoding="utf-8")) != ident:
-        log(f"{work}: made from other inputs or settings; starting afresh")
+    if ident_path.is_file() and _recorded_identity(ident_path) != ident:
+        log(f"{work}: made from other inputs or settings (or its work.json is unreadable); starting afresh")
         shutil.rmtree(work)
     elif ident_path.is_file() and not merge_only:
         n_done = len(list((work / "done").glob("*.json"))) if (work / "done").is_dir() else 0

@@ -19,10 +19,43 @@ from scaling.jsonl import iter_jsonl
 from trainer.data.mixture import mixture_report
 from trainer.data.shards import pack
 from trainer.data.streams import build_streams
-from trainer.data.tokenizer import (SpeechVocab, add_speech_tokens, check_round_trip, save_tokenizer,
+from trainer.data.tokenizer import (EOS, PAD, SpeechVocab, add_speech_tokens, check_round_trip, save_tokenizer,
                                     train_text_tokenizer)
 
 SPEECH_FIELDS = ("words", "starts", "ends", "units", "durations")
+#: Tokens of the text BPE besides its alphabet and merges.
+SPECIAL_TOKENS = (EOS, PAD)
+
+
+def min_vocab_size(text_alphabet: str, texts=None) -> int | None:
+    """The smallest text vocabulary the BPE can have: its initial alphabet plus the special tokens. The
+    BPE trainer never drops alphabet symbols, so a smaller ``vocab_size`` silently gives this size.
+    "bytes": 256 byte symbols + 2 = 258; "corpus": the distinct bytes of ``texts`` + 2 (None without them)."""
+    if text_alphabet == "bytes":
+        return 256 + len(SPECIAL_TOKENS)
+    if texts is None:
+        return None
+    seen: set = set()
+    for t in texts:
+        seen.update(t.encode("utf-8"))
+    return len(seen) + len(SPECIAL_TOKENS)
+
+
+def check_vocab_size(vocab_size: int, text_alphabet: str, texts=None, *, field: str = "--vocab-size",
+                     source: str | None = None) -> None:
+    """ConfigError unless ``vocab_size`` is at least :func:`min_vocab_size` (at least 1 + the special
+    tokens while the corpus alphabet is not known yet)."""
+    need = min_vocab_size(text_alphabet, texts)
+    if need is None:
+        if vocab_size <= len(SPECIAL_TOKENS):
+            raise ConfigError(f"is below the text tokenizer's minimum: {len(SPECIAL_TOKENS)} special tokens plus the "
+                              "corpus's characters", source=source, field=field, value=vocab_size)
+        return
+    if vocab_size < need:
+        why = ("the 256 byte symbols of --text-alphabet bytes" if text_alphabet == "bytes" else
+               f"the {need - len(SPECIAL_TOKENS)} distinct bytes of the training text (--text-alphabet corpus)")
+        raise ConfigError(f"is below the text tokenizer's minimum of {need}: {why} plus {len(SPECIAL_TOKENS)} "
+                          "special tokens", source=source, field=field, value=vocab_size)
 
 
 def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
@@ -121,6 +154,8 @@ def prepare_corpus(data_dir: str | Path, *, vocab_size: int = 512, seed: int = 0
             check_utterance(u, src)
             u["source"] = src
 
+    check_vocab_size(vocab_size, text_alphabet, text["train"],  # before the folder is touched
+                     source=None if text_alphabet == "bytes" else str(corpus / "text_train.jsonl"))
     (data_dir / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until data.json is written again
     tok = train_text_tokenizer(text["train"], vocab_size=vocab_size, alphabet=text_alphabet)
     if text_alphabet != "bytes":  # a byte-level alphabet encodes any text; a corpus alphabet may not

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from scaling.errors import ConfigError
+from scaling.textio import decode
 
 BATCH_ROWS = 1024
 KEY_RE = {k: re.compile(rb'"' + k.encode() + rb'"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)') for k in ("file_name", "id")}
@@ -78,15 +79,20 @@ class Source:
     # -- records ------------------------------------------------------------------------------
     def records(self) -> Iterator[tuple[str, str, object]]:
         """``(source, where, raw)`` for every record in order: ``raw`` is the bytes of a JSONL line, the
-        str of a TXT line, or a dict row; ``where`` ("line 3", "row 3") names it in errors."""
+        str of a TXT line, or a dict row; ``where`` ("line 3", "row 3") names it in errors. A TXT line that
+        is not UTF-8 is a ConfigError naming the file, the line and its byte offset (a JSONL line is decoded
+        by :func:`json_row`)."""
         form = self.form
         if form == "files":
             for f in self.files():
                 text = f.suffix.lower() == ".txt"
+                pos = 0
                 with open(f, "rb") as fh:
                     for i, line in enumerate(fh, 1):
                         if line.strip():
-                            yield str(f), f"line {i}", (line.decode("utf-8").rstrip("\r\n") if text else line)
+                            yield str(f), f"line {i}", (decode(line, f, where=f"line {i}", offset=pos).rstrip("\r\n")
+                                                        if text else line)
+                        pos += len(line)
         elif form == "parquet":
             for f in self.files():
                 for i, row in enumerate(_parquet_rows(f)):
@@ -104,10 +110,11 @@ class Source:
             for src, where, raw in self.records():
                 m = KEY_RE["file_name"].search(raw)
                 if m:
-                    yield stem(json.loads(m.group(1)))
+                    yield stem(json.loads(decode(m.group(1), src, where=where, start=m.start(1), field="file_name")))
                     continue
                 m = KEY_RE["id"].search(raw)
-                yield str(json.loads(m.group(1))) if m else utterance_key(json_row(raw, src, where))
+                yield (str(json.loads(decode(m.group(1), src, where=where, start=m.start(1), field="id"))) if m
+                       else utterance_key(json_row(raw, src, where)))
             return
         cols = self._columns()
         col = "file_name" if "file_name" in cols else "id" if "id" in cols else None
@@ -165,8 +172,10 @@ def _parquet_rows(path: Path, columns=None) -> Iterator[dict]:
 
 
 def json_row(raw: bytes, src: str, where: str) -> dict:
+    """A JSONL line's object; a line that is not UTF-8 or not a JSON object is a ConfigError naming the file
+    and the line."""
     try:
-        row = json.loads(raw)
+        row = json.loads(decode(raw, src, where=where) if isinstance(raw, bytes) else raw)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{where} is not valid JSON ({e.msg})", source=src) from None
     if not isinstance(row, dict):

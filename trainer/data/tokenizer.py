@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from scaling.datadir import N_UNITS, SPEECH_MARK, TEXT_MARK, UNIT_TOKENS, check_n_units, count_units, unit_tokens
+from scaling.datadir import (N_UNITS, SPEECH_MARK, TEXT_MARK, UNIT_TOKENS, check_n_units, check_tokenizer_files, count_units,
+                             unit_tokens)
 from scaling.errors import ConfigError
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
@@ -113,12 +114,14 @@ class SpeechVocab:
 
 
 def load_tokenizer(path: str | Path):
-    """A tokenizer folder (any HF tokenizer); a clear error when it is missing or unreadable."""
+    """A tokenizer folder (any HF tokenizer); a clear error when it is missing or unreadable: a damaged JSON
+    file of it is named (:func:`check_tokenizer_files`), any other failure names the folder."""
     from transformers import AutoTokenizer
 
     path = Path(path)
     if not path.is_dir():
         raise ConfigError("tokenizer folder not found", source=str(path))
+    check_tokenizer_files(path)
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except Exception as e:  # transformers raises many types for a folder that is not a tokenizer

@@ -49,9 +49,22 @@ def write_submissions(results, out_dir: str | Path, *, split: str = "dev") -> li
     return written
 
 
+def check_outputs(args) -> None:
+    """Every output option of `scaling eval` checked before the checkpoint is read (scaling.atomic)."""
+    from scaling import atomic
+
+    for flag, attr, kind in (("--json", "json", "file"), ("--per-item", "per_item", "dir"),
+                             ("--submission", "submission", "dir"), ("--genppl-out", "genppl_out", "dir")):
+        path = getattr(args, attr, None)
+        if path:
+            (atomic.check_out_file if kind == "file" else atomic.check_out_dir)(path, flag)
+
+
 def _cmd_eval(args) -> int:
     from scaling import atomic
     from scaling.errors import ConfigError
+
+    check_outputs(args)
     from trainer.eval.results import format_table, results_json
 
     names = [b.strip() for b in args.benchmarks.split(",") if b.strip()]

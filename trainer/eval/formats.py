@@ -26,12 +26,14 @@ Pairs always come from an explicit id or file name, never from the order of a di
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
 
 from scaling.errors import ConfigError
 from scaling.jsonl import iter_jsonl
+from scaling.textio import read_text
 from trainer.data.tokenizer import N_UNITS
 
 UNIT_FILES = ("units.jsonl", "features.jsonl", "tokens.jsonl")
@@ -178,10 +180,12 @@ def load_zerospeech(gold: str | Path, units: UnitIndex | str | Path, n_units: in
     if not gold.is_file():
         raise ConfigError("gold file not found", source=str(gold))
     index = units if isinstance(units, UnitIndex) else UnitIndex.load(units, n_units)
-    with open(gold, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+    try:
+        reader = csv.DictReader(io.StringIO(read_text(gold, what="gold file"), newline=""))
         rows = list(reader)
-        header = reader.fieldnames or []
+    except csv.Error as e:
+        raise ConfigError(f"line {reader.line_num}: not valid CSV ({e})", source=str(gold)) from None
+    header = reader.fieldnames or []
     if not rows:
         raise ConfigError("gold file is empty", source=str(gold))
     for col in header:
@@ -306,7 +310,7 @@ def _cross_modal_records(root: Path, files: list[Path]) -> list[dict]:
         for part, suf in zip(_SC_KEYS, ("_mutual", "_correct", "_incorrect")):
             t = root / f"{b}{suf}.txt"
             if t.is_file():
-                r[f"{part}_text"] = t.read_text(encoding="utf-8").strip()
+                r[f"{part}_text"] = read_text(t, what="text file").strip()
                 r[f"_{part}_source"] = str(t)
             joined = f"{b}_mutual+{part}"  # units extracted from the joined audio (see join_storycloze_audio)
             if part != "prompt":
@@ -368,7 +372,13 @@ def storycloze_records(root: str | Path) -> list[dict]:
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         r = {"id": d.name, **{k: f"{d.name}/{k}" for k in _SC_KEYS}}
         if (d / "text.json").is_file():
-            t = json.loads((d / "text.json").read_text(encoding="utf-8"))
+            try:
+                t = json.loads(read_text(d / "text.json"))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"not valid JSON ({e.msg} at line {e.lineno})", source=str(d / "text.json")) from None
+            if not isinstance(t, dict):
+                raise ConfigError("must hold a JSON object {\"prompt\", \"correct\", \"incorrect\"}",
+                                  source=str(d / "text.json"), value=type(t).__name__)
             r.update({f"{k}_text": t[k] for k in _SC_KEYS if k in t})
         recs.append(r)
     if not recs:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from scaling.datadir import BENCHMARKS, count_column
 from scaling.errors import ConfigError
-from trainer.eval.benchmarks import load_pairs
+from trainer.eval.benchmarks import load_pairs, pair_file
 from trainer.eval.results import MetricResult
 from trainer.eval.scoring import (CONVENTIONS, Encoded, check_scoring, encode_segments, encode_slamkit, sequence_nll,
                                   special_tokens)
@@ -40,7 +40,8 @@ class EvalSuite:
     """Encoded pairs of several benchmarks; ``run(model)`` is cheap to call repeatedly."""
 
     def __init__(self, benchmarks: dict[str, list[dict]], tokenizer, vocab, *, norm: str = "mean",
-                 span: str = "whole", batch_size: int = 32, convention: str = "ours"):
+                 span: str = "whole", batch_size: int = 32, convention: str = "ours",
+                 sources: dict[str, str] | None = None):
         check_scoring(norm, span)
         if convention == "slamkit" and span != "whole":
             raise ConfigError("SlamKit scores the whole sequence only; use --span whole with --convention slamkit",
@@ -53,8 +54,14 @@ class EvalSuite:
             for it in items:
                 where = f"{name}:{it['id']}"
                 ids.append(str(it["id"]))
-                pos.append(encode(it, "positive", where))
-                neg.append(encode(it, "negative", where))
+                for member, out in (("positive", pos), ("negative", neg)):
+                    try:
+                        out.append(encode(it, member, where))
+                    except ConfigError as e:  # name the file the item came from, and the member
+                        if not (sources and name in sources) or e.source:
+                            raise
+                        raise ConfigError(e.reason, source=sources[name], field=f"{member}.{e.field or 'segments'}",
+                                          value=e.value) from None
             meta = [{k: v for k, v in it.items() if k not in ("positive", "negative")} for it in items]
             self.benchmarks[name] = EncodedBenchmark(name, ids, pos, neg, meta)
 
@@ -68,8 +75,12 @@ class EvalSuite:
             if n in BENCHMARKS and BENCHMARKS[n].kind != "pairs":
                 raise ConfigError(f"{n!r} is a {BENCHMARKS[n].kind} metric, not a pair benchmark; `scaling eval` runs it",
                                   field="benchmarks", value=n)
+        sources = {}
+        for n in names:
+            f = pair_file(data_dir, n)
+            sources[n] = str(f) if f is not None else str(Path(data_dir) / n)
         return cls({n: load_pairs(data_dir, n, max_items, vocab.n_units) for n in names}, tokenizer, vocab,
-                   norm=norm, span=span, batch_size=batch_size, convention=convention)
+                   norm=norm, span=span, batch_size=batch_size, convention=convention, sources=sources)
 
     @property
     def names(self) -> list[str]:
@@ -107,3 +118,20 @@ class EvalSuite:
             out[k] = r.accuracy
             out[count_column(k)] = len(r.cluster_scores())  # independent units (ZeroSpeech: groups)
         return out
+
+
+def check_benchmarks(data_dir: str | Path, names, tokenizer, *, max_items: int | None = None, vocab=None,
+                     convention: str = "ours", **kw) -> EvalSuite:
+    """Read, check and encode every item of the benchmarks ``names`` that a run (or a sweep's runs) will
+    evaluate, before anything trains: a file that is missing or empty, a line that is not a JSON object, a
+    duplicate id, a segment without units or text, a unit outside the tokenizer's inventory, a generation
+    metric among pair benchmarks, an item the tokenizer cannot encode, are each a ConfigError naming the
+    file, the line or item, and the field. Returns the encoded :class:`EvalSuite` (what the run evaluates
+    with, so the check costs no second pass). ``vocab``: the tokenizer's SpeechVocab (derived when None)."""
+    from trainer.data.tokenizer import SpeechVocab
+
+    names = list(names)
+    if not names:
+        return EvalSuite({}, tokenizer, vocab, convention=convention)
+    vocab = vocab or SpeechVocab.of(tokenizer)
+    return EvalSuite.from_data(data_dir, names, tokenizer, vocab, max_items=max_items, convention=convention, **kw)

@@ -27,9 +27,11 @@ def add_genppl_args(p) -> None:
 
 
 def _cmd_generate(args) -> int:
+    from scaling import atomic
+
+    atomic.check_out_dir(args.out, "--out")  # before torch and the checkpoint are loaded
     import torch
 
-    from scaling import atomic
     from scaling.errors import ConfigError
     from trainer.data.tokenizer import SpeechVocab, load_tokenizer
     from trainer.generate.genppl import generate_all

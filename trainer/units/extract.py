@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling.errors import ConfigError
+from scaling.textio import decode, read_text
 from trainer.units.dedup import dedup
 from trainer.units.hubert import SAMPLE_RATE, HubertExtractor, load_audio
 from trainer.units.kmeans import KMeansQuantizer
@@ -45,7 +46,7 @@ def list_audio(src: str | Path) -> list[str]:
         if src.suffix.lower() in AUDIO_EXTS:
             return [str(src)]
         files = []
-        for i, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+        for i, line in enumerate(read_text(src, what="file list").splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
@@ -137,18 +138,19 @@ def _done_files(out: Path) -> set[str]:
         return set()
     data = out.read_bytes()
     keep = data.rfind(b"\n") + 1
-    if keep < len(data):
-        with open(out, "r+b") as fh:
-            fh.truncate(keep)
     done = set()
-    for i, line in enumerate(data[:keep].decode("utf-8").splitlines(), 1):
+    # every complete line is checked before the torn one is cut: a file that is not ours is left as it was
+    for i, line in enumerate(decode(data[:keep], out, field="--out").splitlines(), 1):
         if not line.strip():
             continue
         try:
             done.add(json.loads(line)["file_name"])
-        except (json.JSONDecodeError, KeyError):
+        except (json.JSONDecodeError, KeyError, TypeError):
             raise ConfigError(f"line {i} of the existing output is not a features line; move the file away",
-                              source=str(out)) from None
+                              source=str(out), field="--out") from None
+    if keep < len(data):
+        with open(out, "r+b") as fh:
+            fh.truncate(keep)
     return done
 
 
