@@ -192,7 +192,8 @@ def _check_benchmarks(sweep, specs) -> None:
 
     groups = {}
     for s in specs:
-        if s.benchmarks and s.data_dir and RunDir(sweep.runs_dir / s.run_id).status != "done":
+        done = sweep.runs_dir.is_dir() and RunDir(sweep.runs_dir / s.run_id).status == "done"
+        if s.benchmarks and s.data_dir and not done:
             groups.setdefault((s.data_dir, tuple(s.benchmarks), s.bench_items), s)
     if not groups:
         return
