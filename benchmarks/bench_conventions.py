@@ -1,7 +1,10 @@
 """Effect of the scoring convention: how many pair decisions flip between ``ours`` and ``slamkit`` on
-one model (a checkpoint folder, or a random toy-xs on a small synthetic data folder when none is given).
+one model (a checkpoint folder, or a random toy-xs on a small synthetic data folder when none is given),
+and how many scored-token counts differ (SlamKit's pad-id label drop, the unit tokeniser's BOS/EOS, the
+dedup across a speech -> speech join). ``--dtype bf16`` scores both in bfloat16 (SlamKit's precision).
 
     PYTHONPATH=$PWD python benchmarks/bench_conventions.py [--checkpoint CKPT --data DATA] [--items 80]
+        [--dtype fp32|bf16] [--slamkit-tokeniser unit|interleaved]
 """
 from __future__ import annotations
 
@@ -15,12 +18,16 @@ def main() -> None:
     ap.add_argument("--checkpoint")
     ap.add_argument("--data")
     ap.add_argument("--items", type=int, default=80)
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--slamkit-tokeniser", choices=["unit", "interleaved"], default=None,
+                    help="default: the checkpoint's, else interleaved")
     args = ap.parse_args()
     import numpy as np
     import torch
 
-    from scaling.datadir import PAIR_BENCHMARKS, DataDir
+    from scaling.datadir import BENCHMARKS, PAIR_BENCHMARKS, DataDir
     from trainer.data.tokenizer import SpeechVocab, load_tokenizer
+    from trainer.eval.scoring import slamkit_rules
     from trainer.eval.suite import EvalSuite
     from trainer.model import build_model, load_model
 
@@ -40,13 +47,20 @@ def main() -> None:
         tok = load_tokenizer(data / "tokenizer")
         model = build_model(DEMO["toy-xs"].with_vocab(DataDir.open(data, verify="none").speech_model_vocab), 0)
     vocab = SpeechVocab.of(tok)
+    rules = slamkit_rules(tok, tokeniser=args.slamkit_tokeniser, checkpoint=args.checkpoint)
     names = [n for n in PAIR_BENCHMARKS if n != "ssc_t2s"]  # as measured for the README
-    res = {c: EvalSuite.from_data(data, names, tok, vocab, max_items=args.items, convention=c).run_detailed(model, n_resamples=0)
+    if rules.tokeniser == "unit":  # a pure-speech model scores speech items only
+        names = [n for n in names if BENCHMARKS[n].modalities == ("speech", "speech")]
+    model = model.to(torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+    res = {c: EvalSuite.from_data(data, names, tok, vocab, max_items=args.items, convention=c, dtype=args.dtype,
+                                  slamkit=rules if c == "slamkit" else None).run_detailed(model, n_resamples=0)
            for c in ("ours", "slamkit")}
-    print(f"{'metric':<10} {'ours':>7} {'slamkit':>8} {'flipped':>8}")
+    print(f"dtype {args.dtype}; slamkit: {res['slamkit'][names[0]].settings}")
+    print(f"{'metric':<10} {'ours':>7} {'slamkit':>8} {'flipped':>8} {'scored tokens ours/slamkit':>27}")
     for n in names:
         a, b = res["ours"][n], res["slamkit"][n]
-        print(f"{n:<10} {a.accuracy:>7.4f} {b.accuracy:>8.4f} {int(np.sum(a.scores != b.scores)):>4}/{a.n_items}")
+        toks = f"{int(a.n_tokens_pos.sum() + a.n_tokens_neg.sum())}/{int(b.n_tokens_pos.sum() + b.n_tokens_neg.sum())}"
+        print(f"{n:<10} {a.accuracy:>7.4f} {b.accuracy:>8.4f} {int(np.sum(a.scores != b.scores)):>4}/{a.n_items} {toks:>27}")
 
 
 if __name__ == "__main__":

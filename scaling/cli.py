@@ -1,7 +1,7 @@
 """The `scaling` console command.
 
 Every package registers its own subcommands with one function, ``register(subparsers)``: the
-demo (scaling.demo), data / train / eval / generate / bench / memory (trainer.cli), plan / status /
+demo (scaling.demo), data / train / eval / generate / bench / memory / export (trainer.cli), plan / status /
 run / worker / tune (sweeps.cli), fit / figures / report / power (analysis.cli). Registering only defines
 arguments; heavy imports (torch, transformers, pandas, scipy) happen inside the command that
 needs them, so `--help`, plan, status, fit, figures and report start without torch.
@@ -34,7 +34,7 @@ PACKAGES = ("scaling.demo", "trainer.cli", "sweeps.cli", "analysis.cli")
 #: checks it against what each module registers.
 COMMANDS = {
     "demo": "scaling.demo",
-    **dict.fromkeys(("data", "train", "eval", "generate", "bench", "memory"), "trainer.cli"),
+    **dict.fromkeys(("data", "train", "eval", "generate", "bench", "memory", "export"), "trainer.cli"),
     **dict.fromkeys(("plan", "status", "run", "worker", "tune"), "sweeps.cli"),
     **dict.fromkeys(("fit", "figures", "report", "power"), "analysis.cli"),
 }

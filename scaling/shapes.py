@@ -108,8 +108,22 @@ DEMO: dict[str, ModelShape] = {
 KNOWN: dict[str, ModelShape] = {**PUBLISHED, **DEMO}
 
 
+#: ``model_type`` of a SlamKit ``UnitLM`` config.json (slp-rl/slamkit ``UnitLMConfig``): the text LM's config
+#: under ``base_config``, the rows of its embeddings (speech tokens included) in the top-level ``vocab_size``.
+#: Read and written by trainer.slamkit_ckpt.
+UNITLM_MODEL_TYPE = "speech_language_model"
+
+
 def shape_from_hf_config(config: dict, *, source: str | None = None) -> ModelShape:
-    """The shape of a Hugging Face Qwen2 / Llama ``config.json`` (a text LM to initialise from)."""
+    """The shape of a Hugging Face Qwen2 / Llama ``config.json`` (a text LM to initialise from). A SlamKit
+    UnitLM config's shape is its ``base_config``'s, with the UnitLM's ``vocab_size`` (the rows its weights hold;
+    ``base_config.vocab_size`` is the text LM's before SlamKit resized the embeddings)."""
+    if config.get("model_type") == UNITLM_MODEL_TYPE:
+        base = config.get("base_config")
+        if not isinstance(base, dict):
+            raise ConfigError("a SlamKit UnitLM config holds its text LM's config under 'base_config'; it is missing",
+                              source=source, field="base_config", value=base)
+        config = {**base, "vocab_size": config.get("vocab_size", base.get("vocab_size"))}
     family = {"qwen2": "qwen2", "llama": "llama"}.get(config.get("model_type", ""))
     if family is None:
         raise ConfigError("only qwen2 and llama checkpoints are supported", source=source, field="model_type",

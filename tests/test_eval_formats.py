@@ -36,6 +36,19 @@ def test_slamkit_units_and_audio_repr_agree():
         assert u == toks.get(name, item="x") and len(u) > 100
 
 
+def test_units_of_a_set_are_looked_up_by_set_and_path_first():
+    # one units file over a reference folder: the same relative names in two sets
+    idx = UnitIndex({"/ref/ssc/0_correct.wav": [1], "/ref/tsc/0_correct.wav": [2], "/ref/tsc/x/9.wav": [3]}, source="f")
+    assert idx.scoped("tsc").get("0_correct", item="i") == [2] and idx.scoped("ssc").get("0_correct.wav", item="i") == [1]
+    assert "0_correct" not in idx and "0_correct" in idx.scoped("ssc")
+    assert idx.scoped("ssc").get("9", item="i") == [3]  # not under the set: the existing rules
+    with pytest.raises(ConfigError, match=r"item i: audio file '0_correct' matches several entries of the units file; "
+                                          r"give this set a units file of its own"):
+        idx.get("0_correct", item="i")
+    with pytest.raises(ConfigError, match=r"\(nor does a/b/0_correct name one\)"):
+        idx.scoped("a/b").get("0_correct", item="i")
+
+
 def test_zerospeech_lexical_pairs_come_from_ids_not_order(tmp_path):
     # rows shuffled: a word and its non-word are far apart; two voices make two pairs per id
     units = {f"audio/{n}.wav": [i, i + 1] for i, n in enumerate(["w1a", "n1a", "w1b", "n1b", "w2a", "n2a"])}

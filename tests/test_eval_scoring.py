@@ -231,3 +231,37 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
     # binomial SE = sqrt(.7*.3/100) = 0.0458: a 95% interval ~ +-0.09
     assert 0.14 < hi - lo < 0.22
     assert bootstrap_ci(np.ones(10)) == (1.0, 1.0)
+
+
+def test_dropped_label_is_neither_scored_nor_counted():
+    """``Encoded.drop`` (SlamKit's pad-id rule): a label equal to it adds nothing to the sum or the count,
+    whole and continuation; it still conditions what follows (it is an input)."""
+    lp = Bigram(seed=2).logprob()
+    u = VOCAB.unit_offset
+    bang = 1  # a text id, as "!" is id 0 in Qwen's vocabulary
+    ids = [VOCAB.text, bang, 3, bang, bang, VOCAB.speech, u + 4, u + 9, bang]
+    seqs = [Encoded(ids, 5, drop=bang), Encoded(ids, 5), Encoded(ids[:3], 0, drop=bang)]
+    nll = sequence_nll(Bigram(seed=2), seqs, batch_size=2)
+    kept = [t for t in range(1, len(ids)) if ids[t] != bang]
+    assert nll.whole_n.tolist() == [len(kept), len(ids) - 1, 1]
+    assert nll.whole_sum[0] == pytest.approx(sum(-lp[ids[t - 1], ids[t]] for t in kept), rel=1e-6)
+    assert nll.whole_sum[1] == pytest.approx(ref_nll(lp, ids)[0], rel=1e-6)  # same ids, no drop: scored apart
+    assert nll.cont_n[0] == len([t for t in kept if t >= 5])
+    assert nll.cont_sum[0] == pytest.approx(sum(-lp[ids[t - 1], ids[t]] for t in kept if t >= 5), rel=1e-6)
+    assert nll.whole_sum[2] == pytest.approx(-lp[bang, 3], rel=1e-6)
+
+
+def test_bf16_value_rounds_like_slamkit_calc_nll():
+    """``dtype="bf16"``: the sum rounded to bfloat16, the mean = bf16 sum / count in bfloat16 (the count
+    itself rounded to bfloat16 first, as torch divides a bf16 tensor by an int64 one)."""
+    from trainer.eval.scoring import SequenceNLL
+
+    tot, cnt = np.array([300.3, 2.0, 17.77]), np.array([257, 3, 0])
+    s = SequenceNLL(tot, cnt, tot, cnt, bf16=True)
+    t = torch.tensor(tot).to(torch.bfloat16)
+    assert s.value("sum").tolist() == t.double().tolist()
+    assert s.value("mean").tolist() == (t / torch.tensor([257, 3, 1])).double().tolist()
+    assert s.value("mean")[0] == float(torch.tensor(300.0, dtype=torch.bfloat16) / 256)  # 300.3 -> 300, 257 -> 256
+    assert SequenceNLL(tot, cnt, tot, cnt).value("mean")[1] == pytest.approx(2 / 3, rel=1e-15)
+    with pytest.raises(ConfigError, match="unknown scoring dtype"):
+        sequence_nll(Bigram(), [Encoded([1, 2], 0)], dtype="fp16")

@@ -97,22 +97,26 @@ def test_join_storycloze_audio_concatenates_prompt_and_ending(tmp_path):
 
 def slamkit_string(segments, *, speech_only: bool) -> str:
     """SlamKit's text form of an item (InterleavingTokeniser.stringify_representation for a speech
-    batch, _stringify_interleaved for an interleaved one), transcribed from its source."""
-    if speech_only:
-        return "".join(f"<Un{u}>" for s in segments for u in s["units"])
-    out, prev = "", None
+    batch, _stringify_interleaved for an interleaved one), transcribed from its source. Consecutive speech
+    segments are one audio in SlamKit (a whole file, or prompt + ending joined): their units are
+    extracted, so deduplicated, together."""
+    from itertools import groupby
+
+    runs = []  # (modality, content) of each run of one modality
     for s in segments:
-        if s["modality"] == "speech":
-            out += ("<speech>" if prev != "s" else "") + "".join(f"<Un{u}>" for u in s["units"])
-            prev = "s"
+        if runs and runs[-1][0] == s["modality"]:
+            runs[-1] = (s["modality"], runs[-1][1] + (s["units"] if s["modality"] == "speech" else s["text"]))
         else:
-            out += ("<text>" if prev != "t" else "") + s["text"]
-            prev = "t"
-    return out
+            runs.append((s["modality"], list(s["units"]) if s["modality"] == "speech" else s["text"]))
+    unit_str = lambda units: "".join(f"<Un{u}>" for u, _ in groupby(units))
+    if speech_only:
+        return "".join(unit_str(c) for _, c in runs)
+    return "".join(("<speech>" + unit_str(c)) if m == "speech" else ("<text>" + c) for m, c in runs)
 
 
 SP = {"modality": "speech", "units": [3, 1, 4]}
 SP2 = {"modality": "speech", "units": [15, 9]}
+SP3 = {"modality": "speech", "units": [4, 4, 7]}  # starts with SP's last unit (and repeats it)
 TX = {"modality": "text", "text": "the cat sat"}
 TX2 = {"modality": "text", "text": " on the mat"}
 TX3 = {"modality": "text", "text": "and ran"}
@@ -130,6 +134,8 @@ def tok_vocab(prepared):
     ([SP], False),            # sWUGGY / sBLIMP / whole-story sSC: units only
     ([SP, SP2], False),       # speech -> speech with units given separately: still one speech run, no marker
     ([SP, SP2], True),        # cross-modal S -> S: SlamKit's interleaved path opens with <speech>
+    ([SP, SP3], True),        # S -> S joined: the repeated unit across the join collapses (SlamKit: one audio)
+    ([SP, SP3], False),
     ([SP, TX], True),         # S -> T
     ([TX, SP], True),         # T -> S
     ([TX, TX3], True),        # T -> T: text joined as written ("the cat satand ran")

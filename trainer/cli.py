@@ -1,4 +1,5 @@
-"""The trainer's subcommands of `scaling` (train; data and eval register from their packages).
+"""The trainer's subcommands of `scaling` (train, export, memory; data, eval, generate and bench register from
+their packages).
 Heavy imports stay inside the command functions."""
 from __future__ import annotations
 
@@ -80,6 +81,23 @@ def _cmd_memory(args) -> int:
     return 0 if plan.fits else 1
 
 
+def _cmd_export(args) -> int:
+    from scaling.atomic import check_out_dir
+
+    check_out_dir(args.out, "--out")  # before any work: a file or an unwritable place is refused now
+    formats = ("slamkit", "hf")  # trainer.slamkit_ckpt.FORMATS, checked here before torch is imported
+    if args.format not in formats:
+        raise ConfigError(f"unknown export format; known: {', '.join(formats)}", field="--format", value=args.format)
+    from trainer.model import quiet_transformers, resolve_source
+    from trainer.slamkit_ckpt import export
+
+    quiet_transformers()
+    src = resolve_source(args.checkpoint, field="checkpoint")  # a local folder, or a hub id in the local HF cache
+    out = export(src, args.out, args.format, base_model_name=args.base_model)
+    print(f"wrote {args.format} model folder {out}")
+    return 0
+
+
 def register(sub) -> None:
     from trainer import bench_cli
     from trainer.data import cli as data_cli
@@ -100,6 +118,18 @@ def register(sub) -> None:
     eval_cli.register(sub)
     gen_cli.register(sub)
     bench_cli.register(sub)
+
+    x = sub.add_parser("export", help="write a checkpoint as a SlamKit UnitLM folder or a plain Hugging Face folder")
+    x.add_argument("checkpoint", help="a model folder (ours, any HF causal LM, or a SlamKit UnitLM), or a hub id in the "
+                                      "local HF cache")
+    x.add_argument("--format", required=True, metavar="slamkit|hf",
+                   help="slamkit: laid out as SlamKit's UnitLM.save_pretrained (config.json with base_config, 'lm.' "
+                        "tensors); hf: a plain save_pretrained folder (a SlamKit UnitLM unwrapped)")
+    x.add_argument("--out", required=True, help="output folder (replaced when it exists)")
+    x.add_argument("--base-model", default=None,
+                   help="slamkit: base_model_name to record (SlamKit loads its config class from it; default: the "
+                        "UnitLM's own, else the run's init, else Qwen/Qwen2.5-0.5B or meta-llama/Llama-3.2-1B by family)")
+    x.set_defaults(func=_cmd_export)
 
     m = sub.add_parser("memory", help="estimate per-GPU memory of a training plan before launching it")
     m.add_argument("--model", required=True, help="a published shape, e.g. qwen2.5-7b")

@@ -11,6 +11,10 @@ Big models without big hosts (``build_meta`` + ``full_state_dict``): every rank 
 on the meta device (no memory), it is sharded, and only rank 0 reads the text LM's safetensors
 (file by file) and grows its embedding rows; ``trainer.parallel.load_full_state`` then
 broadcasts the tensors into the sharded parameters, one at a time.
+
+A SlamKit ``UnitLM`` folder (trainer.slamkit_ckpt) is accepted wherever a checkpoint is (``load_model``,
+``load_config``, ``full_state_dict``, so ``scaling eval``, ``scaling generate`` and ``init:``): it is read as the
+plain causal LM it wraps, with the speech rows.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import torch
 
 from scaling.errors import ConfigError
 from scaling.shapes import ModelShape
+from trainer import slamkit_ckpt
 
 PRECISIONS = ("amp-bf16", "bf16")
 
@@ -170,18 +175,25 @@ def resolve_source(source: str | Path, *, field: str = "init") -> Path:
 
 
 def load_model(path: str | Path, *, attn: str | None = None, dtype=torch.float32):
-    """A text LM from a local folder or a cached hub id (fp32 master weights by default)."""
+    """A text LM from a local folder or a cached hub id (fp32 master weights by default); a SlamKit UnitLM
+    folder gives the causal LM it wraps."""
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
     src = resolve_source(path)
+    if slamkit_ckpt.is_unitlm(src):
+        return no_cache(slamkit_ckpt.load_lm(src, attn=resolve_attention(attn), dtype=dtype))
     return no_cache(AutoModelForCausalLM.from_pretrained(str(src), attn_implementation=resolve_attention(attn), dtype=dtype))
 
 
 def load_config(path: str | Path):
+    """The transformers config of a model folder or cached hub id (of the wrapped LM for a SlamKit UnitLM)."""
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(str(resolve_source(path)))
+    src = resolve_source(path)
+    if slamkit_ckpt.is_unitlm(src):
+        return slamkit_ckpt.lm_config(src)
+    return AutoConfig.from_pretrained(str(src))
 
 
 def grown_rows(weight: torch.Tensor, new_rows: int, real_rows: int, init: str, *, seed: int, std: float) -> torch.Tensor:
@@ -228,27 +240,35 @@ def extend_vocab(model, new_rows: int, real_rows: int, init: str = "mean", *, se
 
 def full_state_dict(source: str | Path, *, new_rows: int, real_rows: int, init: str, seed: int, dtype=torch.float32) -> dict:
     """The text LM's weights read from its safetensors files (one file at a time), with the
-    embedding rows grown exactly as ``extend_vocab`` grows them. Rank 0 calls this; nothing is
-    built, so host memory is one copy of the weights."""
+    embedding rows grown exactly as ``extend_vocab`` grows them when their number differs from
+    ``new_rows`` (as ``init_model`` does). Rank 0 calls this; nothing is built, so host memory is one
+    copy of the weights. A SlamKit UnitLM folder gives the tensors of the LM it wraps."""
     from safetensors import safe_open
 
     src = resolve_source(source)
     cfg = load_config(src)
-    files = sorted(src.glob("*.safetensors"))
-    if not files:
-        raise ConfigError("no *.safetensors weights in the model folder", source=str(src))
-    sd = {}
-    for f in files:
-        with safe_open(str(f), framework="pt") as fh:
-            for k in fh.keys():
-                sd[k] = fh.get_tensor(k).to(dtype)
+    if slamkit_ckpt.is_unitlm(src):  # the wrapped LM's tensors, 'lm.' stripped
+        sd = slamkit_ckpt.lm_state_dict(src, dtype=dtype)
+    else:
+        files = sorted(src.glob("*.safetensors"))
+        if not files:
+            raise ConfigError("no *.safetensors weights in the model folder", source=str(src))
+        sd = {}
+        for f in files:
+            with safe_open(str(f), framework="pt") as fh:
+                for k in fh.keys():
+                    sd[k] = fh.get_tensor(k).to(dtype)
     std = cfg.initializer_range
     emb_key, head_key = "model.embed_tokens.weight", "lm_head.weight"
-    sd[emb_key] = grown_rows(sd[emb_key], new_rows, real_rows, init, seed=seed, std=std)
+    # as init_model: the rows grow only when their number changes (a speech LM with the speech rows already,
+    # such as a SlamKit UnitLM, keeps every row it learnt)
+    grow = sd[emb_key].shape[0] != new_rows
+    if grow:
+        sd[emb_key] = grown_rows(sd[emb_key], new_rows, real_rows, init, seed=seed, std=std)
     if cfg.tie_word_embeddings:
         sd.pop(head_key, None)
         sd[head_key] = sd[emb_key]
-    else:
+    elif grow:
         sd[head_key] = grown_rows(sd[head_key], new_rows, real_rows, init, seed=seed + 1, std=std)
     return sd
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from scaling.datadir import BENCHMARK_NAMES, BENCHMARKS, MANIFEST, N_UNITS, DataDir
 from scaling.errors import ConfigError
 from scaling.jsonl import iter_jsonl
-from trainer.eval.formats import RESERVED, check_segments, find_units, load_storycloze, load_zerospeech, split_cross_modal
+from trainer.eval.formats import (RESERVED, check_segments, is_cross_modal, load_storycloze, load_zerospeech_folder,
+                                  split_cross_modal)
 
 # The published default is mean NLL over the whole sequence for every benchmark.
 DEFAULT_SCORING = {"norm": "mean", "span": "whole"}
@@ -60,9 +61,11 @@ def load_pairs(data_dir: str | Path, name: str, max_items: int | None = None, n_
     """The pairs of benchmark ``name`` under ``data_dir``, whichever layout holds it, first found:
 
     1. the registry's pair file (``benchmarks/<name>.jsonl`` of a data folder, or ``<name>.jsonl``);
-    2. ``<data>/<name>/gold.csv`` + a units file beside it (ZeroSpeech sWUGGY / sBLIMP);
-    3. ``<data>/<base>/`` a StoryCloze folder (any layout of ``trainer.eval.formats``) + units file, where
-       ``name`` = ``<base>[_s2s|_s2t|_t2s|_t2t]`` picks the prompt -> ending modalities (default S->S).
+    2. ``<data>/<name>/gold.csv`` + a units file beside it (ZeroSpeech sWUGGY / sBLIMP, official or in
+       SlamKit's layout: ``trainer.eval.formats.load_zerospeech_folder``);
+    3. ``<data>/<base>/`` a StoryCloze folder or a SlamKit sWUGGY / sBLIMP folder without gold.csv (any
+       layout of ``trainer.eval.formats``) + units file, where ``name`` = ``<base>[_s2s|_s2t|_t2s|_t2t]``
+       picks the prompt -> ending modalities (default S->S; :func:`storycloze_modalities`).
 
     ``n_units``: the speech vocabulary's inventory (``SpeechVocab.n_units``); units outside it are refused
     with the file, line and field (units files are checked against 500 when it is not given).
@@ -73,7 +76,7 @@ def load_pairs(data_dir: str | Path, name: str, max_items: int | None = None, n_
         return load_benchmark(f, max_items, n_units)
     for root in (data, data / "benchmarks"):
         if (root / name / "gold.csv").is_file():
-            pairs = load_zerospeech(root / name / "gold.csv", find_units(root / name, n_units or N_UNITS))
+            pairs = load_zerospeech_folder(root / name, n_units or N_UNITS)
             return pairs[:max_items] if max_items else pairs
     base, prompt, ending = split_cross_modal(name)
     for root in (data, data / "benchmarks"):
@@ -83,3 +86,31 @@ def load_pairs(data_dir: str | Path, name: str, max_items: int | None = None, n_
     hint = f" (the registry's: {list(BENCHMARK_NAMES)})" if name not in BENCHMARKS else ""
     raise ConfigError(f"benchmark {name!r} not found{hint}: looked for benchmarks/{name}.jsonl, {name}.jsonl, "
                       f"{name}/gold.csv and the StoryCloze folder {base}/", source=str(data))
+
+
+def storycloze_modalities(data_dir: str | Path, name: str, convention: str = "ours") -> dict | None:
+    """How the StoryCloze folder benchmark ``name`` is read: ``{"set", "prompt", "ending", "cross_modal",
+    "chosen_by"}`` (``set``: the name to load it by); None when ``name`` is a pair file, a ZeroSpeech
+    folder or not found. A name without a ``_s2t``-style suffix is speech -> speech, except a SlamKit
+    cross-modal set under ``convention="slamkit"``: text -> text, SlamKit's default (``cm_ms_tsc``)."""
+    data = Path(data_dir)
+    roots = (data, data / "benchmarks")
+    if pair_file(data, name) is not None or any((r / name / "gold.csv").is_file() for r in roots):
+        return None
+    base, prompt, ending = split_cross_modal(name)
+    folder = next((r / base for r in roots if (r / base).is_dir()), None)
+    if folder is None:
+        return None
+    cross = is_cross_modal(folder)
+    if base != name:
+        chosen = "the name's suffix"
+    elif cross and convention == "slamkit":
+        prompt, ending = "text", "text"
+        chosen = "default of --convention slamkit (text -> text, SlamKit's default for its cross-modal sets)"
+    elif cross:
+        chosen = (f"default (ours; SlamKit's cross-modal sets default to text -> text: name the set {base}_t2t, "
+                  "or use --convention slamkit)")
+    else:
+        chosen = "default"
+    load = name if base != name or (prompt, ending) == ("speech", "speech") else f"{base}_t2t"
+    return {"set": load, "prompt": prompt, "ending": ending, "cross_modal": cross, "chosen_by": chosen}

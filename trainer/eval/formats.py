@@ -2,12 +2,15 @@
 
 Every loader returns the in-memory pair list the synthetic benchmarks use:
 ``[{"id", "positive": [segment, ...], "negative": [segment, ...], ...extra keys}]``.
-Pairs always come from an explicit id or file name, never from the order of a directory listing.
+Pairs come from an explicit id, a file name, or (SlamKit's positional sets) the sorted integer index
+of a file name, never from the order of a directory listing.
 
 - Units file (``units.jsonl``, SlamKit's ``features.jsonl`` / ``tokens.jsonl``): one line per audio
-  file, ``{"file_name": ..., "units": [...]}`` or ``{"file_name": ..., "audio_repr": "<Un3><Un49>..."}``.
-  A file is found by its path without extension, or by a unique trailing part of it (``a/b.wav`` ~ ``b``);
-  the index of every trailing part is built once, so a lookup is a dict access.
+  file, ``{"file_name": ..., "units": [...]}`` or ``{"file_name": ..., "audio_repr": "<Un3><Un49>..."}``,
+  in the set's folder or, shared by several sets (extracted over a whole reference folder), beside it.
+  A file of set ``<set>`` is found by ``<set>/<path in the set>`` first (a trailing part of the
+  listed path), then by its path without extension, or by a unique trailing part of it (``a/b.wav`` ~
+  ``b``); the index of every trailing part is built once, so a lookup is a dict access.
 - ZeroSpeech 2021 sWUGGY (lexical) / sBLIMP (syntactic): ``gold.csv``. Lexical: every word row is paired
   with each non-word row of the same (id, voice), as the official scorer's merge does; the pairs of an id
   form one group. Syntactic (``type`` column present): the k-th ``correct == 1`` row is paired with the
@@ -18,17 +21,28 @@ Pairs always come from an explicit id or file name, never from the order of a di
      ``prompt_text``, ``correct_text``, ``incorrect_text``;
   2. SlamKit's cross-modal sets: ``<base>_mutual``, ``<base>_correct``, ``<base>_incorrect`` as ``.wav``
      (units in the units file) and ``.txt`` files, flat or in speaker sub-folders;
-  3. SlamKit's whole-story sets: ``<i>_correct.wav`` / ``<i>_incorrect.wav`` (any suffix after the
-     index; the ``correct`` / ``incorrect`` word decides which is which), flat or in speaker sub-folders;
+  3. SlamKit's whole-file sets (``slamkit/metric/modelling_metric.py``: StoryCloze, sWUGGY, sBLIMP),
+     audio files ``<i>_<anything>`` (``<i>+<anything>`` for sBLIMP), flat or in sub-folders
+     (speakers, sub-sets). When every name says ``correct`` or ``incorrect`` after its index
+     (``12_correct.wav``), the two files of index ``i`` are paired by that word; otherwise the files of
+     each folder are paired as SlamKit pairs them: sorted by integer index, (2k, 2k+1) = (positive,
+     negative) (``0_story.wav``, ``1_story.wav``). SlamKit pairs the named files by position too, the
+     directory listing breaking the tie between ``<i>_correct`` and ``<i>_incorrect``: a folder whose
+     listing would make SlamKit take an ``_incorrect`` file as a positive gets a
+     :class:`PairingOrderWarning`. With a ZeroSpeech ``gold.csv`` in the folder, sWUGGY / sBLIMP pairs
+     carry the official aggregation's groups (:func:`load_slamkit_zerospeech`);
   4. one folder per item ``<root>/<id>/`` with units ``<id>/prompt``, ``<id>/correct``, ``<id>/incorrect``
      and optionally ``<root>/<id>/text.json`` (``{"prompt", "correct", "incorrect"}``).
 """
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
+import os
 import re
+import warnings
 from pathlib import Path
 
 from scaling.errors import ConfigError
@@ -97,6 +111,7 @@ class UnitIndex:
 
     def __init__(self, units: dict[str, list[int]], source: str = "units"):
         self.source = source
+        self.scope: tuple[str, ...] = ()  # a set's folder name: "<set>/<ref>" is looked up first
         self._full: dict[tuple[str, ...], list[int]] = {}
         self._tail: dict[tuple[str, ...], object] = {}
         for name, u in units.items():
@@ -135,20 +150,40 @@ class UnitIndex:
             units[str(name)] = u
         return cls(units, source=str(path))
 
-    def __contains__(self, ref: str) -> bool:
+    def scoped(self, name: str) -> "UnitIndex":
+        """The same index (shared, not copied) looking a file ``ref`` up as ``<name>/<ref>`` first: a
+        units file extracted over a whole reference folder serves every set in it, whose files are
+        named alike (``ssc/0_correct.wav``, ``tsc/0_correct.wav``)."""
+        view = copy.copy(self)
+        view.scope = _key(name)
+        return view
+
+    def _find(self, k: tuple[str, ...]):
+        if k in self._full:
+            return self._full[k]
+        return self._tail.get(k) if k else None
+
+    def _lookup(self, ref: str):
         k = _key(ref)
-        return k in self._full or self._tail.get(k, _AMBIGUOUS) is not _AMBIGUOUS
+        if self.scope and k:
+            hit = self._find(self.scope + k)
+            if hit is not None and hit is not _AMBIGUOUS:
+                return hit
+        return self._find(k)
+
+    def __contains__(self, ref: str) -> bool:
+        hit = self._lookup(ref)
+        return hit is not None and hit is not _AMBIGUOUS
 
     def get(self, ref: str, *, item: str) -> list[int]:
         """Units of the audio ``ref``; a ConfigError naming ``item`` when none or several match."""
-        k = _key(ref)
-        if k in self._full:
-            return self._full[k]
-        hit = self._tail.get(k) if k else None
+        hit = self._lookup(ref)
         if hit is None:
             raise ConfigError(f"item {item}: no units for audio file {ref!r}", source=self.source, field="file_name", value=ref)
         if hit is _AMBIGUOUS:
-            raise ConfigError(f"item {item}: audio file {ref!r} matches several entries; name it by its path",
+            scoped = f" (nor does {'/'.join(self.scope)}/{ref} name one)" if self.scope else ""
+            raise ConfigError(f"item {item}: audio file {ref!r} matches several entries of the units file{scoped}; "
+                              "give this set a units file of its own (`scaling data extract` over the set's folder)",
                               source=self.source, field="file_name", value=ref)
         return hit
 
@@ -161,10 +196,16 @@ def _parse_repr(s: str, where: str, source: str) -> list[int]:
 
 
 def find_units(folder: Path, n_units: int = N_UNITS) -> UnitIndex:
-    for name in UNIT_FILES:
-        if (folder / name).is_file():
-            return UnitIndex.load(folder / name, n_units)
-    raise ConfigError(f"no units file ({', '.join(UNIT_FILES)}); extract units first", source=str(folder))
+    """The units file of the set ``folder``: its own, else one beside it shared by several sets
+    (SlamKit extracts one ``features.jsonl`` over a whole reference folder); files are looked up as
+    ``<set>/<path in the set>`` first (:meth:`UnitIndex.scoped`)."""
+    folder = Path(folder)
+    for d in (folder, folder.parent):
+        for name in UNIT_FILES:
+            if (d / name).is_file():
+                return UnitIndex.load(d / name, n_units).scoped(folder.name)
+    raise ConfigError(f"no units file ({', '.join(UNIT_FILES)}) in the folder or beside it; extract units first",
+                      source=str(folder))
 
 
 def _speech(units: list[int]) -> dict:
@@ -177,9 +218,17 @@ def load_zerospeech(gold: str | Path, units: UnitIndex | str | Path, n_units: in
     ``files`` (word, non-word file names), ``task`` ("lexical" / "syntactic"), ``group`` (the official
     aggregation unit) and the gold columns of the correct row."""
     gold = Path(gold)
+    rows, header = _read_gold(gold)
+    index = units if isinstance(units, UnitIndex) else UnitIndex.load(units, n_units)
+    if "type" in header:
+        return _syntactic_pairs(rows, index, str(gold))
+    return _lexical_pairs(rows, index, str(gold))
+
+
+def _read_gold(gold: Path) -> tuple[list[dict], list[str]]:
+    """The rows of a gold.csv (each with its ``_line``) and its header, checked."""
     if not gold.is_file():
         raise ConfigError("gold file not found", source=str(gold))
-    index = units if isinstance(units, UnitIndex) else UnitIndex.load(units, n_units)
     try:
         reader = csv.DictReader(io.StringIO(read_text(gold, what="gold file"), newline=""))
         rows = list(reader)
@@ -199,9 +248,7 @@ def load_zerospeech(gold: str | Path, units: UnitIndex | str | Path, n_units: in
         if r["correct"] not in ("0", "1"):
             raise ConfigError(f"line {line}: 'correct' must be 0 or 1", source=str(gold), field="correct", value=r["correct"])
         r["_line"] = line
-    if "type" in header:
-        return _syntactic_pairs(rows, index, str(gold))
-    return _lexical_pairs(rows, index, str(gold))
+    return rows, header
 
 
 def _extra(row: dict) -> dict:
@@ -257,9 +304,81 @@ def _syntactic_pairs(rows: list[dict], index: UnitIndex, source: str) -> list[di
     return pairs
 
 
+def load_zerospeech_folder(folder: str | Path, n_units: int = N_UNITS) -> list[dict]:
+    """``<folder>/gold.csv`` with the folder's units: SlamKit's layout (:func:`load_slamkit_zerospeech`)
+    when the folder holds SlamKit's indexed files, else the official one (:func:`load_zerospeech`)."""
+    folder = Path(folder)
+    if has_slamkit_files(folder):
+        return load_slamkit_zerospeech(folder, folder / "gold.csv", n_units=n_units)
+    return load_zerospeech(folder / "gold.csv", find_units(folder, n_units))
+
+
+def load_slamkit_zerospeech(root: str | Path, gold: str | Path, units: UnitIndex | str | Path | None = None,
+                            n_units: int = N_UNITS) -> list[dict]:
+    """SlamKit's sWUGGY / sBLIMP folder (``[<sub>/]<i>_<name>.wav``, ``[<sub>/]<i>+<name>.wav``) paired as
+    SlamKit pairs it (:func:`storycloze_records`), joined to a ZeroSpeech gold.csv: the file
+    ``<i>_<name>`` is the gold row whose ``filename`` is ``<name>``. Each pair carries ``files`` (the gold
+    file names), ``task``, ``group`` and the gold columns of its correct row as :func:`load_zerospeech`
+    gives them, so the official aggregation applies to SlamKit's pairs (and SlamKit's plain mean over
+    pairs stands beside it). A pair whose lower-index file gold.csv marks incorrect is turned round here
+    (SlamKit scores it the other way round: a :class:`PairingOrderWarning` counts them)."""
+    root, gold = Path(root), Path(gold)
+    rows, header = _read_gold(gold)
+    task = "syntactic" if "type" in header else "lexical"
+    by_name: dict[tuple[str, ...], dict] = {}
+    for r in rows:
+        k = _key(r["filename"])
+        if k in by_name:
+            raise ConfigError(f"line {r['_line']}: file already listed on line {by_name[k]['_line']}", source=str(gold),
+                              field="filename", value=r["filename"])
+        by_name[k] = r
+    files = _files(root) if root.is_dir() else []
+    if not _indexed(files):
+        raise ConfigError("no SlamKit files (<i>_<name>.wav, <i>+<name>.wav) in the folder or its sub-folders",
+                          source=str(root))
+    recs = _whole_file_records(root, files)
+    index = units if isinstance(units, UnitIndex) else (UnitIndex.load(units, n_units).scoped(root.name) if units
+                                                        else find_units(root, n_units))
+
+    def row(ref: str, item: str) -> dict:
+        m = _INDEXED.match(Path(ref).name)
+        r = by_name.get(_key(m.group(3)))
+        if r is None:
+            raise ConfigError(f"item {item}: no row has filename {m.group(3)!r}, the name of {ref} after its index (a "
+                              f"SlamKit file <i>{m.group(2)}<filename> is the gold row of <filename>)", source=str(gold),
+                              field="filename", value=m.group(3))
+        return r
+
+    pairs, swapped = [], 0
+    for rec in recs:
+        item, a, b = rec["id"], rec["correct"], rec["incorrect"]
+        ra, rb = row(a, item), row(b, item)
+        if (ra["correct"], rb["correct"]) == ("0", "1"):
+            a, b, ra, rb = b, a, rb, ra
+            swapped += 1
+        if (ra["correct"], rb["correct"]) != ("1", "0"):
+            raise ConfigError(f"item {item}: SlamKit pairs {a} with {b}, but lines {ra['_line']} and {rb['_line']} both "
+                              f"say correct={ra['correct']}", source=str(gold), field="correct", value=rb["correct"])
+        if (ra["id"], ra.get("voice")) != (rb["id"], rb.get("voice")):
+            raise ConfigError(f"item {item}: SlamKit pairs {a} with {b}, but lines {ra['_line']} and {rb['_line']} differ "
+                              "in id or voice", source=str(gold), field="id", value=rb["id"])
+        pairs.append({
+            **_extra(ra), "id": item,
+            "positive": [_speech(index.get(a, item=item))], "negative": [_speech(index.get(b, item=item))],
+            "files": [ra["filename"], rb["filename"]], "task": task,
+            "group": ra["id"] if task == "lexical" else f"{ra.get('type', '')}/{ra.get('subtype', '')}/{ra['id']}",
+        })
+    if swapped:
+        warnings.warn(f"{root}: gold.csv marks the lower-index file of {swapped} of {len(recs)} SlamKit pairs as the "
+                      "incorrect one; SlamKit scores those pairs the other way round, so a SlamKit score on this folder "
+                      "rests on swapped pairs. Here they are turned round by gold.csv.", PairingOrderWarning, stacklevel=2)
+    return pairs
+
+
 # -- StoryCloze ---------------------------------------------------------------------------------------
 _SC_KEYS = ("prompt", "correct", "incorrect")
-_WHOLE = re.compile(r"^(\d+)_(.*)$")
+#: SlamKit's whole-file names: an integer index, its separator ("_"; "+" in sBLIMP sets) and the rest
+_INDEXED = re.compile(r"^(\d+)([_+])(.*)$")
 
 
 def _storycloze_pair(rec: dict, index: UnitIndex | None, prompt: str, ending: str, source: str) -> dict:
@@ -301,6 +420,17 @@ def _rel(root: Path, p: Path) -> str:
     return p.relative_to(root).with_suffix("").as_posix()
 
 
+def _is_cross_modal(root: Path, files: list[Path]) -> bool:
+    return any(_rel(root, p).endswith("_mutual") for p in files)
+
+
+def is_cross_modal(root: str | Path) -> bool:
+    """Whether ``root`` is a SlamKit cross-modal StoryCloze set (``<base>_mutual`` files), whose prompt and
+    ending can each be speech or text (SlamKit's default: text -> text; ours: speech -> speech)."""
+    root = Path(root)
+    return root.is_dir() and not (root / "manifest.jsonl").is_file() and _is_cross_modal(root, _files(root))
+
+
 def _cross_modal_records(root: Path, files: list[Path]) -> list[dict]:
     """SlamKit's cross-modal sets: ``<base>_mutual|_correct|_incorrect`` (.wav units + .txt text)."""
     bases = sorted({_rel(root, p)[: -len("_correct")] for p in files if _rel(root, p).endswith("_correct")})
@@ -319,21 +449,64 @@ def _cross_modal_records(root: Path, files: list[Path]) -> list[dict]:
     return recs
 
 
-def _whole_story_records(root: Path, files: list[Path]) -> list[dict]:
-    """SlamKit's whole-story sets: ``[<speaker>/]<i>_correct.wav`` and ``<i>_incorrect.wav``."""
-    stories: dict[str, dict] = {}
+class PairingOrderWarning(UserWarning):
+    """A SlamKit folder on which SlamKit's own positional pairing would swap pairs (see
+    :func:`slamkit_order`); pairs read here are not affected."""
+
+
+def _listing(folder: Path) -> list[str]:
+    """The entries of ``folder`` in the order the file system lists them (``os.listdir``, the order
+    SlamKit's ``Path.iterdir`` and ``Path.glob`` see). Only the pairing-order check reads it."""
+    return os.listdir(folder)
+
+
+def _kind(rest: str) -> str | None:
+    """"correct" / "incorrect" when the name after the index says which, else None."""
+    words = set(re.split(r"[_\-.+]", rest.lower()))
+    return "incorrect" if "incorrect" in words else ("correct" if "correct" in words else None)
+
+
+def _indexed(files: list[Path]) -> list[tuple[Path, int, str, str, str]]:
+    """(file, index, index as written, separator, rest) of the audio files named ``<i>_<rest>`` or
+    ``<i>+<rest>``."""
+    out = []
     for p in files:
-        if p.suffix.lower() == ".txt":
-            continue
-        m = _WHOLE.match(p.stem)
-        if not m:
-            continue
-        words = set(re.split(r"[_\-.+]", m.group(2).lower()))
-        kind = "incorrect" if "incorrect" in words else ("correct" if "correct" in words else None)
-        if kind is None:
-            raise ConfigError("a whole-story file must say 'correct' or 'incorrect' after its index "
-                              "(e.g. 12_correct.wav)", source=str(p), field="file_name", value=p.name)
-        sid = (p.parent.relative_to(root) / m.group(1)).as_posix()
+        m = _INDEXED.match(p.stem) if p.suffix.lower() != ".txt" else None
+        if m:
+            out.append((p, int(m.group(1)), m.group(1), m.group(2), m.group(3)))
+    return out
+
+
+def has_slamkit_files(root: str | Path) -> bool:
+    """Whether ``root`` (or a sub-folder of it) holds SlamKit whole-file names (``<i>_*``, ``<i>+*``)."""
+    root = Path(root)
+    return root.is_dir() and bool(_indexed(_files(root)))
+
+
+def _whole_file_records(root: Path, files: list[Path]) -> list[dict]:
+    """SlamKit's whole-file sets (StoryCloze, sWUGGY, sBLIMP) as records ``{"id", "whole", "correct",
+    "incorrect"}`` (references relative to ``root``), paired by name or by position (module docstring, 3)."""
+    idx = _indexed(files)
+    seps = {f[3] for f in idx}
+    if len(seps) > 1:
+        a = next(f[0] for f in idx if f[3] == "_")
+        b = next(f[0] for f in idx if f[3] == "+")
+        raise ConfigError(f"mixes '<i>_' names ({_rel(root, a)}) with '<i>+' names ({_rel(root, b)}); a SlamKit set "
+                          "uses one separator after the index ('+' in sBLIMP, '_' elsewhere)", source=str(root),
+                          field="file_name", value=b.name)
+    if seps == {"_"} and all(_kind(f[4]) for f in idx):
+        recs = _named_records(root, idx)
+        warn_slamkit_order(root)
+        return recs
+    return _positional_records(root, idx)
+
+
+def _named_records(root: Path, idx) -> list[dict]:
+    """``[<speaker>/]<i>_correct`` and ``<i>_incorrect``: the two files of index ``i`` by their word."""
+    stories: dict[str, dict] = {}
+    for p, _, digits, _, rest in idx:
+        kind = _kind(rest)
+        sid = (p.parent.relative_to(root) / digits).as_posix()
         rec = stories.setdefault(sid, {"id": sid, "whole": True})
         if kind in rec:
             raise ConfigError(f"story {sid} has two {kind} files", source=str(p), field="file_name", value=p.name)
@@ -343,6 +516,73 @@ def _whole_story_records(root: Path, files: list[Path]) -> list[dict]:
             if kind not in rec:
                 raise ConfigError(f"story {sid} has no {kind} file", source=str(root), field="file_name", value=sid)
     return sorted(stories.values(), key=lambda r: (str(Path(r["id"]).parent), int(Path(r["id"]).name)))
+
+
+def _positional_records(root: Path, idx) -> list[dict]:
+    """SlamKit's pairing (``ModellingMetricDataset``): the files of each folder sorted by integer index,
+    (2k, 2k+1) = (positive, negative); the item id is the positive's ``[<folder>/]<i>``."""
+    folders: dict[Path, list] = {}
+    for p, i, digits, _, _ in idx:
+        folders.setdefault(p.parent, []).append((i, digits, p))
+    recs = []
+    for folder in sorted(folders):
+        files = sorted(folders[folder], key=lambda t: (t[0], t[2].name))
+        for (i, _, a), (j, _, b) in zip(files, files[1:]):
+            if i == j:
+                raise ConfigError(f"two files have index {i} ({a.name}, {b.name}): SlamKit pairs the files of a folder "
+                                  "by their sorted index, (2k, 2k+1) = (positive, negative), so which of the two comes "
+                                  "first would rest on the directory listing; give each file its own index, or name "
+                                  f"the two {i}_correct and {i}_incorrect", source=str(folder), field="file_name",
+                                  value=b.name)
+        if len(files) % 2:
+            raise ConfigError(f"{len(files)} indexed audio files, an odd number: SlamKit pairs them by position, "
+                              "(0, 1), (2, 3), ..., so the last one has no partner", source=str(folder),
+                              field="file_name", value=files[-1][2].name)
+        for (_, digits, a), (_, _, b) in zip(files[0::2], files[1::2]):
+            recs.append({"id": (folder.relative_to(root) / digits).as_posix(), "whole": True,
+                         "correct": _rel(root, a), "incorrect": _rel(root, b)})
+    return recs
+
+
+def slamkit_order(root: str | Path) -> list[Path]:
+    """The ``.wav`` files SlamKit's ``ModellingMetricDataset`` reads from ``root``, in its order: each
+    sub-folder in listing order when ``root`` holds no indexed ``.wav`` itself (its ``subfolder: true``
+    sets), else ``root``; in a folder, the files in listing order, stably sorted by their leading integer.
+    SlamKit scores (order[2k], order[2k+1]) as (positive, negative)."""
+    root = Path(root)
+
+    def wavs(folder: Path) -> list[Path]:
+        return [folder / n for n in _listing(folder) if n.endswith(".wav") and _INDEXED.match(n)]
+
+    own = wavs(root)
+    folders = [root] if own else [root / n for n in _listing(root) if (root / n).is_dir()]
+    out = []
+    for folder in folders:
+        out += sorted(own if folder == root else wavs(folder), key=lambda q: int(_INDEXED.match(q.name).group(1)))
+    return out
+
+
+def warn_slamkit_order(root: str | Path) -> int:
+    """Warn (:class:`PairingOrderWarning`, naming the folder and the count) when SlamKit's positional
+    pairing, in this folder's listing order, would take an ``<i>_incorrect`` file as a positive; returns
+    the number of such pairs."""
+    root = Path(root)
+    order = slamkit_order(root)
+    per: dict[str, list[int]] = {}  # folder -> [swapped, pairs]
+    for a, _ in zip(order[0::2], order[1::2]):
+        c = per.setdefault(a.parent.relative_to(root).as_posix(), [0, 0])
+        c[1] += 1
+        c[0] += _kind(_INDEXED.match(a.stem).group(3)) == "incorrect"
+    n, total = sum(c[0] for c in per.values()), sum(c[1] for c in per.values())
+    if n:
+        detail = "" if list(per) == ["."] else \
+            " (" + ", ".join(f"{k}: {c[0]} of {c[1]}" for k, c in sorted(per.items()) if c[0]) + ")"
+        warnings.warn(f"{root}: SlamKit pairs these files by position, sorted by index with the directory listing "
+                      "breaking the tie between <i>_correct and <i>_incorrect; in this folder's listing order it would "
+                      f"take the _incorrect file as the positive in {n} of {total} pairs{detail}, so a SlamKit score "
+                      "on this folder may rest on swapped pairs. The pairs here are matched by name.",
+                      PairingOrderWarning, stacklevel=2)
+    return n
 
 
 def storycloze_records(root: str | Path) -> list[dict]:
@@ -364,10 +604,10 @@ def storycloze_records(root: str | Path) -> list[dict]:
     if not root.is_dir():
         raise ConfigError("StoryCloze folder not found", source=str(root))
     files = _files(root)
-    if any(_rel(root, p).endswith("_mutual") for p in files):
+    if _is_cross_modal(root, files):
         return _cross_modal_records(root, files)
-    if any(_WHOLE.match(p.stem) and p.suffix.lower() != ".txt" for p in files):
-        return _whole_story_records(root, files)
+    if _indexed(files):
+        return _whole_file_records(root, files)
     recs = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         r = {"id": d.name, **{k: f"{d.name}/{k}" for k in _SC_KEYS}}
@@ -382,7 +622,8 @@ def storycloze_records(root: str | Path) -> list[dict]:
             r.update({f"{k}_text": t[k] for k in _SC_KEYS if k in t})
         recs.append(r)
     if not recs:
-        raise ConfigError("no manifest.jsonl, no SlamKit story files and no item folders", source=str(root))
+        raise ConfigError("no manifest.jsonl, no SlamKit files (<i>_*.wav, <i>+*.wav) and no item folders",
+                          source=str(root))
     return recs
 
 
@@ -398,7 +639,7 @@ def load_storycloze(root: str | Path, units: UnitIndex | str | Path | None = Non
     recs = storycloze_records(root)
     index = None
     if "speech" in (prompt, ending):
-        index = units if isinstance(units, UnitIndex) else (UnitIndex.load(units, n_units) if units
+        index = units if isinstance(units, UnitIndex) else (UnitIndex.load(units, n_units).scoped(root.name) if units
                                                             else find_units(root, n_units))
     out = []
     for r in recs:

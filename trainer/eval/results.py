@@ -44,10 +44,13 @@ class MetricResult:
     files: list | None = None  # (positive file, negative file) per pair, for submission files
     labels: dict = field(default_factory=dict)  # per-pair columns for the breakdown tables
     convention: str = "ours"
+    #: how the items were scored beyond norm and span: convention, dtype, SlamKit's rules (label_drop_id,
+    #: slamkit_tokeniser, ...), from ``EvalSuite.settings``
+    settings: dict = field(default_factory=dict)
 
     @classmethod
     def of_pairs(cls, name: str, items: list[dict], nll_pos, nll_neg, n_pos=None, n_neg=None, *, norm: str = "mean",
-                 span: str = "whole", convention: str = "ours") -> "MetricResult":
+                 span: str = "whole", convention: str = "ours", settings: dict | None = None) -> "MetricResult":
         """The result of scored pairs; ZeroSpeech pairs (with ``group`` and ``task``) carry what the
         official aggregation needs."""
         from trainer.eval.scoring import pair_scores
@@ -61,7 +64,8 @@ class MetricResult:
                    ones if n_pos is None else np.asarray(n_pos), ones if n_neg is None else np.asarray(n_neg),
                    pair_scores(nll_pos, nll_neg), norm=norm, span=span,
                    groups=[it["group"] for it in items] if zs else None, task=items[0]["task"] if zs else None,
-                   files=[tuple(it["files"]) for it in items] if zs else None, labels=labels, convention=convention)
+                   files=[tuple(it["files"]) for it in items] if zs else None, labels=labels, convention=convention,
+                   settings=dict(settings or {}))
 
     def cluster_scores(self) -> np.ndarray:
         """One score per independent unit: the group means, or the pair scores."""
@@ -96,6 +100,7 @@ class MetricResult:
     def summary(self) -> dict:
         out = {"accuracy": self.accuracy, "ci_low": self.ci[0], "ci_high": self.ci[1], "items": self.n_items,
                "norm": self.norm, "span": self.span, "convention": self.convention}
+        out.update({k: v for k, v in self.settings.items() if k not in out})
         off = self.official()
         if off is not None:
             out.update({k: v for k, v in off.items() if k not in ("all",)})
@@ -147,5 +152,5 @@ def format_table(results: dict[str, MetricResult]) -> str:
 
 
 def results_json(results: dict[str, MetricResult], **meta) -> dict:
-    """``{"metrics": {name: {accuracy, ci_low, ci_high, items, norm, span}}, **meta}``."""
+    """``{"metrics": {name: {accuracy, ci_low, ci_high, items, norm, span, convention, + settings}}, **meta}``."""
     return {**meta, "metrics": {k: r.summary() for k, r in results.items()}}

@@ -12,8 +12,8 @@ from scaling.datadir import BENCHMARKS, count_column
 from scaling.errors import ConfigError
 from trainer.eval.benchmarks import load_pairs, pair_file
 from trainer.eval.results import MetricResult
-from trainer.eval.scoring import (CONVENTIONS, Encoded, check_scoring, encode_segments, encode_slamkit, sequence_nll,
-                                  special_tokens)
+from trainer.eval.scoring import (CONVENTIONS, DTYPES, Encoded, SlamkitRules, check_scoring, encode_segments,
+                                  encode_slamkit, sequence_nll, special_tokens)
 
 
 @dataclass(frozen=True)
@@ -25,15 +25,17 @@ class EncodedBenchmark:
     meta: list[dict]  # each item without its segments (ZeroSpeech: group, task, files, gold columns)
 
 
-def encoder(tokenizer, vocab, convention: str = "ours"):
-    """``encode(item, member, where) -> Encoded`` for the named convention."""
+def encoder(tokenizer, vocab, convention: str = "ours", slamkit: SlamkitRules | None = None):
+    """``encode(item, member, where) -> Encoded`` for the named convention (``slamkit``: the SlamKit
+    tokeniser kind, dropped label and BOS/EOS of ``slamkit``, default the interleaved tokeniser's)."""
     if convention not in CONVENTIONS:
         raise ConfigError(f"unknown scoring convention; known: {list(CONVENTIONS)}", field="convention", value=convention)
     if convention == "ours":
         return lambda it, member, where: encode_segments(it[member], tokenizer, vocab, item=where)
-    frame = special_tokens(tokenizer)
+    rules = slamkit or SlamkitRules()
+    frame = special_tokens(tokenizer) if rules.tokeniser == "interleaved" else None
     return lambda it, member, where: encode_slamkit(it[member], tokenizer, vocab, item=where,
-                                                    cross_modal=bool(it.get("cross_modal")), frame=frame)
+                                                    cross_modal=bool(it.get("cross_modal")), frame=frame, rules=rules)
 
 
 class EvalSuite:
@@ -41,13 +43,28 @@ class EvalSuite:
 
     def __init__(self, benchmarks: dict[str, list[dict]], tokenizer, vocab, *, norm: str = "mean",
                  span: str = "whole", batch_size: int = 32, convention: str = "ours",
-                 sources: dict[str, str] | None = None):
+                 sources: dict[str, str] | None = None, slamkit: SlamkitRules | None = None,
+                 dtype: str | None = None):
+        """``slamkit``: what ``convention="slamkit"`` follows (tokeniser kind, dropped label; default
+        :class:`SlamkitRules`); ``dtype``: the scoring precision (``sequence_nll``; None: training's)."""
         check_scoring(norm, span)
         if convention == "slamkit" and span != "whole":
             raise ConfigError("SlamKit scores the whole sequence only; use --span whole with --convention slamkit",
                               field="span", value=span)
+        if dtype is not None and dtype not in DTYPES:
+            raise ConfigError(f"unknown scoring dtype; known: {list(DTYPES)}", field="dtype", value=dtype)
+        if slamkit is not None and convention != "slamkit":
+            raise ConfigError("SlamKit's tokeniser rules apply to --convention slamkit only", field="slamkit_tokeniser",
+                              value=slamkit.tokeniser)
         self.norm, self.span, self.batch_size, self.convention = norm, span, batch_size, convention
-        encode = encoder(tokenizer, vocab, convention)
+        self.dtype = dtype
+        self.slamkit = (slamkit or SlamkitRules()) if convention == "slamkit" else None
+        self.settings = {"convention": convention}
+        if dtype is not None:
+            self.settings["dtype"] = dtype
+        if self.slamkit is not None:
+            self.settings.update(self.slamkit.settings(tokenizer))
+        encode = encoder(tokenizer, vocab, convention, self.slamkit)
         self.benchmarks: dict[str, EncodedBenchmark] = {}
         for name, items in benchmarks.items():
             ids, pos, neg = [], [], []
@@ -68,7 +85,8 @@ class EvalSuite:
     @classmethod
     def from_data(cls, data_dir: str | Path, names, tokenizer, vocab, *, max_items: int | None = None,
                   norm: str = "mean", span: str = "whole", batch_size: int = 32,
-                  convention: str = "ours") -> "EvalSuite":
+                  convention: str = "ours", slamkit: SlamkitRules | None = None,
+                  dtype: str | None = None) -> "EvalSuite":
         """Benchmarks by name from a data folder (or its benchmarks folder), in any layout ``load_pairs``
         understands. Generation metrics (``genppl``) are not pair benchmarks: ``scaling eval`` runs them."""
         for n in names:
@@ -80,7 +98,8 @@ class EvalSuite:
             f = pair_file(data_dir, n)
             sources[n] = str(f) if f is not None else str(Path(data_dir) / n)
         return cls({n: load_pairs(data_dir, n, max_items, vocab.n_units) for n in names}, tokenizer, vocab,
-                   norm=norm, span=span, batch_size=batch_size, convention=convention, sources=sources)
+                   norm=norm, span=span, batch_size=batch_size, convention=convention, sources=sources,
+                   slamkit=slamkit, dtype=dtype)
 
     @property
     def names(self) -> list[str]:
@@ -97,7 +116,7 @@ class EvalSuite:
         was_training = model.training
         model.eval()
         try:
-            nll = sequence_nll(model, seqs, batch_size=self.batch_size, groups=groups)
+            nll = sequence_nll(model, seqs, batch_size=self.batch_size, groups=groups, dtype=self.dtype)
         finally:
             model.train(was_training)
         val, cnt = nll.value(self.norm, self.span), nll.count(self.span)
@@ -107,7 +126,7 @@ class EvalSuite:
             p, q = slice(at, at + n), slice(at + n, at + 2 * n)
             out[name] = MetricResult.of_pairs(name, b.meta, val[p], val[q], cnt[p], cnt[q], norm=self.norm,
                                               span=self.span, convention=self.convention,
-                                              ).with_ci(n_resamples=n_resamples, seed=seed)
+                                              settings=self.settings).with_ci(n_resamples=n_resamples, seed=seed)
             at += 2 * n
         return out
 

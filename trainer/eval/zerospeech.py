@@ -13,6 +13,8 @@ log-probability, 0.5 on equality, else 0. Then:
   leaderboard would return NaN there; the released sets populate every band).
 - syntactic: the pairs of a (type, subtype, id) group are averaged; ``all`` is the mean over groups;
   per type (the official table) and per subtype: count, mean, sample std of the group means.
+- beside them, ``pairs_mean``: the plain mean over pairs, which is how SlamKit scores its sWUGGY /
+  sBLIMP folders (``trainer.eval.formats.load_slamkit_zerospeech`` reads those onto the groups above).
 
 Torch-free: it works on per-pair scores and labels.
 """
@@ -76,7 +78,9 @@ def aggregate(task: str, groups, scores, labels: dict[str, list]) -> dict:
     if task not in TASKS:
         raise ConfigError(f"unknown ZeroSpeech task; known: {list(TASKS)}", field="task", value=task)
     keys, means, first = group_means(groups, scores)
-    out = {"task": task, "all": float(means.mean()) if means.size else float("nan"), "groups": len(keys)}
+    out = {"task": task, "all": float(means.mean()) if means.size else float("nan"), "groups": len(keys),
+           # beside the official score: the plain mean over pairs, SlamKit's sWUGGY / sBLIMP score
+           "pairs_mean": float(np.mean(scores)) if len(scores) else float("nan")}
     if task == "lexical":
         freq = labels.get("frequency")
         if freq is not None:
