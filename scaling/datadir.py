@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaling.errors import ConfigError
+from scaling.textio import parse_json
 from scaling.shapes import SPEECH_TOKENS, padded_vocab
 
 FORMAT = 2
@@ -98,13 +99,8 @@ def check_tokenizer_files(path: str | Path) -> None:
             data = f.read_bytes()
         except OSError as e:
             raise ConfigError(f"cannot read the tokenizer file ({e.strerror})", source=str(f)) from None
-        try:
-            json.loads(data.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            why = f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
-        except json.JSONDecodeError as e:
-            why = f"not valid JSON ({e.msg}: line {e.lineno}, column {e.colno})"
-        else:
+        _, why = parse_json(data)
+        if why is None:
             continue
         raise ConfigError(f"the tokenizer file is damaged: {why}; copy the tokenizer folder again (or prepare the data "
                           "folder again)", source=str(f))

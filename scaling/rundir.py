@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from scaling import atomic
 from scaling.datadir import BENCHMARK_NAMES
 from scaling.errors import ConfigError
+from scaling.textio import parse_json
 from scaling.spec import RunSpec
 
 STATES = ("pending", "running", "done", "failed")
@@ -64,16 +64,9 @@ def read_record(path: str | Path, *, what: str | None = None) -> dict | None:
         return None
     except OSError as e:
         raise ConfigError(f"cannot read the run record {what} ({e.strerror})", source=str(path)) from None
-    try:
-        obj = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        why = f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
-    except json.JSONDecodeError as e:
-        why = f"not valid JSON ({e.msg}: line {e.lineno}, column {e.colno})"
-    else:
-        if isinstance(obj, dict):
-            return obj
-        why = f"not a JSON object (a {type(obj).__name__})"
+    obj, why = parse_json(data, obj=True)
+    if why is None:
+        return obj
     raise ConfigError(f"the run record {what} is damaged: {why}. Records are written atomically, so it was changed "
                       f"outside the trainer (a full disk, a copy cut short, a hand edit): {remedy}", source=str(path))
 

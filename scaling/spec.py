@@ -216,7 +216,8 @@ class TrainConfig:
             raise ConfigError("must be 'run' or 'shortest'", source=source, field=f"{prefix}.warmup_basis", value=self.warmup_basis)
         mb = self.micro_batch_size
         if mb != "auto" and (not isinstance(mb, int) or isinstance(mb, bool) or mb < 0 or (mb and self.batch_size % mb)):
-            raise ConfigError(f"must be 'auto' or a non-negative integer dividing batch_size ({self.batch_size})",
+            raise ConfigError(f"must be an integer >= 0 dividing batch_size ({self.batch_size}; 0: the whole batch in one "
+                              "pass) or 'auto'",
                               source=source, field=f"{prefix}.micro_batch_size", value=mb)
         ac_mode(self.activation_checkpointing, source=source, field=f"{prefix}.activation_checkpointing")
         if self.attention not in ATTENTIONS:

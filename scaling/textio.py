@@ -4,7 +4,9 @@ the file, the line and the byte offset of the first byte that does not decode, n
 
 - :func:`read_text`: a whole file (results tables, gold.csv, fits and plan JSON, file lists, text.json);
 - :func:`iter_lines`: a file line by line, in bounded memory (JSON lines, one-document-per-line text);
-- :func:`decode`: bytes already read (a JSON line, a key cut out of one), ``where`` naming their place.
+- :func:`decode`: bytes already read (a JSON line, a key cut out of one), ``where`` naming their place;
+- :func:`parse_json`: a JSON file's bytes, and why they are not UTF-8 JSON when they are not (the readers of
+  run records, leases, tokenizer and checkpoint files word their own errors around it).
 
 The message reads as :func:`scaling.yamlio.read_text`'s for YAML files: "is not UTF-8 text: byte 0xff at
 line 3 (offset 41); save it as UTF-8".
@@ -72,3 +74,19 @@ def iter_lines(path: str | os.PathLike, *, field: str | None = None) -> Iterator
         for i, raw in enumerate(fh, 1):
             yield i, decode(raw, path, where=f"line {i}", offset=pos, field=field).rstrip("\r\n")
             pos += len(raw)
+
+
+def parse_json(data: bytes, *, obj: bool = False) -> tuple[object, str | None]:
+    """``(value, None)`` for UTF-8 JSON bytes, else ``(None, why)``: "not UTF-8 text (byte 0xff at offset
+    3)", "not valid JSON (Expecting value: line 1, column 1)", and with ``obj`` "not a JSON object (a list)"."""
+    import json
+
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg}: line {e.lineno}, column {e.colno})"
+    if obj and not isinstance(value, dict):
+        return None, f"not a JSON object (a {type(value).__name__})"
+    return value, None

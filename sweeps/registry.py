@@ -36,6 +36,7 @@ from pathlib import Path
 
 from scaling import atomic
 from scaling.errors import ConfigError
+from scaling.textio import parse_json
 from scaling.initref import InitRef
 from scaling.rundir import RunDir
 from scaling.spec import RunSpec
@@ -106,12 +107,9 @@ def _read_lease(path: Path) -> dict | None:
         return CorruptLease(f"cannot be read ({e.strerror})")
     if not data.strip():
         return None
-    try:
-        body = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        return CorruptLease(f"is not JSON ({type(e).__name__}: {str(e).splitlines()[0][:80]})")
-    if not isinstance(body, dict):
-        return CorruptLease(f"is not a JSON object (a {type(body).__name__})")
+    body, why = parse_json(data, obj=True)
+    if why is not None:
+        return CorruptLease(f"is {why}")
     if "worker" not in body and "outcome" not in body:
         return CorruptLease("has neither a worker nor an outcome")
     if not isinstance(body.get("outcome", ""), (str, type(None))):

@@ -211,18 +211,6 @@ def _sub(cls, raw, src: str, prefix: str):
     return cls(**{k: _typed(v, hints[k], src, f"{prefix}.{k}") for k, v in raw.items()})
 
 
-def _check_train(train: TrainConfig, src: str) -> None:
-    """Ranges TrainConfig.validate leaves to its callers: AdamW betas, a non-negative micro-batch."""
-    for k in ("beta1", "beta2"):
-        v = getattr(train, k)
-        if not 0 <= v < 1:
-            raise ConfigError("must be in [0, 1)", source=src, field=f"train.{k}", value=v)
-    mb = train.micro_batch_size
-    if mb != "auto" and (not isinstance(mb, int) or mb < 0):
-        raise ConfigError("must be an integer >= 0 (0: the whole batch in one pass) or 'auto'", source=src,
-                          field="train.micro_batch_size", value=mb)
-
-
 def _number(v, src, fieldname) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
         raise ConfigError("must be a number", source=src, field=fieldname, value=v)
@@ -300,7 +288,6 @@ def load_sweep(path: str | Path) -> Sweep:
                               "arms can use it", source=src, field="arms", value=a)
 
     train = _sub(TrainConfig, raw.get("train"), src, "train")
-    _check_train(train, src)
     train.validate(src)
     tp = _sub(TextPretrain, raw.get("text_pretrain"), src, "text_pretrain")
     if any(v == "text_lm" for v in init.values()) and (not isinstance(tp.tokens, int) or tp.tokens < train.tokens_per_step):

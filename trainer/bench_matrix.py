@@ -77,19 +77,23 @@ def _usable(feature: str, device) -> str | None:
     return None
 
 
-def _fit_micro(shape, g: Group, features: list[str], seq: int, device, name: str) -> int:
-    """The largest divisor of the group's rows whose step ``scaling memory`` fits in 90% of the device."""
-    from trainer.autotune import device_memory_gib
-    from trainer.bench import _estimate, parse_variant
+def _fit_micro(shape, g: Group, features: list[str], seq: int, device) -> int:
+    """The largest divisor of the group's rows whose step ``scaling memory`` fits in 90% of the device: the
+    trainer's own ``micro_batch_size: auto`` (trainer.autotune) for the variant's train switches; 1 when
+    none fits."""
+    from dataclasses import replace as with_
 
-    budget = 0.9 * device_memory_gib(device)
+    from scaling.errors import ConfigError
+    from trainer.autotune import resolve_memory
+    from trainer.bench import _train_options, parse_variant
+
     v = parse_variant("+".join(features))
-    for m in (d for d in range(g.rows, 0, -1) if g.rows % d == 0):
-        est = _estimate(shape, name, m, seq, v, g.precision, fsdp=v.bf16p, attn="flash" if v.varlen else "sdpa",
-                        doc_mask=True, accumulation=g.rows // m)
-        if est + (4.0 if device.type == "cuda" else 0.0) <= budget:
-            return m
-    return 1
+    tc = with_(_train_options(v, g.precision), seq_len=seq, batch_size=g.rows, micro_batch_size="auto",
+               memory_fraction=0.9)
+    try:
+        return resolve_memory(shape, tc, world=1, device=device, attn="varlen" if v.varlen else "sdpa").micro_batch_size
+    except ConfigError:
+        return 1
 
 
 def bench_matrix(*, device="cuda", tiny: bool = False, steps: int = 3, warmup: int = 2, seed: int = 0,
@@ -98,7 +102,7 @@ def bench_matrix(*, device="cuda", tiny: bool = False, steps: int = 3, warmup: i
     """Run the matrix; returns the record (also passed to ``on_update`` after every variant)."""
     import torch
 
-    from trainer.bench import bench_throughput, parse_variant
+    from trainer.bench import _ratios, bench_throughput, parse_variant
     from trainer.parallel import world
 
     device = torch.device(device)
@@ -135,10 +139,11 @@ def bench_matrix(*, device="cuda", tiny: bool = False, steps: int = 3, warmup: i
             update()
             return None
         entry["results"].append(r)
+        _ratios(entry["results"])  # against the group's plain run: speed, memory, first-step loss
         base = next((x for x in entry["results"] if x["variant"] == "baseline"), None)
         for x in entry["results"]:
-            x["speedup_vs_baseline"] = x["tokens_per_s"] / base["tokens_per_s"] if base else None
-            x["first_loss_rel_diff"] = abs(x["first_loss"] - base["first_loss"]) / abs(base["first_loss"]) if base else None
+            d = x["first_loss_diff_vs_baseline"]
+            x["first_loss_rel_diff"] = None if d is None else d / abs(base["first_loss"])
         update()
         return r
 
@@ -185,7 +190,7 @@ def bench_matrix(*, device="cuda", tiny: bool = False, steps: int = 3, warmup: i
                 [f for f in feats if f != "bf16p"] + ["ckpt"]]  # the full 7B: pure bf16 (bf16p is for amp-bf16)
             for features in plans:
                 # the 0.5B's micro-batch factor, as far as `scaling memory` says this shape fits
-                micro = min(g.micro * best_micro_factor, _fit_micro(shape, g, features or ["chunked"], seq, device, g.name))
+                micro = min(g.micro * best_micro_factor, _fit_micro(shape, g, features or ["chunked"], seq, device))
                 while g.rows % micro:
                     micro -= 1
                 run(g, shape, entry, features, micro)

@@ -243,8 +243,6 @@ def full_state_dict(source: str | Path, *, new_rows: int, real_rows: int, init: 
     embedding rows grown exactly as ``extend_vocab`` grows them when their number differs from
     ``new_rows`` (as ``init_model`` does). Rank 0 calls this; nothing is built, so host memory is one
     copy of the weights. A SlamKit UnitLM folder gives the tensors of the LM it wraps."""
-    from safetensors import safe_open
-
     src = resolve_source(source)
     cfg = load_config(src)
     if slamkit_ckpt.is_unitlm(src):  # the wrapped LM's tensors, 'lm.' stripped
@@ -253,11 +251,7 @@ def full_state_dict(source: str | Path, *, new_rows: int, real_rows: int, init: 
         files = sorted(src.glob("*.safetensors"))
         if not files:
             raise ConfigError("no *.safetensors weights in the model folder", source=str(src))
-        sd = {}
-        for f in files:
-            with safe_open(str(f), framework="pt") as fh:
-                for k in fh.keys():
-                    sd[k] = fh.get_tensor(k).to(dtype)
+        sd = slamkit_ckpt.read_tensors(files, dtype=dtype)
     std = cfg.initializer_range
     emb_key, head_key = "model.embed_tokens.weight", "lm_head.weight"
     # as init_model: the rows grow only when their number changes (a speech LM with the speech rows already,

@@ -41,6 +41,7 @@ import torch
 
 from scaling.datadir import TOKENIZER_JSON
 from scaling.errors import ConfigError
+from scaling.textio import parse_json
 from scaling.shapes import UNITLM_MODEL_TYPE
 
 #: ``UnitLM.base_model_prefix``: the wrapped causal LM's tensors are stored under it.
@@ -89,12 +90,9 @@ def _read_json(path: Path) -> dict:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"no {path.name} in the model folder", source=str(path.parent)) from None
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ConfigError(f"is not JSON ({type(e).__name__}: {e})", source=str(path)) from None
-    if not isinstance(obj, dict):
-        raise ConfigError("must be a JSON object", source=str(path), value=type(obj).__name__)
+    obj, why = parse_json(raw, obj=True)
+    if why is not None:
+        raise ConfigError(f"is {why}", source=str(path))
     return obj
 
 
@@ -212,6 +210,25 @@ def weight_files(folder: str | Path) -> list[Path]:
     return files
 
 
+def read_tensors(files: list[Path], *, prefix: str = "", dtype: torch.dtype | None = None,
+                 skip=lambda name: False) -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors ``files``, read file by file (no model built), keyed by its name with
+    ``prefix`` stripped, each converted to ``dtype`` as it is read (None: as stored); names for which
+    ``skip(name)`` holds are left out. The one reader of model weights (``trainer.model.full_state_dict``,
+    :func:`lm_state_dict`, :func:`export`)."""
+    from safetensors import safe_open
+
+    out = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            for k in fh.keys():
+                if skip(k):
+                    continue
+                t = fh.get_tensor(k)
+                out[k[len(prefix):]] = t if dtype is None else t.to(dtype)
+    return out
+
+
 def _headers(files: list[Path]) -> dict[str, tuple[Path, tuple, str]]:
     """name -> (file, shape, dtype) from the safetensors headers (no tensor is read)."""
     from safetensors import safe_open
@@ -310,20 +327,10 @@ def lm_state_dict(folder: str | Path, *, dtype: torch.dtype | None = None, confi
     """The wrapped LM's tensors (``lm.`` stripped), checked against its config (``config``: :func:`lm_config`,
     read when not given), read file by file from the safetensors (no model built), each converted to
     ``dtype`` as it is read (None: as stored). A tied ``lm_head.weight`` is absent (as in the files)."""
-    from safetensors import safe_open
-
     folder = Path(folder)
     files = weight_files(folder)
     _check_tensors(folder, files, config if config is not None else lm_config(folder), PREFIX)
-    sd = {}
-    for f in files:
-        with safe_open(str(f), framework="pt") as fh:
-            for k in fh.keys():
-                if _stale_buffer(k):
-                    continue
-                t = fh.get_tensor(k)
-                sd[k[len(PREFIX):]] = t if dtype is None else t.to(dtype)
-    return sd
+    return read_tensors(files, prefix=PREFIX, dtype=dtype, skip=_stale_buffer)
 
 
 # -- writing ---------------------------------------------------------------------------------------------------
@@ -453,8 +460,6 @@ def _hf_source(src: Path):
 
 
 def _write_slamkit(src: Path, out: Path, *, base_model_name: str | None, twist_init: bool | None, max_shard_size) -> None:
-    from safetensors import safe_open
-
     if is_unitlm(src):  # SlamKit's own fields kept as SlamKit wrote them; the weights laid out again
         top = unitlm_config(src)
         if base_model_name is not None:
@@ -479,12 +484,7 @@ def _write_slamkit(src: Path, out: Path, *, base_model_name: str | None, twist_i
         top = unitlm_config_dict(config, rows=rows, dtype=_stored_dtype(found), base_model_name=name,
                                  twist_init=twist_init if twist_init is not None else run_twist is not False)
         gen = _generation_config(False)
-    tensors = {}
-    for f in files:
-        with safe_open(str(f), framework="pt") as fh:
-            for k in fh.keys():
-                tensors[k[len(prefix):]] = fh.get_tensor(k)
-    tensors = {PREFIX + k: v for k, v in _ordered(tensors, config).items()}
+    tensors = {PREFIX + k: v for k, v in _ordered(read_tensors(files, prefix=prefix), config).items()}
     _write_weights(tensors, out, max_shard_size=max_shard_size)
     (out / CONFIG).write_text(_json_text(top), encoding="utf-8")
     (out / GENERATION_CONFIG).write_text(_json_text(gen), encoding="utf-8")
