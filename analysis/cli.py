@@ -13,16 +13,32 @@ import sys
 LAWS = ("parametric", "isoflop", "envelope", "all")
 
 
-def positive_number(text: str) -> float:
-    """argparse type of a scale such as --huber-delta: a finite number > 0 (0, a negative, nan and inf are
-    refused while parsing, exit 2, before any work)."""
+def _bounded_number(text: str, low: float, strict: bool) -> float:
+    """``text`` as a finite float above ``low`` (``strict``) or at least ``low``; else argparse's error."""
+    op = ">" if strict else ">="
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0 (got {text!r})") from None
-    if not (v > 0 and v != float("inf")):  # nan fails v > 0
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (got {text!r})")
+        raise argparse.ArgumentTypeError(f"must be a number {op} {low:g} (got {text!r})") from None
+    if not ((v > low if strict else v >= low) and v != float("inf")):  # nan fails both comparisons
+        raise argparse.ArgumentTypeError(f"must be a finite number {op} {low:g} (got {text!r})")
     return v
+
+
+def positive_number(text: str) -> float:
+    """argparse type of a scale such as --huber-delta: a finite number > 0 (0, a negative, nan and inf are
+    refused while parsing, exit 2, before any work)."""
+    return _bounded_number(text, 0.0, strict=True)
+
+
+def non_negative_number(text: str) -> float:
+    """argparse type of a noise sd such as --run-sd: a finite number >= 0."""
+    return _bounded_number(text, 0.0, strict=False)
+
+
+def penalty_factor(text: str) -> float:
+    """argparse type of --overestimate-penalty: a finite number >= 1 (1 is the symmetric fit)."""
+    return _bounded_number(text, 1.0, strict=False)
 
 
 def resamples(text: str) -> int:
@@ -77,9 +93,20 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                              "beta, a, b, G, n_opt, d_opt, loss_opt for parametric; a, b for isoflop). Default 0: off")
     parser.add_argument("--seed", type=seed, default=0, help="bootstrap seed (default 0)")
     _add_common(parser)
-    parser.add_argument("--isoflop-method", choices=("parabola", "powersum"), default="parabola",
-                        help="isoFLOP minimum per budget: Hoffmann's parabola in log N (default) or the less biased "
-                             "joint power-sum fit")
+    parser.add_argument("--isoflop-method", choices=("auto", "parabola", "window", "interp", "powersum"), default="auto",
+                        help="isoFLOP minimum per budget (--law isoflop): auto (default: the parabola unless its curvature "
+                             "check flags >= 2 budgets, then interp), Hoffmann's parabola in log N over all sizes, the "
+                             "parabola over a window around each budget's lowest loss, Porian et al.'s interpolation "
+                             "(Akima spline minimum, seed-noise bootstrap), or the joint power-sum fit")
+    parser.add_argument("--isoflop-window", type=positive_number, default=2.0, metavar="K",
+                        help="--isoflop-method window: sizes within a factor K (> 1) in N of each budget's lowest-loss "
+                             "size (default 2)")
+    parser.add_argument("--isoflop-min-sizes", type=int, default=3, metavar="M",
+                        help="--isoflop-method window: at least M (>= 3) sizes per window, the nearest in log N added "
+                             "(default 3)")
+    parser.add_argument("--isoflop-noise", type=positive_number, default=None, metavar="SD",
+                        help="--isoflop-method interp/auto: seed-to-seed sd of the loss (loss units) for the noise draws "
+                             "(default: estimated from the windowed parabolas' residuals)")
     parser.add_argument("--bounded", action="store_true",
                         help="parametric fit inside a box (exponents <= 2.5, E >= 0.05): a guard for ill-conditioned "
                              "small sweeps, off by default; the published fits are unbounded")
@@ -99,6 +126,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                              "and excluded)")
     parser.add_argument("--drop-top", type=int, default=0, metavar="K",
                         help="drop the K highest-loss runs of each arm first (Epoch's convention on Chinchilla's data: 5)")
+    parser.add_argument("--overestimate-penalty", type=penalty_factor, default=1.0, metavar="K",
+                        help="parametric fit: a point the law over-predicts (predicted > observed loss) costs K times "
+                             "more, K >= 1 (default 1: symmetric). For ladders whose smallest rungs are under-tuned "
+                             "(their losses lie above the law): the law follows the better-tuned points (OLMo-core)")
 
 
 def _prepare(args):
@@ -193,6 +224,38 @@ def _check_envelope_options(args, table) -> None:
                               value=args.metric if flag == "--metric" else None)
 
 
+def _interval_lines(arm: str, p: dict) -> list[str]:
+    """The 95% intervals of alpha, beta and a: Laplace (always computed) beside the bootstrap (when run)."""
+    lap, boot = p.get("ci_laplace") or {}, p.get("ci") or {}
+    if not (lap or boot) or "error" in p:
+        return []
+
+    def iv(ci, name):
+        return f"[{ci[name][0]:.3f}, {ci[name][1]:.3f}]" if name in ci else "–"
+
+    kinds = ([("Laplace", lap)] if lap else []) + ([("bootstrap", boot)] if boot else [])
+    note = (p.get("laplace") or {}).get("note")
+    return [f"{arm} 95% intervals ({kind}): " + (f"undefined: {note}" if kind == "Laplace" and note else
+                                                 "  ".join(f"{n} {iv(ci, n)}" for n in ("alpha", "beta", "a")))
+            for kind, ci in kinds]
+
+
+def _held_out_lines(arm: str, e: dict) -> list[str]:
+    """The held-out checks, when run (with --json, and in scaling report): largest budget, largest size."""
+    out = []
+    x = e.get("extrapolation")
+    if isinstance(x, dict) and "error" not in x:
+        out.append(f"{arm} held-out largest budget C = {x['held_out_budget']:.3g}: mean |rel. error| "
+                   f"{100 * x['mean_rel_error']:.2f}%" + (f", bias {100 * x['mean_signed_rel_error']:+.2f}%"
+                                                          if "mean_signed_rel_error" in x else ""))
+    r = e.get("rollout")
+    if isinstance(r, dict):
+        out.append(f"{arm} rollout (held-out largest size): " + (r["error"] if "error" in r else
+                   f"N = {r['held_out_params']:.3g}, {r['n_test']} point{'s' if r['n_test'] != 1 else ''}: mean |rel. error| "
+                   f"{100 * r['mean_abs_rel_error']:.2f}%, bias {100 * r['mean_signed_rel_error']:+.2f}%"))
+    return out
+
+
 def _print_study(fits: dict) -> None:
     from .fits.envelope import EnvelopeFit
     from .fits.isoflop import IsoflopFit
@@ -200,8 +263,11 @@ def _print_study(fits: dict) -> None:
 
     _print_notes(fits)
     boot = f"   bootstrap: {fits['bootstrap']} ({fits.get('bootstrap_method')})" if fits.get("bootstrap") else ""
+    pen = fits.get("overestimate_penalty", 1.0)
+    boot += f"   overestimate penalty: {pen:g}" if pen != 1.0 else ""
     print(f"loss column: {fits['loss_col']}   huber delta: {fits['huber_delta']}   reduce: {fits['reduce']}{boot}")
-    hdr = f"{'arm':<12} {'runs':>5} {'points':>6} {'E':>8} {'A':>10} {'B':>10} {'alpha':>7} {'beta':>7} {'a':>6} {'b':>6} {'a_iso':>6}"
+    w = max([12] + [len(str(a)) for a in fits["arms"]])  # the arm column fits the longest name
+    hdr = f"{'arm':<{w}} {'runs':>5} {'points':>6} {'E':>8} {'A':>10} {'B':>10} {'alpha':>7} {'beta':>7} {'a':>6} {'b':>6} {'a_iso':>6}"
     print(hdr)
     print("-" * len(hdr))
     cautions = []
@@ -216,14 +282,19 @@ def _print_study(fits: dict) -> None:
             if f.ill_conditioned:
                 cautions.append(f"CAUTION ({arm}): parametric fit ill-conditioned: " + "; ".join(f.diagnostics()[:2]))
         a_iso = f"{IsoflopFit.from_dict(iso).a:>6.3f}" if iso and "error" not in iso else f"{'–':>6}"
-        print(f"{arm:<12} {e.get('n_runs', 0):>5} {_points_fitted(e):>6} {cols} {a_iso}")
+        cautions += [f"WARNING ({arm}, isoFLOP): {x}" for x in (iso.get("warnings", []) if iso else [])]
+        print(f"{arm:<{w}} {e.get('n_runs', 0):>5} {_points_fitted(e):>6} {cols} {a_iso}")
     for line in cautions:  # below the table, so its columns stay aligned
         print(line)
+    for arm, e in fits["arms"].items():
+        for line in _interval_lines(arm, e.get("parametric") or {}) + _held_out_lines(arm, e):
+            print(line)
     for pair in (fits.get("compare") or {}).get("pairs", []):  # the verdicts; report.md has the numbers
         a0, a1 = pair["arms"]
         fr = pair["frontier"]
+        ms = ", ".join(f"{m} {v.get('verdict', 'n/a')}" for m, v in pair["metrics"].items() if not v.get("not_evaluated"))
         print(f"{a0} vs {a1}: frontier loss {fr.get('verdict', fr.get('error'))}; exponent a "
-              f"{pair['exponent']['verdict']}; " + ", ".join(f"{m} {v.get('verdict', 'n/a')}" for m, v in pair["metrics"].items()))
+              f"{pair['exponent']['verdict']}" + (f"; {ms}" if ms else ""))
     for arm, e in fits["arms"].items():
         envs = e.get("metric_envelopes", {})
         ok = {m: EnvelopeFit.from_dict(v).gamma for m, v in envs.items() if "error" not in v}
@@ -255,11 +326,15 @@ def run_fit(args: argparse.Namespace) -> int:
     if nboot < 0:
         raise ConfigError("--bootstrap must be >= 0", field="bootstrap", value=nboot)
     source = df.attrs.get("source")
+    penalty = getattr(args, "overestimate_penalty", 1.0)
+    if penalty != 1.0 and args.law in ("isoflop", "envelope"):
+        raise ConfigError(f"applies to the parametric law only: --law {args.law} would ignore it",
+                          field="--overestimate-penalty", value=penalty)
     if args.law == "all":
         out = fit_study(df, loss_col=loss_col, huber_delta=args.huber_delta, reduce=args.reduce, arms=arms,
                         bootstrap=nboot, seed=seed, bootstrap_method=method, keep_extrapolated=keep,
-                        dropped_top=getattr(args, "drop_top", 0) or 0, require_fit=True,
-                        extrapolation=bool(args.json_out))  # a second full fit, printed nowhere: only for --json
+                        dropped_top=getattr(args, "drop_top", 0) or 0, require_fit=True, overestimate_penalty=penalty,
+                        extrapolation=bool(args.json_out))  # two more full fits (held-out checks): only for --json
         _print_study(out)
     else:
         _print_notes({"notes": data_notes(df, loss_col, dropped_top=getattr(args, "drop_top", 0) or 0)})
@@ -285,14 +360,21 @@ def run_fit(args: argparse.Namespace) -> int:
                 N, D, L = (np.asarray(rows[c], dtype=float) for c in ("params", "tokens", loss_col))
                 if args.law == "parametric":
                     fit = fit_parametric(N, D, L, huber_delta=args.huber_delta, reduce=args.reduce,
-                                         bounds=True if getattr(args, "bounded", False) else None)
+                                         bounds=True if getattr(args, "bounded", False) else None,
+                                         overestimate_penalty=penalty)
+                    from .fits.laplace import laplace_intervals
+
+                    laplace_intervals(fit, N, D, L)  # cheap: always, beside any bootstrap
                     if nboot:
                         from .fits.bootstrap import bootstrap_parametric
 
                         fit = bootstrap_parametric(fit, N, D, L, n_resamples=nboot, seed=seed, method=method)
                 else:
-                    fit = fit_isoflop(budget_of(rows), N, D, L, method=getattr(args, "isoflop_method", "parabola"),
-                                      bootstrap=nboot, seed=seed, keep_extrapolated=keep)
+                    fit = fit_isoflop(budget_of(rows), N, D, L, method=getattr(args, "isoflop_method", "auto"),
+                                      bootstrap=nboot, seed=seed, keep_extrapolated=keep,
+                                      window=getattr(args, "isoflop_window", 2.0),
+                                      min_sizes=getattr(args, "isoflop_min_sizes", 3),
+                                      noise=getattr(args, "isoflop_noise", None))
             print(f"== {arm} ==")
             print(fit.summary() if hasattr(fit, "summary") else str(fit))
             per_arm[arm] = fit.to_dict()
@@ -369,7 +451,8 @@ def run_figures(args: argparse.Namespace) -> int:
             raise ConfigError("not a fits.json from 'scaling fit --law all' (no 'arms' key)", source=args.fits)
     else:
         fits = fit_study(table, loss_col=loss_col, huber_delta=args.huber_delta, require_fit=True,
-                         keep_extrapolated=args.keep_extrapolated, dropped_top=args.drop_top)
+                         keep_extrapolated=args.keep_extrapolated, dropped_top=args.drop_top,
+                         overestimate_penalty=args.overestimate_penalty)
     df = table.to_pandas()  # the figures and the report draw from pandas
     stage = _staging(out_dir)
     try:
@@ -445,7 +528,8 @@ def run_report(args: argparse.Namespace) -> int:
         curves = None
     fits = fit_study(table, loss_col=loss_col, huber_delta=args.huber_delta, bootstrap=args.bootstrap, seed=args.seed,
                      curves=curves, bootstrap_method=args.bootstrap_method, keep_extrapolated=args.keep_extrapolated,
-                     dropped_top=args.drop_top, require_fit=True, require_law=False)
+                     dropped_top=args.drop_top, require_fit=True, require_law=False,
+                     overestimate_penalty=args.overestimate_penalty)
     if not fitted_laws(fits):  # the report still documents the runs (observed losses, envelopes, metrics)
         print("warning: no scaling law could be fitted (parametric, isoFLOP): the report shows the runs, "
               "their envelopes and metrics only; see fits.json for each law's reason", file=sys.stderr)
@@ -481,12 +565,24 @@ def add_power_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--law", required=True, metavar="FITS_JSON_OR_LAW",
                         help="a pilot study's fits.json (each arm its own law, and its log-residual scatter as the "
                              "noise) or E=..,A=..,B=..,alpha=..,beta=.. for every arm")
-    parser.add_argument("--noise", type=positive_number, help="sd of the log losses about the law (default: the pilot's "
-                                                    "log-residual rms from its fits.json)")
+    parser.add_argument("--noise", type=positive_number, help="sd of the log losses about the law, iid over points (the "
+                                                    "old model; default: the pilot fits.json's noise model)")
+    add_noise_arguments(parser)
     parser.add_argument("--replicates", type=int, default=20, help="simulated studies per arm (default 20)")
     parser.add_argument("--resamples", type=int, default=200, help="bootstrap resamples per study (default 200)")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the simulated noise (default 0)")
     return parser
+
+
+def add_noise_arguments(parser: argparse.ArgumentParser) -> None:
+    """--run-sd / --slope-sd / --point-sd: the parts of the run-level noise model (analysis.noise)."""
+    parser.add_argument("--run-sd", type=non_negative_number, help="sd of a run's log-loss offset, shared by its end and "
+                                                                   "its cooldown branches (default: the pilot fits.json's)")
+    parser.add_argument("--slope-sd", type=non_negative_number,
+                        help="sd of a run's learning-curve slope about the law, per e-fold of tokens, shared by its "
+                             "branches (default: the pilot fits.json's)")
+    parser.add_argument("--point-sd", type=non_negative_number, help="sd of each point's own log-loss deviation "
+                                                                     "(default: the pilot fits.json's)")
 
 
 def run_power(args) -> int:
@@ -494,7 +590,7 @@ def run_power(args) -> int:
 
     from scaling.errors import ConfigError
 
-    from .power import format_power, laws_from_fits, load_plan_points, parse_law, simulate
+    from .power import format_power, laws_from_fits, load_plan_points, parse_law, resolve_noise, simulate
 
     if args.replicates < 2 or args.resamples < 20:
         bad = ("--replicates", args.replicates) if args.replicates < 2 else ("--resamples", args.resamples)
@@ -511,16 +607,12 @@ def run_power(args) -> int:
     else:
         law = parse_law(args.law)
         laws = {arm: (law, None) for arm in points}
-    for i, (arm, (N, D, C)) in enumerate(points.items()):
+    for i, (arm, (N, D, C, runs)) in enumerate(points.items()):
         law, measured = laws[arm]
-        noise = args.noise if args.noise is not None else measured
-        if noise is None:
-            raise ConfigError("is needed: the law given records no scatter to assume (a fits.json written by this "
-                              "version records it)", field="--noise")
-        res = simulate(N, D, law, noise=noise, replicates=args.replicates, resamples=args.resamples, seed=args.seed,
-                       budgets=C)
-        print(("\n" if i else "") + format_power(arm, res)
-              + ("" if args.noise is not None else "  (noise: the pilot fit's log-residual rms)"))
+        noise, told = resolve_noise(measured, args)
+        res = simulate(N, D, law, noise=noise, runs=runs, replicates=args.replicates, resamples=args.resamples,
+                       seed=args.seed, budgets=C)
+        print(("\n" if i else "") + format_power(arm, res) + f"  (noise: {told})")
     return 0
 
 

@@ -177,7 +177,9 @@ def compare_arms(df: pd.DataFrame, fits: dict, samples: dict, *, arm_rows, budge
             entry["frontier"] = _frontier(pars[arms[0]], pars[other], samples.get(arms[0]), samples.get(other),
                                           budgets, level, rng)
         metrics = {}
-        for m in fits.get("metrics", []):
+        # a benchmark the table has no column for (a text-only table) is no part of the comparison; a column
+        # present but empty for both arms is "not evaluated" (one line of the report)
+        for m in (m for m in fits.get("metrics", []) if m in df.columns):
             if not budgets:
                 metrics[m] = {"error": "the arms share no compute budget"}
                 continue

@@ -36,7 +36,7 @@ def draw_compute_optimal(plt, df, fits):
                 if iso is None:
                     continue
                 pts = [(m.budget, getattr(m, q)) for m in iso.minima]
-                name = "parabola" if key == "isoflop" else "power-sum"
+                name = iso.method if key == "isoflop" else "power-sum"
                 ax.scatter(*zip(*pts), marker=mk, color=fill, s=22, zorder=3, label=f"{arm} isoFLOP minima ({name})")
                 if key == "isoflop":
                     exp = iso.a if q == "n_opt" else iso.b

@@ -10,7 +10,7 @@ import pandas as pd
 from scaling.atomic import write_text
 
 from .fits.envelope import EnvelopeFit
-from .fits.extrapolation import ExtrapolationCheck
+from .fits.extrapolation import ExtrapolationCheck, RolloutCheck
 from .fits.isoflop import IsoflopFit
 from .fits.parametric import ParametricFit
 from .fits.reference import REFERENCE_LAWS
@@ -106,7 +106,11 @@ def _laws_section(fits: dict) -> list[str]:
     lines = ["## Parametric law L(N, D) = E + A / N^α + B / D^β (Chinchilla approach 3)", "",
              f"Huber δ = {fits.get('huber_delta')}, objective reduced by {fits.get('reduce', 'sum')} over points. "
              + (f"Intervals: 95% percentile bootstrap, {boot} resamples, {_BOOTSTRAP_WORDS.get(method, method)}, each "
-                "refitted to its own optimum." if boot else "No bootstrap intervals (bootstrap off)."), ""]
+                "refitted to its own optimum." if boot else "No bootstrap intervals (bootstrap off).")
+             + " Laplace intervals: 95% normal intervals from the sandwich covariance of the Huber fit at its optimum "
+             "(kernel-smoothed Huber curvature; E, A, B on the log scale), no refits."
+             + (f" Asymmetric loss: a point the law over-predicts costs {fits['overestimate_penalty']:g}x "
+                "(--overestimate-penalty)." if fits.get("overestimate_penalty", 1.0) != 1.0 else ""), ""]
     for arm, entry in fits["arms"].items():
         p = _get(entry.get("parametric"), ParametricFit)
         if p is None:
@@ -127,13 +131,45 @@ def _laws_section(fits: dict) -> list[str]:
                   f"  - E = {p.E:.4g}, A = {p.A:.4g}, B = {p.B:.4g}, α = {p.alpha:.4f}, β = {p.beta:.4f}",
                   f"  - compute-optimal: N_opt = {p.G:.4g} (C/6)^{p.a:.4f}, D_opt = {1 / p.G:.4g} (C/6)^{p.b:.4f} "
                   f"(a = {p.a:.4f}, b = {p.b:.4f}); objective {p.objective:.6g}, converged: {p.converged}",
-                  f"  - search: {_search_words(p)}"]
+                  f"  - search: {_search_words(p)}"] + _interval_bullets(p)
     fitted = {arm: e.get("parametric") for arm, e in fits["arms"].items()}
     if any(f and "error" not in f for f in fitted.values()):
         refs = {f"{r.label} (published)": r.as_fit() for r in REFERENCE_LAWS.values()}
         lines += ["", "Coefficients (95% bootstrap intervals where computed) beside the published laws "
                   "(each in its own loss units):", "", markdown_table({**fitted, **refs})]
     return lines + [""]
+
+
+def _interval_bullets(p: ParametricFit) -> list[str]:
+    """95% intervals of E, A, B, α, β and a: Laplace (sandwich covariance, no refits) beside the bootstrap."""
+    names = (("E", "E"), ("A", "A"), ("B", "B"), ("alpha", "α"), ("beta", "β"), ("a", "a"))
+    out = []
+    if p.laplace.get("note"):
+        out.append(f"  - 95% intervals, Laplace: undefined ({p.laplace['note']})")
+    for kind, ci in (("Laplace (sandwich covariance)", {} if p.laplace.get("note") else p.ci_laplace), ("bootstrap", p.ci)):
+        if ci:
+            out.append(f"  - 95% intervals, {kind}: " + ", ".join(
+                f"{sym} [{_g(ci[k][0], 3)}, {_g(ci[k][1], 3)}]" for k, sym in names if k in ci))
+    return out
+
+
+def _rollout_lines(fits: dict) -> list[str]:
+    rows = [(arm, entry.get("rollout")) for arm, entry in fits["arms"].items()]
+    if not any(isinstance(r, dict) for _, r in rows):
+        return []
+    lines = ["", "Rollout (OLMo-core's ladder check): the law fitted without the largest model size, scored on that "
+             "size's points (bias > 0: the law over-predicts the larger model's loss).", "",
+             "| arm | held-out N | sizes fitted (largest) | points (train / test) | mean abs. rel. error | bias | worst |",
+             "|---|---|---|---|---|---|---|"]
+    for arm, r in rows:
+        x = _get(r, RolloutCheck)
+        if x is None:
+            lines.append(f"| {arm} | – | – | – | – | – | {(r or {}).get('error', 'not run')} |")
+            continue
+        lines.append(f"| {arm} | {x.held_out_params:.3g} | {x.n_sizes_train} ({x.next_smaller_params:.3g}) | "
+                     f"{x.n_train} / {x.n_test} | {100 * x.mean_abs_rel_error:.2f}% | "
+                     f"{100 * x.mean_signed_rel_error:+.2f}% | {100 * x.max_abs_rel_error:.2f}% |")
+    return lines
 
 
 def _extrapolation_section(fits: dict) -> list[str]:
@@ -148,7 +184,7 @@ def _extrapolation_section(fits: dict) -> list[str]:
             continue
         lines.append(f"| {arm} | {x.held_out_budget:.3g} | {x.n_train} / {x.n_test} | {x.mean_abs_error:.4f} | "
                      f"{100 * x.mean_rel_error:.2f}% | {x.best_observed:.4f} / {x.best_predicted:.4f} |")
-    return lines + [""]
+    return lines + _rollout_lines(fits) + [""]
 
 
 def _isoflop_section(fits: dict) -> list[str]:
@@ -159,7 +195,9 @@ def _isoflop_section(fits: dict) -> list[str]:
             lines += [f"**{arm}**: not fitted: {entry.get('isoflop', {}).get('error', entry.get('error'))}", ""]
             continue
         lines += [f"**{arm}**: N_opt = {iso.k_n:.4g} C^{iso.a:.4f} (R² {iso.r2_n:.3f}), "
-                  f"D_opt = {iso.k_d:.4g} C^{iso.b:.4f}", "",
+                  f"D_opt = {iso.k_d:.4g} C^{iso.b:.4f} ({iso.method})", ""]
+        lines += [f"- **Warning**: {w}" for w in iso.warnings] + ([""] if iso.warnings else [])
+        lines += [
                   "| budget C | N_opt | D_opt | L_min | sizes | note |", "|---|---|---|---|---|---|"]
         rows = []  # one row per budget, in budget order, fitted or skipped
         for m in iso.minima:
@@ -178,7 +216,7 @@ def _with_ci(v, ci) -> str:
 
 def _exponents_section(fits: dict) -> list[str]:
     lines = ["## Compute-optimal exponents (95% bootstrap intervals in brackets)", "",
-             "| arm | a (parametric) | b (parametric) | a (isoFLOP parabola) | a (isoFLOP power-sum) | a (approach 1) |",
+             "| arm | a (parametric) | b (parametric) | a (isoFLOP: parabola, or interp when curved) | a (isoFLOP power-sum) | a (approach 1) |",
              "|---|---|---|---|---|---|"]
     from .fits.curve_envelope import CurveEnvelopeFit
 

@@ -16,9 +16,9 @@ from scaling.errors import ConfigError
 from scaling.flops import flops_6nd
 
 from .fits.envelope import fit_envelope
-from .fits.extrapolation import extrapolation_check
+from .fits.extrapolation import extrapolation_check, rollout_check
 from .fits.isoflop import fit_isoflop
-from .fits.parametric import ParametricFit, fit_parametric
+from .fits.parametric import ParametricFit, check_penalty, fit_parametric
 from .fits.two_step import fit_two_step
 from .load import METRIC_COLUMNS
 
@@ -193,10 +193,11 @@ def _attempt(fn):
 def fit_arm(rows, *, loss_col: str, metrics, huber_delta: float, reduce: str = "sum",
             bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None, directions: dict | None = None,
             bootstrap_method: str = "pairs", keep_extrapolated: bool = False, samples_out: dict | None = None,
-            extrapolation: bool = True) -> dict:
+            extrapolation: bool = True, overestimate_penalty: float = 1.0) -> dict:
     """All fits for one arm; a fit that lacks data becomes ``{"error": reason}``. ``samples_out``
     receives the bootstrap optima of the parametric law (key "parametric"), for the comparison of arms.
-    ``extrapolation=False`` leaves out the extrapolation check (a second full parametric fit)."""
+    ``extrapolation=False`` leaves out the extrapolation and rollout checks (two more full parametric fits).
+    ``overestimate_penalty`` goes to every parametric fit (see :func:`fit_parametric`)."""
     # One row per point: a run's end and each of its cooldown branches (scaling.points).
     out: dict = {"n_runs": n_runs_of(rows), "n_points": int(len(rows))}
     lossy, dropped = usable_losses(rows, loss_col)
@@ -209,7 +210,11 @@ def fit_arm(rows, *, loss_col: str, metrics, huber_delta: float, reduce: str = "
     C = budget_of(lossy)
 
     def parametric():
-        fit = fit_parametric(N, D, L, huber_delta=huber_delta, reduce=reduce)
+        fit = fit_parametric(N, D, L, huber_delta=huber_delta, reduce=reduce, overestimate_penalty=overestimate_penalty)
+        # the sandwich-covariance intervals: a Jacobian and a 5 x 5 inverse, so always (beside any bootstrap)
+        from .fits.laplace import laplace_intervals
+
+        laplace_intervals(fit, N, D, L)
         if not bootstrap:
             return fit
         # imported here only: scaling fit without --bootstrap stays lean
@@ -230,6 +235,10 @@ def fit_arm(rows, *, loss_col: str, metrics, huber_delta: float, reduce: str = "
         return samples[0]
 
     out["parametric"] = _attempt(parametric)
+    if "error" not in out["parametric"]:  # the scatter split into per-run and per-point parts (scaling power, design)
+        from .noise import noise_record, point_runs
+
+        out["parametric"].setdefault("extra", {})["noise"] = noise_record(out["parametric"], N, D, L, point_runs(lossy))
     nb = min(bootstrap, 1000)  # isoFLOP resamples are a Python loop: 1,000 is plenty for a percentile interval
     out["isoflop"] = _attempt(lambda: fit_isoflop(C, N, D, L, bootstrap=nb, seed=seed, keep_extrapolated=keep_extrapolated))
     out["isoflop_powersum"] = _attempt(lambda: fit_isoflop(C, N, D, L, method="powersum", bootstrap=min(nb, 200),
@@ -238,7 +247,11 @@ def fit_arm(rows, *, loss_col: str, metrics, huber_delta: float, reduce: str = "
     # cooldown branches (smaller budgets) stay in the training set, as a size's smaller runs do in
     # an isoFLOP sweep: the check still predicts (N, D) points the fit never saw.
     if extrapolation:
-        out["extrapolation"] = _attempt(lambda: extrapolation_check(C, N, D, L, huber_delta=huber_delta, reduce=reduce))
+        out["extrapolation"] = _attempt(lambda: extrapolation_check(C, N, D, L, huber_delta=huber_delta, reduce=reduce,
+                                                                    overestimate_penalty=overestimate_penalty))
+        # Held out: every point of the largest model size (OLMo-core's rollout: fit the smaller rungs, predict the next)
+        out["rollout"] = _attempt(lambda: rollout_check(N, D, L, huber_delta=huber_delta, reduce=reduce,
+                                                        overestimate_penalty=overestimate_penalty))
     if curves is not None and "arm" in curves.columns:
         # imports pandas: only with curves (scaling report)
         from .fits.curve_envelope import fit_curve_envelope
@@ -282,7 +295,8 @@ def fit_study(df: Table | pd.DataFrame, *, loss_col: str = "val_loss_speech",
               arms=None, bootstrap: int = 0, seed: int = 0, curves: pd.DataFrame | None = None,
               directions: dict | None = None, bootstrap_method: str = "pairs",
               keep_extrapolated: bool = False, dropped_top: int = 0, require_fit: bool = False,
-              require_law: bool | None = None, extrapolation: bool = True) -> dict:
+              require_law: bool | None = None, extrapolation: bool = True,
+              overestimate_penalty: float = 1.0) -> dict:
     """Fit parametric, isoFLOP and envelope laws per speech arm; returns a JSON-serialisable dict.
 
     Structure: ``{"loss_col", "huber_delta", "reduce", "metrics", "n_runs", "notes", "arms": {arm: {
@@ -294,11 +308,15 @@ def fit_study(df: Table | pd.DataFrame, *, loss_col: str = "val_loss_speech",
     :func:`data_notes`.
 
     Also per arm: ``isoflop_powersum`` (the less biased approach 2), ``extrapolation`` (fit without
-    the largest budget, error on it; ``extrapolation=False`` leaves this second full parametric fit
-    out, as ``scaling fit`` does when it writes no JSON: it prints no part of it), ``two_step`` (metric from loss through a sigmoid, per metric)
+    the largest budget, error on it) and ``rollout`` (fit without the largest model size, error on it;
+    ``extrapolation=False`` leaves these two full parametric fits out, as ``scaling fit`` does when it
+    writes no JSON), ``two_step`` (metric from loss through a sigmoid, per metric)
     and, when ``curves`` (from :func:`analysis.curves.load_curves`) is given, ``curve_envelope``
     (approach 1). ``bootstrap`` > 0 adds ``ci`` intervals to the parametric and isoFLOP fits
-    (``bootstrap_method`` for the parametric one: pairs, residual or parametric).
+    (``bootstrap_method`` for the parametric one: pairs, residual or parametric); the parametric fit
+    always carries ``ci_laplace`` (sandwich-covariance intervals, :mod:`analysis.fits.laplace`).
+    ``overestimate_penalty`` K >= 1 weighs over-predicted points K times in every parametric fit
+    (recorded at the top level; 1: the symmetric fit).
     Envelope directions come from the benchmark registry, ``directions`` (column -> higher is
     better) overriding it. ``require_fit``: raise ConfigError when an arm's data cannot be fitted
     at all (constant loss, one budget, no usable loss) or when no law was fitted; ``require_law=False``
@@ -316,6 +334,7 @@ def fit_study(df: Table | pd.DataFrame, *, loss_col: str = "val_loss_speech",
     result = {"loss_col": loss_col, "huber_delta": float(huber_delta), "reduce": reduce,
               "metrics": list(metrics), "n_runs": n_runs_of(df), "n_points": int(len(df)), "bootstrap": int(bootstrap),
               "bootstrap_method": bootstrap_method if bootstrap else None,
+              "overestimate_penalty": check_penalty(overestimate_penalty),
               "notes": data_notes(df, loss_col, dropped_top=dropped_top), "arms": {}}
     samples: dict = {}
     for arm in chosen:
@@ -327,7 +346,8 @@ def fit_study(df: Table | pd.DataFrame, *, loss_col: str = "val_loss_speech",
         result["arms"][arm] = fit_arm(rows, loss_col=loss_col, metrics=metrics, huber_delta=huber_delta, reduce=reduce,
                                       bootstrap=bootstrap, seed=seed, curves=curves, directions=directions,
                                       bootstrap_method=bootstrap_method, keep_extrapolated=keep_extrapolated,
-                                      samples_out=got, extrapolation=extrapolation)
+                                      samples_out=got, extrapolation=extrapolation,
+                                      overestimate_penalty=overestimate_penalty)
         if "parametric" in got:
             samples[arm] = got["parametric"]
     if len(result["arms"]) >= 2:

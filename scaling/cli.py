@@ -28,7 +28,7 @@ import sys
 from scaling.errors import ConfigError
 
 #: The CLI modules whose ``register`` adds commands, in the order of `scaling --help`.
-PACKAGES = ("scaling.demo", "trainer.cli", "sweeps.cli", "analysis.cli")
+PACKAGES = ("scaling.demo", "trainer.cli", "sweeps.cli", "analysis.cli", "analysis.design_cli")
 
 #: Command -> the module (one of :data:`PACKAGES`) that registers it. tests/test_architecture.py
 #: checks it against what each module registers.
@@ -37,6 +37,7 @@ COMMANDS = {
     **dict.fromkeys(("data", "train", "eval", "generate", "bench", "memory", "export"), "trainer.cli"),
     **dict.fromkeys(("plan", "status", "run", "worker", "tune"), "sweeps.cli"),
     **dict.fromkeys(("fit", "figures", "report", "power"), "analysis.cli"),
+    "design": "analysis.design_cli",
 }
 
 

@@ -232,13 +232,16 @@ def test_a_degenerate_parametric_fit_is_an_error_not_a_crash():
 
 
 def test_law_all_prints_the_same_table_with_or_without_json(tmp_path, capsys):
-    # Without --json, `scaling fit` leaves out the extrapolation check (a second full parametric fit that
-    # the table does not show); with --json, fits.json holds it.
+    # Without --json, `scaling fit` leaves out the held-out checks (two more full parametric fits); with
+    # --json, fits.json holds them and their lines follow the same table.
     csv = grid_csv(tmp_path)
     code, plain, err = run_cli(["fit", csv], capsys)
     assert code == 0, err
     code, with_json, err = run_cli(["fit", csv, "--json", tmp_path / "fits.json"], capsys)
     assert code == 0, err
-    assert with_json.splitlines()[:-1] == plain.splitlines() and with_json.splitlines()[-1].startswith("wrote ")
+    held = [ln for ln in with_json.splitlines() if ln.startswith("all held-out largest budget") or ln.startswith("all rollout")]
+    assert len(held) == 2 and not any(ln in plain.splitlines() for ln in held)
+    rest = [ln for ln in with_json.splitlines() if ln not in held]
+    assert rest[:-1] == plain.splitlines() and rest[-1].startswith("wrote ")
     check = json.loads((tmp_path / "fits.json").read_text())["arms"]["all"]["extrapolation"]
     assert "error" not in check and check["held_out_budget"] == 1e20 and check["n_test"] == 5

@@ -52,8 +52,8 @@ def test_plan_points_are_run_ends_and_cooldown_branches():
     rows = [{"arm": "textlm", "params": 10, "tokens": 100, "budget": None, "cooldowns": []},
             {"arm": "textless", "params": 1000, "tokens": 40000, "budget": 2.4e8, "cooldowns": [10000, 20000]},
             {"arm": "textless", "params": 2000, "tokens": 20000, "budget": 2.4e8, "cooldowns": []}]
-    (arm, (N, D, C)), = plan_points(rows).items()
-    assert arm == "textless"
+    (arm, (N, D, C, runs)), = plan_points(rows).items()
+    assert arm == "textless" and runs.tolist() == [1, 1, 1, 2]  # a run's branches and end share its run
     assert N.tolist() == [1000, 1000, 1000, 2000] and D.tolist() == [10000, 20000, 40000, 20000]
     assert C.tolist() == [6e7, 1.2e8, 2.4e8, 2.4e8]  # a branch's budget is its 6ND; an end keeps the planned one
 
@@ -67,7 +67,13 @@ def test_fit_records_its_scatter_and_the_pilot_law_is_read_back(tmp_path):
     path = tmp_path / "fits.json"
     path.write_text(json.dumps({"arms": {"textless": {"parametric": fit.to_dict()}, "x": {"parametric": {"error": "no"}}}}))
     (arm, (law, noise)), = laws_from_fits(path).items()
-    assert arm == "textless" and noise == pytest.approx(rms) and law.alpha == pytest.approx(fit.alpha)
+    assert arm == "textless" and noise.point_sd == pytest.approx(rms) and noise.run_sd == 0
+    assert law.alpha == pytest.approx(fit.alpha)
+    # a fits.json with the run-level noise model: read as it is
+    model = {"run_sd": 0.008, "point_sd": 0.003, "slope_sd": 0.0, "n_runs": 7, "n_points": 45}
+    path.write_text(json.dumps({"arms": {"textless": {"parametric": {**fit.to_dict(), "extra": {"noise": model}}}}}))
+    (_, (_, noise)), = laws_from_fits(path).items()
+    assert noise.to_dict() == model
 
 
 @pytest.mark.parametrize("text,words", [
@@ -83,17 +89,23 @@ def test_bad_law_is_refused(text, words):
     assert e.value.field == "--law"
 
 
-def test_power_of_a_planned_sweep(prepared, tmp_path, capsys):
+def _wsd_plan(prepared, tmp_path, capsys):
+    """The plan JSON of a 3-size x 3-budget wsd sweep of the textless arm."""
     sweep = write_sweep(tmp_path / "s.yaml", prepared, models=["toy-xs", "toy-s", "toy-m"], budgets=[2e9, 4e9, 8e9],
                         arms=["textless"], train={"seq_len": 64, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-4,
                                                   "warmup_frac": 0.1, "val_sequences": 4, "schedule": "wsd"})
     plan = tmp_path / "plan.json"
     assert main(["plan", str(sweep), "--json", str(plan)]) == 0
     capsys.readouterr()
+    return plan
+
+
+def test_power_of_a_planned_sweep(prepared, tmp_path, capsys):
+    plan = _wsd_plan(prepared, tmp_path, capsys)
     law = "E=1.5,A=30,B=400,alpha=0.35,beta=0.4"
     assert main(["power", str(plan), "--law", law, "--noise", "0.01", "--replicates", "2", "--resamples", "30"]) == 0
     out = capsys.readouterr().out
-    assert "power of the parametric fit, arm 'textless': 2 simulated studies of its 9 points" in out
+    assert "power of the parametric fit, arm 'textless': 2 simulated studies of its 9 points from 3 runs" in out
     assert "flagged ill-conditioned (CAUTION) in" in out and "alpha      0.35" in out
     # a pilot fits.json without the plan's arm, a law with no recorded scatter and no --noise: exit 2, why
     pilot = tmp_path / "fits.json"
@@ -143,3 +155,29 @@ def test_a_study_whose_fit_diverges_counts_as_flagged(monkeypatch):
     res = simulate(N, D, CHINCHILLA, noise=0.005, replicates=2, resamples=30, budgets=C)
     assert res["reasons"].get("no fit (diverged or degenerate)", 0) >= 1 and res["flagged"] >= 0.5
     assert "no fit (diverged or degenerate)" in format_power("x", res)
+
+
+def test_run_level_noise_is_shared_by_a_runs_points():
+    """The simulator draws one offset per run for its end and branches: with all of the noise at the run level,
+    the points of a run deviate together; the result says how many runs the study had and its noise model."""
+    from analysis.noise import NoiseModel, draw
+
+    runs = np.repeat(np.arange(5), 4)
+    D = np.tile([1e5, 2e5, 4e5, 8e5], 5)
+    eps = draw(NoiseModel(run_sd=0.01), runs, D, np.random.default_rng(0))
+    assert np.allclose(eps.reshape(5, 4), eps.reshape(5, 4)[:, :1]) and eps.std() > 0.003
+    N = np.repeat([1e4, 2e4, 4e4, 8e4, 1.6e5], 4)
+    res = simulate(N, D, CHINCHILLA, noise=NoiseModel(run_sd=0.005, point_sd=0.002), runs=runs, replicates=2,
+                   resamples=20)
+    assert res["n_runs"] == 5 and res["noise"]["run_sd"] == 0.005 and np.isfinite(res["spread"]["alpha"])
+
+
+def test_power_noise_flags(prepared, tmp_path, capsys):
+    """--run-sd/--point-sd replace the pilot's parts; --noise (iid) cannot be mixed with them."""
+    plan = _wsd_plan(prepared, tmp_path, capsys)
+    law = "E=1.5,A=30,B=400,alpha=0.35,beta=0.4"
+    assert main(["power", str(plan), "--law", law, "--run-sd", "0.01", "--point-sd", "0.002", "--replicates", "2",
+                 "--resamples", "20"]) == 0
+    assert "log-loss noise per run 1%, per point 0.2%" in capsys.readouterr().out
+    assert main(["power", str(plan), "--law", law, "--noise", "0.01", "--run-sd", "0.01"]) == 2
+    assert "'--noise'" in capsys.readouterr().err

@@ -114,7 +114,8 @@ def bootstrap_parametric(fit: ParametricFit, params, tokens, loss, *, n_resample
     ``return_samples`` also the (R, len(CI_NAMES)) array of resampled values and the (R, 5) optima
     (a, b, e, alpha, beta) of the resamples, failed ones left out. ``target_compute``
     (C*) defaults to 10x the largest 6ND in the data. Resamples whose optimiser ends at a
-    non-finite objective are dropped and counted in n_failed.
+    non-finite objective are dropped and counted in n_failed. Resamples are fitted with the fit's
+    own loss (Huber delta, reduction and ``overestimate_penalty``).
     """
     from scaling.flops import flops_6nd
 
@@ -133,9 +134,11 @@ def bootstrap_parametric(fit: ParametricFit, params, tokens, loss, *, n_resample
     starts = local_starts(theta, float(np.median(np.log(N))), float(np.median(np.log(D))))
     k = starts.shape[0]
     log_l = np.log(L)
+    penalty = getattr(fit, "overestimate_penalty", 1.0)  # each resample is fitted with the fit's own loss
     if method == "pairs":
         W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(float)
-        obj = _Objective(np.log(N), np.log(D), log_l, fit.huber_delta, fit.reduce, weights=np.repeat(W, k, axis=0))
+        obj = _Objective(np.log(N), np.log(D), log_l, fit.huber_delta, fit.reduce, weights=np.repeat(W, k, axis=0),
+                         penalty=penalty)
     else:
         fitted = np.log(fit.predict(N, D))
         resid = log_l - fitted
@@ -143,7 +146,8 @@ def bootstrap_parametric(fit: ParametricFit, params, tokens, loss, *, n_resample
             e = resid[rng.integers(0, n, size=(n_resamples, n))]
         else:
             e = rng.normal(0.0, float(np.sqrt(np.mean(resid ** 2))), size=(n_resamples, n))
-        obj = _Objective(np.log(N), np.log(D), np.repeat(fitted[None, :] + e, k, axis=0), fit.huber_delta, fit.reduce)
+        obj = _Objective(np.log(N), np.log(D), np.repeat(fitted[None, :] + e, k, axis=0), fit.huber_delta, fit.reduce,
+                         penalty=penalty)
     x0 = np.tile(starts, (n_resamples, 1))
     # Relative stopping test: each row's objective divided by its value at its start.
     f_start = obj(x0, np.arange(x0.shape[0]))[0]

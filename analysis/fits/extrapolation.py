@@ -1,7 +1,10 @@
-"""Extrapolation check: fit on every budget but the largest, predict the largest, report the error."""
+"""Held-out checks of the parametric law: fit without the largest budget (extrapolation check) or
+without the largest model size (rollout, OLMo-core's ladder check), predict what was left out, report
+the error."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -23,13 +26,15 @@ class ExtrapolationCheck:
     mean_rel_error: float  # mean |predicted - observed| / observed
     best_observed: float  # lowest loss at the held-out budget
     best_predicted: float  # predicted loss of that same run
+    #: mean (predicted - observed) / observed: > 0 when the law over-predicts the held-out losses
+    mean_signed_rel_error: float = math.nan
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExtrapolationCheck":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     def __str__(self) -> str:
         return (f"held out C = {self.held_out_budget:.3g} ({self.n_test} points, trained on {self.n_train}): "
@@ -40,7 +45,7 @@ class ExtrapolationCheck:
 def extrapolation_check(budget, params, tokens, loss, **fit_kwargs) -> ExtrapolationCheck:
     """Fit the parametric law without the largest budget and score it on that budget's runs.
 
-    ``fit_kwargs`` go to :func:`fit_parametric` (e.g. ``huber_delta``, ``grid``).
+    ``fit_kwargs`` go to :func:`fit_parametric` (e.g. ``huber_delta``, ``grid``, ``overestimate_penalty``).
     """
     C = np.asarray(budget, dtype=float).ravel()
     N, D, L = (np.asarray(x, dtype=float).ravel() for x in (params, tokens, loss))
@@ -59,4 +64,59 @@ def extrapolation_check(budget, params, tokens, loss, **fit_kwargs) -> Extrapola
                               observed=[float(v) for v in L[test]], predicted=[float(v) for v in pred],
                               mean_abs_error=float(np.mean(np.abs(err))),
                               mean_rel_error=float(np.mean(np.abs(err) / L[test])),
-                              best_observed=float(L[test][i]), best_predicted=float(pred[i]))
+                              best_observed=float(L[test][i]), best_predicted=float(pred[i]),
+                              mean_signed_rel_error=float(np.mean(err / L[test])))
+
+
+@dataclass
+class RolloutCheck:
+    """The law fitted without the largest model size, scored on that size's points."""
+
+    held_out_params: float  # the largest model size, left out of the fit
+    n_sizes_train: int  # model sizes the law was fitted to
+    next_smaller_params: float  # the largest size it saw
+    n_train: int
+    n_test: int
+    observed: list
+    predicted: list
+    mean_abs_rel_error: float  # mean |predicted - observed| / observed
+    mean_signed_rel_error: float  # mean (predicted - observed) / observed: > 0 when the law over-predicts
+    max_abs_rel_error: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RolloutCheck":
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+    def __str__(self) -> str:
+        return (f"held out N = {self.held_out_params:.3g} ({self.n_test} points; fitted to {self.n_train} points of "
+                f"{self.n_sizes_train} sizes up to {self.next_smaller_params:.3g}): mean |rel. error| "
+                f"{100 * self.mean_abs_rel_error:.2f}%, bias {100 * self.mean_signed_rel_error:+.2f}%, "
+                f"worst {100 * self.max_abs_rel_error:.2f}%")
+
+
+def rollout_check(params, tokens, loss, **fit_kwargs) -> RolloutCheck:
+    """Fit the parametric law without the largest model size and score it on that size's points
+    (OLMo-core's ladder rollout: fit the smaller rungs, predict the next). Where the extrapolation
+    check asks "does the law hold at more compute?", this asks "does it hold at a larger model?".
+
+    Sizes are the distinct parameter counts; ``fit_kwargs`` go to :func:`fit_parametric`.
+    """
+    N, D, L = (np.asarray(x, dtype=float).ravel() for x in (params, tokens, loss))
+    ok = np.isfinite(N) & np.isfinite(D) & np.isfinite(L)
+    N, D, L = N[ok], D[ok], L[ok]
+    sizes = np.unique(N)
+    if sizes.size < 3:
+        raise ConfigError(f"rollout check needs at least three model sizes (two to fit, one to predict), got {sizes.size}",
+                          field="params", value=int(sizes.size))
+    test = N == sizes[-1]
+    fit = fit_parametric(N[~test], D[~test], L[~test], **fit_kwargs)
+    pred = fit.predict(N[test], D[test])
+    rel = (pred - L[test]) / L[test]
+    return RolloutCheck(held_out_params=float(sizes[-1]), n_sizes_train=int(sizes.size - 1),
+                        next_smaller_params=float(sizes[-2]), n_train=int((~test).sum()), n_test=int(test.sum()),
+                        observed=[float(v) for v in L[test]], predicted=[float(v) for v in pred],
+                        mean_abs_rel_error=float(np.mean(np.abs(rel))), mean_signed_rel_error=float(np.mean(rel)),
+                        max_abs_rel_error=float(np.max(np.abs(rel))))

@@ -67,8 +67,11 @@ class _Objective:
 
     CHUNK = 128
 
-    def __init__(self, log_n, log_d, log_l, delta: float, reduce: str, weights=None):
+    def __init__(self, log_n, log_d, log_l, delta: float, reduce: str, weights=None, penalty: float = 1.0):
         n = log_n.size
+        # Asymmetric loss: a residual where the law over-predicts (r > 0) costs ``penalty`` times
+        # more (value and gradient). 1 is the symmetric Huber loss, computed without the extra step.
+        self.penalty = float(penalty)
         # Optional (R, n) per-problem point weights (bootstrap counts) and per-problem log losses
         # (residual bootstrap); row r of a batch uses row rows[r] of each.
         self.weights = None if weights is None else np.asarray(weights, dtype=float)
@@ -159,6 +162,11 @@ class _Objective:
         np.multiply(dr, 0.5, out=tmp)
         r -= tmp
         r *= dr  # Huber value
+        if self.penalty != 1.0:  # over-predictions (r > 0, so dr > 0) cost `penalty` times more
+            np.copyto(tmp, 1.0)
+            tmp[dr > 0] = self.penalty
+            r *= tmp
+            dr *= tmp
         if self.weights is not None:
             w = self.weights[rows]
             r *= w
@@ -190,9 +198,10 @@ def _distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x[first], first, inverse.ravel()
 
 
-def objective_and_grad(theta, log_n, log_d, log_l, delta: float, reduce: str = "sum"):
-    """Per-start objectives (S,) and gradients (S, 5) for ``theta`` of shape (S, 5) = (a, b, e, alpha, beta)."""
-    obj = _Objective(np.ravel(log_n), np.ravel(log_d), np.ravel(log_l), delta, reduce)
+def objective_and_grad(theta, log_n, log_d, log_l, delta: float, reduce: str = "sum", penalty: float = 1.0):
+    """Per-start objectives (S,) and gradients (S, 5) for ``theta`` of shape (S, 5) = (a, b, e, alpha, beta);
+    ``penalty``: the weight of over-predicting residuals (see :func:`fit_parametric`)."""
+    obj = _Objective(np.ravel(log_n), np.ravel(log_d), np.ravel(log_l), delta, reduce, penalty=penalty)
     return obj(np.asarray(theta, dtype=float))
 
 
@@ -326,6 +335,12 @@ class ParametricFit:
     #: 95% bootstrap intervals, name -> [low, high] (see :mod:`analysis.fits.bootstrap`); empty when not run.
     ci: dict = field(default_factory=dict)
     bootstrap: dict = field(default_factory=dict)  # n_resamples, n_failed, level, seed, ...
+    #: Weight of residuals where the law over-predicts the observed loss (1: the symmetric Huber fit).
+    overestimate_penalty: float = 1.0
+    #: Laplace (sandwich covariance) intervals, name -> [low, high], and how they were made
+    #: (:mod:`analysis.fits.laplace`); empty when not computed.
+    ci_laplace: dict = field(default_factory=dict)
+    laplace: dict = field(default_factory=dict)
 
     # Compute-optimal allocation (Hoffmann et al. eq. 4).
     @property
@@ -411,6 +426,7 @@ class ParametricFit:
         keys = {f for f in cls.__dataclass_fields__}
         kw = {k: v for k, v in d.items() if k in keys}
         kw["ci"] = {k: list(v) for k, v in kw.get("ci", {}).items()}
+        kw["ci_laplace"] = {k: list(v) for k, v in kw.get("ci_laplace", {}).items()}
         return cls(**kw)
 
     def summary(self) -> str:
@@ -420,17 +436,26 @@ class ParametricFit:
             ("objective", self.objective), ("n_points", self.n_points), ("starts", self._starts_line()),
             ("huber_delta", self.huber_delta), ("reduce", self.reduce), ("converged", self.converged),
         ]
+        if self.overestimate_penalty != 1.0:
+            rows.insert(-1, ("overestimate_penalty", self.overestimate_penalty))
         width = max(len(k) for k, _ in rows)
         level = self.bootstrap.get("level", 0.95)
         lines = ["Parametric fit  L(N,D) = E + A/N^alpha + B/D^beta", "-" * (width + 20)]
         for k, v in rows:
             vs = f"{v:.6g}" if isinstance(v, float) else str(v)
             ci = self.ci.get(k.split(" ")[0])
+            lap = self.ci_laplace.get(k.split(" ")[0])
+            if ci or lap:
+                vs = f"{vs:<12}"
             if ci:
-                vs = f"{vs:<12}  [{ci[0]:.4g}, {ci[1]:.4g}]"
+                vs += f"  [{ci[0]:.4g}, {ci[1]:.4g}]" + (" bootstrap" if lap else "")
+            if lap:
+                vs += f"  [{lap[0]:.4g}, {lap[1]:.4g}] Laplace"
             lines.append(f"{k:<{width}}  {vs}")
         if self.ci:
             lines.append(f"(intervals: {level:.0%} bootstrap, {self.bootstrap.get('n_resamples')} resamples)")
+        if self.ci_laplace:
+            lines.append(f"(Laplace intervals: {self.laplace.get('level', 0.95):.0%}, {self.laplace.get('method')})")
         for w in self.diagnostics():
             lines.append(f"CAUTION: {w}")
         return "\n".join(lines)
@@ -580,10 +605,22 @@ def polish_tight(obj, x0: np.ndarray, *, maxiter: int = 15000, bounds=None, tole
     return np.where(np.isfinite(f), f, np.inf), x, conv
 
 
+def check_penalty(value) -> float:
+    """``value`` as an ``overestimate_penalty``: a finite number >= 1, else a ConfigError."""
+    try:
+        penalty = float(value)
+    except (TypeError, ValueError):
+        penalty = math.nan
+    if not 1.0 <= penalty < math.inf:  # nan fails too
+        raise ConfigError("overestimate_penalty must be a finite number >= 1 (1: the symmetric fit)",
+                          field="overestimate_penalty", value=value)
+    return penalty
+
+
 def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: str = "sum",
                    grid=None, method: str = "batched", polish: int = 8, gtol: float = SCIPY_GTOL,
                    ftol: float = SCIPY_FTOL, maxiter: int = 15000, bounds=None,
-                   screen: int | None = DEFAULT_SCREEN) -> ParametricFit:
+                   screen: int | None = DEFAULT_SCREEN, overestimate_penalty: float = 1.0) -> ParametricFit:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta by Huber regression on log-loss (Chinchilla approach 3).
 
     ``grid``: (S, 5) starts in the order (a, b, e, alpha, beta); default the published 4,500.
@@ -615,6 +652,12 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
     optimum is searched inside the box (the batched end points are clipped into it and polished by
     bounded L-BFGS-B). Use it only when :meth:`ParametricFit.diagnostics` flags the unbounded
     fit, and say so.
+
+    ``overestimate_penalty`` K >= 1 (default 1: the symmetric fit, unchanged to the bit) makes the
+    loss asymmetric, as OLMo-core's ladder fits do for ladders whose smallest rungs are under-tuned:
+    a residual where the law over-predicts the observed loss (predicted > observed) costs K times
+    the Huber loss of the same residual below the law. The law then follows the lower envelope of
+    the points, and an under-trained rung lying above it pulls it less.
     """
     if bounds is True:
         bounds = DEFAULT_BOUNDS
@@ -630,11 +673,12 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
         raise ConfigError("method must be 'batched' or 'loop'", field="method", value=method)
     if not huber_delta > 0:
         raise ConfigError("huber_delta must be positive", field="huber_delta", value=huber_delta)
+    penalty = check_penalty(overestimate_penalty)
     N, D, L = _validate(params, tokens, loss)
     if N.size < 5:
         raise ConfigError(f"parametric fit has 5 parameters and needs at least 5 points, got {N.size}",
                           field="n_points", value=int(N.size))
-    obj = _Objective(np.log(N), np.log(D), np.log(L), huber_delta, reduce)
+    obj = _Objective(np.log(N), np.log(D), np.log(L), huber_delta, reduce, penalty=penalty)
     starts = default_grid() if grid is None else np.atleast_2d(np.asarray(grid, dtype=float))
     if starts.ndim != 2 or starts.shape[1] != 5:
         raise ConfigError("grid must have 5 columns (a, b, e, alpha, beta)", field="grid", value=starts.shape)
@@ -690,7 +734,8 @@ def fit_parametric(params, tokens, loss, *, huber_delta: float = 1e-3, reduce: s
                       math.exp(e) + math.exp(a) / N ** alpha + math.exp(b) / D ** beta)) ** 2)))})
     return ParametricFit(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta,
                          objective=best_f, n_points=int(N.size), n_starts=int(S), converged=best_ok,
-                         huber_delta=float(huber_delta), reduce=reduce, message=best_msg, extra=extra)
+                         huber_delta=float(huber_delta), reduce=reduce, message=best_msg, extra=extra,
+                         overestimate_penalty=penalty)
 
 
 def _distinct_best(xs: np.ndarray, fs: np.ndarray, k: int) -> list[int]:
