@@ -41,6 +41,14 @@ def main() -> None:
         est = f"{v:>11.4g}" if isinstance(v, float) else f"{'(at C*)':>11}"
         se = EPOCH_SE.get(k)
         print(f"{k:<10} {est} {lo:>11.4g} {hi:>11.4g} {(hi - lo) / 3.92:>17.4g} {se if se else '':>9}")
+    from record import write_record  # benchmarks/record.py: a dated record under benchmarks/results/
+    se = {k: round((hi - lo) / 3.92, 6) for k, (lo, hi) in fit.ci.items()}
+    print("record:", write_record(
+        "bootstrap_epoch", {"points": len(df), "fit_s": round(tf, 3), "bootstrap_s": round(tb, 2),
+                            "resamples": args.resamples, "method": args.method, "n_failed": fit.bootstrap["n_failed"],
+                            "n_unconverged": fit.bootstrap["n_unconverged"], "se": se},
+        title=f"bootstrap on Epoch's {len(df)} points, {args.resamples:,} resamples",
+        summary=f"{tb:.0f} s; SE " + ", ".join(f"{k} {se[k]:.3g}" for k in ("A", "B", "E", "alpha", "beta") if k in se)))
 
 
 if __name__ == "__main__":

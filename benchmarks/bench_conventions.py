@@ -61,6 +61,14 @@ def main() -> None:
         a, b = res["ours"][n], res["slamkit"][n]
         toks = f"{int(a.n_tokens_pos.sum() + a.n_tokens_neg.sum())}/{int(b.n_tokens_pos.sum() + b.n_tokens_neg.sum())}"
         print(f"{n:<10} {a.accuracy:>7.4f} {b.accuracy:>8.4f} {int(np.sum(a.scores != b.scores)):>4}/{a.n_items} {toks:>27}")
+    from record import write_record  # benchmarks/record.py: a dated record under benchmarks/results/
+    flipped = {n: int(np.sum(res["ours"][n].scores != res["slamkit"][n].scores)) for n in names}
+    print("record:", write_record(
+        "conventions", {"dtype": args.dtype, "items": args.items, "checkpoint": args.checkpoint is not None,
+                        "accuracy": {c: {n: round(float(res[c][n].accuracy), 4) for n in names} for c in res},
+                        "flipped": flipped},
+        title=f"scoring convention effect, {'a checkpoint' if args.checkpoint else 'random toy-xs'}, {args.items} items per set",
+        summary="decisions flipped ours vs slamkit: " + ", ".join(f"{n} {k}" for n, k in flipped.items())))
 
 
 if __name__ == "__main__":

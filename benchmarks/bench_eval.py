@@ -93,6 +93,14 @@ def throughput(ckpt, data, args) -> None:
               f"{n / best[True]:>15.0f} {tokens / best[True]:>9.0f} {best[False] / best[True]:>7.2f}x {diff:>10.1e} {same}")
     print(f"all {len(NAMES)} benchmarks: plain {total[False]:.2f} s, packed {total[True]:.2f} s "
           f"({total[False] / total[True]:.2f}x)")
+    from record import write_record  # benchmarks/record.py: a dated record under benchmarks/results/
+    print("record:", write_record(
+        "eval", {"model": args.model, "max_items": args.max_items, "threads": torch.get_num_threads(),
+                 "plain_s": round(total[False], 2), "packed_s": round(total[True], 2),
+                 "speedup": round(total[False] / total[True], 2)},
+        title=f"benchmark scoring, {args.model}, {args.max_items} pairs per benchmark",
+        summary=f"all {len(NAMES)} benchmarks: plain {total[False]:.1f} s, packed {total[True]:.1f} s "
+                f"({total[False] / total[True]:.2f}x)"))
 
 
 def loads(ckpt, data, args) -> None:

@@ -123,6 +123,11 @@ def main(argv=None) -> int:
         print(f"{name:36s} -X importtime: wall {wall:.2f} s = imports {imported:.2f} ({parts}) + work {wall - imported:.2f}")
     print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     shutil.rmtree(tmp, ignore_errors=True)
+    from record import write_record  # benchmarks/record.py: a dated record under benchmarks/results/
+    med = {name: round(statistics.median(w for w, _ in runs), 3) for name, runs in times.items()}
+    print("record:", write_record("fit_cli", {"wall_median_s": med, "repeat": args.repeat},
+                                  title="`scaling fit` on Epoch's points, whole command",
+                                  summary=", ".join(f"{k} {v:.2f} s" for k, v in med.items()) + f" (medians of {args.repeat})"))
     return 0
 
 

@@ -152,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(rows))
     if a.json:
         a.json.write_text(json.dumps({"device": str(dev), "torch": torch.__version__, "rows": rows}, indent=1))
+    from record import write_record  # benchmarks/record.py: a dated record under benchmarks/results/
+    print("record:", write_record(f"fused_ce_{dev.type}", {"device": str(dev), "torch": torch.__version__, "rows": rows},
+                                  title=f"LM head + CE, forward + backward ({dev.type})",
+                                  summary=f"{len(rows)} rows; see the record"))
     return 0
 
 

@@ -29,6 +29,13 @@ def main(argv: list[str]) -> int:
               f"mean |error| {100 * sum(modelled) / len(modelled):.1f}% (GiB; the estimate without allocator overhead)")
     for key in sorted({k for r in rows if r["unmodelled"] for k in r["unmodelled"].split("+")}):
         print(f"not modelled, {key}: {UNMODELLED[key]}")
+    if modelled:
+        from record import write_record  # benchmarks/record.py: a dated record under benchmarks/results/
+        print("record:", write_record(
+            "memory_model", {"rows": len(modelled), "max_abs_error": round(max(modelled), 4),
+                             "mean_abs_error": round(sum(modelled) / len(modelled), 4), "folder": folder.name},
+            title=f"`scaling memory` against {len(modelled)} measured GPU peaks",
+            summary=f"within {100 * max(modelled):.1f}% (mean {100 * sum(modelled) / len(modelled):.1f}%)"))
     return 0
 
 

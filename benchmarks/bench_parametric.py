@@ -139,6 +139,14 @@ def speed_benchmark(args) -> None:
         print(f"{name:<30} {t:>9.3f} {f.objective:>20.15g} {f.E:>7.4f} {f.A:>8.2f} {f.B:>8.1f} {f.alpha:>7.4f} {f.beta:>7.4f}")
     print(f"speed-up (loop / batched median): {tl / tb:.1f}x   "
           f"objective difference (batched - loop): {fb.objective - fl.objective:.3g}")
+    from record import write_record  # benchmarks/record.py: a dated record under benchmarks/results/
+    print("record:", write_record(
+        "parametric_speed", {"points": len(df), "fit_median_s": round(tb, 3), "loop_s": round(tl, 2),
+                             "loop_scaled": factor > 1, "speedup": round(tl / tb, 1),
+                             "objective_gap": fb.objective - fl.objective},
+        title=f"parametric fit vs the published loop, {len(df)} Epoch points",
+        summary=f"median {tb:.2f} s vs {tl:.1f} s{' (loop scaled)' if factor > 1 else ''} ({tl / tb:.0f}x); "
+                f"objective difference {fb.objective - fl.objective:.2g}"))
 
 
 def main() -> None:

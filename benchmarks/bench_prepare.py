@@ -156,6 +156,14 @@ def main() -> None:
               f"{b['whole_cpu']:.1f} s / {b['bare_cpu']:.1f} s = {b['whole_cpu'] / b['bare_cpu']:.2f}x (acceptance: under 3x); "
               f"wall: {b['whole_s']:.1f} s / {b['bare_s']:.1f} s = {b['whole_s'] / b['bare_s']:.2f}x")
         print("speech fractions (train, large):", b["fractions"])
+        from record import write_record  # benchmarks/record.py: a dated record under benchmarks/results/
+        print("record:", write_record(
+            "prepare", {"words_small": small, "words_large": large, "peak_mb_small": round(a["peak_mb"]),
+                        "peak_mb_large": round(b["peak_mb"]), "cpu_s_large": round(b["whole_cpu"], 1),
+                        "bare_cpu_s_large": round(b["bare_cpu"], 1), "ratio_to_bare": round(b["whole_cpu"] / b["bare_cpu"], 2)},
+            title=f"real-data preparation, {small:,} vs {large:,} words per side",
+            summary=f"peak {a['peak_mb']:.0f} MB vs {b['peak_mb']:.0f} MB; {b['whole_cpu']:.1f} CPU s, "
+                    f"{b['whole_cpu'] / b['bare_cpu']:.2f}x the bare tokenizer pass"))
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -98,6 +98,7 @@ def main() -> int:
             for m, v in zip(t["model"], t["val_loss_speech"]):
                 losses.setdefault((std, m), []).append(float(v))
         print(f"\n{'init_std':>11} {'model':>10} {'mean loss':>10} {'seed sd %':>10}")
+        sds = {}
         for std in args.init_std:
             pooled = []
             for model in args.models:
@@ -106,6 +107,12 @@ def main() -> int:
                 pooled.append(sd ** 2)
                 print(f"{std!s:>11} {model:>10} {statistics.fmean(losses[std, model]):10.4f} {100 * sd:10.2f}")
             print(f"{std!s:>11} {'pooled':>10} {'':>10} {100 * math.sqrt(statistics.fmean(pooled)):10.2f}")
+            sds[str(std)] = round(math.sqrt(statistics.fmean(pooled)), 5)
+        from record import write_record  # benchmarks/record.py: a dated record under benchmarks/results/
+        print("record:", write_record(
+            "seed_noise", {"sd_log_loss": sds, "seeds": args.seeds, "models": args.models, "budget": args.budget},
+            title=f"seed noise of one point ({', '.join(args.models)}, {args.seeds} seeds)",
+            summary="pooled sd of log loss: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in sds.items())))
         return 0
     finally:
         if not args.keep:

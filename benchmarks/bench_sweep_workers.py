@@ -72,6 +72,12 @@ def main() -> int:
         one, many = times.values()
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         print(f"{args.workers} workers / 1 process = {many / one:.2f} (<= 1.00: no slower)")
+        from record import write_record  # benchmarks/record.py: a dated record under benchmarks/results/
+        print("record:", write_record(
+            "sweep_workers", {"one_process_s": round(one, 1), "workers_s": round(many, 1), "workers": args.workers,
+                              "ratio": round(many / one, 3), "full": args.full},
+            title=f"sweep workers sharing the machine ({'full' if args.full else 'short'} grid)",
+            summary=f"one process {one:.1f} s, --workers {args.workers} {many:.1f} s (ratio {many / one:.2f})"))
         return 0
     finally:
         if not args.keep:

@@ -14,4 +14,14 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     if "--model" not in argv:
         argv += ["--model", "toy-s", "--seq", "512", "--micro-batch", "4", "--steps", "5", "--warmup", "2"]
-    raise SystemExit(main(["bench", "throughput", *argv]))
+    rc = main(["bench", "throughput", *argv])
+    if rc == 0 and "--json" in argv:  # the records of `scaling bench throughput --json`, as a dated record
+        import json
+        from pathlib import Path
+
+        from record import write_record  # benchmarks/record.py: a dated record under benchmarks/results/
+        out = json.loads(Path(argv[argv.index("--json") + 1]).read_text(encoding="utf-8"))
+        model = argv[argv.index("--model") + 1]
+        print("record:", write_record(f"throughput_{model}", out, title=f"training step throughput, {model}",
+                                      summary="see the record's variants"))
+    raise SystemExit(rc)

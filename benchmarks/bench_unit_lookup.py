@@ -24,6 +24,11 @@ def main() -> None:
     t2 = time.perf_counter()
     print(f"{args.files} files: index {t1 - t0:.3f} s, {args.files} lookups by stem {t2 - t1:.3f} s, "
           f"total {t2 - t0:.3f} s")
+    from record import write_record  # benchmarks/record.py: a dated record under benchmarks/results/
+    print("record:", write_record("unit_lookup", {"files": args.files, "index_s": round(t1 - t0, 3),
+                                                  "lookups_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3)},
+                                  title=f"unit lookup by stem, {args.files:,} files",
+                                  summary=f"index {t1 - t0:.2f} s + lookups {t2 - t1:.2f} s = {t2 - t0:.2f} s"))
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def register(sub) -> None:
                    help="cpu: 7 micro sizes x 9 budgets per arm (45 points) on a 256-row vocabulary, 12-14 min on 2 cores; gpu: 1.3M-30M non-embedding "
                         "parameters on a ~30M-token corpus, sized for ~10 min on one H100/H200 (the trainer uses CUDA "
                         "when present)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="seed of the corpus, benchmarks and inits (default 0)")
     d.add_argument("--workers", type=int, default=None,
                    help="worker processes training the sweep's runs (default: scaling run --workers auto, one "
                         "single-threaded worker per usable CPU core, at most 8; 1 with --scale gpu)")

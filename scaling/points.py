@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from scaling.datadir import BENCHMARK_NAMES
+from scaling.datadir import BENCHMARK_NAMES, BENCHMARKS
 from scaling.flops import flops_6nd
 from scaling.rundir import RESULT_COLUMNS
 
@@ -26,6 +26,32 @@ RUN_LEVEL = ("run_id", "arm", "model", "params", "non_embedding_params", "status
 #: Per-benchmark item counts: the binomial intervals of the figures need them.
 ITEM_COUNT_COLUMNS = tuple(f"{b}_n" for b in BENCHMARK_NAMES)
 _VALUES = set(RESULT_COLUMNS) - set(RUN_LEVEL) - {"tokens", "flops", "flops_exact", "budget", "epochs"}
+
+#: What each results.csv column holds, for every column :func:`point_rows` may write (the docs' column
+#: reference is rendered from it; tests/test_docs.py fails on a column without an entry or an entry
+#: without a column). Benchmark columns take their meaning from the registry (``scaling.datadir``).
+COLUMN_HELP = {
+    "run_id": "the run's id: `<arm>-<model>-<budget>-<hash of the spec>`",
+    "arm": "the arm (every figure, fit and table groups by it)",
+    "model": "the model shape's name",
+    "params": "all parameters, embeddings included (rows padded to a multiple of 64)",
+    "non_embedding_params": "parameters without the input embeddings and an untied LM head (N of the fits)",
+    "tokens": "training tokens of the point (D): the run's, or a cooldown branch's own",
+    "flops": "6 N D with N = params (the budget convention)",
+    "flops_exact": "D x (6 x matmul parameters incl. the LM head + 6 x layers x seq x hidden)",
+    "budget": "the compute budget C the point was planned for",
+    "val_loss_speech": "validation loss on the speech stream",
+    "val_loss_text": "validation loss on the text stream",
+    "val_loss_interleaved": "validation loss on the interleaved stream",
+    **{b.name: (f"{b.label}: {b.description} ({'accuracy' if b.kind == 'pairs' else 'generation metric'}, "
+                f"{'higher' if b.higher_is_better else 'lower'} is better)") for b in BENCHMARKS.values()},
+    "epochs": "the most passes the point made over any one training stream (a branch: its run's, scaled by its "
+              "tokens; result.json has each stream's as `epochs_per_stream`); empty in records written before it",
+    "point_id": "`run_id` for a run's end, `<run_id>@<tokens>` for a cooldown branch",
+    "kind": "`final` (a run's end) or `cooldown` (a wsd branch end, a point as good as a separate run of its length)",
+    **{f"{b}_n": f"items the `{b}` score was computed on (for binomial intervals)" for b in BENCHMARK_NAMES},
+    "status": "the run's state (`done`, `failed`, ...)",
+}
 
 
 def columns(counts=()) -> list[str]:

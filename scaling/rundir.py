@@ -1,15 +1,46 @@
 """The run directory: the one contract between training and everything downstream.
 
     runs/<run_id>/
-      spec.yaml       the resolved run spec
+      spec.yaml       the resolved run spec; run_id = <arm>-<model>-<budget>-<hash of the fields that change
+                      results>, so the same grid point has the same id on every machine
       state.json      pending | running | done | failed, timestamps, attempts, error; ``resource_error: true``
                       when the machine stopped the run (a full disk or quota, a read-only file system, no
                       permission: :class:`ResourceError`), which is not an attempt of the run
-      metrics.jsonl   one line per logged step / validation / evaluation
-      result.json     the final record (flat keys = the results.csv columns, plus details)
-      model/          HF save_pretrained folder with the tokenizer
+      metrics.jsonl   one line per logged step (tokens, flops, lr, loss, grad_norm, tokens/s, MFU, peak
+                      memory), per validation and per evaluation; appended line by line
+      result.json     the final record (flat keys = the results.csv columns, plus details: steps, seconds,
+                      tokens and epochs per stream, ``effective`` settings, ``evals``: one entry per
+                      evaluated checkpoint, periodic, cooldown and final)
+      model/          HF save_pretrained folder with the tokenizer (AutoModelForCausalLM / AutoTokenizer)
+      checkpoints/step_<n>/
+                      resumable state while the run trains (model, optimizer, data position, RNG,
+                      checksums.json; trainer/checkpoint.py), every ``train.checkpoint_every`` steps (default:
+                      every 10% of the run), the two newest kept; a damaged one is moved aside as
+                      ``.step_<n>.corrupt``; the folder is removed when the run is done unless
+                      ``train.keep_checkpoints``
+      cooldowns/<tokens>/
+                      ``train.schedule: wsd``: one cooldown branch per smaller budget, its model/ and its
+                      record.json (the branch's evaluation: tokens, budget, losses, scores)
+      init/           a run initialised from a model outside the sweep (a folder or a hub id): its starting
+                      point with the grown vocabulary, written once before the first step
+      lease.<n>       a sweep worker's claim (sweeps/registry.py), one per attempt, created exclusively; its
+                      mtime is the heartbeat, and it is rewritten with the attempt's outcome (done, failed,
+                      preempted, released, resource)
+      train.lock      held (``flock``) by the process that trains the run (rank 0; trainer/execute.py): a
+                      second ``scaling train`` on the folder is refused while it is held
+      tracking.json   written by a launcher asked to track (``scaling run --wandb``): the wandb mode, project,
+                      group (the sweep) and config (sweep, arm, model, budget, plan row); scaling/tracking.py
+      wandb/          a tracked run's wandb files (one wandb run whose id is the run id, offline unless
+                      ``--wandb online``; ``wandb sync runs/*/wandb/offline-run-*`` uploads them)
+      error.log       the traceback of the last attempt that failed under a local sweep worker
+                      (``scaling run``, ``scaling worker``)
 
-Every file is written atomically, so a kill never leaves a torn record. Every JSON record of the folder
+Only spec.yaml, state.json, result.json and model/ are always there once a run is done; the others
+appear with the feature that writes them. ``scaling train --force`` removes result.json, checkpoints/
+and cooldowns/ before training again.
+
+Every file is written atomically, so a kill never leaves a torn record (metrics.jsonl is appended line by
+line and a torn last line is ignored on reading). Every JSON record of the folder
 (state.json, result.json, a cooldown branch's record.json) is read through :func:`read_record`, the one
 checked reader: a record damaged outside the trainer (a disk that filled up, a copy cut short, a hand
 edit) is a :class:`ConfigError` naming the file and what to do, never a traceback. A run is done only

@@ -291,25 +291,26 @@ def _registry_args(p) -> None:
 
 def register(sub) -> None:
     pl = sub.add_parser("plan", help="show the resolved grid of a sweep file (nothing runs)")
-    pl.add_argument("sweep")
+    pl.add_argument("sweep", help="the sweep file (YAML)")
     pl.add_argument("--json", help="also write the plan as a JSON list of runs")
     pl.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation for the GPU-hour estimate (default 0.4)")
     pl.add_argument("--gpu-flops", type=float, default=989e12, help="peak FLOP/s of one GPU (default 989e12, H100 bf16 dense)")
     pl.set_defaults(func=_cmd_plan)
 
     st = sub.add_parser("status", help="states of a sweep's runs")
-    st.add_argument("sweep")
+    st.add_argument("sweep", help="the sweep file (YAML)")
     _registry_args(st)
     st.set_defaults(func=_cmd_status)
 
     r = sub.add_parser("run", help="run a sweep's pending runs (finished runs are skipped) and write results.csv")
-    r.add_argument("sweep")
+    r.add_argument("sweep", help="the sweep file (YAML)")
     r.add_argument("--workers", default="1",
                    help="local launcher: worker processes sharing this machine (cores/K threads or one GPU set each); "
                         "'auto': one single-threaded worker per usable CPU core, at most 8")
     r.add_argument("--gpus-per-run", type=int, default=1,
                    help="local launcher on a GPU host: devices per run (each worker holds its own; >1 runs torchrun)")
-    r.add_argument("--launcher", choices=("local", "accelerate", "slurm"), default="local")
+    r.add_argument("--launcher", choices=("local", "accelerate", "slurm"), default="local",
+                   help="local worker processes (default), `accelerate launch`, or SLURM jobs through submitit")
     r.add_argument("--executor", choices=("slurm", "local"), default="slurm",
                    help="slurm launcher: submitit executor ('local' runs the jobs on this machine)")
     r.add_argument("--dry-run", action="store_true",
@@ -322,8 +323,8 @@ def register(sub) -> None:
     r.set_defaults(func=_cmd_run)
 
     w = sub.add_parser("worker", help="one worker loop on a sweep: claim, train, repeat until no run is left")
-    w.add_argument("sweep")
-    w.add_argument("--gpus-per-run", type=int, default=1)
+    w.add_argument("sweep", help="the sweep file (YAML)")
+    w.add_argument("--gpus-per-run", type=int, default=1, help="devices per run on a GPU host (>1 runs torchrun)")
     _wandb_arg(w)
     _cache_arg(w)
     _registry_args(w)

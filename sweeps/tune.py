@@ -119,7 +119,7 @@ def _cmd_tune(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("tune", help="optuna study per model size for the learning rate (and batch size)")
-    p.add_argument("sweep")
+    p.add_argument("sweep", help="the sweep file (YAML); its tuning block sets up the study")
     p.add_argument("--trials", type=int, default=None, help="finished trials per size (default: tuning.trials)")
     p.add_argument("--storage", default=None, help="optuna storage URL (default sqlite:///<sweep dir>/tuning.db)")
     p.add_argument("--models", default=None, help="comma-separated subset of the sweep's models")

@@ -60,8 +60,8 @@ def _cmd_throughput(args) -> int:
 
 def add_throughput_arguments(t) -> None:
     t.add_argument("--model", required=True, help="a shape name: a published one (qwen2.5-0.5b, ...) or a toy one (toy-xs, ...)")
-    t.add_argument("--seq", type=int, default=2048)
-    t.add_argument("--micro-batch", type=int, default=1)
+    t.add_argument("--seq", type=int, default=2048, help="tokens per sequence (default 2048)")
+    t.add_argument("--micro-batch", type=int, default=1, help="sequences per forward pass (default 1)")
     t.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimiser step")
     t.add_argument("--steps", type=int, default=10, help="timed optimiser steps (after warm-up)")
     t.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
@@ -71,10 +71,10 @@ def add_throughput_arguments(t) -> None:
     t.add_argument("--precision", default="amp-bf16", choices=("amp-bf16", "bf16"),
                    help="amp-bf16: fp32 master weights + bf16 autocast; bf16: bf16 weights and optimiser state")
     t.add_argument("--chunk-size", type=int, help="tokens per LM-head chunk (default: 4096 chunked, 8192 compiled)")
-    t.add_argument("--compile-backend", default="inductor")
+    t.add_argument("--compile-backend", default="inductor", help="torch.compile backend of compiled variants (aot_eager on a CPU without a compiler)")
     t.add_argument("--no-doc-mask", action="store_true", help="plain causal attention over the packed rows")
     t.add_argument("--device", help="default: cuda when available, else cpu")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of the random weights and batches")
     t.add_argument("--force", action="store_true", help="allow a published shape on the CPU")
     t.add_argument("--profile", action="store_true", help="two more steps per variant under torch.profiler (top kernels in the JSON)")
     t.add_argument("--json", help="also write the records here (rewritten after every variant)")
@@ -114,7 +114,7 @@ def register(sub) -> None:
     g.add_argument("--tiny", action="store_true", help="toy shapes and short sequences: the same code in seconds")
     g.add_argument("--steps", type=int, default=4, help="timed optimiser steps per variant")
     g.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="seed of the random weights and batches")
     g.add_argument("--json", help="write the record here (with --matrix: rewritten after every variant)")
     g.add_argument("--matrix", action="store_true",
                    help="the fast recipe switch by switch against plain transformers (trainer/bench_matrix.py); "

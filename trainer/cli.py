@@ -133,9 +133,9 @@ def register(sub) -> None:
 
     m = sub.add_parser("memory", help="estimate per-GPU memory of a training plan before launching it")
     m.add_argument("--model", required=True, help="a published shape, e.g. qwen2.5-7b")
-    m.add_argument("--gpus", type=int, default=1)
-    m.add_argument("--micro-batch", type=int, default=1)
-    m.add_argument("--seq", type=int, default=2048)
+    m.add_argument("--gpus", type=int, default=1, help="GPUs the run is spread over (default 1)")
+    m.add_argument("--micro-batch", type=int, default=1, help="sequences per forward pass on each GPU (default 1)")
+    m.add_argument("--seq", type=int, default=2048, help="tokens per sequence (default 2048)")
     m.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (default 80, an H100)")
     m.add_argument("--no-activation-checkpointing", action="store_true", help="no recompute (same as --activation-checkpointing none)")
     m.add_argument("--activation-checkpointing", default="full", metavar="MODE",

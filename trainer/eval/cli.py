@@ -145,11 +145,11 @@ def register(sub) -> None:
     e.add_argument("checkpoint", help="a model folder (config.json, safetensors, tokenizer with the speech tokens)")
     e.add_argument("--benchmarks", default=",".join(DEFAULT_BENCHMARKS),
                    help=f"comma-separated names: the registry's {list(BENCHMARK_NAMES)}, ZeroSpeech folders "
-                        "(<name>/gold.csv) or StoryCloze folders (<name>[_s2t|_t2s|_t2t], any layout in the README); "
+                        "(<name>/gold.csv) or StoryCloze folders (<name>[_s2t|_t2s|_t2t], any layout in docs/reference/eval-inputs.md); "
                         "genppl generates and needs --prompts, --vocoder, --asr, --text-lm")
     e.add_argument("--data", default=".", help="data folder (data.json + benchmarks/) or a folder of benchmarks")
     e.add_argument("--convention", choices=["ours", "slamkit"], default="ours",
-                   help="how items become tokens (README: scoring conventions); slamkit reproduces SlamKit's encoding "
+                   help="how items become tokens (docs/explanation/scoring.md); slamkit reproduces SlamKit's encoding "
                         "and scoring (its pad-id label drop, tokeniser kind)")
     e.add_argument("--slamkit-tokeniser", choices=["unit", "interleaved"], default=None,
                    help="with --convention slamkit: the model's SlamKit tokeniser (unit: pure-speech UnitTokeniser, "
@@ -159,12 +159,12 @@ def register(sub) -> None:
                         "as SlamKit scores; for equality with SlamKit's numbers on GPU)")
     e.add_argument("--submission", metavar="DIR", help="write the official ZeroSpeech sLM21 submission files "
                                                       "(DIR/lexical/<set>.txt, DIR/syntactic/<set>.txt)")
-    e.add_argument("--submission-set", choices=["dev", "test"], default="dev")
+    e.add_argument("--submission-set", choices=["dev", "test"], default="dev", help="which set the --submission files are for (default dev)")
     e.add_argument("--max-items", type=_positive, default=None, help="first N pairs per benchmark")
     e.add_argument("--norm", choices=["mean", "sum"], default="mean", help="NLL normalisation (published default: mean)")
     e.add_argument("--span", choices=["whole", "continuation"], default="whole",
                    help="score the whole sequence (published default) or the last segment only")
-    e.add_argument("--batch-size", type=_positive, default=32)
+    e.add_argument("--batch-size", type=_positive, default=32, help="rows per forward batch when scoring one sequence per row (default 32; packed scoring is bounded by tokens)")
     e.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% interval")
     e.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     e.add_argument("--per-item", metavar="DIR", help="write DIR/<metric>.csv: id, nll_pos, nll_neg, n_tokens_pos, "

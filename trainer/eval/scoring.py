@@ -17,7 +17,7 @@ from scaling.errors import ConfigError
 
 NORMS = ("mean", "sum")
 SPANS = ("whole", "continuation")
-#: How a pair member becomes token ids (README "Scoring conventions"). ``ours``: a modality marker opens
+#: How a pair member becomes token ids (docs/explanation/scoring.md). ``ours``: a modality marker opens
 #: every sequence and every switch, a space before every text segment after the first. ``slamkit``:
 #: SlamKit's encoding (speech-only items carry no marker, text segments joined as written, the text
 #: tokenizer's own special tokens such as a Llama BOS around the whole sequence).

@@ -3,7 +3,7 @@
 Prompts file (JSONL), one prompt per line:
     {"id": str, "segments": [{"modality": "speech", "units": [...]}, {"modality": "text", "text": "..."}],
      "output": "speech" | "text"}           (output defaults to the last segment's modality)
-or a units file (``file_name`` + ``units`` [+ ``duration`` in 40 ms frames], what ``scaling data units``
+or a units file (``file_name`` + ``units`` [+ ``duration`` in 40 ms frames], what ``scaling data extract``
 writes): each file becomes a speech prompt of its first ``prompt_seconds`` (SlamKit: 3 s), continued in
 speech. Without durations every unit counts one frame.
 """
