@@ -87,6 +87,12 @@ def run_design(args) -> int:
                           value=args.min_sizes)
     if args.workers < 1:
         raise ConfigError("must be at least 1", field="--workers", value=args.workers)
+    if args.frontier < 1:
+        raise ConfigError("must be at least 1 (rows of the frontier printed)", field="--frontier", value=args.frontier)
+    if args.out is not None:
+        from scaling.atomic import check_out_file
+
+        check_out_file(args.out, "--out")  # before the search: an output that cannot be written is refused first
     if args.target == "loss" and args.at_compute is None:
         raise ConfigError("is needed for --target loss", field="--at-compute")
     if args.max_seconds is not None and args.flops_per_second is None:

@@ -116,6 +116,12 @@ def test_design_refuses_bad_input(prepared, tmp_path, capsys):
     assert "'--at-compute'" in capsys.readouterr().err
     assert main(["design", str(tmp_path / "none.yaml"), "--law", law, "--noise", "0.01"]) == 2
     assert "sweep file not found" in capsys.readouterr().err
+    assert main(["design", str(sweep), "--law", law, "--noise", "0.01", "--frontier", "0"]) == 2
+    assert "'--frontier'" in capsys.readouterr().err
+    (tmp_path / "a_folder").mkdir()
+    assert main(["design", str(sweep), "--law", law, "--noise", "0.01", "--out", str(tmp_path / "a_folder")]) == 2
+    err = capsys.readouterr()
+    assert "'--out'" in err.err and "design of a grid" not in err.out  # refused before the search
 
 
 def _design_rows(out: str) -> dict[str, float]:
