@@ -4,7 +4,8 @@ subcommands a user would run one by one:
     scaling data synth --out DIR/data [--quick | --large]   (reused when already there with the same settings)
     scaling plan DIR/sweep.yaml
     scaling run DIR/sweep.yaml
-    scaling report DIR --out DIR      (fits.json with bootstrap intervals, figures/, coefficient tables, report.md)
+    scaling report DIR --out DIR --huber-delta 0.03   (fits.json with bootstrap intervals, figures/, coefficient
+                                                       tables, report.md; delta: REPORT_HUBER_DELTA)
 """
 from __future__ import annotations
 
@@ -23,6 +24,15 @@ PRESETS = {"quick": ("demo_quick.yaml", ["--quick"]),
            # corpus's own characters (256 embedding rows instead of 1,024)
            "cpu": ("demo.yaml", ["--units", "96", "--vocab-size", "158", "--text-alphabet", "corpus"]),
            "gpu": ("demo_gpu.yaml", ["--large"])}
+
+
+#: The Huber delta of the demo's fits: Cuervo & Marxer's for speech LMs (2024), above the demos' scatter
+#: about the law (0.5-1.5% in log loss), where Hoffmann's 1e-3 (``scaling fit``'s default, the convention
+#: of the Chinchilla refits) makes the fit nearly a least-absolute-deviation one. On the coverage grids
+#: (log-normal noise 0.5-2%) 0.03 kept the bootstrap's coverage at 93-100% with intervals of a 25% narrower
+#: (record coverage_huber_delta); on the default demo at seeds 0-2 it left 5 of 6 arm fits unflagged
+#: instead of 3 (record demo_seeds).
+REPORT_HUBER_DELTA = 0.03
 
 
 def preset_of(quick: bool, scale: str = "cpu") -> str:
@@ -73,7 +83,8 @@ def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]]
                      + (["--no-cache"] if no_cache else []))
     stage("fit scaling laws, draw the figures, write the report")
     # the smoke test's intervals come from 200 resamples (a third of its report time); the studies use the default
-    rc = command(["report", str(out), "--out", str(out)] + (["--bootstrap", "200"] if quick else []))
+    rc = command(["report", str(out), "--out", str(out), "--huber-delta", str(REPORT_HUBER_DELTA)]
+                 + (["--bootstrap", "200"] if quick else []))
     if rc:
         return rc
     print(f"\ndemo finished in {time.time() - t0:.0f} s: {out}/results.csv, fits.json, figures/, report.md")

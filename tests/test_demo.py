@@ -37,6 +37,8 @@ def test_quick_demo_end_to_end(tmp_path):
     for name in ("isoflop", "loss_vs_compute", "metrics_vs_compute"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 0
         assert (out / "figures" / f"{name}.pdf").stat().st_size > 0
+    # the demo fits with Cuervo & Marxer's speech Huber delta (scaling.demo.REPORT_HUBER_DELTA), not the CLI's 1e-3
+    assert json.loads((out / "fits.json").read_text())["huber_delta"] == 0.03
     report = (out / "report.md").read_text()
     assert "figures/loss_vs_compute.png" in report
     most = max(float(r["epochs"]) for rows_ in by_arm.values() for r in rows_)
@@ -77,8 +79,11 @@ def test_demo_spreads_its_runs_over_one_single_threaded_worker_per_core(tmp_path
     # oversubscribes: one thread each
     assert all(env["OMP_NUM_THREADS"] == str(max(1, usable_cores() // auto_workers()))
                for env in worker_envs(auto_workers(), gpus=0))
-    run = _stages(tmp_path, quick=True)["run"]
+    stages = _stages(tmp_path, quick=True)
+    run = stages["run"]
     assert run[run.index("--workers") + 1] == "auto"
+    report = _stages(tmp_path, quick=False)["report"]  # the study's fits use the speech Huber delta too
+    assert report[report.index("--huber-delta") + 1] == "0.03"
     run = _stages(tmp_path, quick=False, scale="gpu")["run"]
     assert run[run.index("--workers") + 1] == "1"
     run = _stages(tmp_path, quick=True, workers=3, no_cache=True)["run"]
