@@ -501,7 +501,6 @@ def run_report(args: argparse.Namespace) -> int:
 
     Everything is built in a staging folder beside --out and moved in only when all of it succeeded."""
     import shutil
-    from pathlib import Path
 
     from scaling.atomic import check_out_dir, write_json, write_text
     from scaling.errors import ConfigError
@@ -585,6 +584,16 @@ def add_noise_arguments(parser: argparse.ArgumentParser) -> None:
                                                                      "(default: the pilot fits.json's)")
 
 
+def check_simulation_sizes(args) -> None:
+    """``--replicates`` and ``--resamples`` of simulated studies (scaling power, scaling design --confirm):
+    at least 2 studies and 20 resamples make an interval; a ConfigError naming the flag otherwise."""
+    from scaling.errors import ConfigError
+
+    if args.replicates < 2 or args.resamples < 20:
+        bad = ("--replicates", args.replicates) if args.replicates < 2 else ("--resamples", args.resamples)
+        raise ConfigError("too few for an interval (at least 2 replicates and 20 resamples)", field=bad[0], value=bad[1])
+
+
 def run_power(args) -> int:
     from pathlib import Path
 
@@ -592,9 +601,7 @@ def run_power(args) -> int:
 
     from .power import format_power, laws_from_fits, load_plan_points, parse_law, resolve_noise, simulate
 
-    if args.replicates < 2 or args.resamples < 20:
-        bad = ("--replicates", args.replicates) if args.replicates < 2 else ("--resamples", args.resamples)
-        raise ConfigError("too few for an interval (at least 2 replicates and 20 resamples)", field=bad[0], value=bad[1])
+    check_simulation_sizes(args)
     points = load_plan_points(args.plan)
     if Path(args.law).is_file():
         laws = laws_from_fits(args.law)

@@ -41,12 +41,10 @@ def _theta(law) -> np.ndarray:
 
 
 def _loss_opt(theta: np.ndarray, C: float) -> float:
-    a, b, e, al, be = theta
-    A, B, E = math.exp(a), math.exp(b), math.exp(e)
-    G = (al * A / (be * B)) ** (1.0 / (al + be))
-    n = G * (C / 6.0) ** (be / (al + be))
-    d = (C / 6.0) / n
-    return E + A / n ** al + B / d ** be
+    """L(N_opt(C), D_opt(C)) of the law at ``theta`` (:func:`analysis.fits.bootstrap.derived`)."""
+    from .fits.bootstrap import derived
+
+    return float(derived(theta[None, :], C)["loss_opt"][0])
 
 
 def gradients(law, compute: float | None = None) -> dict[str, np.ndarray]:

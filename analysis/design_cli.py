@@ -76,12 +76,13 @@ def run_design(args) -> int:
     from scaling.errors import ConfigError
 
     from . import design_run
+    from .cli import check_simulation_sizes
 
-    if args.confirm < 0 or (args.confirm and (args.replicates < 2 or args.resamples < 20)):
-        bad = ("--confirm", args.confirm) if args.confirm < 0 else (
-            ("--replicates", args.replicates) if args.replicates < 2 else ("--resamples", args.resamples))
-        raise ConfigError("too few (confirmations >= 0; at least 2 replicates and 20 resamples)", field=bad[0],
-                          value=bad[1])
+    if args.confirm < 0:
+        raise ConfigError("must be at least 0 (grids confirmed by simulated studies)", field="--confirm",
+                          value=args.confirm)
+    if args.confirm:
+        check_simulation_sizes(args)
     if args.min_sizes < 3:
         raise ConfigError("must be at least 3 (the N term has three parameters)", field="--min-sizes",
                           value=args.min_sizes)

@@ -66,19 +66,21 @@ class NoiseModel:
             raise ConfigError(e.reason, source=source, field=f"{field}.{e.field}", value=e.value) from None
 
 
-def law_loss(law, N, D) -> np.ndarray:
-    """E + A/N^alpha + B/D^beta of anything with those five attributes (a Law, a ParametricFit)."""
-    N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
-    return law.E + law.A / N ** law.alpha + law.B / D ** law.beta
+def log_law(law, N, D) -> tuple[np.ndarray, np.ndarray]:
+    """(J, f) of anything with the five attributes E, A, B, alpha, beta (a Law, a ParametricFit): d log L /
+    d (log A, log B, log E, alpha, beta) at the points (n x 5), in the parameter order of
+    :mod:`analysis.fits.parametric`, and the law's log losses there (:func:`analysis.fits.laplace.jacobian`;
+    E = 0 gives a zero log E column)."""
+    from .fits.laplace import jacobian
+
+    with np.errstate(divide="ignore"):
+        theta = np.array([np.log(law.A), np.log(law.B), np.log(law.E), law.alpha, law.beta], dtype=float)
+    return jacobian(theta, np.log(np.asarray(N, dtype=float)), np.log(np.asarray(D, dtype=float)))
 
 
 def log_jacobian(law, N, D) -> np.ndarray:
-    """d log L / d (log A, log B, log E, alpha, beta) at the points (n x 5): the linearised law, in the
-    parameter order of :mod:`analysis.fits.parametric`."""
-    N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
-    tn, td = law.A / N ** law.alpha, law.B / D ** law.beta
-    L = law.E + tn + td
-    return np.column_stack([tn / L, td / L, np.full_like(L, law.E) / L, -np.log(N) * tn / L, -np.log(D) * td / L])
+    """d log L / d (log A, log B, log E, alpha, beta) at the points (n x 5): the linearised law."""
+    return log_law(law, N, D)[0]
 
 
 def run_design(runs, D) -> tuple[np.ndarray, np.ndarray]:
@@ -141,8 +143,8 @@ def estimate_noise(law, N, D, L, runs) -> NoiseModel:
     if not (N.size == D.size == L.size == runs.size) or N.size < 7:
         raise ConfigError("needs at least 7 points with a run each", field="points", value=int(N.size))
     with np.errstate(all="ignore"):
-        r = np.log(L) - np.log(law_loss(law, N, D))
-        J = log_jacobian(law, N, D)
+        J, f = log_law(law, N, D)
+        r = np.log(L) - f
     if not (np.isfinite(r).all() and np.isfinite(J).all()) or (np.linalg.norm(J, axis=0) == 0).any():
         raise ConfigError("the law's residuals or slopes are not finite at these points (a degenerate fit)",
                           field="parametric")
