@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scaling.flops import wsd_branch_tokens
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -31,6 +33,14 @@ class Setting:
     run_seconds: float = 0.0
     point_seconds: float = 0.0
     workers: int = 1
+
+    def run_seconds_of(self, flops: float, n_points: int) -> float:
+        """Time of one run in the time model: its compute at the speed, its fixed cost, its evaluations."""
+        return flops / self.flops_per_second + self.run_seconds + self.point_seconds * n_points
+
+    def grid_seconds(self, run_secs: list[float]) -> float:
+        """Time of a grid's runs on ``workers`` workers (no less than its longest run)."""
+        return max(sum(run_secs) / max(self.workers, 1), max(run_secs))
 
 
 @dataclass
@@ -85,7 +95,7 @@ def build(models, budgets, band, params: dict[str, float], s: Setting) -> Grid:
         if s.schedule == "wsd":
             runs = [kept]
             trunk = kept[-1][0]
-            tokens = trunk + sum(int(round(d * s.cooldown_frac)) for d, _ in kept[:-1])
+            tokens = trunk + wsd_branch_tokens([d for d, _ in kept[:-1]], s.cooldown_frac)
             run_flops = [6.0 * n * tokens]
         else:
             runs = [[k] for k in kept]
@@ -99,14 +109,14 @@ def build(models, budgets, band, params: dict[str, float], s: Setting) -> Grid:
                 R.append(rid)
             flops += f
             if s.flops_per_second > 0:
-                run_secs.append(f / s.flops_per_second + s.run_seconds + s.point_seconds * len(run))
+                run_secs.append(s.run_seconds_of(f, len(run)))
     if len(set(float(x) for x in N)) < 3 or len(N) < 8:
         g.valid, g.why = False, "fewer than 3 sizes or 8 points"
         return g
     g.N, g.D, g.C, g.runs = (np.asarray(v, dtype=float) for v in (N, D, C, R))
     g.flops = flops
     if run_secs:
-        g.seconds = max(sum(run_secs) / max(s.workers, 1), max(run_secs))
+        g.seconds = s.grid_seconds(run_secs)
     return g
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from scaling import atomic, yamlio
 from scaling.errors import ConfigError
+from scaling.flops import wsd_branch_tokens
 from scaling.spec import TrainConfig
 
 from .design import predict, wide_limit
@@ -85,10 +86,9 @@ def _speech_rows(rows):
     return [r for r in rows if r["arm"] != "textlm"]
 
 
-def _run_flops(rows, cooldown_frac: float) -> float:
-    """Compute of planned runs as sweeps.plan.plan_totals counts it (6ND, cooldown decay tokens included)."""
-    return sum(6.0 * r["params"] * (r["tokens"] + sum(int(round(c * cooldown_frac)) for c in r.get("cooldowns") or []))
-               for r in _speech_rows(rows))
+def _row_flops(r: dict, cooldown_frac: float) -> float:
+    """Compute of one planned run as sweeps.plan.plan_totals counts it (6ND, cooldown decay tokens included)."""
+    return 6.0 * r["params"] * (r["tokens"] + wsd_branch_tokens(r.get("cooldowns") or [], cooldown_frac))
 
 
 def _laws(args, arms: list[str]) -> dict:
@@ -180,15 +180,14 @@ def run(args) -> int:
         pts = plan_points(today_rows)
         N, D, C, R = pts[design_arm]
         today.N, today.D, today.C, today.runs = N, D, C, R
-        today.flops = _run_flops(today_rows, train.cooldown_frac)
+        today.flops = sum(_row_flops(r, train.cooldown_frac) for r in speech)
         today.models = tuple(dict.fromkeys(r["model"] for r in speech))
         today.budgets = tuple(float(c) for c in template.get("budgets") or []) if isinstance(
             template.get("budgets"), list) else tuple(sorted(set(C.tolist())))
         if setting.flops_per_second:
-            secs = [6.0 * r["params"] * (r["tokens"] + sum(int(round(c * train.cooldown_frac)) for c in r["cooldowns"]))
-                    / setting.flops_per_second + setting.run_seconds + setting.point_seconds * (1 + len(r["cooldowns"]))
-                    for r in speech]
-            today.seconds = max(sum(secs) / setting.workers, max(secs))
+            today.seconds = setting.grid_seconds([setting.run_seconds_of(_row_flops(r, train.cooldown_frac),
+                                                                         1 + len(r.get("cooldowns") or []))
+                                                  for r in speech])
         _evaluate(today, laws, args)
         if not today.valid:
             raise ConfigError("today's grid does not identify the law (a singular design)", source=source)

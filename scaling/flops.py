@@ -45,6 +45,13 @@ def flops_6nd(params: int, tokens: int) -> float:
     return 6.0 * params * tokens
 
 
+def wsd_branch_tokens(cooldowns, cooldown_frac: float) -> int:
+    """Tokens a wsd run trains beyond its trunk for its cooldown branches: each branch decays over
+    ``cooldown_frac`` of its own token count (rounded to a whole token). How plans, and the grids
+    `scaling design` compares, count a wsd run's compute."""
+    return sum(int(round(c * cooldown_frac)) for c in cooldowns)
+
+
 def flops_per_token_exact(shape: ModelShape, seq_len: int) -> float:
     return 6.0 * matmul_params(shape) + 6.0 * shape.num_layers * seq_len * shape.hidden_size
 

@@ -5,7 +5,7 @@ an H100's 989 TFLOP/s bf16 dense; REFERENCE section 4 measured 28-40% for the 1.
 """
 from __future__ import annotations
 
-from scaling.flops import count_params, flops_6nd, flops_exact
+from scaling.flops import count_params, flops_6nd, flops_exact, wsd_branch_tokens
 from scaling.spec import RunSpec
 
 
@@ -39,7 +39,7 @@ def plan_totals(sweep, specs: list[RunSpec], rows: list[dict], *, mfu: float = 0
             # cosine: one run per budget point, each from scratch
             cos_flops += per_token * (s.tokens + sum(s.cooldowns))
             # wsd: the stable trunk to `tokens` plus one decay branch per cooldown budget
-            branch = sum(int(round(c * s.train.cooldown_frac)) for c in s.cooldowns)
+            branch = wsd_branch_tokens(s.cooldowns, s.train.cooldown_frac)
             tot.setdefault("wsd_branch_tokens", 0)
             tot["wsd_branch_tokens"] += branch
             tot["flops"] += per_token * branch
