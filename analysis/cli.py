@@ -582,6 +582,26 @@ def add_noise_arguments(parser: argparse.ArgumentParser) -> None:
                              "branches (default: the pilot fits.json's)")
     parser.add_argument("--point-sd", type=non_negative_number, help="sd of each point's own log-loss deviation "
                                                                      "(default: the pilot fits.json's)")
+    parser.add_argument("--huber-delta", type=positive_number, default=None,
+                        help="Huber delta of the simulated (and predicted) fits (default: the pilot fits.json's, "
+                             "else 1e-3, `scaling fit`'s); the demo's reports fit at 0.03")
+
+
+def huber_delta_of(args) -> float:
+    """``--huber-delta`` of scaling power / design: as given, else the pilot fits.json's, else 1e-3."""
+    import json
+    from pathlib import Path
+
+    if args.huber_delta is not None:
+        return float(args.huber_delta)
+    if Path(args.law).is_file():
+        try:
+            v = json.loads(Path(args.law).read_text(encoding="utf-8")).get("huber_delta")
+        except (OSError, ValueError, AttributeError):
+            v = None
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            return float(v)
+    return 1e-3
 
 
 def check_simulation_sizes(args) -> None:
@@ -614,12 +634,13 @@ def run_power(args) -> int:
     else:
         law = parse_law(args.law)
         laws = {arm: (law, None) for arm in points}
+    delta = huber_delta_of(args)
     for i, (arm, (N, D, C, runs)) in enumerate(points.items()):
         law, measured = laws[arm]
         noise, told = resolve_noise(measured, args)
         res = simulate(N, D, law, noise=noise, runs=runs, replicates=args.replicates, resamples=args.resamples,
-                       seed=args.seed, budgets=C)
-        print(("\n" if i else "") + format_power(arm, res) + f"  (noise: {told})")
+                       seed=args.seed, budgets=C, huber_delta=delta)
+        print(("\n" if i else "") + format_power(arm, res) + f"  (noise: {told}; Huber delta {delta:g})")
     return 0
 
 

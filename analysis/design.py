@@ -18,7 +18,8 @@ H = sum_i kappa_i J_i J_i', kappa_i = P(|eps_i| < delta), so
   bootstrap interval is narrower than the true spread.
 
 Widths are 2 x 1.96 sd of alpha, beta, a = beta/(alpha+beta) or the compute-optimal loss at a stated
-compute, by the delta method. Used by ``scaling design`` to rank candidate grids (the simulator of
+compute, by the delta method; ``exponents`` is the worst of alpha, beta and a as a fraction of the verdict's
+'wide' limit (what decides whether a fit is flagged). Used by ``scaling design`` to rank candidate grids (the simulator of
 :mod:`analysis.power` confirms the best).
 """
 from __future__ import annotations
@@ -33,7 +34,9 @@ from scaling.errors import ConfigError
 from .noise import NoiseModel, covariance, log_jacobian
 
 Z95 = 1.959964
-TARGETS = ("a", "alpha", "beta", "loss")
+TARGETS = ("a", "alpha", "beta", "exponents", "loss")
+#: The exponents the fit's verdict reads: ``exponents`` is the worst of their widths over the 'wide' limit
+EXPONENTS = ("alpha", "beta", "a")
 
 
 def _theta(law) -> np.ndarray:
@@ -106,12 +109,18 @@ def predict(law, N, D, runs, noise: NoiseModel, *, delta: float = 1e-3, compute:
     ``runs`` naming each point's run, under the pilot ``law`` and ``noise``."""
     cov = covariances(law, N, D, runs, noise, delta=delta)
     grads = gradients(law, compute)
-    return {kind: {k: float(2 * Z95 * math.sqrt(max(g @ V @ g, 0.0))) for k, g in grads.items()}
-            for kind, V in cov.items()}
+    out = {kind: {k: float(2 * Z95 * math.sqrt(max(g @ V @ g, 0.0))) for k, g in grads.items()}
+           for kind, V in cov.items()}
+    for w in out.values():
+        w["exponents"] = max(w[k] / wide_limit(law, k) for k in EXPONENTS)
+    return out
 
 
 def wide_limit(law, target: str) -> float:
-    """The fit verdict's 'wide' limit of an exponent's 95% interval: max(0.5 |estimate|, 0.1)."""
+    """The fit verdict's 'wide' limit of an exponent's 95% interval: max(0.5 |estimate|, 0.1); 1 for
+    ``exponents`` (already a fraction of the limit)."""
+    if target == "exponents":
+        return 1.0
     v = {"alpha": law.alpha, "beta": law.beta, "a": law.beta / (law.alpha + law.beta)}[target]
     return max(0.5 * abs(v), 0.1)
 

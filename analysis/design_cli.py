@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-TARGET_HELP = "a | alpha | beta | loss (the compute-optimal loss at --at-compute)"
+TARGET_HELP = ("a | alpha | beta | exponents (the worst of alpha, beta and a over the fit verdict's 'wide' limit: "
+               "what flags a fit) | loss (the compute-optimal loss at --at-compute)")
 
 
 def add_design_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -49,7 +50,7 @@ def add_design_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once (time model; default 1)")
     parser.add_argument("--schedule", choices=("wsd", "cosine"), help="wsd: one run per size with cooldown branches; "
                                                                       "cosine: one run per point (default: the template's)")
-    parser.add_argument("--target", default="a", choices=("a", "alpha", "beta", "loss"), help=f"what to pin down: "
+    parser.add_argument("--target", default="a", choices=("a", "alpha", "beta", "exponents", "loss"), help=f"what to pin down: "
                                                                                                  f"{TARGET_HELP}")
     parser.add_argument("--at-compute", type=positive_number, help="FLOPs at which --target loss is predicted")
     parser.add_argument("--interval", choices=("max", "bootstrap", "sampling"), default="max",
@@ -59,6 +60,10 @@ def add_design_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                              "it takes as independent)")
     parser.add_argument("--min-sizes", type=int, default=4, help="fewest model sizes a candidate grid may have "
                                                                  "(default 4)")
+    parser.add_argument("--seeds", default="1,2", metavar="K[,K...]",
+                        help="seeds per size to search (the sweep's replicates), comma-separated counts: each count "
+                             "for every size, and counts above 1 also for the larger half of the sizes only "
+                             "(default 1,2; 1: one run per grid point)")
     parser.add_argument("--confirm", type=int, default=2, help="best candidates confirmed by simulated studies, "
                                                                "today's grid included (default 2; 0: none)")
     parser.add_argument("--replicates", type=int, default=10, help="simulated studies per confirmed grid and arm "
@@ -88,6 +93,7 @@ def run_design(args) -> int:
                           value=args.min_sizes)
     if args.workers < 1:
         raise ConfigError("must be at least 1", field="--workers", value=args.workers)
+    args.seeds = seed_counts(args.seeds)
     if args.frontier < 1:
         raise ConfigError("must be at least 1 (rows of the frontier printed)", field="--frontier", value=args.frontier)
     if args.out is not None:
@@ -99,6 +105,26 @@ def run_design(args) -> int:
     if args.max_seconds is not None and args.flops_per_second is None:
         raise ConfigError("is needed for --max-seconds (the time model)", field="--flops-per-second")
     return design_run.run(args)
+
+
+#: The most seeds per size the search may try (each is a whole run of the size)
+MAX_SEEDS = 10
+
+
+def seed_counts(text) -> tuple[int, ...]:
+    """``--seeds``: counts of seeds per size, e.g. ``1,2``."""
+    from scaling.errors import ConfigError
+
+    if isinstance(text, (tuple, list)):
+        return tuple(text)
+    try:
+        counts = tuple(int(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        counts = ()
+    if not counts or any(not 1 <= k <= MAX_SEEDS for k in counts):
+        raise ConfigError(f"must be comma-separated counts of seeds per size, each 1 to {MAX_SEEDS}", field="--seeds",
+                          value=text)
+    return counts
 
 
 def register(sub) -> None:

@@ -1,10 +1,11 @@
-"""Candidate grids for ``scaling design``: which sizes, which budgets, which tokens-per-parameter band.
+"""Candidate grids for ``scaling design``: which sizes, which budgets, which tokens-per-parameter band,
+how many seeds of each size.
 
 A candidate is an isoFLOP grid as a sweep file states it (``models``, ``budgets``, ``constraints``'
 tokens-per-parameter band), turned into points the way ``sweeps.grid.resolve`` does: D = C / (6 N)
 rounded to whole sequences, points outside the band or under ``min_steps`` dropped; under ``wsd`` one
 run per size to its largest kept budget with a cooldown branch at each smaller one, under ``cosine``
-one run per point. Its compute is counted as ``sweeps.plan.plan_totals`` counts it (6 N D of each run,
+one run per point; a size with k seeds has k such runs (the sweep's ``replicates``). Its compute is counted as ``sweeps.plan.plan_totals`` counts it (6 N D of each run,
 plus under wsd the decay tokens of every branch, ``cooldown_frac`` of the branch's length), and its
 time on a given machine as compute / speed + a cost per run + a cost per point (evaluation),
 spread over ``workers`` (no less than its longest run).
@@ -48,6 +49,7 @@ class Grid:
     models: tuple[str, ...]
     budgets: tuple[float, ...]
     band: tuple[float | None, float | None]  # min / max tokens per parameter
+    seeds: dict = field(default_factory=dict)  # model -> runs per grid point (the sweep's replicates; absent: 1)
     N: np.ndarray = field(default=None, repr=False)
     D: np.ndarray = field(default=None, repr=False)
     C: np.ndarray = field(default=None, repr=False)
@@ -67,10 +69,10 @@ class Grid:
         return 0 if self.runs is None else int(np.unique(self.runs).size)
 
 
-def build(models, budgets, band, params: dict[str, float], s: Setting) -> Grid:
+def build(models, budgets, band, params: dict[str, float], s: Setting, seeds: dict | None = None) -> Grid:
     """The points, compute and time of a candidate (``valid`` False, with ``why``, when the sweep would
-    refuse it or it leaves a model without points)."""
-    g = Grid(tuple(models), tuple(float(c) for c in budgets), tuple(band))
+    refuse it or it leaves a model without points); ``seeds``: model -> runs per grid point (default 1)."""
+    g = Grid(tuple(models), tuple(float(c) for c in budgets), tuple(band), dict(seeds or {}))
     lo, hi = band
     N, D, C, R = [], [], [], []
     flops = 0.0
@@ -100,7 +102,8 @@ def build(models, budgets, band, params: dict[str, float], s: Setting) -> Grid:
         else:
             runs = [[k] for k in kept]
             run_flops = [6.0 * n * d for d, _ in kept]
-        for run, f in zip(runs, run_flops):
+        k = int(g.seeds.get(m, 1))
+        for run, f in zip(runs * k, run_flops * k):
             rid = len(set(R))
             for d, c in run:
                 N.append(n)
@@ -127,13 +130,26 @@ def log_budgets(lo: float, hi: float, num: int) -> list[float]:
     return [float(f"{lo * (hi / lo) ** (i / (num - 1)):.4g}") for i in range(num)]
 
 
+def seed_patterns(models, counts=(1,)) -> list[dict]:
+    """Seeds per size of the search: every count in ``counts`` for all sizes, and for each count k > 1 also
+    k seeds of the larger half of the sizes only (run-to-run scatter hurts the exponents most where the
+    fewest points are: the largest sizes, which a diagonal band leaves few budgets)."""
+    out = []
+    for k in sorted(set(int(c) for c in counts)):
+        out.append({m: k for m in models} if k > 1 else {})
+        if k > 1 and len(models) > 1:
+            out.append({m: k for m in models[len(models) // 2:]})
+    return out
+
+
 def candidates(ladder: list[str], c_max: float, band: tuple, *, min_sizes: int = 3,
                top_factors=(0.5, 0.71, 1.0, 1.41), spans=(5.0, 10.0, 20.0), nums=(5, 7, 9, 11),
-               lows=None, highs=None):
-    """(models, budgets, band) of the search: every subset of the ladder with at least ``min_sizes``
+               lows=None, highs=None, seeds=(1,)):
+    """(models, budgets, band, seeds) of the search: every subset of the ladder with at least ``min_sizes``
     sizes (contiguous runs and runs with gaps; for ladders over 10 sizes only contiguous ones), budgets
-    log-spaced from c_top / span to c_top (c_top = c_max x each factor, ``nums`` of them), and bands
-    from ``lows`` x ``highs`` (default: the template's band and a few around it)."""
+    log-spaced from c_top / span to c_top (c_top = c_max x each factor, ``nums`` of them), bands
+    from ``lows`` x ``highs`` (default: the template's band and a few around it) and the seeds per
+    size of :func:`seed_patterns` for the counts ``seeds``."""
     lo0, hi0 = band
     # an open bound of the template stays a candidate (None: no bound), beside a few bounds around it
     lows = lows or ([None] if lo0 is None else []) + sorted({float(x) for x in (lo0, 2.5, 5.0) if x is not None})
@@ -146,6 +162,8 @@ def candidates(ladder: list[str], c_max: float, band: tuple, *, min_sizes: int =
     budget_sets = [log_budgets(c_max * f / span, c_max * f, num) for f in top_factors for span in spans for num in nums]
     bands = [(lo, hi) for lo in lows for hi in highs if lo is None or hi is None or lo < hi]
     for models in subsets:
+        patterns = seed_patterns(models, seeds)
         for budgets in budget_sets:
             for b in bands:
-                yield models, budgets, b
+                for p in patterns:
+                    yield models, budgets, b, p

@@ -73,6 +73,9 @@ def _grid_doc(template: dict, g: Grid, schedule: str) -> dict:
             cons[key] = float(v)
     doc["constraints"] = cons
     doc.setdefault("train", {})["schedule"] = schedule
+    doc.pop("replicates", None)
+    if g.seeds:
+        doc["replicates"] = {m: int(k) for m, k in g.seeds.items() if m in g.models and k > 1}
     return doc
 
 
@@ -126,7 +129,7 @@ def _evaluate(g: Grid, laws: dict, args) -> None:
     g.widths = {}
     for arm, (law, noise, _) in laws.items():
         try:
-            w = predict(law, g.N, g.D, g.runs, noise, compute=args.at_compute)
+            w = predict(law, g.N, g.D, g.runs, noise, compute=args.at_compute, delta=args.huber_delta)
             w["max"] = {k: max(w["bootstrap"][k], w["sampling"][k]) for k in w["bootstrap"]}
             g.widths[arm] = w
         except (ConfigError, np.linalg.LinAlgError, FloatingPointError, ValueError, ZeroDivisionError):
@@ -137,8 +140,15 @@ def _evaluate(g: Grid, laws: dict, args) -> None:
 def _describe(g: Grid, params: dict) -> str:
     sizes = ",".join(m for m in g.models)
     band = f"{g.band[0] or 0:g}-{g.band[1] or math.inf:g}"
+    counts = {m: int(g.seeds.get(m, 1)) for m in g.models}
+    if len(set(counts.values())) == 1:
+        k = next(iter(counts.values()))
+        reps = f", {k} seeds of every size" if k > 1 else ""
+    else:
+        reps = ", " + "; ".join(f"{k} seed{'s' if k > 1 else ''} of {','.join(m for m in g.models if counts[m] == k)}"
+                                for k in sorted(set(counts.values()), reverse=True))
     return (f"{len(g.models)} sizes [{sizes}], {len(g.budgets)} budgets {g.budgets[0]:.3g}-{g.budgets[-1]:.3g}, "
-            f"D/N {band}")
+            f"D/N {band}{reps}")
 
 
 def run(args) -> int:
@@ -150,6 +160,9 @@ def run(args) -> int:
     if not isinstance(template, dict):
         raise ConfigError("a sweep file must be a mapping", source=source)
     base = template_path.parent
+    from .cli import huber_delta_of
+
+    args.huber_delta = huber_delta_of(args)
     train = _train(template, source)
     schedule = args.schedule or train.schedule
     with tempfile.TemporaryDirectory(prefix="scaling-design-") as tmp:
@@ -200,8 +213,9 @@ def run(args) -> int:
         # budget spans: a few short ones, today's own and twice it (a wide template grid stays in the search)
         c_lo = min(r["budget"] or 6.0 * r["params"] * r["tokens"] for r in speech)
         spans = sorted({5.0, 10.0, 20.0, round(c_max / c_lo, 6), round(2 * c_max / c_lo, 6)} - {1.0})
-        for models, budgets, band in candidates(ladder, c_max, today.band, min_sizes=args.min_sizes, spans=spans):
-            g = build(models, budgets, band, par, setting)
+        for models, budgets, band, seeds in candidates(ladder, c_max, today.band, min_sizes=args.min_sizes, spans=spans,
+                                                       seeds=args.seeds):
+            g = build(models, budgets, band, par, setting, seeds)
             searched += 1
             if not g.valid:
                 continue
@@ -282,9 +296,9 @@ def _confirm(args, template, base, work, today_rows, top, laws, schedule, source
         for arm, (law, noise, _) in laws.items():
             N, D, C, R = pts[arm]
             res = simulate(N, D, law, noise=noise, runs=R, replicates=args.replicates, resamples=args.resamples,
-                           seed=args.seed, budgets=C)
+                           seed=args.seed, budgets=C, huber_delta=args.huber_delta)
             worst = max(worst, res["flagged"])
-            t = args.target if args.target != "loss" else "a"
+            t = args.target if args.target in ("alpha", "beta", "a") else "a"
             parts.append(f"{arm}: flagged {100 * res['flagged']:.0f}%, median {t} width {res['width'][t]:.3g} "
                          f"({res['width_ratio'][t]:.2f}x limit), spread {res['spread'][t]:.3g}")
         print(f"  {name:<12} " + "; ".join(parts))
@@ -297,7 +311,7 @@ def _header(args, laws, target, kind, limit, n_arms) -> str:
     lines = [f"design of a grid for arm(s) {', '.join(laws)} ({n_arms} arm(s) share it): target the {kind} 95% "
              f"width of {target}" + (f" at {args.at_compute:.3g} FLOPs" if target == "loss" else "")
              + f"; limit {limit:.3g} FLOPs (6ND, all arms, cooldown decay included)"
-             + (f", {args.max_seconds:g} s" if args.max_seconds else "")]
+             + (f", {args.max_seconds:g} s" if args.max_seconds else "") + f"; Huber delta {args.huber_delta:g}"]
     for arm, (law, noise, told) in laws.items():
         lines.append(f"  {arm}: L = {law.E:.4g} + {law.A:.4g}/N^{law.alpha:.3g} + {law.B:.4g}/D^{law.beta:.3g} "
                      f"(a = {law.a:.3g}); noise {format_noise(noise.to_dict())} ({told})")

@@ -142,7 +142,7 @@ def as_noise(noise) -> NoiseModel:
 
 
 def simulate(N, D, law: Law, *, noise, runs=None, replicates: int = 20, resamples: int = 200, seed: int = 0,
-             budgets=None) -> dict:
+             budgets=None, huber_delta: float = 1e-3) -> dict:
     """``replicates`` studies at the points (N, D) drawn from ``law`` with log-normal ``noise`` (a
     :class:`analysis.noise.NoiseModel`: an offset and a slope shared by the points of one run, ``runs``
     naming each point's run, plus each point's own; a number is iid noise of that sd), each fitted and
@@ -170,7 +170,8 @@ def simulate(N, D, law: Law, *, noise, runs=None, replicates: int = 20, resample
     for r in range(replicates):
         L = law.loss(N, D) * np.exp(draw(noise, runs, D, rng))
         try:
-            fit = bootstrap_parametric(fit_parametric(N, D, L), N, D, L, n_resamples=resamples, seed=seed + r)
+            fit = bootstrap_parametric(fit_parametric(N, D, L, huber_delta=huber_delta), N, D, L, n_resamples=resamples,
+                                       seed=seed + r)
         except ConfigError:  # the fit diverged or degenerated: `scaling fit` would have refused this study
             flagged += 1
             reasons["no fit (diverged or degenerate)"] = reasons.get("no fit (diverged or degenerate)", 0) + 1
@@ -189,7 +190,7 @@ def simulate(N, D, law: Law, *, noise, runs=None, replicates: int = 20, resample
             reasons[key] = reasons.get(key, 0) + 1
         if (~top).sum() >= 6 and len(np.unique(C[~top])) >= 2:
             try:
-                sub = fit_parametric(N[~top], D[~top], L[~top])
+                sub = fit_parametric(N[~top], D[~top], L[~top], huber_delta=huber_delta)
             except ConfigError:
                 continue
             held.append(float(np.mean(np.abs(sub.predict(N[top], D[top]) - L[top]) / L[top])))

@@ -40,12 +40,21 @@ def preset_of(quick: bool, scale: str = "cpu") -> str:
     return "quick" if quick else scale
 
 
+def run_seed(cfg: dict, seed: int) -> int:
+    """The sweep seed of demo ``seed``: with ``replicates: k`` the demo at seed S trains run seeds kS .. kS + k - 1,
+    so that the demos at different seeds never train a run under the same seed."""
+    rep = cfg.get("replicates") or 1
+    k = max(rep.values()) if isinstance(rep, dict) else int(rep)
+    return seed * max(k, 1)
+
+
 def demo_sweep_text(quick: bool, seed: int, scale: str = "cpu") -> str:
     name = PRESETS[preset_of(quick, scale)][0]
     text = resources.files("sweeps").joinpath("configs", name).read_text(encoding="utf-8")
     cfg = yamlio.loads(text, source=name)
-    if cfg.get("seed") != seed:  # keep the shipped file's comments when the seed is the default
-        text = text.replace(f"seed: {cfg.get('seed')}\n", f"seed: {seed}\n", 1)
+    want = run_seed(cfg, seed)
+    if cfg.get("seed") != want:  # keep the shipped file's comments when the seed is the default
+        text = text.replace(f"seed: {cfg.get('seed')}\n", f"seed: {want}\n", 1)
     return text
 
 
@@ -106,7 +115,8 @@ def register(sub) -> None:
                    help="cpu: 7 micro sizes x 9 budgets per arm (45 points) on a 256-row vocabulary, 12-14 min on 2 cores; gpu: 1.3M-30M non-embedding "
                         "parameters on a ~30M-token corpus, sized for ~10 min on one H100/H200 (the trainer uses CUDA "
                         "when present)")
-    d.add_argument("--seed", type=int, default=0, help="seed of the corpus, benchmarks and inits (default 0)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the corpus, benchmarks and inits (default 0); with the sweep's "
+                   "`replicates: k` the runs take seeds kS .. kS + k - 1")
     d.add_argument("--workers", type=int, default=None,
                    help="worker processes training the sweep's runs (default: scaling run --workers auto, one "
                         "single-threaded worker per usable CPU core, at most 8; 1 with --scale gpu)")

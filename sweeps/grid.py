@@ -12,7 +12,8 @@ per size (its compute is not counted in C, as in SIMS), or from a given checkpoi
 
 Constraints drop grid points (max_params, min/max tokens per parameter, min_steps); a sweep
 left with no run is an error. With ``train.schedule: wsd`` the points of one (arm, model) become
-one run to the largest token count with a cooldown branch at each smaller one.
+one run to the largest token count with a cooldown branch at each smaller one. ``replicates``
+repeats a model's runs under the seeds after ``seed`` (interleaved ones from text LMs of their seed).
 """
 from __future__ import annotations
 
@@ -100,15 +101,16 @@ def train_for(sweep: Sweep, model: str, tuned: dict[str, dict]):
     return replace(t, lr=lr, min_lr=t.min_lr * lr / t.lr, batch_size=int(v.get("batch_size", t.batch_size)))
 
 
-def text_lm_spec(sweep: Sweep, model: str, manifest: dict, arm: str | None = None) -> RunSpec:
-    """The text LM that ``arm``'s runs of ``model`` start from (its family, its data folder's text stream)."""
+def text_lm_spec(sweep: Sweep, model: str, manifest: dict, arm: str | None = None, seed: int | None = None) -> RunSpec:
+    """The text LM that ``arm``'s runs of ``model`` (of ``seed``, default the sweep's) start from (its family,
+    its data folder's text stream)."""
     tp = sweep.text_pretrain
     train = replace(sweep.train, lr=tp.lr or sweep.train.lr, min_lr=tp.min_lr or sweep.train.min_lr, eval_every=0,
                     schedule="cosine")
     data = sweep.data_of(arm) if arm else sweep.data
     return RunSpec(arm=TEXT_ARM, model=model, shape=shape_of(sweep, model, manifest, text=True, arm=arm), tokens=tp.tokens,
                    streams={TEXT_ARM: 1.0}, init="random", data_fingerprint=_fingerprint(sweep, manifest, arm),
-                   train=train, seed=sweep.seed, data_dir=str(data or ""), sweep=sweep.name)
+                   train=train, seed=sweep.seed if seed is None else seed, data_dir=str(data or ""), sweep=sweep.name)
 
 
 def _points(sweep: Sweep, model: str, n: int, T: int) -> list[tuple[int, float, str]]:
@@ -178,28 +180,29 @@ def resolve(sweep: Sweep, *, dropped: list | None = None) -> list[RunSpec]:
                 kept.append((tokens, C, where))
             if not kept:
                 continue
-            base = dict(arm=arm, model=model, shape=shape, streams=dict(sweep.streams[arm]),
-                        init=sweep.init[arm], data_fingerprint=_fingerprint(sweep, manifest, arm), seed=sweep.seed,
-                        benchmarks=list(sweep.eval.benchmarks), bench_items=sweep.eval.max_items,
-                        data_dir=str(sweep.data_of(arm) or ""), sweep=sweep.name)
-            if train.schedule == "wsd":
-                kept.sort()
-                tokens, C, _ = kept[-1]
-                cds = [(t, c) for t, c, _ in kept if t < tokens]  # token counts are distinct (checked above)
-                speech.append(RunSpec(tokens=tokens, budget=C, train=replace(train), cooldowns=[t for t, _ in cds],
-                                      cooldown_budgets=[float(c) for _, c in cds], **base))
-            else:
-                speech.extend(RunSpec(tokens=t, budget=C, train=replace(train), **base) for t, C, _ in kept)
+            kept.sort()
+            for seed in sweep.seeds_of(model):  # replicates: the same grid points again, each under its own seed
+                base = dict(arm=arm, model=model, shape=shape, streams=dict(sweep.streams[arm]),
+                            init=sweep.init[arm], data_fingerprint=_fingerprint(sweep, manifest, arm), seed=seed,
+                            benchmarks=list(sweep.eval.benchmarks), bench_items=sweep.eval.max_items,
+                            data_dir=str(sweep.data_of(arm) or ""), sweep=sweep.name)
+                if train.schedule == "wsd":
+                    tokens, C, _ = kept[-1]
+                    cds = [(t, c) for t, c, _ in kept if t < tokens]  # token counts are distinct (checked above)
+                    speech.append(RunSpec(tokens=tokens, budget=C, train=replace(train), cooldowns=[t for t, _ in cds],
+                                          cooldown_budgets=[float(c) for _, c in cds], **base))
+                else:
+                    speech.extend(RunSpec(tokens=t, budget=C, train=replace(train), **base) for t, C, _ in kept)
     if not speech:
         reasons = sorted({d[3].split(" ", 1)[1] if " " in d[3] else d[3] for d in dropped})
         raise ConfigError(f"the constraints leave no runs ({len(dropped)} grid points dropped: {'; '.join(reasons)})",
                           source=src, field="constraints")
-    # One text LM per (model, family, data folder): arms that share those share their text LM.
+    # One text LM per (model, family, data folder, seed): arms that share those share their text LM.
     specs: list[RunSpec] = []
     text_lms: dict[str, RunSpec] = {}
     for s in speech:
         if s.init == "text_lm":
-            lm = text_lm_spec(sweep, s.model, manifests[s.arm], s.arm)
+            lm = text_lm_spec(sweep, s.model, manifests[s.arm], s.arm, seed=s.seed)
             if lm.run_id not in text_lms:
                 lm.validate(src)
                 text_lms[lm.run_id] = lm

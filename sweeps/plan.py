@@ -15,7 +15,7 @@ def plan_rows(specs: list[RunSpec], *, mfu: float = 0.4, gpu_flops: float = 989e
         pc = count_params(s.shape)
         fx = flops_exact(s.shape, s.tokens, s.train.seq_len)
         rows.append({
-            "run_id": s.run_id, "arm": s.arm, "model": s.model, "params": pc.total,
+            "run_id": s.run_id, "arm": s.arm, "model": s.model, "seed": s.seed, "params": pc.total,
             "non_embedding_params": pc.non_embedding, "tokens": s.tokens, "budget": s.budget,
             "flops": flops_6nd(pc.total, s.tokens), "flops_exact": fx,
             "steps": s.steps, "tokens_per_param": s.tokens / pc.total, "init": s.init,

@@ -110,6 +110,7 @@ class Sweep:
     hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
     tuning: Tuning = field(default_factory=Tuning)
     seed: int = 0
+    replicates: dict[str, int] = field(default_factory=dict)  # model -> runs per grid point (else 1)
     streams: dict[str, dict[str, float]] = field(default_factory=dict)
     init: dict[str, str] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -131,6 +132,10 @@ class Sweep:
     def models_of(self, arm: str) -> list[str]:
         return self.arm_models.get(arm, self.models)
 
+    def seeds_of(self, model: str) -> list[int]:
+        """The seeds of ``model``'s runs: ``seed``, ``seed + 1``, ... one per replicate."""
+        return [self.seed + r for r in range(self.replicates.get(model, 1))]
+
     @property
     def runs_dir(self) -> Path:
         return self.output / "runs"
@@ -140,7 +145,7 @@ class Sweep:
         return self.output / "results.csv"
 
 
-TOP_KEYS = {"name", "data", "output", "models", "budgets", "arms", "grid", "seed", "streams", "init", "train",
+TOP_KEYS = {"name", "data", "output", "models", "budgets", "arms", "grid", "seed", "replicates", "streams", "init", "train",
             "text_pretrain", "eval", "constraints", "tokenizer", "vocab", "units", "tokens_per_param", "runs",
             "hyperparameters", "tuning", "resources"}
 GRIDS = ("isoflop", "tokens_per_param", "explicit")
@@ -312,6 +317,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if raw.get("tuning") is not None:
         _check_tuning(tuning, train, src, arms)
     seed = check_int(raw.get("seed", 0), source=src, field="seed", low=0, high=MAX_SEED)
+    replicates = _replicates(raw.get("replicates"), names, seed, src)
 
     base = path.parent
     data = None
@@ -334,7 +340,7 @@ def load_sweep(path: str | Path) -> Sweep:
     output = check_text(raw.get("output", "."), source=src, field="output")
     sweep = Sweep(
         path=path, name=name, data=data, output=(base / output).resolve(),
-        models=names, budgets=budgets, arms=list(arms), grid=grid, seed=seed, streams=streams, init=init,
+        models=names, budgets=budgets, arms=list(arms), grid=grid, seed=seed, replicates=replicates, streams=streams, init=init,
         train=train, text_pretrain=tp, eval=ev, constraints=cons, shapes=shapes, tokenizer=tokenizer, units=units,
         tokens_per_param=tpp, explicit=explicit, init_paths=init_paths, hyperparameters=hp, tuning=tuning, arm_data=arm_data, family=family, arm_models=arm_models, arm_tokenizer=arm_tok,
     )
@@ -349,6 +355,36 @@ def load_sweep(path: str | Path) -> Sweep:
 RESOURCE_INTS = (("nodes", 1, 100_000), ("gpus_per_node", 0, 1_024), ("cpus_per_task", 0, 100_000),
                  ("time_min", 1, 525_600))
 MAX_MEM_GB = 1_000_000  # a petabyte per node
+
+
+#: The most replicates of one grid point a sweep may ask for (each is a whole run)
+MAX_REPLICATES = 100
+
+
+def _replicates(raw, names: list[str], seed: int, src) -> dict[str, int]:
+    """``replicates``: a count for every model, or ``{default: k, <model>: k, ...}``; model -> count (> 1 only)."""
+    if raw is None:
+        return {}
+    if isinstance(raw, bool) or not isinstance(raw, (int, dict)):
+        raise ConfigError("must be a whole number of runs per grid point, or a mapping of model names (and "
+                          "'default') to one", source=src, field="replicates", value=raw)
+    table = {"default": raw} if isinstance(raw, int) else dict(raw)
+    unknown = [k for k in table if k != "default" and k not in names]
+    if unknown:
+        raise ConfigError(f"names no model of the sweep (models: {', '.join(names)})", source=src,
+                          field=f"replicates.{unknown[0]}", value=unknown[0])
+    out = {}
+    for k, v in table.items():
+        where = "replicates" if isinstance(raw, int) else f"replicates.{k}"
+        check_int(v, source=src, field=where, low=1, high=MAX_REPLICATES)
+    for m in names:
+        k = int(table.get(m, table.get("default", 1)))
+        if k > 1:
+            out[m] = k
+    if out and seed + max(out.values()) - 1 > MAX_SEED:
+        raise ConfigError(f"seed + replicates - 1 must be at most {MAX_SEED}", source=src, field="replicates",
+                          value=max(out.values()))
+    return out
 
 
 def _resources(raw, names, src) -> dict[str, Resources]:
@@ -707,6 +743,7 @@ KEY_FORMS = {
     "name": ("str", "the file name without .yaml"), "data": ("path", "none"), "output": ("path", "."),
     "models": ("list[str | shape]", "required"), "budgets": ("list[float] | {start, stop, num}", "required (isoflop)"),
     "arms": ("list[str] | {name: arm}", "required"), "grid": ("str", "isoflop"), "seed": ("int", "0"),
+    "replicates": ("int | {default | model: int}", "1"),
     "streams": ("{arm: {stream: share}}", "none"), "init": ("{arm: init}", "none"), "train": ("mapping", "{}"),
     "text_pretrain": ("mapping", "{}"), "eval": ("mapping", "{}"), "constraints": ("mapping", "{}"),
     "tokenizer": ("str", "data"), "vocab": ("int", "none"), "units": ("int", "500"),
@@ -736,7 +773,12 @@ KEY_HELP = {
     "arms": "the arms compared: a list of names (`interleaved`, `textless` have presets) or a mapping of named arms "
             "(`arms.<arm>.*`); the results column `arm`",
     "grid": "`isoflop` (D = C / 6N per model and budget), `tokens_per_param` (D = k N) or `explicit` (`runs`)",
-    "seed": "the seed of every run of the sweep (part of each run id)",
+    "seed": "the seed of every run of the sweep (part of each run id); replicates take the next seeds",
+    "replicates": "runs per grid point, each with its own seed (`seed`, `seed + 1`, ...; interleaved replicates "
+                  "start from text LMs of their own seed): one count, or per model with `default` for the rest. "
+                  "Under wsd every replicate is a whole run with its branches. Run-to-run scatter is shared by a "
+                  "run's points, so a second seed of a size narrows the fit's intervals where more budgets cannot "
+                  "(`scaling design` searches it)",
     "streams": "older form: arm -> {stream: share}, applied on top of `arms`",
     "init": "older form: arm -> init (`text_lm`, `random`, or model -> checkpoint), applied on top of `arms`",
     "train": "the run spec's training block (`train.*`)",

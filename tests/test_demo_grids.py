@@ -53,3 +53,18 @@ def test_demo_grid_is_designed_for_a_law(tmp_path, name):
         # the longest run reads the speech stream at most a few times
         epochs = max(s.tokens for s in runs) / (corpus.n_speech_stories * TOKENS_PER_SPEECH_STORY)
         assert epochs <= 3, epochs
+
+
+def test_demo_seeds_never_share_a_run_seed_with_replicates():
+    """With ``replicates: k`` the demo at seed S trains run seeds kS .. kS + k - 1: the demos at seeds 0, 1, 2
+    are independent studies, not overlapping ones."""
+    from scaling.demo import demo_sweep_text, run_seed
+    from scaling import yamlio
+
+    assert [run_seed({"replicates": 2}, s) for s in range(3)] == [0, 2, 4]
+    assert [run_seed({"replicates": {"default": 1, "micro-8k": 3}}, s) for s in range(3)] == [0, 3, 6]
+    assert [run_seed({}, s) for s in range(3)] == [0, 1, 2]
+    for s in range(3):  # the shipped file: its own seed key rewritten, the rest (comments included) kept
+        text = demo_sweep_text(False, s)
+        cfg = yamlio.loads(text, source="demo.yaml")
+        assert cfg["seed"] == run_seed(cfg, s) and text.count("seed:") == 1

@@ -164,7 +164,7 @@ def test_design_keeps_the_template_grid_when_no_candidate_beats_it(tmp_path, cap
     template.write_text(resources.files("sweeps").joinpath("configs", "isoflop_qwen2.5.yaml").read_text())
     ladder = yaml.safe_load(template.read_text())["models"]
     monkeypatch.setattr(design_run, "candidates", lambda *a, **k: iter(
-        [(tuple(ladder), log_budgets(2e19, 1e20, 5), (None, None))]))
+        [(tuple(ladder), log_budgets(2e19, 1e20, 5), (None, None), {})]))
     out = tmp_path / "designed.yaml"
     assert main(["design", str(template), "--law", "E=1.69,A=406.4,B=410.7,alpha=0.34,beta=0.28", "--noise", "0.01",
                  "--confirm", "0", "--out", str(out)]) == 0
@@ -174,3 +174,64 @@ def test_design_keeps_the_template_grid_when_no_candidate_beats_it(tmp_path, cap
     from scaling import yamlio
 
     assert yamlio.load(out, what="sweep")["budgets"] == yamlio.load(template, what="sweep")["budgets"]
+
+
+def test_design_buys_seeds_where_run_scatter_dominates(prepared, tmp_path, capsys):
+    """With run-to-run scatter 20x a point's own and no other size to add, twice the compute is best spent on
+    a second seed of every run (more budgets add points, not runs): the design writes ``replicates`` and its
+    grid plans with two runs per size; the grid of one seed per size it also printed is wider."""
+    models = ["micro-8k", "micro-15k", "micro-23k", "micro-46k"]
+    train = {"seq_len": 64, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_frac": 0.1, "val_sequences": 4,
+             "schedule": "wsd", "cooldown_frac": 0.1}
+    sweep = write_sweep(tmp_path / "today.yaml", prepared, models=models, arms=["textless"],
+                        budgets=[4e10, 8e10, 1.6e11], train=train,
+                        constraints={"min_steps": 8, "min_tokens_per_param": 3.5, "max_tokens_per_param": 800})
+    par = {"E": PILOT.E, "A": PILOT.A, "B": PILOT.B, "alpha": PILOT.alpha, "beta": PILOT.beta,
+           "extra": {"noise": NoiseModel(run_sd=0.01, point_sd=0.0005, n_runs=4, n_points=12).to_dict()}}
+    fits = tmp_path / "fits.json"
+    fits.write_text(json.dumps({"huber_delta": 0.03, "arms": {"textless": {"parametric": par}}}))
+    rows = json.loads((lambda p: (main(["plan", str(sweep), "--json", str(p)]), p.read_text())[1])(tmp_path / "p.json"))
+    today_flops = sum(6 * r["params"] * (r["tokens"] + 0.1 * sum(r["cooldowns"])) for r in rows)
+    capsys.readouterr()
+    out = tmp_path / "designed.yaml"
+    args = ["design", str(sweep), "--law", str(fits), "--confirm", "0", "--interval", "sampling",
+            "--max-flops", f"{2.2 * today_flops:.6g}", "--min-sizes", "4"]
+    assert main(args + ["--seeds", "1", "--out", str(tmp_path / "one.yaml")]) == 0
+    one_seed = _design_rows(capsys.readouterr().out)["best"]
+    assert main(args + ["--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Huber delta 0.03" in text  # the pilot fits.json's delta, not scaling fit's default
+    assert _design_rows(text)["best"] < 0.85 * one_seed, text
+    doc = yaml.safe_load(out.read_text())
+    assert doc["replicates"] and set(doc["replicates"]) <= set(doc["models"])
+    assert all(k == 2 for k in doc["replicates"].values())
+    assert main(["plan", str(out), "--json", str(tmp_path / "w.json")]) == 0
+    planned = json.loads((tmp_path / "w.json").read_text())
+    for m, k in doc["replicates"].items():
+        assert sorted(r["seed"] for r in planned if r["model"] == m) == list(range(k))
+
+
+def test_the_exponents_target_is_the_worst_exponent_over_its_limit():
+    """``exponents`` ranks grids the way the fit's verdict flags them: the worst of alpha, beta and a, each
+    over the verdict's 'wide' limit."""
+    from analysis.design import wide_limit
+
+    N, D, R = _wsd_grid([5e3, 1e4, 2e4, 4e4, 8e4], [2e10, 4e10, 8e10, 1.6e11])
+    noise = NoiseModel(run_sd=0.005, point_sd=0.003, n_runs=5, n_points=int(N.size))
+    for delta in (1e-3, 0.03):
+        w = predict(PILOT, N, D, R, noise, delta=delta)
+        for kind in ("bootstrap", "sampling"):
+            ratios = {k: w[kind][k] / wide_limit(PILOT, k) for k in ("alpha", "beta", "a")}
+            assert w[kind]["exponents"] == pytest.approx(max(ratios.values()))
+    # a far larger Huber delta than the scatter is least squares: narrower than the near-LAD fit at 1e-3
+    assert predict(PILOT, N, D, R, noise, delta=0.03)["sampling"]["a"] < predict(PILOT, N, D, R, noise)["sampling"]["a"]
+
+
+@pytest.mark.parametrize("seeds", ["0", "1,x", "11", ""])
+def test_design_refuses_bad_seed_counts(prepared, tmp_path, capsys, seeds):
+    sweep = write_sweep(tmp_path / "s.yaml", prepared, models=["micro-8k", "micro-15k", "micro-23k", "micro-46k"],
+                        arms=["textless"], budgets=[2.25e10, 4e10])
+    assert main(["design", str(sweep), "--law", "E=1.5,A=30,B=400,alpha=0.35,beta=0.4", "--noise", "0.01",
+                 "--seeds", seeds]) == 2
+    err = capsys.readouterr().err
+    assert "'--seeds'" in err and "counts of seeds per size" in err

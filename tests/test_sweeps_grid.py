@@ -3,6 +3,7 @@ errors a malformed sweep gets before anything runs."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -137,7 +138,47 @@ def test_wsd_grid_one_run_per_size_with_cooldowns(prepared, tmp_path, capsys):
     assert "wsd schedule" in capsys.readouterr().out
 
 
+def test_replicates_train_every_point_under_the_next_seeds(prepared, tmp_path):
+    """``replicates``: a model's runs again under seed + 1, ... (distinct run ids, interleaved ones from a text
+    LM of their own seed); per model with ``default`` for the rest; plan rows and plan points keep them apart."""
+    from analysis.power import plan_points
+
+    train = {"seq_len": 64, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_frac": 0.1, "val_sequences": 4,
+             "schedule": "wsd", "cooldown_frac": 0.2}
+    one = resolve(load_sweep(write_sweep(tmp_path / "one.yaml", prepared, budgets=[2e9, 4e9, 8e9], train=train, seed=3)))
+    sw = load_sweep(write_sweep(tmp_path / "rep.yaml", prepared, budgets=[2e9, 4e9, 8e9], train=train, seed=3,
+                                replicates={"default": 1, "toy-s": 3}))
+    assert sw.seeds_of("toy-s") == [3, 4, 5] and sw.seeds_of("toy-xs") == [3]
+    specs = resolve(sw)
+    ids = [s.run_id for s in specs]
+    assert len(ids) == len(set(ids))
+    assert {s.run_id for s in one} <= set(ids)  # the first replicate is the run a sweep without replicates trains
+    speech = [s for s in specs if s.arm != "textlm"]
+    for arm in ("interleaved", "textless"):
+        runs = [s for s in speech if s.arm == arm and s.model == "toy-s"]
+        assert sorted(s.seed for s in runs) == [3, 4, 5]
+        assert len({(s.tokens, tuple(s.cooldowns)) for s in runs}) == 1  # the same points, three times
+        assert [s.seed for s in speech if s.arm == arm and s.model == "toy-xs"] == [3]
+    lms = {s.run_id: s for s in specs if s.arm == "textlm"}
+    for s in speech:
+        if s.arm == "interleaved":
+            lm = lms[s.init.split(":", 1)[1]]
+            assert lm.model == s.model and lm.seed == s.seed
+    rows = plan_rows(specs)
+    assert sorted(r["seed"] for r in rows if r["arm"] == "textless" and r["model"] == "toy-s") == [3, 4, 5]
+    N, D, C, R = plan_points(rows)["textless"]
+    n_s = count_params(next(s for s in speech if s.model == "toy-s").shape).total
+    assert len(np.unique(R[N == n_s])) == 3 and len(np.unique(R)) == 4  # three runs of toy-s, one of toy-xs
+    # every count: an int for all models
+    assert all(load_sweep(write_sweep(tmp_path / "all.yaml", prepared, replicates=2)).seeds_of(m) == [0, 1]
+               for m in ("toy-xs", "toy-s"))
+
+
 @pytest.mark.parametrize("override,field,words", [
+    ({"replicates": 0}, "replicates", "positive integer"),
+    ({"replicates": {"toy-q": 2}}, "replicates.toy-q", "names no model"),
+    ({"replicates": {"toy-s": 1.5}}, "replicates.toy-s", "positive integer"),
+    ({"replicates": "two"}, "replicates", "whole number of runs"),
     ({"models": ["qwen9-1t"]}, "models[0]", "unknown model"),
     ({"models": []}, "models", "non-empty"),
     ({"budgets": [4e9, 2e9]}, "budgets", "strictly increasing"),
