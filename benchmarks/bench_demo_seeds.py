@@ -1,6 +1,6 @@
 """Does the default demo's law hold at every seed? The demo at several seeds, judged as the issue asks.
 
-Usage: python benchmarks/bench_demo_seeds.py [--seeds 0 1 2] [--out DIR] [--workers N] [--scale cpu]
+Usage: python benchmarks/bench_demo_seeds.py [--seeds 0 1 2] [--out DIR] [--workers N] [--scale cpu] [--replicates K]
        python benchmarks/bench_demo_seeds.py --judge DIR/seed_0 DIR/seed_1 ...   (judge finished demos only)
 
 Each seed runs ``scaling demo --seed S --out DIR/seed_S`` (another synthetic corpus, other benchmarks,
@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="demo_seeds", help="folder for the demos (seed_S each); default ./demo_seeds")
     ap.add_argument("--workers", type=int, default=None, help="scaling demo --workers (default: its own)")
     ap.add_argument("--scale", choices=("cpu", "gpu"), default="cpu")
+    ap.add_argument("--replicates", type=int, default=None, metavar="K",
+                    help="scaling demo --replicates K: every grid point trained K times, each under its own seed")
     ap.add_argument("--judge", nargs="+", default=None, metavar="DEMO_DIR",
                     help="judge these finished demo folders instead of running anything")
     ap.add_argument("--seconds", type=float, nargs="+", default=None,
@@ -110,6 +112,8 @@ def main(argv=None) -> int:
             cmd = [sys.executable, "-m", "scaling", "demo", "--seed", str(s), "--out", str(folder), "--scale", args.scale]
             if args.workers:
                 cmd += ["--workers", str(args.workers)]
+            if args.replicates:
+                cmd += ["--replicates", str(args.replicates)]
             t0 = time.time()
             rc = subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode
             dt = time.time() - t0
@@ -133,7 +137,10 @@ def main(argv=None) -> int:
 
         verdicts = "; ".join(f"seed {r['seed']}: " + ", ".join(f"{a} {'pass' if v.get('passed') else 'FAIL'}"
                                                             for a, v in r["arms"].items()) for r in results)
-        write_record("demo_seeds", {"seeds": results, "all_pass": not failed}, title="the default demo at several seeds",
+        reps = f" with --replicates {args.replicates}" if args.replicates else ""
+        write_record("demo_seeds" + (f"_replicates{args.replicates}" if args.replicates else ""),
+                     {"seeds": results, "all_pass": not failed, "replicates": args.replicates or 1},
+                     title=f"the default demo at several seeds{reps}",
                      summary=("all seeds pass" if not failed else "not every seed passes") + f" ({verdicts})",
                      units={"seconds": "s"}, note=args.note)
     return 1 if failed else 0

@@ -34,6 +34,9 @@ PRESETS = {"quick": ("demo_quick.yaml", ["--quick"]),
 #: instead of 3 (record demo_seeds).
 REPORT_HUBER_DELTA = 0.03
 
+#: ``scaling demo --replicates``: at most this many runs per grid point (each is a whole run)
+MAX_DEMO_REPLICATES = 10
+
 
 def preset_of(quick: bool, scale: str = "cpu") -> str:
     """``--quick`` is the smoke test at either scale (it is what CI runs); otherwise the scale's study."""
@@ -48,10 +51,17 @@ def run_seed(cfg: dict, seed: int) -> int:
     return seed * max(k, 1)
 
 
-def demo_sweep_text(quick: bool, seed: int, scale: str = "cpu") -> str:
+def demo_sweep_text(quick: bool, seed: int, scale: str = "cpu", replicates: int | None = None) -> str:
+    """The demo's sweep file at ``seed``; ``replicates``: runs per grid point (each its own seed), replacing the
+    shipped file's own count."""
     name = PRESETS[preset_of(quick, scale)][0]
     text = resources.files("sweeps").joinpath("configs", name).read_text(encoding="utf-8")
     cfg = yamlio.loads(text, source=name)
+    if replicates is not None:
+        if "replicates" in cfg:  # the shipped file's own count: dropped, with its comment line
+            text = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("replicates:"))
+        text += f"replicates: {int(replicates)}   # scaling demo --replicates\n"
+        cfg = yamlio.loads(text, source=name)
     want = run_seed(cfg, seed)
     if cfg.get("seed") != want:  # keep the shipped file's comments when the seed is the default
         text = text.replace(f"seed: {cfg.get('seed')}\n", f"seed: {want}\n", 1)
@@ -65,7 +75,7 @@ def default_workers(scale: str) -> str:
 
 
 def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]], int], scale: str = "cpu",
-             no_cache: bool = False, workers: int | None = None) -> int:
+             no_cache: bool = False, workers: int | None = None, replicates: int | None = None) -> int:
     """Run the stages through ``command`` (the CLI's main), stopping at the first that fails."""
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +91,7 @@ def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]]
     if rc:
         return rc
     sweep = out / "sweep.yaml"
-    atomic.write_text(sweep, demo_sweep_text(quick, seed, scale))
+    atomic.write_text(sweep, demo_sweep_text(quick, seed, scale, replicates))
 
     stage(f"plan ({sweep})")
     rc = command(["plan", str(sweep), "--json", str(out / "plan.json")])
@@ -103,8 +113,12 @@ def run_demo(out: Path, *, quick: bool, seed: int, command: Callable[[list[str]]
 def _cmd_demo(args) -> int:
     # args.cli is the CLI's main, handed over by scaling.cli (this module never imports scaling.cli)
     atomic.check_out_dir(args.out, "--out")
+    if args.replicates is not None:
+        from scaling.spec import check_int
+
+        check_int(args.replicates, field="--replicates", high=MAX_DEMO_REPLICATES)
     return run_demo(Path(args.out), quick=args.quick, seed=args.seed, command=args.cli, scale=args.scale,
-                    no_cache=args.no_cache, workers=args.workers)
+                    no_cache=args.no_cache, workers=args.workers, replicates=args.replicates)
 
 
 def register(sub) -> None:
@@ -117,6 +131,10 @@ def register(sub) -> None:
                         "when present)")
     d.add_argument("--seed", type=int, default=0, help="seed of the corpus, benchmarks and inits (default 0); with the sweep's "
                    "`replicates: k` the runs take seeds kS .. kS + k - 1")
+    d.add_argument("--replicates", type=int, default=None, metavar="K",
+                   help="train every grid point K times, each run under its own seed (the sweep's `replicates`): "
+                        "K times the compute; the fit then sees K runs per size, not one (default: the shipped "
+                        f"file's, 1; at most {MAX_DEMO_REPLICATES})")
     d.add_argument("--workers", type=int, default=None,
                    help="worker processes training the sweep's runs (default: scaling run --workers auto, one "
                         "single-threaded worker per usable CPU core, at most 8; 1 with --scale gpu)")

@@ -68,3 +68,18 @@ def test_demo_seeds_never_share_a_run_seed_with_replicates():
         text = demo_sweep_text(False, s)
         cfg = yamlio.loads(text, source="demo.yaml")
         assert cfg["seed"] == run_seed(cfg, s) and text.count("seed:") == 1
+
+
+def test_demo_replicates_flag_writes_the_count_and_refuses_a_bad_one(tmp_path, capsys):
+    """``scaling demo --replicates K`` writes ``replicates: K`` into the demo's sweep (one key, the seed
+    moved to K x S) and refuses 0 before anything is written."""
+    from scaling import yamlio
+    from scaling.cli import main
+    from scaling.demo import demo_sweep_text
+
+    text = demo_sweep_text(False, 1, "cpu", 2)
+    cfg = yamlio.loads(text, source="demo.yaml")
+    assert cfg["replicates"] == 2 and cfg["seed"] == 2 and text.count("\nreplicates:") == 1
+    assert yamlio.loads(demo_sweep_text(False, 0, "cpu", 3), source="demo.yaml")["replicates"] == 3
+    assert main(["demo", "--out", str(tmp_path / "d"), "--replicates", "0"]) == 2
+    assert "'--replicates'" in capsys.readouterr().err and not (tmp_path / "d").exists()
