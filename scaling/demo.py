@@ -126,7 +126,8 @@ def register(sub) -> None:
     d.add_argument("--out", required=True, help="output folder (data/, runs/, results.csv, fits.json, figures/, report.md)")
     d.add_argument("--quick", action="store_true", help="smoke test: 3 sizes x 3 budgets per arm, under 3 minutes on 2 cores")
     d.add_argument("--scale", choices=("cpu", "gpu"), default="cpu",
-                   help="cpu: 7 micro sizes x 9 budgets per arm (45 points) on a 256-row vocabulary, 12-14 min on 2 cores; gpu: 1.3M-30M non-embedding "
+                   help="cpu: 7 micro sizes x 9 budgets per arm (45 points, every run trained under 2 seeds) on a 256-row "
+                        "vocabulary, about 14 min on 2 cores; gpu: 1.3M-30M non-embedding "
                         "parameters on a ~30M-token corpus, sized for ~10 min on one H100/H200 (the trainer uses CUDA "
                         "when present)")
     d.add_argument("--seed", type=int, default=0, help="seed of the corpus, benchmarks and inits (default 0); with the sweep's "

@@ -144,7 +144,7 @@ def test_readme_is_short_and_starts_with_the_two_commands():
     fence = lines.index("```bash")
     cmds = lines[fence + 1:fence + 3]
     assert cmds[0].startswith("python -m pip install torch==2.13.0") and "scaling demo --quick" in cmds[0]
-    assert cmds[1].endswith("python -m pytest -q")
+    assert cmds[1].endswith("python -m pytest -q -n auto")
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert cmds[1] in ci.splitlines(), ".ci/run must run the README's test command exactly"
 

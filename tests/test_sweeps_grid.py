@@ -69,14 +69,15 @@ def test_demo_configs_still_load_and_plan(prepared, tmp_path):
         p.write_text(yaml.safe_dump(cfg))
         dropped = []
         specs = resolve(load_sweep(p), dropped=dropped)
-        # wsd: per size one text LM and one run per arm, each with a cooldown branch at every smaller budget
+        # wsd: per size and seed one text LM and one run per arm, each with a cooldown branch at every smaller budget
         # the sweep keeps (a D/N band in `constraints` may drop some of a size's budgets, or all of them at
         # this fixture's larger vocabulary: then the size has neither runs nor a text LM)
         gone = {m for m in cfg["models"]
                 if sum(1 for _, model, *_ in dropped if model == m) == 2 * len(cfg["budgets"])}
         assert all("tokens/param" in why for *_, why in dropped), (name, dropped)
         assert len(gone) <= 1, (name, gone)
-        assert len(specs) == (len(cfg["models"]) - len(gone)) * (1 + 2), name
+        k = int(cfg.get("replicates", 1))  # every run (and its text LM) once per seed
+        assert len(specs) == (len(cfg["models"]) - len(gone)) * (1 + 2) * k, name
         speech = [s for s in specs if s.arm != "textlm"]
         for s in speech:
             lost = sum(1 for arm, model, *_ in dropped if (arm, model) == (s.arm, s.model))
