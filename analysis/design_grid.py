@@ -133,7 +133,8 @@ def log_budgets(lo: float, hi: float, num: int) -> list[float]:
 def seed_patterns(models, counts=(1,)) -> list[dict]:
     """Seeds per size of the search: every count in ``counts`` for all sizes, and for each count k > 1 also
     k seeds of the larger half of the sizes only (run-to-run scatter hurts the exponents most where the
-    fewest points are: the largest sizes, which a diagonal band leaves few budgets)."""
+    fewest points are: the largest sizes, which a diagonal band leaves few budgets). ``models`` are in
+    ladder order, smallest first (as sweep files list them)."""
     out = []
     for k in sorted(set(int(c) for c in counts)):
         out.append({m: k for m in models} if k > 1 else {})

@@ -135,7 +135,7 @@ def register(sub) -> None:
     d.add_argument("--replicates", type=int, default=None, metavar="K",
                    help="train every grid point K times, each run under its own seed (the sweep's `replicates`): "
                         "K times the compute; the fit then sees K runs per size, not one (default: the shipped "
-                        f"file's, 1; at most {MAX_DEMO_REPLICATES})")
+                        f"file's: 2 for the CPU study, 1 for --quick and --scale gpu; at most {MAX_DEMO_REPLICATES})")
     d.add_argument("--workers", type=int, default=None,
                    help="worker processes training the sweep's runs (default: scaling run --workers auto, one "
                         "single-threaded worker per usable CPU core, at most 8; 1 with --scale gpu)")
