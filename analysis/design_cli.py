@@ -81,7 +81,7 @@ def run_design(args) -> int:
     from scaling.errors import ConfigError
 
     from . import design_run
-    from .cli import check_simulation_sizes
+    from .cli import check_simulation_sizes, huber_delta_of
 
     if args.confirm < 0:
         raise ConfigError("must be at least 0 (grids confirmed by simulated studies)", field="--confirm",
@@ -94,6 +94,7 @@ def run_design(args) -> int:
     if args.workers < 1:
         raise ConfigError("must be at least 1", field="--workers", value=args.workers)
     args.seeds = seed_counts(args.seeds)
+    args.huber_delta = huber_delta_of(args)
     if args.frontier < 1:
         raise ConfigError("must be at least 1 (rows of the frontier printed)", field="--frontier", value=args.frontier)
     if args.out is not None:
@@ -115,8 +116,6 @@ def seed_counts(text) -> tuple[int, ...]:
     """``--seeds``: counts of seeds per size, e.g. ``1,2``."""
     from scaling.errors import ConfigError
 
-    if isinstance(text, (tuple, list)):
-        return tuple(text)
     try:
         counts = tuple(int(x) for x in str(text).split(",") if x.strip())
     except ValueError:

@@ -160,9 +160,6 @@ def run(args) -> int:
     if not isinstance(template, dict):
         raise ConfigError("a sweep file must be a mapping", source=source)
     base = template_path.parent
-    from .cli import huber_delta_of
-
-    args.huber_delta = huber_delta_of(args)
     train = _train(template, source)
     schedule = args.schedule or train.schedule
     with tempfile.TemporaryDirectory(prefix="scaling-design-") as tmp:

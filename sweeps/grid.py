@@ -181,11 +181,11 @@ def resolve(sweep: Sweep, *, dropped: list | None = None) -> list[RunSpec]:
             if not kept:
                 continue
             kept.sort()
+            common = dict(arm=arm, model=model, shape=shape, init=sweep.init[arm],
+                          data_fingerprint=_fingerprint(sweep, manifest, arm), bench_items=sweep.eval.max_items,
+                          data_dir=str(sweep.data_of(arm) or ""), sweep=sweep.name)
             for seed in sweep.seeds_of(model):  # replicates: the same grid points again, each under its own seed
-                base = dict(arm=arm, model=model, shape=shape, streams=dict(sweep.streams[arm]),
-                            init=sweep.init[arm], data_fingerprint=_fingerprint(sweep, manifest, arm), seed=seed,
-                            benchmarks=list(sweep.eval.benchmarks), bench_items=sweep.eval.max_items,
-                            data_dir=str(sweep.data_of(arm) or ""), sweep=sweep.name)
+                base = dict(common, seed=seed, streams=dict(sweep.streams[arm]), benchmarks=list(sweep.eval.benchmarks))
                 if train.schedule == "wsd":
                     tokens, C, _ = kept[-1]
                     cds = [(t, c) for t, c, _ in kept if t < tokens]  # token counts are distinct (checked above)
